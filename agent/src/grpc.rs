@@ -1,0 +1,240 @@
+//! The `loadlab.v1.Agent` service: node facts, nginx targets and captures of a measured window.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use loadlab_proto::v1::{self, agent_server};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use crate::Error;
+use crate::counters::{NginxStatus, NodeCounters, fetch_stub_status, read_node_counters};
+use crate::facts::{NodeFacts, Presence, describe_from};
+use crate::nginx::{NginxSettings, NginxTarget, find_nginx, nginx_version};
+
+/// The opening snapshot of a capture.
+#[derive(Debug)]
+struct OpenCapture {
+    target_id: String,
+    started: Instant,
+    nginx: NginxStatus,
+    node: NodeCounters,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    targets: HashMap<String, NginxTarget>,
+    captures: HashMap<String, OpenCapture>,
+}
+
+/// The agent of one node. Targets it started are stopped when it is dropped or shut down.
+#[derive(Debug, Clone)]
+pub struct AgentService {
+    proc: PathBuf,
+    state: Arc<Mutex<State>>,
+}
+
+impl Default for AgentService {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AgentService {
+    pub fn new() -> Self {
+        Self {
+            proc: PathBuf::from("/proc"),
+            state: Arc::default(),
+        }
+    }
+
+    pub fn into_server(self) -> agent_server::AgentServer<Self> {
+        agent_server::AgentServer::new(self)
+    }
+
+    /// Stops every target this agent started. Call on shutdown.
+    pub async fn stop_all_targets(&self) {
+        let targets: Vec<_> = self.state.lock().await.targets.drain().collect();
+        for (id, target) in targets {
+            if let Err(error) = target.stop().await {
+                tracing::warn!(target_id = %id, error = %error, "stopping nginx target");
+            }
+        }
+    }
+
+    async fn endpoint_of(&self, target_id: &str) -> Result<std::net::SocketAddr, Status> {
+        let state = self.state.lock().await;
+        state
+            .targets
+            .get(target_id)
+            .map(NginxTarget::endpoint)
+            .ok_or_else(|| Status::not_found(format!("no target {target_id:?} on this agent")))
+    }
+}
+
+pub fn facts_to_proto(facts: NodeFacts, nginx_version: String) -> v1::NodeFacts {
+    v1::NodeFacts {
+        hostname: facts.hostname,
+        kernel_release: facts.kernel_release,
+        kernel_version: facts.kernel_version,
+        cpu_model: facts.cpu_model,
+        logical_cpus: facts.logical_cpus,
+        memory_bytes: facts.memory_bytes,
+        kernel_symbols: facts
+            .kernel_symbols
+            .into_iter()
+            .map(|(name, presence)| v1::KernelSymbol {
+                name,
+                presence: match presence {
+                    Presence::Present => v1::SymbolPresence::Present,
+                    Presence::Absent => v1::SymbolPresence::Absent,
+                    Presence::Unknown => v1::SymbolPresence::Unknown,
+                } as i32,
+            })
+            .collect(),
+        nginx_version,
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::NginxMissing => Status::failed_precondition(error.to_string()),
+            Error::NginxFailed { .. } => Status::unavailable(error.to_string()),
+            _ => Status::internal(error.to_string()),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl agent_server::Agent for AgentService {
+    async fn describe(
+        &self,
+        _: Request<v1::DescribeRequest>,
+    ) -> Result<Response<v1::NodeFacts>, Status> {
+        let facts = describe_from(&self.proc)?;
+        let version = match find_nginx() {
+            Ok(binary) => nginx_version(&binary).await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        Ok(Response::new(facts_to_proto(facts, version)))
+    }
+
+    async fn prepare_target(
+        &self,
+        request: Request<v1::TargetSpec>,
+    ) -> Result<Response<v1::PreparedTarget>, Status> {
+        let spec = request.into_inner();
+        if spec.workers > 1024 {
+            return Err(Status::invalid_argument(format!(
+                "workers must be at most 1024 (0 for one per CPU), got {}",
+                spec.workers
+            )));
+        }
+        let settings = NginxSettings {
+            workers: (spec.workers > 0).then_some(spec.workers),
+            reuseport: spec.reuseport,
+            backlog: (spec.backlog > 0).then_some(spec.backlog),
+        };
+        let binary = find_nginx()?;
+        let cpus = describe_from(&self.proc)?.logical_cpus;
+        let target = NginxTarget::start(&binary, &settings, cpus).await?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let prepared = v1::PreparedTarget {
+            target_id: id.clone(),
+            endpoint: target.endpoint().to_string(),
+            workers: target.workers(),
+        };
+        tracing::info!(target_id = %id, endpoint = %prepared.endpoint, workers = prepared.workers, reuseport = spec.reuseport, "nginx target started");
+        self.state.lock().await.targets.insert(id, target);
+        Ok(Response::new(prepared))
+    }
+
+    async fn stop_target(
+        &self,
+        request: Request<v1::TargetRef>,
+    ) -> Result<Response<v1::StopTargetResponse>, Status> {
+        let id = request.into_inner().target_id;
+        let target = {
+            let mut state = self.state.lock().await;
+            state.captures.retain(|_, capture| capture.target_id != id);
+            state.targets.remove(&id)
+        };
+        let target =
+            target.ok_or_else(|| Status::not_found(format!("no target {id:?} on this agent")))?;
+        target.stop().await?;
+        Ok(Response::new(v1::StopTargetResponse {}))
+    }
+
+    async fn start_capture(
+        &self,
+        request: Request<v1::StartCaptureRequest>,
+    ) -> Result<Response<v1::CaptureHandle>, Status> {
+        let target_id = request.into_inner().target_id;
+        let endpoint = self.endpoint_of(&target_id).await?;
+        // stub_status first, node counters second: the opening status request is then not in
+        // the node-wide TCP deltas (see `stop_capture` for the closing order).
+        let nginx = fetch_stub_status(endpoint).await?;
+        let node = read_node_counters(&self.proc)?;
+        let capture = OpenCapture {
+            target_id,
+            started: Instant::now(),
+            nginx,
+            node,
+        };
+        let id = uuid::Uuid::new_v4().to_string();
+        self.state.lock().await.captures.insert(id.clone(), capture);
+        Ok(Response::new(v1::CaptureHandle { capture_id: id }))
+    }
+
+    async fn stop_capture(
+        &self,
+        request: Request<v1::CaptureHandle>,
+    ) -> Result<Response<v1::Capture>, Status> {
+        let id = request.into_inner().capture_id;
+        let opened = self
+            .state
+            .lock()
+            .await
+            .captures
+            .remove(&id)
+            .ok_or_else(|| Status::not_found(format!("no open capture {id:?} on this agent")))?;
+        let window = opened.started.elapsed();
+        let node = read_node_counters(&self.proc)?;
+        let endpoint = self.endpoint_of(&opened.target_id).await?;
+        let nginx = fetch_stub_status(endpoint).await?;
+        // The closing status request is itself one accepted connection and one request.
+        let own_request = 1;
+        let cpu = node.cpu.shares_since(&opened.node.cpu);
+        let tcp = node.tcp.since(&opened.node.tcp);
+        Ok(Response::new(v1::Capture {
+            window_ms: loadlab_proto::millis(window),
+            nginx: Some(v1::NginxCounters {
+                accepts: nginx
+                    .accepts
+                    .saturating_sub(opened.nginx.accepts + own_request),
+                handled: nginx
+                    .handled
+                    .saturating_sub(opened.nginx.handled + own_request),
+                requests: nginx
+                    .requests
+                    .saturating_sub(opened.nginx.requests + own_request),
+            }),
+            tcp: Some(v1::TcpCounters {
+                active_opens: tcp.active_opens,
+                passive_opens: tcp.passive_opens,
+                attempt_fails: tcp.attempt_fails,
+                estab_resets: tcp.estab_resets,
+                out_rsts: tcp.out_rsts,
+            }),
+            cpu: Some(v1::CpuUsage {
+                busy_share: cpu.busy,
+                user_share: cpu.user,
+                system_share: cpu.system,
+                softirq_share: cpu.softirq,
+            }),
+        }))
+    }
+}

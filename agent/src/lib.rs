@@ -1,0 +1,45 @@
+//! loadlab's node agent: describes the node, runs the nginx target and captures counters over
+//! a measured window. [`grpc`] serves it as `loadlab.v1.Agent`; the rest knows no gRPC.
+
+pub mod counters;
+pub mod facts;
+pub mod grpc;
+pub mod nginx;
+
+use std::path::PathBuf;
+
+pub use grpc::AgentService;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("unexpected format in {0}")]
+    Malformed(String),
+    #[error(
+        "nginx not found (looked at $LOADLAB_NGINX, PATH and /usr/sbin): install it with `apt-get install nginx-light`"
+    )]
+    NginxMissing,
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{reason}; nginx error log:\n{log}")]
+    NginxFailed { reason: String, log: String },
+    #[error("cannot find a free loopback port: {source}")]
+    Bind { source: std::io::Error },
+    #[error("cannot read nginx stub_status from {endpoint}: {reason}")]
+    StubStatus {
+        endpoint: std::net::SocketAddr,
+        reason: String,
+    },
+}

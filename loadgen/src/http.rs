@@ -1,0 +1,265 @@
+//! The HTTP/1.1 a storm speaks: one request built once per storm, and an incremental response
+//! reader that needs no allocation per connection.
+
+use std::fmt::Write as _;
+
+/// Builds the request every connection sends: `Connection: close`, so the server ends each
+/// connection after one response.
+pub fn close_request(host: &str, path: &str) -> Vec<u8> {
+    let path = if path.is_empty() { "/" } else { path };
+    let mut request = String::with_capacity(64 + host.len() + path.len());
+    // Writing to a String cannot fail.
+    let _ = write!(
+        request,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: loadlab\r\nConnection: close\r\n\r\n"
+    );
+    request.into_bytes()
+}
+
+/// What went wrong with a response, as far as HTTP is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseError {
+    /// The connection ended before the headers or the body were complete.
+    ShortRead,
+    /// The status line or headers could not be parsed, or were too long.
+    Malformed,
+    /// A complete response with a status outside 200..=299.
+    BadStatus(u16),
+}
+
+const MAX_HEADER_BYTES: usize = 8 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    ContentLength(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// Feeds on the bytes of one response as they arrive; `finish` at EOF says whether it was a
+/// complete, successful response.
+#[derive(Debug)]
+pub struct ResponseReader {
+    header: Box<[u8; MAX_HEADER_BYTES]>,
+    header_len: usize,
+    head: Option<(u16, Framing)>,
+    body_len: u64,
+    /// The last bytes of the body, enough to recognise the end of a chunked body.
+    tail: [u8; 5],
+    malformed: bool,
+}
+
+impl Default for ResponseReader {
+    fn default() -> Self {
+        Self {
+            header: Box::new([0; MAX_HEADER_BYTES]),
+            header_len: 0,
+            head: None,
+            body_len: 0,
+            tail: [0; 5],
+            malformed: false,
+        }
+    }
+}
+
+impl ResponseReader {
+    /// Makes the reader ready for the next connection without reallocating.
+    pub fn reset(&mut self) {
+        self.header_len = 0;
+        self.head = None;
+        self.body_len = 0;
+        self.tail = [0; 5];
+        self.malformed = false;
+    }
+
+    /// Takes the next bytes read from the connection.
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        if self.malformed {
+            return;
+        }
+        if self.head.is_none() {
+            let room = MAX_HEADER_BYTES - self.header_len;
+            let take = bytes.len().min(room);
+            let start = self.header_len;
+            self.header[start..start + take].copy_from_slice(&bytes[..take]);
+            self.header_len += take;
+            // The blank line may straddle two reads, so search from a little before `start`.
+            let search_from = start.saturating_sub(3);
+            let Some(end) = find_blank_line(&self.header[search_from..self.header_len]) else {
+                if self.header_len == MAX_HEADER_BYTES {
+                    self.malformed = true;
+                }
+                return;
+            };
+            let header_end = search_from + end + 4;
+            match parse_head(&self.header[..header_end]) {
+                Some(head) => self.head = Some(head),
+                None => {
+                    self.malformed = true;
+                    return;
+                }
+            }
+            let body_in_header_buffer = self.header_len - header_end;
+            let body_start = take - body_in_header_buffer;
+            bytes = &bytes[body_start..];
+        }
+        self.body_len += bytes.len() as u64;
+        self.remember_tail(bytes);
+    }
+
+    fn remember_tail(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(self.tail.len());
+        self.tail.rotate_left(n);
+        let tail_len = self.tail.len();
+        self.tail[tail_len - n..].copy_from_slice(&bytes[bytes.len() - n..]);
+    }
+
+    /// True once a response framed by Content-Length has all of its body.
+    pub fn body_complete(&self) -> bool {
+        matches!(self.head, Some((_, Framing::ContentLength(n))) if self.body_len >= n)
+    }
+
+    /// Judges the response once the connection has ended.
+    pub fn finish(&self) -> Result<u16, ResponseError> {
+        if self.malformed {
+            return Err(ResponseError::Malformed);
+        }
+        let Some((status, framing)) = self.head else {
+            return Err(ResponseError::ShortRead);
+        };
+        let complete = match framing {
+            Framing::ContentLength(n) => self.body_len >= n,
+            Framing::Chunked => &self.tail == b"0\r\n\r\n",
+            Framing::UntilClose => true,
+        };
+        if !complete {
+            return Err(ResponseError::ShortRead);
+        }
+        if (200..300).contains(&status) {
+            Ok(status)
+        } else {
+            Err(ResponseError::BadStatus(status))
+        }
+    }
+}
+
+fn find_blank_line(bytes: &[u8]) -> Option<usize> {
+    bytes.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+fn parse_head(head: &[u8]) -> Option<(u16, Framing)> {
+    let text = std::str::from_utf8(head).ok()?;
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next()?;
+    let mut parts = status_line.splitn(3, ' ');
+    if !parts.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    let status: u16 = parts.next()?.parse().ok()?;
+    let mut framing = Framing::UntilClose;
+    for line in lines.filter(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(':')?;
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            framing = Framing::ContentLength(value.parse().ok()?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
+            && value.to_ascii_lowercase().ends_with("chunked")
+        {
+            framing = Framing::Chunked;
+        }
+    }
+    // Responses that never carry a body.
+    if status == 204 || status == 304 || (100..200).contains(&status) {
+        framing = Framing::ContentLength(0);
+    }
+    Some((status, framing))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_in_pieces(response: &[u8], piece: usize) -> ResponseReader {
+        let mut reader = ResponseReader::default();
+        for chunk in response.chunks(piece) {
+            reader.feed(chunk);
+        }
+        reader
+    }
+
+    const OK: &[u8] =
+        b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n";
+
+    #[test]
+    fn a_complete_response_is_accepted_however_it_is_split() {
+        for piece in 1..=OK.len() {
+            let reader = read_in_pieces(OK, piece);
+            assert_eq!(reader.finish(), Ok(200), "split every {piece} bytes");
+            assert!(reader.body_complete());
+        }
+    }
+
+    #[test]
+    fn a_truncated_body_is_a_short_read() {
+        let reader = read_in_pieces(&OK[..OK.len() - 1], 7);
+        assert_eq!(reader.finish(), Err(ResponseError::ShortRead));
+        assert!(!reader.body_complete());
+    }
+
+    #[test]
+    fn truncated_headers_are_a_short_read() {
+        let reader = read_in_pieces(b"HTTP/1.1 200 OK\r\nContent-Le", 4);
+        assert_eq!(reader.finish(), Err(ResponseError::ShortRead));
+        assert_eq!(
+            ResponseReader::default().finish(),
+            Err(ResponseError::ShortRead)
+        );
+    }
+
+    #[test]
+    fn an_error_status_is_reported_with_its_code() {
+        let reader = read_in_pieces(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+            5,
+        );
+        assert_eq!(reader.finish(), Err(ResponseError::BadStatus(503)));
+    }
+
+    #[test]
+    fn chunked_bodies_must_end_with_the_last_chunk() {
+        let full = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nok\n\r\n0\r\n\r\n";
+        assert_eq!(read_in_pieces(full, 3).finish(), Ok(200));
+        let cut = &full[..full.len() - 2];
+        assert_eq!(
+            read_in_pieces(cut, 3).finish(),
+            Err(ResponseError::ShortRead)
+        );
+    }
+
+    #[test]
+    fn garbage_and_endless_headers_are_malformed() {
+        let reader = read_in_pieces(b"SSH-2.0-OpenSSH\r\n\r\n", 100);
+        assert_eq!(reader.finish(), Err(ResponseError::Malformed));
+        let mut endless = b"HTTP/1.1 200 OK\r\n".to_vec();
+        endless.extend(std::iter::repeat_n(b'x', MAX_HEADER_BYTES));
+        let reader = read_in_pieces(&endless, 1000);
+        assert_eq!(reader.finish(), Err(ResponseError::Malformed));
+    }
+
+    #[test]
+    fn reset_makes_the_reader_reusable() {
+        let mut reader = read_in_pieces(b"HTTP/1.1 404 Not Found\r\n\r\n", 100);
+        reader.reset();
+        reader.feed(OK);
+        assert_eq!(reader.finish(), Ok(200));
+    }
+
+    #[test]
+    fn the_request_asks_the_server_to_close() {
+        let request = close_request("127.0.0.1:8080", "");
+        let text = String::from_utf8(request).unwrap();
+        assert!(text.starts_with("GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"));
+        assert!(text.contains("\r\nConnection: close\r\n"));
+        assert!(text.ends_with("\r\n\r\n"));
+    }
+}

@@ -1,0 +1,15 @@
+//! loadlab's load generator: connection storms against an HTTP server, measured honestly.
+//!
+//! The engine ([`storm`]) knows nothing of gRPC; [`grpc`] adapts it to the `loadlab.v1.Loadgen`
+//! service and enforces which targets may be loaded.
+
+pub mod grpc;
+pub mod http;
+pub mod outcome;
+pub mod report;
+pub mod storm;
+
+pub use grpc::{LoadgenService, TargetPolicy};
+pub use outcome::{ErrorCounts, ErrorKind};
+pub use report::StormReport;
+pub use storm::{Progress, StormConfig, StormError, run_storm};

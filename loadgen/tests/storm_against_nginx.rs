@@ -1,0 +1,165 @@
+//! The storm engine against a real nginx: its counts must agree with nginx's own.
+
+use std::time::Duration;
+
+use loadlab_agent::counters::fetch_stub_status;
+use loadlab_agent::nginx::{NginxSettings, NginxTarget, find_nginx};
+use loadlab_loadgen::grpc::{from_summary, to_summary};
+use loadlab_loadgen::{ErrorKind, StormConfig, run_storm};
+use loadlab_proto::v1::{self, loadgen_client::LoadgenClient, storm_event};
+use tokio_util::sync::CancellationToken;
+
+async fn nginx(workers: u32) -> NginxTarget {
+    let settings = NginxSettings {
+        workers: Some(workers),
+        reuseport: false,
+        backlog: None,
+    };
+    NginxTarget::start(&find_nginx().expect("nginx installed"), &settings, 2)
+        .await
+        .expect("nginx starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completed_connections_equal_nginx_accepts() {
+    let target = nginx(1).await;
+    let before = fetch_stub_status(target.endpoint()).await.unwrap();
+    let config = StormConfig::new(target.endpoint(), 16, Duration::from_millis(800));
+    let report = run_storm(&config, CancellationToken::new(), |_| {})
+        .await
+        .unwrap();
+    let after = fetch_stub_status(target.endpoint()).await.unwrap();
+
+    assert!(report.completed_connections > 0);
+    assert_eq!(report.failed_connections, 0, "{:?}", report.errors);
+    // The second status request is one accepted connection of its own.
+    assert_eq!(
+        after.accepts - before.accepts - 1,
+        report.completed_connections
+    );
+    assert_eq!(
+        after.requests - before.requests - 1,
+        report.completed_connections
+    );
+    assert_eq!(report.latencies.total.len(), report.completed_connections);
+    assert_eq!(
+        report.completed_per_second.iter().sum::<u64>(),
+        report.completed_connections
+    );
+    assert_eq!(report.warmup_connections, 0);
+    assert!(report.window >= Duration::from_millis(800));
+    assert_eq!(report.bytes_received % report.completed_connections, 0);
+    target.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warmup_connections_are_counted_apart() {
+    let target = nginx(1).await;
+    let before = fetch_stub_status(target.endpoint()).await.unwrap();
+    let mut config = StormConfig::new(target.endpoint(), 8, Duration::from_millis(500));
+    config.warmup = Duration::from_millis(300);
+    let report = run_storm(&config, CancellationToken::new(), |_| {})
+        .await
+        .unwrap();
+    let after = fetch_stub_status(target.endpoint()).await.unwrap();
+    assert!(report.warmup_connections > 0);
+    assert_eq!(
+        after.accepts - before.accepts - 1,
+        report.completed_connections + report.warmup_connections
+    );
+    assert_eq!(report.latencies.total.len(), report.completed_connections);
+    target.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_port_counts_as_refused() {
+    // Bind then drop: nothing listens on this port afterwards.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = StormConfig::new(port, 2, Duration::from_millis(200));
+    let report = run_storm(&config, CancellationToken::new(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.completed_connections, 0);
+    assert!(report.failed_connections > 0);
+    assert_eq!(
+        report.errors.get(ErrorKind::Refused),
+        report.failed_connections
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_storm_stops_early() {
+    let target = nginx(1).await;
+    let config = StormConfig::new(target.endpoint(), 4, Duration::from_secs(3600));
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let report = run_storm(&config, cancel, |_| {}).await.unwrap();
+    assert_eq!(report.completed_connections, 0);
+    target.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_service_streams_a_summary_that_matches_nginx() {
+    let target = nginx(1).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let service =
+        loadlab_loadgen::LoadgenService::new(loadlab_loadgen::TargetPolicy::loopback_only());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service.into_server())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mut client = LoadgenClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+
+    let denied = client
+        .run(v1::StormSpec {
+            target: "192.0.2.1:80".into(),
+            connections: 1,
+            duration_ms: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+
+    let before = fetch_stub_status(target.endpoint()).await.unwrap();
+    let mut events = client
+        .run(v1::StormSpec {
+            target: target.endpoint().to_string(),
+            connections: 8,
+            duration_ms: 1500,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut progress = 0;
+    let mut summary = None;
+    while let Some(event) = events.message().await.unwrap() {
+        match event.event.unwrap() {
+            storm_event::Event::Progress(_) => progress += 1,
+            storm_event::Event::Summary(s) => summary = Some(s),
+        }
+    }
+    let after = fetch_stub_status(target.endpoint()).await.unwrap();
+    let report = from_summary(&summary.expect("a summary ends the stream")).unwrap();
+    assert!(
+        progress >= 1,
+        "a 1.5 s storm reports progress at least once"
+    );
+    assert_eq!(
+        after.accepts - before.accepts - 1,
+        report.completed_connections
+    );
+    assert_eq!(report.latencies.total.len(), report.completed_connections);
+    // What crossed the wire re-encodes to the same bytes.
+    let again = to_summary(&report).unwrap();
+    assert_eq!(again.completed_connections, report.completed_connections);
+    target.stop().await.unwrap();
+}
