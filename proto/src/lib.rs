@@ -6,6 +6,8 @@ pub mod v1 {
     tonic::include_proto!("loadlab.v1");
 }
 
+pub mod histogram;
+
 use std::time::Duration;
 
 impl v1::StormSpec {

@@ -1,0 +1,351 @@
+//! Statistics for comparing cohorts: per-cohort summaries and, against a baseline, the ratio of
+//! geometric means with a Welch confidence interval computed on log conn/s, Hedges' g, a
+//! p-value and a verdict with noise flags.
+//!
+//! Why logs: throughput ratios are multiplicative, run-to-run noise is roughly proportional to
+//! the level, and a CI for a difference of log means maps back to a CI for a ratio exactly.
+
+use serde::{Deserialize, Serialize};
+
+/// A relative change smaller than this is "no detectable change" even when significant.
+pub const MIN_EFFECT: f64 = 0.01;
+/// Coefficient of variation above which a cohort is flagged noisy.
+pub const NOISY_CV: f64 = 0.05;
+/// Fewer runs than this are flagged as too few.
+pub const ENOUGH_RUNS: usize = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub n: usize,
+    pub mean: f64,
+    /// Sample standard deviation (n - 1); 0 for a single value.
+    pub sd: f64,
+    /// sd / mean.
+    pub cv: f64,
+}
+
+pub fn summarize(values: &[f64]) -> Option<Summary> {
+    let n = values.len();
+    if n == 0 {
+        return None;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let sd = if n > 1 {
+        (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+    } else {
+        0.0
+    };
+    let cv = if mean != 0.0 { sd / mean.abs() } else { 0.0 };
+    Some(Summary { n, mean, sd, cv })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Improved,
+    Regressed,
+    NoDetectableChange,
+    /// Fewer than two runs on a side: nothing can be said.
+    InsufficientData,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Improved => "faster",
+            Verdict::Regressed => "slower",
+            Verdict::NoDetectableChange => "no detectable change",
+            Verdict::InsufficientData => "too few runs to tell",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoiseFlag {
+    /// A side's coefficient of variation is above 5%.
+    HighVariation,
+    /// A side has fewer than three runs.
+    TooFewRuns,
+}
+
+/// A cohort against the baseline (higher is better: conn/s).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// Ratio of geometric means, candidate / baseline.
+    pub ratio: f64,
+    /// 95% confidence interval of the ratio; absent with fewer than two runs on a side.
+    pub ci95: Option<(f64, f64)>,
+    pub hedges_g: Option<f64>,
+    pub p_value: Option<f64>,
+    pub verdict: Verdict,
+    pub flags: Vec<NoiseFlag>,
+}
+
+/// Compares a candidate's per-run values with the baseline's. Values must be positive.
+pub fn compare(baseline: &[f64], candidate: &[f64]) -> Option<Comparison> {
+    if baseline.is_empty() || candidate.is_empty() {
+        return None;
+    }
+    if baseline
+        .iter()
+        .chain(candidate)
+        .any(|v| !v.is_finite() || *v <= 0.0)
+    {
+        return None;
+    }
+    let log_a: Vec<f64> = baseline.iter().map(|v| v.ln()).collect();
+    let log_b: Vec<f64> = candidate.iter().map(|v| v.ln()).collect();
+    let la = summarize(&log_a)?;
+    let lb = summarize(&log_b)?;
+    let ratio = (lb.mean - la.mean).exp();
+
+    let mut flags = Vec::new();
+    let (a, b) = (summarize(baseline)?, summarize(candidate)?);
+    if a.n < ENOUGH_RUNS || b.n < ENOUGH_RUNS {
+        flags.push(NoiseFlag::TooFewRuns);
+    }
+    if a.cv > NOISY_CV || b.cv > NOISY_CV {
+        flags.push(NoiseFlag::HighVariation);
+    }
+    if a.n < 2 || b.n < 2 {
+        return Some(Comparison {
+            ratio,
+            ci95: None,
+            hedges_g: None,
+            p_value: None,
+            verdict: Verdict::InsufficientData,
+            flags,
+        });
+    }
+
+    let (va, vb) = (la.sd.powi(2) / la.n as f64, lb.sd.powi(2) / lb.n as f64);
+    let se = (va + vb).sqrt();
+    let diff = lb.mean - la.mean;
+    let (ci95, p_value) = if se > 0.0 {
+        let df =
+            (va + vb).powi(2) / (va.powi(2) / (la.n - 1) as f64 + vb.powi(2) / (lb.n - 1) as f64);
+        let t = student_t_quantile_975(df);
+        let ci = ((diff - t * se).exp(), (diff + t * se).exp());
+        (Some(ci), Some(two_sided_p(diff / se, df)))
+    } else {
+        // Identical runs on both sides: the difference is exact.
+        (
+            Some((ratio, ratio)),
+            Some(if diff == 0.0 { 1.0 } else { 0.0 }),
+        )
+    };
+
+    let pooled = (((a.n - 1) as f64 * a.sd.powi(2) + (b.n - 1) as f64 * b.sd.powi(2))
+        / (a.n + b.n - 2) as f64)
+        .sqrt();
+    let hedges_g = (pooled > 0.0).then(|| {
+        let correction = 1.0 - 3.0 / (4.0 * (a.n + b.n) as f64 - 9.0);
+        correction * (b.mean - a.mean) / pooled
+    });
+
+    let verdict = match ci95 {
+        Some((low, _)) if low > 1.0 && ratio - 1.0 >= MIN_EFFECT => Verdict::Improved,
+        Some((_, high)) if high < 1.0 && 1.0 - ratio >= MIN_EFFECT => Verdict::Regressed,
+        _ => Verdict::NoDetectableChange,
+    };
+    Some(Comparison {
+        ratio,
+        ci95,
+        hedges_g,
+        p_value,
+        verdict,
+        flags,
+    })
+}
+
+/// The 97.5th percentile of Student's t with `df` degrees of freedom (two-sided 95%).
+pub fn student_t_quantile_975(df: f64) -> f64 {
+    // Solve P(|T| > t) = 0.05 by bisection: the tail probability falls monotonically in t.
+    let (mut low, mut high) = (0.0_f64, 1.0e3_f64);
+    for _ in 0..200 {
+        let mid = 0.5 * (low + high);
+        if two_sided_p(mid, df) > 0.05 {
+            low = mid;
+        } else {
+            high = mid;
+        }
+    }
+    0.5 * (low + high)
+}
+
+/// P(|T| > |t|) for Student's t with `df` degrees of freedom.
+pub fn two_sided_p(t: f64, df: f64) -> f64 {
+    regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+}
+
+fn regularized_incomplete_beta(a: f64, b: f64, x: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    if x >= 1.0 {
+        return 1.0;
+    }
+    let front =
+        (ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln()).exp();
+    if x < (a + 1.0) / (a + b + 2.0) {
+        front * beta_continued_fraction(a, b, x) / a
+    } else {
+        1.0 - front * beta_continued_fraction(b, a, 1.0 - x) / b
+    }
+}
+
+/// Lentz's method for the continued fraction of the incomplete beta function.
+fn beta_continued_fraction(a: f64, b: f64, x: f64) -> f64 {
+    const TINY: f64 = 1e-300;
+    let guard = |v: f64| if v.abs() < TINY { TINY } else { v };
+    let (qab, qap, qam) = (a + b, a + 1.0, a - 1.0);
+    let mut c = 1.0;
+    let mut d = 1.0 / guard(1.0 - qab * x / qap);
+    let mut h = d;
+    for m in 1..=300 {
+        let m = m as f64;
+        let m2 = 2.0 * m;
+        let even = m * (b - m) * x / ((qam + m2) * (a + m2));
+        d = 1.0 / guard(1.0 + even * d);
+        c = guard(1.0 + even / c);
+        h *= d * c;
+        let odd = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
+        d = 1.0 / guard(1.0 + odd * d);
+        c = guard(1.0 + odd / c);
+        let step = d * c;
+        h *= step;
+        if (step - 1.0).abs() < 1e-15 {
+            break;
+        }
+    }
+    h
+}
+
+/// ln Γ(x) for x > 0 (Lanczos, g = 7).
+fn ln_gamma(x: f64) -> f64 {
+    const COEFFICIENTS: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        // Reflection keeps the approximation in its accurate range.
+        let pi = std::f64::consts::PI;
+        return (pi / (pi * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let mut sum = COEFFICIENTS[0];
+    for (i, c) in COEFFICIENTS.iter().enumerate().skip(1) {
+        sum += c / (x + i as f64);
+    }
+    let t = x + 7.5;
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + sum.ln()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64, tolerance: f64) -> bool {
+        (a - b).abs() <= tolerance
+    }
+
+    #[test]
+    fn t_quantiles_match_published_tables() {
+        // Two-sided 95% critical values of Student's t.
+        for (df, expected) in [
+            (1.0, 12.7062),
+            (2.0, 4.3027),
+            (4.0, 2.7764),
+            (10.0, 2.2281),
+            (30.0, 2.0423),
+            (1000.0, 1.9623),
+        ] {
+            let t = student_t_quantile_975(df);
+            assert!(close(t, expected, 5e-4), "df {df}: {t} vs {expected}");
+        }
+    }
+
+    #[test]
+    fn ln_gamma_matches_factorials() {
+        assert!(close(ln_gamma(1.0), 0.0, 1e-12));
+        assert!(close(ln_gamma(5.0), 24f64.ln(), 1e-12));
+        assert!(close(
+            ln_gamma(0.5),
+            std::f64::consts::PI.sqrt().ln(),
+            1e-12
+        ));
+    }
+
+    #[test]
+    fn summary_uses_the_sample_standard_deviation() {
+        let s = summarize(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]).unwrap();
+        assert_eq!(s.n, 8);
+        assert!(close(s.mean, 5.0, 1e-12));
+        assert!(close(s.sd, (32.0f64 / 7.0).sqrt(), 1e-12));
+        assert_eq!(summarize(&[]), None);
+        assert_eq!(summarize(&[3.0]).unwrap().sd, 0.0);
+    }
+
+    #[test]
+    fn a_clear_improvement_is_called_faster() {
+        let baseline = [1000.0, 1010.0, 990.0, 1005.0, 995.0];
+        let patched = [1600.0, 1610.0, 1590.0, 1605.0, 1595.0];
+        let c = compare(&baseline, &patched).unwrap();
+        assert!(close(c.ratio, 1.6, 0.001), "{c:?}");
+        let (low, high) = c.ci95.unwrap();
+        assert!(low > 1.55 && high < 1.65 && low < c.ratio && c.ratio < high);
+        assert_eq!(c.verdict, Verdict::Improved);
+        assert!(c.p_value.unwrap() < 1e-6);
+        assert!(c.hedges_g.unwrap() > 10.0);
+        assert!(c.flags.is_empty());
+        assert_eq!(
+            compare(&patched, &baseline).unwrap().verdict,
+            Verdict::Regressed
+        );
+    }
+
+    #[test]
+    fn overlapping_noise_is_no_detectable_change() {
+        let a = [1000.0, 1100.0, 900.0];
+        let b = [1050.0, 950.0, 1010.0];
+        let c = compare(&a, &b).unwrap();
+        assert_eq!(c.verdict, Verdict::NoDetectableChange);
+        let (low, high) = c.ci95.unwrap();
+        assert!(low < 1.0 && high > 1.0);
+        assert!(c.flags.contains(&NoiseFlag::HighVariation));
+        assert!(c.p_value.unwrap() > 0.05);
+    }
+
+    #[test]
+    fn welch_interval_matches_a_hand_computation() {
+        // logs of a: ln 100, ln 110, ln 121 (steps of ln 1.1); b: the same times 1.21.
+        let a = [100.0, 110.0, 121.0];
+        let b = [121.0, 133.1, 146.41];
+        let c = compare(&a, &b).unwrap();
+        assert!(close(c.ratio, 1.21, 1e-9));
+        // Both sides have log sd = ln 1.1; se = ln(1.1) * sqrt(2/3); df = 4.
+        let se = 1.1f64.ln() * (2.0f64 / 3.0).sqrt();
+        let half = 2.776_445 * se;
+        let (low, high) = c.ci95.unwrap();
+        assert!(close(low, (1.21f64.ln() - half).exp(), 1e-4), "{low}");
+        assert!(close(high, (1.21f64.ln() + half).exp(), 1e-4), "{high}");
+    }
+
+    #[test]
+    fn single_runs_say_too_few_to_tell() {
+        let c = compare(&[1000.0], &[1200.0]).unwrap();
+        assert_eq!(c.verdict, Verdict::InsufficientData);
+        assert!(c.ci95.is_none());
+        assert_eq!(c.flags, vec![NoiseFlag::TooFewRuns]);
+        assert!(compare(&[], &[1.0]).is_none());
+        assert!(compare(&[0.0, 1.0], &[1.0, 2.0]).is_none());
+    }
+}

@@ -1,0 +1,359 @@
+//! The results store: experiments, nodes and runs in Postgres. A run is written once, whole, in
+//! one transaction, keyed by its id: writing the same run again changes nothing.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::types::Json;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use crate::Error;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+/// A new experiment, recorded before its first run.
+#[derive(Debug, Clone)]
+pub struct NewExperiment {
+    pub id: Uuid,
+    pub name: String,
+    pub spec: serde_json::Value,
+    pub baseline: String,
+    pub cohorts: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExperimentStatus {
+    Running,
+    Completed,
+    Interrupted,
+    Failed,
+}
+
+impl ExperimentStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            ExperimentStatus::Running => "running",
+            ExperimentStatus::Completed => "completed",
+            ExperimentStatus::Interrupted => "interrupted",
+            ExperimentStatus::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentRow {
+    pub id: Uuid,
+    pub name: String,
+    pub baseline: String,
+    pub cohorts: Vec<String>,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A node as measured. Its id is derived from the facts that make measurements comparable.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub hostname: String,
+    pub kernel_release: String,
+    pub kernel_version: String,
+    pub cpu_model: String,
+    pub logical_cpus: i32,
+    pub memory_bytes: i64,
+    /// Everything else the agent reported.
+    pub facts: serde_json::Value,
+}
+
+impl NodeRecord {
+    /// A stable id: the same host, kernel build and CPU give the same node.
+    pub fn id(&self) -> String {
+        format!(
+            "{}/{}/{:016x}",
+            self.hostname,
+            self.kernel_release,
+            fnv1a(&[
+                self.kernel_version.as_bytes(),
+                self.cpu_model.as_bytes(),
+                &self.logical_cpus.to_le_bytes(),
+            ])
+        )
+    }
+}
+
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.iter().chain(&[0xff]) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum RunOutcome {
+    Succeeded,
+    Failed { reason: String },
+}
+
+/// One measured window of one cohort, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    pub id: Uuid,
+    pub experiment_id: Uuid,
+    pub cohort: String,
+    pub repetition: i32,
+    pub attempt: i32,
+    /// Position in the experiment's schedule, from 0.
+    pub sequence: i32,
+    pub node: NodeRecord,
+    pub outcome: RunOutcome,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    /// The target settings and load this run used.
+    pub target: serde_json::Value,
+    pub load: serde_json::Value,
+    pub window_seconds: f64,
+    pub completed_connections: i64,
+    pub failed_connections: i64,
+    pub warmup_connections: i64,
+    pub connections_per_second: f64,
+    /// Failed connections by error kind.
+    pub errors: BTreeMap<String, u64>,
+    pub connect_histogram: Vec<u8>,
+    pub first_byte_histogram: Vec<u8>,
+    pub total_histogram: Vec<u8>,
+    pub completed_per_second: Vec<i64>,
+    pub counters: WindowCounters,
+}
+
+/// Counter deltas over a run's measured window, as the agent captured them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WindowCounters {
+    pub window_seconds: f64,
+    pub nginx_accepts: u64,
+    pub nginx_handled: u64,
+    pub nginx_requests: u64,
+    pub tcp_active_opens: u64,
+    pub tcp_passive_opens: u64,
+    pub tcp_attempt_fails: u64,
+    pub tcp_estab_resets: u64,
+    pub tcp_out_rsts: u64,
+    pub cpu_busy_share: f64,
+    pub cpu_user_share: f64,
+    pub cpu_system_share: f64,
+    pub cpu_softirq_share: f64,
+}
+
+impl Store {
+    /// Connects and brings the schema up to date.
+    pub async fn connect(options: PgConnectOptions) -> Result<Self, Error> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(std::time::Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(Error::Connect)?;
+        Self::from_pool(pool).await
+    }
+
+    pub async fn from_pool(pool: PgPool) -> Result<Self, Error> {
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn create_experiment(&self, experiment: &NewExperiment) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO experiments (id, name, spec, baseline, cohorts, status)
+             VALUES ($1, $2, $3, $4, $5, 'running')",
+        )
+        .bind(experiment.id)
+        .bind(&experiment.name)
+        .bind(&experiment.spec)
+        .bind(&experiment.baseline)
+        .bind(&experiment.cohorts)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn finish_experiment(&self, id: Uuid, status: ExperimentStatus) -> Result<(), Error> {
+        let updated =
+            sqlx::query("UPDATE experiments SET status = $2, finished_at = now() WHERE id = $1")
+                .bind(id)
+                .bind(status.as_str())
+                .execute(&self.pool)
+                .await?;
+        if updated.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("experiment {id}")));
+        }
+        Ok(())
+    }
+
+    pub async fn experiment(&self, id: Uuid) -> Result<ExperimentRow, Error> {
+        let row = sqlx::query(
+            "SELECT id, name, baseline, cohorts, status, created_at, finished_at
+             FROM experiments WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("experiment {id}")))?;
+        Ok(ExperimentRow {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            baseline: row.try_get("baseline")?,
+            cohorts: row.try_get("cohorts")?,
+            status: row.try_get("status")?,
+            created_at: row.try_get("created_at")?,
+            finished_at: row.try_get("finished_at")?,
+        })
+    }
+
+    /// Writes a run and its node in one transaction. Returns false when a run with this id was
+    /// already stored (it is left as it was).
+    pub async fn record_run(&self, run: &RunRecord) -> Result<bool, Error> {
+        let mut tx = self.pool.begin().await?;
+        let node_id = run.node.id();
+        sqlx::query(
+            "INSERT INTO nodes (id, hostname, kernel_release, kernel_version, cpu_model,
+                                logical_cpus, memory_bytes, facts)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (id) DO UPDATE
+               SET facts = EXCLUDED.facts, memory_bytes = EXCLUDED.memory_bytes, last_seen = now()",
+        )
+        .bind(&node_id)
+        .bind(&run.node.hostname)
+        .bind(&run.node.kernel_release)
+        .bind(&run.node.kernel_version)
+        .bind(&run.node.cpu_model)
+        .bind(run.node.logical_cpus)
+        .bind(run.node.memory_bytes)
+        .bind(&run.node.facts)
+        .execute(&mut *tx)
+        .await?;
+        let failure_reason = match &run.outcome {
+            RunOutcome::Succeeded => None,
+            RunOutcome::Failed { reason } => Some(reason.as_str()),
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO runs (id, experiment_id, cohort, repetition, attempt, sequence, node_id,
+                status, failure_reason, started_at, finished_at, target, load, window_seconds,
+                completed_connections, failed_connections, warmup_connections,
+                connections_per_second, errors, connect_histogram, first_byte_histogram,
+                total_histogram, completed_per_second, counters)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                     $18, $19, $20, $21, $22, $23, $24)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(run.id)
+        .bind(run.experiment_id)
+        .bind(&run.cohort)
+        .bind(run.repetition)
+        .bind(run.attempt)
+        .bind(run.sequence)
+        .bind(&node_id)
+        .bind(if failure_reason.is_some() {
+            "failed"
+        } else {
+            "succeeded"
+        })
+        .bind(failure_reason)
+        .bind(run.started_at)
+        .bind(run.finished_at)
+        .bind(&run.target)
+        .bind(&run.load)
+        .bind(run.window_seconds)
+        .bind(run.completed_connections)
+        .bind(run.failed_connections)
+        .bind(run.warmup_connections)
+        .bind(run.connections_per_second)
+        .bind(Json(&run.errors))
+        .bind(&run.connect_histogram)
+        .bind(&run.first_byte_histogram)
+        .bind(&run.total_histogram)
+        .bind(&run.completed_per_second)
+        .bind(Json(&run.counters))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    /// Every run of an experiment, in schedule order.
+    pub async fn experiment_runs(&self, experiment_id: Uuid) -> Result<Vec<RunRecord>, Error> {
+        let rows = sqlx::query(
+            "SELECT r.*, n.hostname, n.kernel_release, n.kernel_version, n.cpu_model,
+                    n.logical_cpus, n.memory_bytes, n.facts
+             FROM runs r JOIN nodes n ON n.id = r.node_id
+             WHERE r.experiment_id = $1
+             ORDER BY r.sequence, r.attempt",
+        )
+        .bind(experiment_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+}
+
+fn run_from_row(row: &sqlx::postgres::PgRow) -> Result<RunRecord, Error> {
+    let status: String = row.try_get("status")?;
+    let outcome = match status.as_str() {
+        "succeeded" => RunOutcome::Succeeded,
+        _ => RunOutcome::Failed {
+            reason: row
+                .try_get::<Option<String>, _>("failure_reason")?
+                .unwrap_or_default(),
+        },
+    };
+    Ok(RunRecord {
+        id: row.try_get("id")?,
+        experiment_id: row.try_get("experiment_id")?,
+        cohort: row.try_get("cohort")?,
+        repetition: row.try_get("repetition")?,
+        attempt: row.try_get("attempt")?,
+        sequence: row.try_get("sequence")?,
+        node: NodeRecord {
+            hostname: row.try_get("hostname")?,
+            kernel_release: row.try_get("kernel_release")?,
+            kernel_version: row.try_get("kernel_version")?,
+            cpu_model: row.try_get("cpu_model")?,
+            logical_cpus: row.try_get("logical_cpus")?,
+            memory_bytes: row.try_get("memory_bytes")?,
+            facts: row.try_get("facts")?,
+        },
+        outcome,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        target: row.try_get("target")?,
+        load: row.try_get("load")?,
+        window_seconds: row.try_get("window_seconds")?,
+        completed_connections: row.try_get("completed_connections")?,
+        failed_connections: row.try_get("failed_connections")?,
+        warmup_connections: row.try_get("warmup_connections")?,
+        connections_per_second: row.try_get("connections_per_second")?,
+        errors: row.try_get::<Json<_>, _>("errors")?.0,
+        connect_histogram: row.try_get("connect_histogram")?,
+        first_byte_histogram: row.try_get("first_byte_histogram")?,
+        total_histogram: row.try_get("total_histogram")?,
+        completed_per_second: row.try_get("completed_per_second")?,
+        counters: row.try_get::<Json<_>, _>("counters")?.0,
+    })
+}
