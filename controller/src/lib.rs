@@ -1,1 +1,24 @@
+//! loadlab's controller: the experiment model, the run schedule, and the orchestrator that
+//! drives agents and generators through the run protocol and stores every run.
 
+pub mod local;
+pub mod orchestrator;
+pub mod plan;
+pub mod spec;
+
+pub use orchestrator::{Ending, Endpoints, Event, run_experiment};
+pub use spec::{ExperimentFile, SpecError, parse_experiment};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("{0}")]
+    Preflight(String),
+    #[error("agent: {0}")]
+    Agent(String),
+    #[error(transparent)]
+    Results(#[from] loadlab_results::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}

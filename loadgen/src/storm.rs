@@ -291,6 +291,25 @@ fn record(histogram: &mut hdrhistogram::Histogram<u64>, latency: Duration) {
     let micros = u64::try_from(latency.as_micros())
         .unwrap_or(u64::MAX)
         .max(1);
-    // An auto-resizing histogram takes any value; saturating covers the impossible rest.
-    histogram.saturating_record(micros);
+    // Auto-resizing histograms grow to fit any value; `record` fails only if growing would
+    // overflow usize. (`saturating_record` would clamp to the current size instead of growing.)
+    let _ = histogram.record(micros);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::latency_histogram;
+
+    #[test]
+    fn slow_connections_are_recorded_at_their_true_latency() {
+        let mut histogram = latency_histogram();
+        record(&mut histogram, Duration::from_micros(300));
+        record(&mut histogram, Duration::from_secs(7));
+        record(&mut histogram, Duration::ZERO);
+        assert_eq!(histogram.len(), 3);
+        assert!(histogram.max() >= 6_990_000, "max {}", histogram.max());
+        assert!(histogram.min() >= 1);
+        assert!((299..=301).contains(&histogram.value_at_quantile(0.5)));
+    }
 }

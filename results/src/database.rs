@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, PgConnection};
 
 use crate::cluster::{self, PrivateCluster, default_data_dir};
 use crate::{Error, Store};
@@ -86,6 +86,16 @@ impl Database {
     /// A new, empty database on the same server, for tests and benchmarks. Scratch databases
     /// older than an hour are dropped on the way.
     pub async fn scratch(&self) -> Result<Store, Error> {
+        let options = self.scratch_options().await?;
+        Store::connect(options).await
+    }
+
+    /// Like [`Database::scratch`], as a URL (for a child process's `DATABASE_URL`).
+    pub async fn scratch_url(&self) -> Result<String, Error> {
+        Ok(self.scratch_options().await?.to_url_lossy().to_string())
+    }
+
+    async fn scratch_options(&self) -> Result<PgConnectOptions, Error> {
         if let Database::Private(cluster) = self {
             self.prepare_private(cluster).await?;
         }
@@ -103,7 +113,7 @@ impl Database {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         create_database_if_missing(&mut admin, &name).await?;
-        Store::connect(options.database(&name)).await
+        Ok(options.database(&name))
     }
 }
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::types::Json;
-use sqlx::{PgPool, Row};
+use sqlx::{Connection, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::Error;
@@ -159,6 +159,14 @@ pub struct WindowCounters {
 impl Store {
     /// Connects and brings the schema up to date.
     pub async fn connect(options: PgConnectOptions) -> Result<Self, Error> {
+        // One direct attempt first: it fails at once on a refused or unknown server, where the
+        // pool would keep retrying until its acquire timeout.
+        PgConnection::connect_with(&options)
+            .await
+            .map_err(Error::Connect)?
+            .close()
+            .await
+            .map_err(Error::Connect)?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(std::time::Duration::from_secs(10))

@@ -1,0 +1,126 @@
+//! One clap struct per command; every flag can also come from a `LOADLAB_*` variable.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use loadlab_controller::spec::Span;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "loadlab",
+    version,
+    about = "Measure how a kernel change changes a connection-heavy server"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log filter (tracing syntax, e.g. `info` or `loadlab_agent=debug`); LOADLAB_LOG overrides.
+    #[arg(long, global = true, default_value = "warn")]
+    pub log: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an experiment file on this machine and report the comparison.
+    Run(RunArgs),
+    /// Storm one URL with new connections (like wrk with `Connection: close`).
+    Storm(StormArgs),
+    /// Node agent: describe this node, or serve the agent over gRPC.
+    Agent(AgentArgs),
+    /// Load generator served over gRPC.
+    Loadgen(LoadgenArgs),
+    /// Print the comparison report of a stored experiment.
+    Compare(CompareArgs),
+    /// The results database: print its URL (starting loadlab's private Postgres if needed).
+    Db(DbArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Experiment file (YAML, `kind: Experiment`).
+    pub file: PathBuf,
+    /// Print the final report as JSON on stdout instead of a table.
+    #[arg(long, env = "LOADLAB_JSON")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StormArgs {
+    /// Target URL, such as http://127.0.0.1:8080/.
+    pub url: String,
+    /// Concurrent connections.
+    #[arg(short, long, env = "LOADLAB_CONNECTIONS", default_value_t = 64)]
+    pub connections: u32,
+    /// Measured window (10s, 500ms, 2m).
+    #[arg(short, long, env = "LOADLAB_DURATION", default_value = "10s", value_parser = Span::parse)]
+    pub duration: Span,
+    /// Warm-up before the measured window; its connections are counted apart.
+    #[arg(short, long, env = "LOADLAB_WARMUP", default_value = "0s", value_parser = Span::parse)]
+    pub warmup: Span,
+    /// Print one JSON object instead of text.
+    #[arg(long, env = "LOADLAB_JSON")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    #[command(subcommand)]
+    pub command: AgentCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Print this node's facts.
+    Describe {
+        /// Print JSON instead of text.
+        #[arg(long, env = "LOADLAB_JSON")]
+        json: bool,
+    },
+    /// Serve the agent over gRPC until interrupted.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "LOADLAB_AGENT_LISTEN", default_value = "127.0.0.1:7700")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct LoadgenArgs {
+    #[command(subcommand)]
+    pub command: LoadgenCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LoadgenCommand {
+    /// Serve the generator over gRPC until interrupted.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "LOADLAB_LOADGEN_LISTEN", default_value = "127.0.0.1:7701")]
+        listen: SocketAddr,
+        /// Also allow storms against this address (loopback is always allowed). Repeatable.
+        #[arg(long = "allow", env = "LOADLAB_LOADGEN_ALLOW", value_delimiter = ',')]
+        allow: Vec<IpAddr>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Experiment id, as printed by `loadlab run`.
+    pub experiment: uuid::Uuid,
+    /// Print JSON instead of a table.
+    #[arg(long, env = "LOADLAB_JSON")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    #[command(subcommand)]
+    pub command: DbCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Print a URL for the results database (for DATABASE_URL or psql).
+    Url,
+}

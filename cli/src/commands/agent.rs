@@ -1,0 +1,48 @@
+use std::process::ExitCode;
+
+use anyhow::Context;
+use loadlab_agent::AgentService;
+use loadlab_agent::facts::describe;
+use loadlab_agent::grpc::facts_to_proto;
+use loadlab_agent::nginx::{find_nginx, nginx_version};
+
+use crate::args::{AgentArgs, AgentCommand};
+use crate::commands::interrupt_token;
+use crate::render;
+
+pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        AgentCommand::Describe { json } => {
+            let nginx = match find_nginx() {
+                Ok(binary) => nginx_version(&binary).await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            let facts = facts_to_proto(describe()?, nginx);
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&render::facts_json(&facts))?
+                );
+            } else {
+                println!("{}", render::facts_line(&facts));
+            }
+        }
+        AgentCommand::Serve { listen } => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
+            let agent = AgentService::new();
+            let stop = interrupt_token();
+            eprintln!("loadlab agent listening on {}", listener.local_addr()?);
+            tonic::transport::Server::builder()
+                .add_service(agent.clone().into_server())
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    stop.cancelled_owned(),
+                )
+                .await?;
+            agent.stop_all_targets().await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,70 @@
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use loadlab_controller::local::LocalNode;
+use loadlab_controller::{Ending, parse_experiment, run_experiment};
+use loadlab_results::Database;
+use loadlab_results::report::build_report;
+
+use crate::INTERRUPTED;
+use crate::args::RunArgs;
+use crate::commands::interrupt_token;
+use crate::render::{self, RunProgress};
+
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let file = parse_experiment(&text).with_context(|| format!("{}", args.file.display()))?;
+    let load = &file.spec.load;
+    eprintln!(
+        "loadlab {} · experiment {} · {} cohorts × {} repetitions · {} each (+{} warm-up) · {} connections",
+        env!("CARGO_PKG_VERSION"),
+        file.metadata.name,
+        file.spec.cohorts.len(),
+        file.spec.repetitions,
+        load.duration,
+        load.warmup,
+        load.connections
+    );
+
+    let database = Database::from_env();
+    let store = database
+        .open()
+        .await
+        .with_context(|| format!("results database ({})", database.describe()))?;
+    let node = LocalNode::start().await?;
+    let cancel = interrupt_token();
+    let mut progress = RunProgress::new(
+        std::io::stderr().is_terminal(),
+        file.spec.cohorts.iter().map(|c| c.name.clone()).collect(),
+    );
+    let outcome = run_experiment(&file, &store, node.endpoints().await?, cancel, |event| {
+        progress.show(&event)
+    })
+    .await;
+    // Stop nginx targets and servers before reporting, whatever happened.
+    node.shutdown().await;
+    let (experiment_id, ending) = outcome?;
+
+    let report = build_report(
+        store.experiment(experiment_id).await?,
+        &store.experiment_runs(experiment_id).await?,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render::report_table(&report));
+        println!(
+            "\nresults: experiment {experiment_id} in {}\n         `loadlab compare {experiment_id}` prints this report again",
+            database.describe()
+        );
+    }
+    Ok(match ending {
+        Ending::Completed => ExitCode::SUCCESS,
+        Ending::Interrupted => {
+            eprintln!("interrupted: the runs finished so far are stored");
+            ExitCode::from(INTERRUPTED)
+        }
+    })
+}

@@ -1,0 +1,422 @@
+//! Everything the terminal shows: progress lines, the storm summary and the comparison report.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::time::Duration;
+
+use loadlab_controller::Event;
+use loadlab_loadgen::{Progress, StormConfig, StormReport};
+use loadlab_proto::v1;
+use loadlab_results::RunOutcome;
+use loadlab_results::report::{CohortReport, ExperimentReport, Percentiles};
+use loadlab_results::stats::NoiseFlag;
+use serde_json::json;
+
+/// 1234567 -> "1,234,567".
+pub fn thousands(value: u64) -> String {
+    let digits = value.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+fn presence(symbol: &v1::KernelSymbol) -> &'static str {
+    match v1::SymbolPresence::try_from(symbol.presence) {
+        Ok(v1::SymbolPresence::Present) => "present",
+        Ok(v1::SymbolPresence::Absent) => "absent",
+        _ => "unknown",
+    }
+}
+
+pub fn facts_line(facts: &v1::NodeFacts) -> String {
+    let symbols: Vec<String> = facts
+        .kernel_symbols
+        .iter()
+        .map(|s| format!("{} {}", s.name, presence(s)))
+        .collect();
+    let nginx = if facts.nginx_version.is_empty() {
+        "nginx not found".to_string()
+    } else {
+        facts.nginx_version.clone()
+    };
+    format!(
+        "node: {} · kernel {} · {} × {} CPUs · {:.1} GiB · {}\nkernel symbols: {}",
+        facts.hostname,
+        facts.kernel_release,
+        facts.cpu_model,
+        facts.logical_cpus,
+        facts.memory_bytes as f64 / (1u64 << 30) as f64,
+        nginx,
+        symbols.join(", ")
+    )
+}
+
+pub fn facts_json(facts: &v1::NodeFacts) -> serde_json::Value {
+    let symbols: serde_json::Map<String, serde_json::Value> = facts
+        .kernel_symbols
+        .iter()
+        .map(|s| (s.name.clone(), json!(presence(s))))
+        .collect();
+    json!({
+        "hostname": facts.hostname,
+        "kernel_release": facts.kernel_release,
+        "kernel_version": facts.kernel_version,
+        "cpu_model": facts.cpu_model,
+        "logical_cpus": facts.logical_cpus,
+        "memory_bytes": facts.memory_bytes,
+        "kernel_symbols": symbols,
+        "nginx_version": facts.nginx_version,
+    })
+}
+
+fn bar(done: f64, width: usize) -> String {
+    let filled = ((done.clamp(0.0, 1.0)) * width as f64).round() as usize;
+    format!("{}{}", "█".repeat(filled), "░".repeat(width - filled))
+}
+
+pub fn clear_line() {
+    eprint!("\r\x1b[2K");
+    let _ = std::io::stderr().flush();
+}
+
+fn live_line(line: &str) {
+    eprint!("\r\x1b[2K{line}");
+    let _ = std::io::stderr().flush();
+}
+
+pub fn storm_progress(progress: &Progress, length: Duration, warmup: Duration) {
+    let phase_elapsed = if progress.in_warmup {
+        progress.elapsed
+    } else {
+        progress.elapsed.saturating_sub(warmup)
+    };
+    let rate = progress.completed as f64 / phase_elapsed.as_secs_f64().max(1e-3);
+    live_line(&format!(
+        "{} {} {:.0}/{:.0} s  {} conn/s  errors {}",
+        if progress.in_warmup {
+            "warm-up"
+        } else {
+            "storm  "
+        },
+        bar(progress.elapsed.as_secs_f64() / length.as_secs_f64(), 20),
+        progress.elapsed.as_secs_f64(),
+        length.as_secs_f64(),
+        thousands(rate as u64),
+        progress.failed
+    ));
+}
+
+fn percentiles_json(histogram: &hdrhistogram::Histogram<u64>) -> serde_json::Value {
+    json!({
+        "p50": histogram.value_at_quantile(0.50),
+        "p90": histogram.value_at_quantile(0.90),
+        "p99": histogram.value_at_quantile(0.99),
+        "max": histogram.max(),
+    })
+}
+
+pub fn storm_json(report: &StormReport) -> serde_json::Value {
+    let errors: serde_json::Map<String, serde_json::Value> = report
+        .errors
+        .nonzero()
+        .map(|(kind, count)| (kind.as_str().to_string(), json!(count)))
+        .collect();
+    json!({
+        "completed_connections": report.completed_connections,
+        "failed_connections": report.failed_connections,
+        "warmup_connections": report.warmup_connections,
+        "window_seconds": report.window.as_secs_f64(),
+        "connections_per_second": report.connections_per_second(),
+        "errors": errors,
+        "latency_us": percentiles_json(&report.latencies.total),
+        "connect_latency_us": percentiles_json(&report.latencies.connect),
+        "first_byte_latency_us": percentiles_json(&report.latencies.first_byte),
+        "completed_per_second": report.completed_per_second,
+        "bytes_received": report.bytes_received,
+    })
+}
+
+pub fn storm_text(url: &str, config: &StormConfig, report: &StormReport) -> String {
+    let mut out = String::new();
+    let total = &report.latencies.total;
+    let connect = &report.latencies.connect;
+    let _ = writeln!(
+        out,
+        "storm {url} · {} connections · {:.1} s measured{}",
+        config.connections,
+        report.window.as_secs_f64(),
+        if report.warmup_connections > 0 {
+            format!(
+                " (+{} warm-up connections)",
+                thousands(report.warmup_connections)
+            )
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        out,
+        "  {} conn/s · {} completed · {} failed",
+        thousands(report.connections_per_second() as u64),
+        thousands(report.completed_connections),
+        thousands(report.failed_connections)
+    );
+    let _ = writeln!(
+        out,
+        "  latency ms    p50     p90     p99     max\n  connect   {:>7} {:>7} {:>7} {:>7}\n  total     {:>7} {:>7} {:>7} {:>7}",
+        ms(connect.value_at_quantile(0.5)),
+        ms(connect.value_at_quantile(0.9)),
+        ms(connect.value_at_quantile(0.99)),
+        ms(connect.max()),
+        ms(total.value_at_quantile(0.5)),
+        ms(total.value_at_quantile(0.9)),
+        ms(total.value_at_quantile(0.99)),
+        ms(total.max()),
+    );
+    for (kind, count) in report.errors.nonzero() {
+        let _ = writeln!(out, "  error {}: {}", kind.as_str(), thousands(count));
+    }
+    out
+}
+
+/// Shows an experiment's progress: a live line on a terminal, a line per finished run always.
+pub struct RunProgress {
+    live: bool,
+    runs: usize,
+    cohorts: Vec<String>,
+    current: String,
+}
+
+impl RunProgress {
+    pub fn new(live: bool, cohorts: Vec<String>) -> Self {
+        Self {
+            live,
+            runs: 0,
+            cohorts,
+            current: String::new(),
+        }
+    }
+
+    pub fn show(&mut self, event: &Event) {
+        let width = self.cohorts.iter().map(String::len).max().unwrap_or(8);
+        match event {
+            Event::Started {
+                experiment_id,
+                node,
+                runs,
+            } => {
+                self.runs = *runs;
+                eprintln!("{}", facts_line(node));
+                eprintln!("experiment {experiment_id}: {runs} runs");
+            }
+            Event::RunStarted { cohort, .. } => self.current = cohort.clone(),
+            Event::Progress {
+                run,
+                warmup,
+                elapsed,
+                length,
+                completed,
+                failed,
+            } if self.live => {
+                let rate = *completed as f64 / elapsed.as_secs_f64().max(1e-3);
+                live_line(&format!(
+                    "[{}/{} rep {}] {:width$}  {} {} {:.0}/{:.0} s  {} conn/s  errors {}",
+                    run.sequence + 1,
+                    self.runs,
+                    run.repetition,
+                    self.current,
+                    if *warmup { "warm-up" } else { "measure" },
+                    bar(elapsed.as_secs_f64() / length.as_secs_f64(), 20),
+                    elapsed.as_secs_f64(),
+                    length.as_secs_f64(),
+                    thousands(rate as u64),
+                    failed
+                ));
+            }
+            Event::Progress { .. } => {}
+            Event::RunFinished { run, record } => {
+                if self.live {
+                    clear_line();
+                }
+                let outcome = match &record.outcome {
+                    RunOutcome::Succeeded => format!(
+                        "{:>9} conn/s  errors {}  nginx accepts {}",
+                        thousands(record.connections_per_second as u64),
+                        record.failed_connections,
+                        thousands(record.counters.nginx_accepts)
+                    ),
+                    RunOutcome::Failed { reason } => format!("FAILED: {reason}"),
+                };
+                eprintln!(
+                    "[{}/{} rep {}] {:width$}  {outcome}",
+                    run.sequence + 1,
+                    self.runs,
+                    run.repetition,
+                    record.cohort
+                );
+            }
+        }
+    }
+}
+
+fn signed_percent(ratio: f64) -> String {
+    format!("{:+.1}%", (ratio - 1.0) * 100.0)
+}
+
+fn versus(cohort: &CohortReport) -> String {
+    match &cohort.comparison {
+        None => "baseline".into(),
+        Some(c) => match c.ci95 {
+            Some((low, high)) => format!(
+                "{} [{}, {}]",
+                signed_percent(c.ratio),
+                signed_percent(low),
+                signed_percent(high)
+            ),
+            None => signed_percent(c.ratio),
+        },
+    }
+}
+
+fn latency(p: &Percentiles) -> String {
+    format!("{} / {} ms", ms(p.p50_us), ms(p.p99_us))
+}
+
+/// The comparison report as a table.
+pub fn report_table(report: &ExperimentReport) -> String {
+    let mut out = String::new();
+    let experiment = &report.experiment;
+    let width = report
+        .cohorts
+        .iter()
+        .map(|c| c.name.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let _ = writeln!(
+        out,
+        "\nexperiment {} · {} · baseline {} · {}",
+        experiment.name, experiment.id, experiment.baseline, experiment.status
+    );
+    let _ = writeln!(
+        out,
+        "{:width$}  {:>20}  {:>26}  {:>17}  {:>17}  {:>6}  {:>4}",
+        "",
+        "conn/s (mean ± sd)",
+        "vs baseline [95% CI]",
+        "connect p50/p99",
+        "total p50/p99",
+        "errors",
+        "runs"
+    );
+    for cohort in &report.cohorts {
+        let rate = match cohort.summary {
+            Some(s) => format!("{} ± {}", thousands(s.mean as u64), thousands(s.sd as u64)),
+            None => "no data".into(),
+        };
+        let runs = if cohort.runs_failed > 0 {
+            format!("{}+{}✗", cohort.runs_succeeded, cohort.runs_failed)
+        } else {
+            cohort.runs_succeeded.to_string()
+        };
+        let _ = writeln!(
+            out,
+            "{:width$}  {:>20}  {:>26}  {:>17}  {:>17}  {:>6}  {:>4}",
+            cohort.name,
+            rate,
+            versus(cohort),
+            latency(&cohort.connect_latency),
+            latency(&cohort.total_latency),
+            thousands(cohort.failed_connections),
+            runs
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nverdicts (conn/s; ratio of geometric means, Welch 95% CI on logs):"
+    );
+    for cohort in &report.cohorts {
+        let Some(c) = &cohort.comparison else {
+            continue;
+        };
+        let mut why = format!("ratio {:.3}", c.ratio);
+        if let Some((low, high)) = c.ci95 {
+            let _ = write!(why, ", CI [{low:.3}, {high:.3}]");
+        }
+        if let Some(g) = c.hedges_g {
+            let _ = write!(why, ", Hedges' g {g:+.2}");
+        }
+        match c.p_value {
+            Some(p) if p < 0.001 => why.push_str(", p < 0.001"),
+            Some(p) => {
+                let _ = write!(why, ", p {p:.3}");
+            }
+            None => {}
+        }
+        for flag in &c.flags {
+            why.push_str(match flag {
+                NoiseFlag::HighVariation => "; noisy: run-to-run variation above 5%",
+                NoiseFlag::TooFewRuns => "; fewer than 3 runs",
+            });
+        }
+        let _ = writeln!(
+            out,
+            "  {:width$}  {} than {} ({why})",
+            cohort.name,
+            c.verdict.as_str(),
+            experiment.baseline
+        );
+    }
+    let _ = writeln!(out, "\ncounters over the measured windows (should agree):");
+    let _ = writeln!(
+        out,
+        "{:width$}  {:>14}  {:>14}  {:>16}  {:>9}",
+        "", "loadgen done", "nginx accepts", "kernel PassiveOp", "CPU busy"
+    );
+    for cohort in &report.cohorts {
+        let attempted = cohort.completed_connections + cohort.failed_connections;
+        let _ = writeln!(
+            out,
+            "{:width$}  {:>14}  {:>14}  {:>16}  {:>8.0}%",
+            cohort.name,
+            thousands(attempted),
+            thousands(cohort.nginx_accepts),
+            thousands(cohort.tcp_passive_opens),
+            cohort.mean_cpu_busy_share * 100.0
+        );
+    }
+    for cohort in &report.cohorts {
+        for failure in &cohort.failures {
+            let _ = writeln!(out, "failed run of {}: {failure}", cohort.name);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thousands_are_grouped() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn bars_fill_in_proportion() {
+        assert_eq!(bar(0.5, 4), "██░░");
+        assert_eq!(bar(2.0, 2), "██");
+    }
+}

@@ -1,0 +1,160 @@
+//! `loadlab run` end to end: the real binary, real nginx, real Postgres (a scratch database on
+//! DATABASE_URL's server or on loadlab's private cluster).
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::str::FromStr;
+
+use loadlab_results::{Database, RunOutcome, Store};
+use sqlx::postgres::PgConnectOptions;
+
+const TINY: &str = r#"
+apiVersion: loadlab.dev/v1alpha1
+kind: Experiment
+metadata: { name: tiny }
+spec:
+  target: { nginx: { workers: 1 } }
+  load: { connections: 8, warmup: 300ms, duration: 1s }
+  cohorts:
+    - { name: one-worker, local: true }
+    - { name: two-workers, local: true, target: { nginx: { workers: 2, reuseport: true } } }
+  repetitions: 1
+"#;
+
+fn loadlab(dir: &Path, yaml: &str, database_url: &str, extra_env: &[(&str, &str)]) -> Output {
+    let file = dir.join("experiment.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_loadlab"))
+        .arg("run")
+        .arg(&file)
+        .env("DATABASE_URL", database_url)
+        .envs(extra_env.iter().copied())
+        .output()
+        .expect("loadlab runs")
+}
+
+async fn scratch() -> (String, Store) {
+    let url = Database::from_env().scratch_url().await.unwrap();
+    let store = Store::connect(PgConnectOptions::from_str(&url).unwrap())
+        .await
+        .unwrap();
+    (url, store)
+}
+
+async fn experiments(store: &Store) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM experiments")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+fn error_lines(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|l| l.starts_with("error:"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tiny_experiment_is_measured_stored_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, store) = scratch().await;
+    let output = loadlab(dir.path(), TINY, &url, &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("conn/s (mean ± sd)"), "{stdout}");
+    assert!(stdout.contains("two-workers"), "{stdout}");
+    assert!(stderr.contains("[2/2 rep 1]"), "progress per run: {stderr}");
+
+    let id_line = stdout
+        .lines()
+        .find(|l| l.starts_with("results: experiment "))
+        .expect("results line");
+    let id = uuid::Uuid::parse_str(id_line.split_whitespace().nth(2).unwrap()).unwrap();
+    let runs = store.experiment_runs(id).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    for run in &runs {
+        assert_eq!(run.outcome, RunOutcome::Succeeded);
+        assert!(run.completed_connections > 0);
+        assert!(run.warmup_connections > 0);
+        assert_eq!(run.failed_connections, 0, "{:?}", run.errors);
+        let attempted = (run.completed_connections + run.failed_connections) as f64;
+        let accepts = run.counters.nginx_accepts as f64;
+        assert!(
+            (accepts - attempted).abs() <= attempted * 0.005,
+            "{} loadgen vs {} nginx accepts",
+            attempted,
+            accepts
+        );
+        assert!(run.counters.tcp_passive_opens as f64 >= attempted * 0.995);
+    }
+    assert_eq!(runs[1].target["workers"], 2);
+    assert_eq!(runs[1].target["reuseport"], true);
+    assert_eq!(store.experiment(id).await.unwrap().status, "completed");
+}
+
+#[tokio::test]
+async fn bad_files_give_one_line_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, store) = scratch().await;
+    for (yaml, says) in [
+        (
+            TINY.replace("duration: 1s", "duration: 1s, burst: 3"),
+            "spec.load.burst: unknown field `burst`",
+        ),
+        (
+            TINY.replace("duration: 1s", "duration: -1s"),
+            "spec.load.duration: invalid duration \"-1s\": must not be negative",
+        ),
+    ] {
+        let output = loadlab(dir.path(), &yaml, &url, &[]);
+        assert!(!output.status.success());
+        let errors = error_lines(&output);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains(says), "{errors:?}");
+    }
+    assert_eq!(experiments(&store).await, 0);
+}
+
+#[tokio::test]
+async fn a_missing_nginx_is_named_before_anything_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, store) = scratch().await;
+    let output = loadlab(
+        dir.path(),
+        TINY,
+        &url,
+        &[("LOADLAB_NGINX", "/nonexistent/nginx")],
+    );
+    assert!(!output.status.success());
+    let errors = error_lines(&output);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("nginx not found"), "{errors:?}");
+    assert!(errors[0].contains("apt-get install"), "{errors:?}");
+    assert_eq!(experiments(&store).await, 0);
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 1 on loopback: nothing listens there.
+    let output = loadlab(
+        dir.path(),
+        TINY,
+        "postgres://loadlab@127.0.0.1:1/loadlab",
+        &[],
+    );
+    assert!(!output.status.success());
+    let errors = error_lines(&output);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("results database (postgres 127.0.0.1:1 database loadlab)"),
+        "{errors:?}"
+    );
+    assert!(errors[0].contains("cannot connect"), "{errors:?}");
+}

@@ -1,0 +1,75 @@
+//! The local backend: an agent and a generator served in this process over gRPC on loopback
+//! (port 0), so a single-machine run speaks the same protocol as a fleet.
+
+use std::net::SocketAddr;
+
+use loadlab_agent::AgentService;
+use loadlab_loadgen::{LoadgenService, TargetPolicy};
+use loadlab_proto::v1::{agent_client::AgentClient, loadgen_client::LoadgenClient};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::Error;
+use crate::orchestrator::Endpoints;
+
+/// In-process agent and generator. `shutdown` stops both servers and every nginx target.
+#[derive(Debug)]
+pub struct LocalNode {
+    agent: AgentService,
+    address: SocketAddr,
+    stop: CancellationToken,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl LocalNode {
+    pub async fn start() -> Result<Self, Error> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| Error::Internal(format!("cannot listen on loopback: {e}")))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let agent = AgentService::new();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(agent.clone().into_server())
+                .add_service(LoadgenService::new(TargetPolicy::loopback_only()).into_server())
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    stop.clone().cancelled_owned(),
+                ),
+        );
+        Ok(Self {
+            agent,
+            address,
+            stop,
+            server,
+        })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub async fn endpoints(&self) -> Result<Endpoints, Error> {
+        let url = format!("http://{}", self.address);
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .connect()
+            .await
+            .map_err(|e| Error::Agent(format!("cannot reach the local agent: {e}")))?;
+        Ok(Endpoints {
+            agent: AgentClient::new(channel.clone()),
+            loadgen: LoadgenClient::new(channel),
+        })
+    }
+
+    pub async fn shutdown(self) {
+        self.agent.stop_all_targets().await;
+        self.stop.cancel();
+        let _ = self.server.await;
+    }
+}

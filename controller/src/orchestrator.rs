@@ -1,0 +1,417 @@
+//! Runs an experiment through the run protocol: for every planned run, PrepareTarget, warm-up,
+//! StartCapture, the measured storm, StopCapture, StopTarget, then the run is stored. Agent and
+//! generator are reached through their gRPC clients, whether they live in this process or not.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use loadlab_proto::histogram::{encode_histogram, latency_histogram};
+use loadlab_proto::v1::{
+    self, agent_client::AgentClient, loadgen_client::LoadgenClient, storm_event,
+};
+use loadlab_results::store::WindowCounters;
+use loadlab_results::{ExperimentStatus, NewExperiment, NodeRecord, RunOutcome, RunRecord, Store};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+use crate::Error;
+use crate::plan::{PlannedRun, schedule};
+use crate::spec::{ExperimentFile, NginxSpec};
+
+/// What an experiment reports while it runs.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Started {
+        experiment_id: Uuid,
+        node: v1::NodeFacts,
+        runs: usize,
+    },
+    RunStarted {
+        run: PlannedRun,
+        cohort: String,
+    },
+    Progress {
+        run: PlannedRun,
+        warmup: bool,
+        elapsed: Duration,
+        length: Duration,
+        completed: u64,
+        failed: u64,
+    },
+    RunFinished {
+        run: PlannedRun,
+        record: Box<RunRecord>,
+    },
+}
+
+/// The agent and generator an experiment uses.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub agent: AgentClient<Channel>,
+    pub loadgen: LoadgenClient<Channel>,
+}
+
+/// How an experiment ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Completed,
+    Interrupted,
+}
+
+/// Runs the whole experiment and returns its id. Nothing is stored until the node has been
+/// described and can run targets; after that every run is stored as it ends, failed or not.
+pub async fn run_experiment(
+    file: &ExperimentFile,
+    store: &Store,
+    endpoints: Endpoints,
+    cancel: CancellationToken,
+    mut on_event: impl FnMut(Event),
+) -> Result<(Uuid, Ending), Error> {
+    let Endpoints {
+        mut agent,
+        mut loadgen,
+    } = endpoints;
+    let facts = agent
+        .describe(v1::DescribeRequest {})
+        .await
+        .map_err(|status| Error::Agent(status.message().to_string()))?
+        .into_inner();
+    if facts.nginx_version.is_empty() {
+        return Err(Error::Preflight(
+            "nginx not found on the node: install it with `apt-get install nginx-light` (or set LOADLAB_NGINX)".into(),
+        ));
+    }
+    let node = node_record(&facts);
+    let experiment_id = Uuid::new_v4();
+    store
+        .create_experiment(&NewExperiment {
+            id: experiment_id,
+            name: file.metadata.name.clone(),
+            spec: serde_json::to_value(file).map_err(|e| Error::Internal(e.to_string()))?,
+            baseline: file.baseline().to_string(),
+            cohorts: file.spec.cohorts.iter().map(|c| c.name.clone()).collect(),
+        })
+        .await?;
+    let plan = schedule(file.spec.cohorts.len(), file.spec.repetitions);
+    on_event(Event::Started {
+        experiment_id,
+        node: facts.clone(),
+        runs: plan.len(),
+    });
+
+    let mut ending = Ending::Completed;
+    for planned in plan {
+        if cancel.is_cancelled() {
+            ending = Ending::Interrupted;
+            break;
+        }
+        let cohort = &file.spec.cohorts[planned.cohort];
+        on_event(Event::RunStarted {
+            run: planned,
+            cohort: cohort.name.clone(),
+        });
+        let nginx = file.spec.nginx_for(cohort);
+        let mut attempt = RunAttempt {
+            file,
+            planned,
+            nginx,
+            agent: &mut agent,
+            loadgen: &mut loadgen,
+            cancel: &cancel,
+            on_event: &mut on_event,
+        };
+        let started_at = Utc::now();
+        let measured = attempt.execute().await;
+        let mut record = unmeasured_run(
+            experiment_id,
+            &cohort.name,
+            planned,
+            &node,
+            file,
+            nginx,
+            started_at,
+        )?;
+        match measured {
+            Ok(measurement) => measurement.fill(&mut record),
+            Err(RunError::Interrupted) => {
+                ending = Ending::Interrupted;
+                break;
+            }
+            Err(RunError::Failed(reason)) => {
+                tracing::warn!(cohort = %cohort.name, repetition = planned.repetition, reason = %reason, "run failed");
+                record.outcome = RunOutcome::Failed { reason };
+            }
+        }
+        store.record_run(&record).await?;
+        on_event(Event::RunFinished {
+            run: planned,
+            record: Box::new(record),
+        });
+    }
+    let status = match ending {
+        Ending::Completed => ExperimentStatus::Completed,
+        Ending::Interrupted => ExperimentStatus::Interrupted,
+    };
+    store.finish_experiment(experiment_id, status).await?;
+    Ok((experiment_id, ending))
+}
+
+enum RunError {
+    Interrupted,
+    Failed(String),
+}
+
+fn failed(what: &str) -> impl Fn(tonic::Status) -> RunError + '_ {
+    move |status| RunError::Failed(format!("{what}: {}", status.message()))
+}
+
+struct RunAttempt<'a, F> {
+    file: &'a ExperimentFile,
+    planned: PlannedRun,
+    nginx: NginxSpec,
+    agent: &'a mut AgentClient<Channel>,
+    loadgen: &'a mut LoadgenClient<Channel>,
+    cancel: &'a CancellationToken,
+    on_event: &'a mut F,
+}
+
+/// What one successful run measured.
+struct Measurement {
+    started_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+    /// Connections of the warm-up storm, which runs before the capture opens.
+    warmup_connections: u64,
+    summary: v1::StormSummary,
+    capture: v1::Capture,
+}
+
+impl<F: FnMut(Event)> RunAttempt<'_, F> {
+    async fn execute(&mut self) -> Result<Measurement, RunError> {
+        let target = self
+            .agent
+            .prepare_target(v1::TargetSpec {
+                workers: self.nginx.workers.as_wire(),
+                reuseport: self.nginx.reuseport,
+                backlog: self.nginx.backlog.unwrap_or(0),
+            })
+            .await
+            .map_err(failed("preparing the nginx target"))?
+            .into_inner();
+        let cancel = self.cancel.clone();
+        let result = tokio::select! {
+            result = self.measure(&target) => result,
+            () = cancel.cancelled() => Err(RunError::Interrupted),
+        };
+        // Always stop the target, whatever happened to the measurement.
+        let stopped = self
+            .agent
+            .stop_target(v1::TargetRef {
+                target_id: target.target_id.clone(),
+            })
+            .await;
+        if let Err(status) = stopped {
+            tracing::warn!(error = %status.message(), target_id = %target.target_id, "nginx target did not stop cleanly");
+        }
+        result
+    }
+
+    async fn measure(&mut self, target: &v1::PreparedTarget) -> Result<Measurement, RunError> {
+        let load = &self.file.spec.load;
+        let spec = |duration: Duration| v1::StormSpec {
+            target: target.endpoint.clone(),
+            path: load.path.clone().unwrap_or_default(),
+            connections: load.connections,
+            duration_ms: loadlab_proto::millis(duration),
+            ..Default::default()
+        };
+        let mut warmup_connections = 0;
+        if !load.warmup.0.is_zero() {
+            let warmup = self.storm(spec(load.warmup.0), true).await?;
+            warmup_connections = warmup.completed_connections + warmup.failed_connections;
+        }
+        let handle = self
+            .agent
+            .start_capture(v1::StartCaptureRequest {
+                target_id: target.target_id.clone(),
+            })
+            .await
+            .map_err(failed("starting the capture"))?
+            .into_inner();
+        let started_at = Utc::now();
+        let summary = self.storm(spec(load.duration.0), false).await?;
+        let capture = self
+            .agent
+            .stop_capture(handle)
+            .await
+            .map_err(failed("stopping the capture"))?
+            .into_inner();
+        Ok(Measurement {
+            started_at,
+            finished_at: Utc::now(),
+            warmup_connections,
+            summary,
+            capture,
+        })
+    }
+
+    async fn storm(
+        &mut self,
+        spec: v1::StormSpec,
+        warmup: bool,
+    ) -> Result<v1::StormSummary, RunError> {
+        let length = Duration::from_millis(spec.duration_ms);
+        let mut events = self
+            .loadgen
+            .run(spec)
+            .await
+            .map_err(failed("starting the storm"))?
+            .into_inner();
+        while let Some(event) = events.message().await.map_err(failed("during the storm"))? {
+            match event.event {
+                Some(storm_event::Event::Progress(progress)) => (self.on_event)(Event::Progress {
+                    run: self.planned,
+                    warmup,
+                    elapsed: Duration::from_millis(progress.elapsed_ms),
+                    length,
+                    completed: progress.completed_connections,
+                    failed: progress.failed_connections,
+                }),
+                Some(storm_event::Event::Summary(summary)) => return Ok(summary),
+                None => {}
+            }
+        }
+        Err(RunError::Failed(
+            "the generator ended the storm without a summary".into(),
+        ))
+    }
+}
+
+impl Measurement {
+    /// Writes what was measured into a run record.
+    fn fill(self, record: &mut RunRecord) {
+        let summary = self.summary;
+        let window_seconds = summary.window_us as f64 / 1e6;
+        let nginx = self.capture.nginx.unwrap_or_default();
+        let tcp = self.capture.tcp.unwrap_or_default();
+        let cpu = self.capture.cpu.unwrap_or_default();
+        record.outcome = RunOutcome::Succeeded;
+        record.started_at = self.started_at;
+        record.finished_at = self.finished_at;
+        record.window_seconds = window_seconds;
+        record.completed_connections = to_i64(summary.completed_connections);
+        record.failed_connections = to_i64(summary.failed_connections);
+        record.warmup_connections = to_i64(self.warmup_connections);
+        record.connections_per_second = if window_seconds > 0.0 {
+            summary.completed_connections as f64 / window_seconds
+        } else {
+            0.0
+        };
+        record.errors = summary
+            .errors
+            .iter()
+            .map(|e| (e.kind.clone(), e.count))
+            .collect();
+        record.connect_histogram = summary.connect_histogram;
+        record.first_byte_histogram = summary.first_byte_histogram;
+        record.total_histogram = summary.total_histogram;
+        record.completed_per_second = summary
+            .completed_per_second
+            .into_iter()
+            .map(to_i64)
+            .collect();
+        record.counters = WindowCounters {
+            window_seconds: self.capture.window_ms as f64 / 1000.0,
+            nginx_accepts: nginx.accepts,
+            nginx_handled: nginx.handled,
+            nginx_requests: nginx.requests,
+            tcp_active_opens: tcp.active_opens,
+            tcp_passive_opens: tcp.passive_opens,
+            tcp_attempt_fails: tcp.attempt_fails,
+            tcp_estab_resets: tcp.estab_resets,
+            tcp_out_rsts: tcp.out_rsts,
+            cpu_busy_share: cpu.busy_share,
+            cpu_user_share: cpu.user_share,
+            cpu_system_share: cpu.system_share,
+            cpu_softirq_share: cpu.softirq_share,
+        };
+    }
+}
+
+/// A run record with its identity and settings and nothing measured yet: what a failed run
+/// stores, and what a measurement fills in.
+fn unmeasured_run(
+    experiment_id: Uuid,
+    cohort: &str,
+    planned: PlannedRun,
+    node: &NodeRecord,
+    file: &ExperimentFile,
+    nginx: NginxSpec,
+    started_at: DateTime<Utc>,
+) -> Result<RunRecord, Error> {
+    let to_json = |value: serde_json::Result<serde_json::Value>| {
+        value.map_err(|e| Error::Internal(e.to_string()))
+    };
+    let empty =
+        encode_histogram(&latency_histogram()).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(RunRecord {
+        id: Uuid::new_v4(),
+        experiment_id,
+        cohort: cohort.to_string(),
+        repetition: planned.repetition as i32,
+        attempt: 1,
+        sequence: planned.sequence as i32,
+        node: node.clone(),
+        outcome: RunOutcome::Failed {
+            reason: "not measured".into(),
+        },
+        started_at,
+        finished_at: Utc::now(),
+        target: to_json(serde_json::to_value(nginx))?,
+        load: to_json(serde_json::to_value(&file.spec.load))?,
+        window_seconds: 0.0,
+        completed_connections: 0,
+        failed_connections: 0,
+        warmup_connections: 0,
+        connections_per_second: 0.0,
+        errors: BTreeMap::new(),
+        connect_histogram: empty.clone(),
+        first_byte_histogram: empty.clone(),
+        total_histogram: empty,
+        completed_per_second: Vec::new(),
+        counters: WindowCounters::default(),
+    })
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The node as the results store keeps it.
+pub fn node_record(facts: &v1::NodeFacts) -> NodeRecord {
+    let symbols: BTreeMap<String, &str> = facts
+        .kernel_symbols
+        .iter()
+        .map(|s| {
+            let presence = match v1::SymbolPresence::try_from(s.presence) {
+                Ok(v1::SymbolPresence::Present) => "present",
+                Ok(v1::SymbolPresence::Absent) => "absent",
+                _ => "unknown",
+            };
+            (s.name.clone(), presence)
+        })
+        .collect();
+    NodeRecord {
+        hostname: facts.hostname.clone(),
+        kernel_release: facts.kernel_release.clone(),
+        kernel_version: facts.kernel_version.clone(),
+        cpu_model: facts.cpu_model.clone(),
+        logical_cpus: i32::try_from(facts.logical_cpus).unwrap_or(i32::MAX),
+        memory_bytes: to_i64(facts.memory_bytes),
+        facts: serde_json::json!({
+            "kernel_symbols": symbols,
+            "nginx_version": facts.nginx_version,
+        }),
+    }
+}

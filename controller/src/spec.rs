@@ -1,0 +1,600 @@
+//! The experiment file: the same YAML is a Kubernetes `Experiment` and the input of
+//! `loadlab run`. Parsing rejects unknown fields and impossible values with an error that names
+//! the field.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub const API_VERSION: &str = "loadlab.dev/v1alpha1";
+pub const KIND: &str = "Experiment";
+/// Longest warm-up or measured window a run may ask for.
+pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
+pub const MAX_CONNECTIONS: u32 = 100_000;
+pub const MAX_REPETITIONS: u32 = 1000;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExperimentFile {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: ExperimentSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExperimentSpec {
+    pub target: TargetSpec,
+    pub load: LoadSpec,
+    pub cohorts: Vec<CohortSpec>,
+    #[serde(default = "default_repetitions")]
+    pub repetitions: u32,
+    /// The cohort others are compared with; the first cohort when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
+}
+
+fn default_repetitions() -> u32 {
+    3
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSpec {
+    pub nginx: NginxSpec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NginxSpec {
+    #[serde(default)]
+    pub workers: Workers,
+    #[serde(default)]
+    pub reuseport: bool,
+    /// Listen backlog; the agent's default (4096) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<u32>,
+}
+
+/// nginx `worker_processes`: a number, or `auto` for one per logical CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Workers {
+    #[default]
+    Auto,
+    Count(u32),
+}
+
+impl Workers {
+    /// The wire form: 0 means auto.
+    pub fn as_wire(self) -> u32 {
+        match self {
+            Workers::Auto => 0,
+            Workers::Count(n) => n,
+        }
+    }
+}
+
+impl fmt::Display for Workers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Workers::Auto => f.write_str("auto"),
+            Workers::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl Serialize for Workers {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Workers::Auto => serializer.serialize_str("auto"),
+            Workers::Count(n) => serializer.serialize_u32(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Workers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Count(i64),
+            Text(String),
+        }
+        let invalid = |shown: String| {
+            serde::de::Error::custom(format!(
+                "invalid workers {shown}: expected `auto` or a number from 1 to 1024"
+            ))
+        };
+        match Raw::deserialize(deserializer)? {
+            Raw::Text(text) if text == "auto" => Ok(Workers::Auto),
+            Raw::Text(text) => Err(invalid(format!("{text:?}"))),
+            Raw::Count(n @ 1..=1024) => Ok(Workers::Count(n as u32)),
+            Raw::Count(n) => Err(invalid(n.to_string())),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LoadSpec {
+    /// Concurrent connections, each a new TCP connection per request.
+    pub connections: u32,
+    #[serde(default)]
+    pub warmup: Span,
+    pub duration: Span,
+    /// Request path, `/` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+/// A cohort: where and how its runs happen. This version runs cohorts on this machine
+/// (`local: true`), each with its own nginx settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CohortSpec {
+    pub name: String,
+    #[serde(default)]
+    pub local: bool,
+    /// Settings that differ from the experiment's target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<TargetOverride>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetOverride {
+    pub nginx: NginxOverride,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NginxOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<Workers>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuseport: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<u32>,
+}
+
+/// A length of time written as `10s`, `500ms`, `2m` or `1h` (decimals allowed: `1.5s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span(pub Duration);
+
+impl Span {
+    pub fn parse(text: &str) -> Result<Span, String> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let value: f64 = number.parse().map_err(|_| {
+            format!("invalid duration {text:?}: write it like 10s, 500ms, 2m or 1h")
+        })?;
+        if value < 0.0 {
+            return Err(format!("invalid duration {text:?}: must not be negative"));
+        }
+        let seconds = match unit.trim() {
+            "ms" => value / 1000.0,
+            "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            "" => {
+                return Err(format!(
+                    "invalid duration {text:?}: add a unit (ms, s, m or h)"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "invalid duration {text:?}: unknown unit {other:?} (use ms, s, m or h)"
+                ));
+            }
+        };
+        Duration::try_from_secs_f64(seconds)
+            .map(Span)
+            .map_err(|_| format!("invalid duration {text:?}: out of range"))
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms.is_multiple_of(1000) {
+            write!(f, "{}s", ms / 1000)
+        } else {
+            write!(f, "{ms}ms")
+        }
+    }
+}
+
+impl Serialize for Span {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Span {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Span::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An experiment file that cannot be used, with the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    /// Dotted path of the field, such as `spec.cohorts[1].name`.
+    pub field: String,
+    pub message: String,
+}
+
+impl SpecError {
+    fn at(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses and validates an experiment file.
+pub fn parse_experiment(yaml: &str) -> Result<ExperimentFile, SpecError> {
+    let deserializer = serde_yaml::Deserializer::from_str(yaml);
+    let file: ExperimentFile = serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let field = if path == "." {
+            "file".to_string()
+        } else {
+            path
+        };
+        let message = error.into_inner().to_string();
+        // serde_yaml may start its message with a path of its own; the field already says it.
+        let message = match message.split_once(": ") {
+            Some((prefix, rest)) if !prefix.contains(' ') && field.starts_with(prefix) => {
+                rest.to_string()
+            }
+            _ => message,
+        };
+        SpecError::at(field, message)
+    })?;
+    file.validate()?;
+    Ok(file)
+}
+
+impl ExperimentFile {
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if self.api_version != API_VERSION {
+            return Err(SpecError::at(
+                "apiVersion",
+                format!("expected {API_VERSION}, got {:?}", self.api_version),
+            ));
+        }
+        if self.kind != KIND {
+            return Err(SpecError::at(
+                "kind",
+                format!("expected {KIND}, got {:?}", self.kind),
+            ));
+        }
+        check_name("metadata.name", &self.metadata.name)?;
+        self.spec.validate()
+    }
+
+    /// The baseline cohort's name.
+    pub fn baseline(&self) -> &str {
+        self.spec
+            .baseline
+            .as_deref()
+            .or_else(|| self.spec.cohorts.first().map(|c| c.name.as_str()))
+            .unwrap_or_default()
+    }
+}
+
+impl ExperimentSpec {
+    fn validate(&self) -> Result<(), SpecError> {
+        let load = &self.load;
+        if load.connections == 0 || load.connections > MAX_CONNECTIONS {
+            return Err(SpecError::at(
+                "spec.load.connections",
+                format!(
+                    "must be between 1 and {MAX_CONNECTIONS}, got {}",
+                    load.connections
+                ),
+            ));
+        }
+        if load.duration.0.is_zero() {
+            return Err(SpecError::at(
+                "spec.load.duration",
+                "must be longer than zero",
+            ));
+        }
+        for (field, span) in [
+            ("spec.load.duration", load.duration),
+            ("spec.load.warmup", load.warmup),
+        ] {
+            if span.0 > MAX_WINDOW {
+                return Err(SpecError::at(
+                    field,
+                    format!("must be at most {}", Span(MAX_WINDOW)),
+                ));
+            }
+        }
+        if let Some(path) = &load.path
+            && (!path.starts_with('/') || path.contains(char::is_whitespace))
+        {
+            return Err(SpecError::at(
+                "spec.load.path",
+                format!("{path:?} must start with / and contain no spaces"),
+            ));
+        }
+        if self.repetitions == 0 || self.repetitions > MAX_REPETITIONS {
+            return Err(SpecError::at(
+                "spec.repetitions",
+                format!(
+                    "must be between 1 and {MAX_REPETITIONS}, got {}",
+                    self.repetitions
+                ),
+            ));
+        }
+        if self.cohorts.is_empty() {
+            return Err(SpecError::at(
+                "spec.cohorts",
+                "at least one cohort is needed",
+            ));
+        }
+        for (i, cohort) in self.cohorts.iter().enumerate() {
+            let field = format!("spec.cohorts[{i}]");
+            check_name(&format!("{field}.name"), &cohort.name)?;
+            if self.cohorts[..i].iter().any(|c| c.name == cohort.name) {
+                return Err(SpecError::at(
+                    format!("{field}.name"),
+                    format!("{:?} is used by another cohort", cohort.name),
+                ));
+            }
+            if !cohort.local {
+                return Err(SpecError::at(
+                    field,
+                    "say where the cohort runs: this version runs cohorts on this machine (`local: true`)",
+                ));
+            }
+        }
+        if let Some(baseline) = &self.baseline
+            && !self.cohorts.iter().any(|c| &c.name == baseline)
+        {
+            let names: Vec<&str> = self.cohorts.iter().map(|c| c.name.as_str()).collect();
+            return Err(SpecError::at(
+                "spec.baseline",
+                format!(
+                    "{baseline:?} is not a cohort (cohorts: {})",
+                    names.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The nginx settings of a cohort: the experiment's, with the cohort's overrides applied.
+    pub fn nginx_for(&self, cohort: &CohortSpec) -> NginxSpec {
+        let mut nginx = self.target.nginx;
+        if let Some(over) = cohort.target.as_ref().map(|t| t.nginx) {
+            nginx.workers = over.workers.unwrap_or(nginx.workers);
+            nginx.reuseport = over.reuseport.unwrap_or(nginx.reuseport);
+            nginx.backlog = over.backlog.or(nginx.backlog);
+        }
+        nginx
+    }
+}
+
+/// Names become database keys, URL parts and Kubernetes names: DNS-1123 labels.
+fn check_name(field: &str, name: &str) -> Result<(), SpecError> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err(SpecError::at(
+            field,
+            format!(
+                "{name:?} must be 1-63 lowercase letters, digits or '-', not starting or ending with '-'"
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+apiVersion: loadlab.dev/v1alpha1
+kind: Experiment
+metadata: { name: local }
+spec:
+  target: { nginx: { workers: auto, reuseport: false } }
+  load: { connections: 64, warmup: 2s, duration: 10s }
+  cohorts:
+    - { name: one-worker, local: true, target: { nginx: { workers: 1 } } }
+    - { name: two-workers-rp, local: true, target: { nginx: { workers: 2, reuseport: true } } }
+  repetitions: 3
+  baseline: one-worker
+"#;
+
+    fn error_of(yaml: &str) -> SpecError {
+        parse_experiment(yaml).unwrap_err()
+    }
+
+    #[test]
+    fn a_good_file_parses_with_overrides_applied() {
+        let file = parse_experiment(GOOD).unwrap();
+        assert_eq!(file.metadata.name, "local");
+        assert_eq!(file.spec.load.duration, Span(Duration::from_secs(10)));
+        assert_eq!(file.baseline(), "one-worker");
+        let rp = file.spec.nginx_for(&file.spec.cohorts[1]);
+        assert_eq!(rp.workers, Workers::Count(2));
+        assert!(rp.reuseport);
+        let one = file.spec.nginx_for(&file.spec.cohorts[0]);
+        assert_eq!((one.workers, one.reuseport), (Workers::Count(1), false));
+    }
+
+    #[test]
+    fn the_parsed_file_serializes_back_to_the_same_experiment() {
+        let file = parse_experiment(GOOD).unwrap();
+        let again = parse_experiment(&serde_yaml::to_string(&file).unwrap()).unwrap();
+        assert_eq!(again, file);
+    }
+
+    #[test]
+    fn unknown_fields_are_named_with_their_path() {
+        let error = error_of(&GOOD.replace("duration: 10s", "duration: 10s, rate: 5"));
+        assert_eq!(error.field, "spec.load.rate");
+        assert!(error.message.contains("unknown field `rate`"), "{error}");
+        let error = error_of(&GOOD.replace(
+            "{ name: one-worker, local: true",
+            "{ name: one-worker, vm: {}, local: true",
+        ));
+        assert_eq!(error.field, "spec.cohorts[0].vm");
+        assert!(error.message.contains("unknown field `vm`"), "{error}");
+    }
+
+    #[test]
+    fn impossible_values_are_rejected() {
+        for (from, to, field, says) in [
+            (
+                "duration: 10s",
+                "duration: -5s",
+                "spec.load.duration",
+                "negative",
+            ),
+            (
+                "duration: 10s",
+                "duration: 0s",
+                "spec.load.duration",
+                "longer than zero",
+            ),
+            (
+                "duration: 10s",
+                "duration: 10",
+                "spec.load.duration",
+                "unit",
+            ),
+            (
+                "duration: 10s",
+                "duration: 2d",
+                "spec.load.duration",
+                "unknown unit",
+            ),
+            ("warmup: 2s", "warmup: 2h", "spec.load.warmup", "at most"),
+            (
+                "connections: 64",
+                "connections: 0",
+                "spec.load.connections",
+                "between",
+            ),
+            (
+                "connections: 64",
+                "connections: -1",
+                "spec.load.connections",
+                "expected u32",
+            ),
+            (
+                "repetitions: 3",
+                "repetitions: 0",
+                "spec.repetitions",
+                "between",
+            ),
+            (
+                "baseline: one-worker",
+                "baseline: nope",
+                "spec.baseline",
+                "not a cohort",
+            ),
+            (
+                "workers: auto",
+                "workers: many",
+                "spec.target.nginx.workers",
+                "expected `auto`",
+            ),
+            (
+                "workers: 1 }",
+                "workers: 0 }",
+                "spec.cohorts[0].target.nginx.workers",
+                "1 to 1024",
+            ),
+            (
+                "name: local",
+                "name: Local_Exp",
+                "metadata.name",
+                "lowercase",
+            ),
+            (
+                "name: two-workers-rp",
+                "name: one-worker",
+                "spec.cohorts[1].name",
+                "another cohort",
+            ),
+            (
+                "{ name: one-worker, local: true,",
+                "{ name: one-worker,",
+                "spec.cohorts[0]",
+                "local: true",
+            ),
+            (
+                "kind: Experiment",
+                "kind: Job",
+                "kind",
+                "expected Experiment",
+            ),
+        ] {
+            assert!(GOOD.contains(from), "{from}");
+            let error = error_of(&GOOD.replace(from, to));
+            assert_eq!(error.field, field, "{to}: {error}");
+            assert!(error.message.contains(says), "{to}: {error}");
+        }
+    }
+
+    #[test]
+    fn broken_yaml_and_missing_fields_are_clear() {
+        let error = error_of("apiVersion: [");
+        assert!(!error.message.is_empty());
+        let error = error_of(&GOOD.replace(
+            "  load: { connections: 64, warmup: 2s, duration: 10s }\n",
+            "",
+        ));
+        assert!(error.message.contains("missing field `load`"), "{error}");
+    }
+
+    #[test]
+    fn spans_read_and_print() {
+        assert_eq!(
+            Span::parse("500ms").unwrap(),
+            Span(Duration::from_millis(500))
+        );
+        assert_eq!(
+            Span::parse("1.5s").unwrap(),
+            Span(Duration::from_millis(1500))
+        );
+        assert_eq!(Span::parse("2m").unwrap(), Span(Duration::from_secs(120)));
+        assert_eq!(Span(Duration::from_millis(1500)).to_string(), "1500ms");
+        assert_eq!(Span(Duration::from_secs(10)).to_string(), "10s");
+        assert!(Span::parse("s").is_err());
+    }
+}
