@@ -58,6 +58,34 @@ pub struct StormArgs {
     /// Warm-up before the measured window; its connections are counted apart.
     #[arg(short, long, env = "LOADLAB_WARMUP", default_value = "0s", value_parser = Span::parse)]
     pub warmup: Span,
+    /// Open loop: start this many connections per second (latency then counts from each
+    /// connection's scheduled start); --connections caps how many are in flight.
+    #[arg(short, long, env = "LOADLAB_RATE")]
+    pub rate: Option<f64>,
+    /// Requests per connection: 1 is a connection storm, more is keep-alive.
+    #[arg(long, env = "LOADLAB_REQUESTS_PER_CONNECTION", default_value_t = 1)]
+    pub requests_per_connection: u32,
+    /// HTTP method.
+    #[arg(long, env = "LOADLAB_METHOD", default_value = "GET")]
+    pub method: String,
+    /// Extra request header, `Name: value`. Repeatable.
+    #[arg(short = 'H', long = "header", env = "LOADLAB_HEADERS", value_delimiter = ',')]
+    pub headers: Vec<String>,
+    /// Host header, when it should differ from the URL's.
+    #[arg(long, env = "LOADLAB_HOST")]
+    pub host: Option<String>,
+    /// Source addresses to connect from in turn (e.g. 127.0.0.2,127.0.0.3): more source ports.
+    #[arg(long, env = "LOADLAB_SOURCE_ADDRS", value_delimiter = ',')]
+    pub source_addrs: Vec<IpAddr>,
+    /// Event-loop threads; 0 means one per CPU.
+    #[arg(short, long, env = "LOADLAB_THREADS", default_value_t = 0)]
+    pub threads: usize,
+    /// Per-connection connect timeout.
+    #[arg(long, env = "LOADLAB_CONNECT_TIMEOUT", default_value = "3s", value_parser = Span::parse)]
+    pub connect_timeout: Span,
+    /// Per-connection timeout for the whole exchange.
+    #[arg(long, env = "LOADLAB_RESPONSE_TIMEOUT", default_value = "10s", value_parser = Span::parse)]
+    pub response_timeout: Span,
     /// Print one JSON object instead of text.
     #[arg(long, env = "LOADLAB_JSON")]
     pub json: bool,

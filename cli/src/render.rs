@@ -141,7 +141,10 @@ pub fn storm_json(report: &StormReport) -> serde_json::Value {
         "connect_latency_us": percentiles_json(&report.latencies.connect),
         "first_byte_latency_us": percentiles_json(&report.latencies.first_byte),
         "completed_per_second": report.completed_per_second,
+        "completed_requests": report.completed_requests,
         "bytes_received": report.bytes_received,
+        "offered_per_second": report.offered_per_second,
+        "missed_arrivals": report.missed_arrivals,
     })
 }
 
@@ -182,6 +185,17 @@ pub fn storm_text(url: &str, config: &StormConfig, report: &StormReport) -> Stri
         ms(total.value_at_quantile(0.99)),
         ms(total.max()),
     );
+    if let Some(offered) = report.offered_per_second {
+        let achieved = report.connections_per_second();
+        let _ = writeln!(
+            out,
+            "  open loop: offered {} conn/s, achieved {} ({:.1}%), {} arrivals missed",
+            thousands(offered as u64),
+            thousands(achieved as u64),
+            achieved / offered * 100.0,
+            thousands(report.missed_arrivals)
+        );
+    }
     for (kind, count) in report.errors.nonzero() {
         let _ = writeln!(out, "  error {}: {}", kind.as_str(), thousands(count));
     }

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use loadlab_proto::v1::{self, loadgen_server, storm_event};
 use tokio::sync::mpsc;
@@ -14,7 +14,8 @@ use tonic::{Request, Response, Status};
 
 use crate::outcome::ErrorKind;
 use crate::report::{HistogramError, Latencies, StormReport, decode_histogram, encode_histogram};
-use crate::storm::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, StormConfig, run_storm};
+use crate::http::RequestTemplate;
+use crate::storm::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, Pacing, StormConfig, run_storm};
 
 /// The longest storm (warm-up plus window) a generator accepts: every load loop is bounded.
 pub const MAX_STORM: Duration = Duration::from_secs(3600);
@@ -99,25 +100,43 @@ impl LoadgenService {
                 Duration::from_millis(ms)
             }
         };
-        Ok(StormConfig {
+        let source_addrs = spec
+            .source_addrs
+            .iter()
+            .map(|a| {
+                a.parse::<IpAddr>()
+                    .map_err(|_| Status::invalid_argument(format!("source address {a:?} is not an IP address")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let config = StormConfig {
             target,
-            host: String::new(),
-            path: if spec.path.is_empty() {
-                "/".into()
-            } else if spec.path.starts_with('/') && !spec.path.contains(char::is_whitespace) {
-                spec.path.clone()
-            } else {
-                return Err(Status::invalid_argument(format!(
-                    "path {:?} must start with / and contain no spaces",
-                    spec.path
-                )));
+            request: RequestTemplate {
+                method: if spec.method.is_empty() { "GET".into() } else { spec.method.clone() },
+                path: if spec.path.is_empty() { "/".into() } else { spec.path.clone() },
+                host: if spec.host.is_empty() { target.to_string() } else { spec.host.clone() },
+                headers: spec.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             },
+            requests_per_connection: spec.requests_per_connection.max(1),
             connections: spec.connections,
+            pacing: if spec.rate_per_second > 0.0 {
+                Pacing::Open {
+                    per_second: spec.rate_per_second,
+                }
+            } else if spec.rate_per_second == 0.0 {
+                Pacing::Closed
+            } else {
+                return Err(Status::invalid_argument("rate_per_second must not be negative"));
+            },
             warmup: spec.warmup(),
             duration: spec.duration(),
             connect_timeout: or_default(spec.connect_timeout_ms, DEFAULT_CONNECT_TIMEOUT),
             response_timeout: or_default(spec.response_timeout_ms, DEFAULT_RESPONSE_TIMEOUT),
-        })
+            source_addrs,
+            threads: 0,
+            start_at: (spec.start_at_unix_ns > 0).then(|| UNIX_EPOCH + Duration::from_nanos(spec.start_at_unix_ns)),
+        };
+        config.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(config)
     }
 }
 
@@ -190,6 +209,10 @@ pub fn to_summary(report: &StormReport) -> Result<v1::StormSummary, HistogramErr
         total_histogram: encode_histogram(&report.latencies.total)?,
         completed_per_second: report.completed_per_second.clone(),
         bytes_received: report.bytes_received,
+        completed_requests: report.completed_requests,
+        offered_per_second: report.offered_per_second.unwrap_or(0.0),
+        missed_arrivals: report.missed_arrivals,
+        start_lateness_us: u64::try_from(report.start_lateness.as_micros()).unwrap_or(u64::MAX),
     })
 }
 
@@ -207,6 +230,10 @@ pub fn from_summary(summary: &v1::StormSummary) -> Result<StormReport, Histogram
         },
         completed_per_second: summary.completed_per_second.clone(),
         bytes_received: summary.bytes_received,
+        completed_requests: summary.completed_requests,
+        offered_per_second: (summary.offered_per_second > 0.0).then_some(summary.offered_per_second),
+        missed_arrivals: summary.missed_arrivals,
+        start_lateness: Duration::from_micros(summary.start_lateness_us),
         ..StormReport::default()
     };
     for error in &summary.errors {

@@ -3,17 +3,70 @@
 
 use std::fmt::Write as _;
 
-/// Builds the request every connection sends: `Connection: close`, so the server ends each
-/// connection after one response.
+/// What every request of a storm looks like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestTemplate {
+    pub method: String,
+    pub path: String,
+    /// Host header value.
+    pub host: String,
+    /// Extra headers, sent as given.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RequestTemplate {
+    pub fn get(host: &str, path: &str) -> Self {
+        Self {
+            method: "GET".into(),
+            path: path.into(),
+            host: host.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// The request bytes. `last` asks the server to close the connection after responding;
+    /// the others keep it open for the next request.
+    pub fn render(&self, last: bool) -> Vec<u8> {
+        let path = if self.path.is_empty() { "/" } else { &self.path };
+        let mut request = String::with_capacity(96 + self.host.len() + path.len());
+        // Writing to a String cannot fail.
+        let _ = write!(request, "{} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: loadlab\r\n", self.method, self.host);
+        for (name, value) in &self.headers {
+            let _ = write!(request, "{name}: {value}\r\n");
+        }
+        request.push_str(if last { "Connection: close\r\n\r\n" } else { "Connection: keep-alive\r\n\r\n" });
+        request.into_bytes()
+    }
+
+    /// Checks that the parts cannot break the request line or inject headers.
+    pub fn validate(&self) -> Result<(), String> {
+        let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        let clean = |s: &str| !s.bytes().any(|b| b == b'\r' || b == b'\n');
+        if !token(&self.method) {
+            return Err(format!("method {:?} is not an HTTP token", self.method));
+        }
+        if !self.path.is_empty() && (!self.path.starts_with('/') || self.path.contains(char::is_whitespace)) {
+            return Err(format!("path {:?} must start with / and contain no spaces", self.path));
+        }
+        if !clean(&self.host) || self.host.is_empty() {
+            return Err(format!("host {:?} is empty or contains a line break", self.host));
+        }
+        for (name, value) in &self.headers {
+            if !token(name) || !clean(value) {
+                return Err(format!("header {name:?}: {value:?} is not a valid header"));
+            }
+            if name.eq_ignore_ascii_case("host") || name.eq_ignore_ascii_case("connection") {
+                return Err(format!("header {name:?} is set by loadlab itself"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds the request of a one-request connection: `Connection: close`, so the server ends
+/// the connection after one response.
 pub fn close_request(host: &str, path: &str) -> Vec<u8> {
-    let path = if path.is_empty() { "/" } else { path };
-    let mut request = String::with_capacity(64 + host.len() + path.len());
-    // Writing to a String cannot fail.
-    let _ = write!(
-        request,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: loadlab\r\nConnection: close\r\n\r\n"
-    );
-    request.into_bytes()
+    RequestTemplate::get(host, path).render(true)
 }
 
 /// What went wrong with a response, as far as HTTP is concerned.
@@ -114,9 +167,14 @@ impl ResponseReader {
         self.tail[tail_len - n..].copy_from_slice(&bytes[bytes.len() - n..]);
     }
 
-    /// True once a response framed by Content-Length has all of its body.
+    /// True once the response is whole without waiting for the connection to end: its
+    /// Content-Length is satisfied or its last chunk arrived.
     pub fn body_complete(&self) -> bool {
-        matches!(self.head, Some((_, Framing::ContentLength(n))) if self.body_len >= n)
+        match self.head {
+            Some((_, Framing::ContentLength(n))) => self.body_len >= n,
+            Some((_, Framing::Chunked)) => &self.tail == b"0\r\n\r\n",
+            _ => false,
+        }
     }
 
     /// Judges the response once the connection has ended.
@@ -252,6 +310,32 @@ mod tests {
         reader.reset();
         reader.feed(OK);
         assert_eq!(reader.finish(), Ok(200));
+    }
+
+    #[test]
+    fn keep_alive_requests_carry_method_and_headers() {
+        let mut template = RequestTemplate::get("h:1", "/x");
+        template.method = "HEAD".into();
+        template.headers.push(("X-Lab".into(), "1".into()));
+        let text = String::from_utf8(template.render(false)).unwrap();
+        assert!(text.starts_with("HEAD /x HTTP/1.1\r\nHost: h:1\r\n"), "{text}");
+        assert!(text.contains("\r\nX-Lab: 1\r\n"));
+        assert!(text.ends_with("Connection: keep-alive\r\n\r\n"));
+        assert!(template.validate().is_ok());
+    }
+
+    #[test]
+    fn requests_cannot_be_smuggled() {
+        let bad = |f: &dyn Fn(&mut RequestTemplate)| {
+            let mut t = RequestTemplate::get("h", "/");
+            f(&mut t);
+            t.validate().is_err()
+        };
+        assert!(bad(&|t| t.method = "GET /evil".into()));
+        assert!(bad(&|t| t.path = "/a b".into()));
+        assert!(bad(&|t| t.host = "h\r\nX: y".into()));
+        assert!(bad(&|t| t.headers.push(("X".into(), "1\r\nY: 2".into()))));
+        assert!(bad(&|t| t.headers.push(("Connection".into(), "close".into()))));
     }
 
     #[test]

@@ -62,6 +62,15 @@ pub struct StormReport {
     /// Completed connections per second of the measured window.
     pub completed_per_second: Vec<u64>,
     pub bytes_received: u64,
+    /// Requests answered on completed connections.
+    pub completed_requests: u64,
+    /// Open loop: the arrival rate asked for (summed over merged generators).
+    pub offered_per_second: Option<f64>,
+    /// Open loop: arrivals of the measured window that never started because the generator
+    /// fell too far behind.
+    pub missed_arrivals: u64,
+    /// How late the storm started against a shared start time (the worst of merged reports).
+    pub start_lateness: Duration,
 }
 
 impl StormReport {
@@ -95,6 +104,13 @@ impl StormReport {
             *mine += theirs;
         }
         self.bytes_received += other.bytes_received;
+        self.completed_requests += other.completed_requests;
+        self.offered_per_second = match (self.offered_per_second, other.offered_per_second) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.missed_arrivals += other.missed_arrivals;
+        self.start_lateness = self.start_lateness.max(other.start_lateness);
         Ok(())
     }
 }

@@ -1,68 +1,120 @@
-//! The storm engine: a closed loop of N connection slots, each opening a new TCP connection per
-//! request, until the warm-up and the measured window have passed.
+//! The storm engine: connection slots that open a new TCP connection per request (or per N
+//! requests), paced closed-loop (each slot reconnects at once) or open-loop (connections start
+//! on a fixed arrival schedule, and latency counts from the scheduled start, so a generator that
+//! falls behind shows it instead of hiding it).
 //!
-//! A connection belongs to the phase in which it started: connections started during warm-up are
+//! Like wrk, the storm runs one event loop per thread (a current-thread tokio runtime each),
+//! with its slots spread over the threads; nothing is allocated, locked or logged per connection.
+//!
+//! A connection belongs to the phase in which it was scheduled: connections of the warm-up are
 //! counted apart, and the measured window runs from its start to the end of the last connection
-//! started in it, so no connection is cut off and none is counted twice.
+//! scheduled in it, so no connection is cut off and none is counted twice.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use nix::sys::socket::{setsockopt, sockopt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{ResponseReader, close_request};
+use crate::http::{RequestTemplate, ResponseReader};
 use crate::outcome::{ErrorCounts, ErrorKind};
 use crate::report::{HistogramError, Latencies, StormReport};
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How far a shared start instant may lie in the future.
+pub const MAX_START_DELAY: Duration = Duration::from_secs(60);
+
+/// How connections are started.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Pacing {
+    /// Every slot starts its next connection as soon as the previous one ends.
+    Closed,
+    /// Connections start at a fixed rate; the slots bound how many are in flight.
+    Open { per_second: f64 },
+}
 
 /// What to storm, and for how long.
 #[derive(Debug, Clone)]
 pub struct StormConfig {
     pub target: SocketAddr,
-    /// Host header; the target address when empty.
-    pub host: String,
-    pub path: String,
-    /// Concurrent connections (closed loop).
+    pub request: RequestTemplate,
+    /// Requests per connection: 1 is a connection storm, more is keep-alive.
+    pub requests_per_connection: u32,
+    /// Concurrent connection slots (closed loop), or the most in flight (open loop).
     pub connections: u32,
+    pub pacing: Pacing,
     pub warmup: Duration,
     pub duration: Duration,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// Source addresses used in turn; empty means the kernel picks. Several loopback addresses
+    /// (127.0.0.x) multiply the source ports available towards one target.
+    pub source_addrs: Vec<IpAddr>,
+    /// Event-loop threads; 0 means one per CPU.
+    pub threads: usize,
+    /// A wall-clock start shared by several generators; `None` starts at once.
+    pub start_at: Option<SystemTime>,
 }
 
 impl StormConfig {
+    /// A closed-loop, one-request-per-connection storm of `GET /`.
     pub fn new(target: SocketAddr, connections: u32, duration: Duration) -> Self {
         Self {
             target,
-            host: String::new(),
-            path: "/".into(),
+            request: RequestTemplate::get(&target.to_string(), "/"),
+            requests_per_connection: 1,
             connections,
+            pacing: Pacing::Closed,
             warmup: Duration::ZERO,
             duration,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+            source_addrs: Vec::new(),
+            threads: 0,
+            start_at: None,
         }
     }
 
     pub fn validate(&self) -> Result<(), StormError> {
+        let invalid = |message: String| Err(StormError::Invalid(message));
         if self.connections == 0 {
-            return Err(StormError::Invalid("connections must be at least 1".into()));
+            return invalid("connections must be at least 1".into());
+        }
+        if self.requests_per_connection == 0 {
+            return invalid("requests per connection must be at least 1".into());
         }
         if self.duration.is_zero() {
-            return Err(StormError::Invalid("duration must be positive".into()));
+            return invalid("duration must be positive".into());
         }
         if self.connect_timeout.is_zero() || self.response_timeout.is_zero() {
-            return Err(StormError::Invalid("timeouts must be positive".into()));
+            return invalid("timeouts must be positive".into());
         }
-        Ok(())
+        if let Pacing::Open { per_second } = self.pacing
+            && !(per_second.is_finite() && per_second > 0.0 && per_second <= 10_000_000.0)
+        {
+            return invalid(format!("rate must be between 0 and 10,000,000 connections/s, got {per_second}"));
+        }
+        if let Some(address) = self.source_addrs.iter().find(|a| a.is_ipv4() != self.target.is_ipv4()) {
+            return invalid(format!("source address {address} is not of the target's family"));
+        }
+        self.request.validate().map_err(StormError::Invalid)
+    }
+
+    fn thread_count(&self) -> usize {
+        let threads = if self.threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            self.threads
+        };
+        threads.clamp(1, self.connections as usize)
     }
 }
 
@@ -72,8 +124,8 @@ pub enum StormError {
     Invalid(String),
     #[error(transparent)]
     Histogram(#[from] HistogramError),
-    #[error("a storm worker failed: {0}")]
-    Worker(#[from] tokio::task::JoinError),
+    #[error("cannot start a storm thread: {0}")]
+    Thread(String),
 }
 
 /// A look at a running storm, taken about once per second.
@@ -86,8 +138,7 @@ pub struct Progress {
     pub failed: u64,
 }
 
-/// Counters shared between the connection slots and the progress reporter: two atomics per
-/// phase, touched once per connection.
+/// Counters shared by the slots and the progress reporter: touched once per connection.
 #[derive(Debug, Default)]
 struct LiveCounts {
     warmup_completed: AtomicU64,
@@ -101,6 +152,50 @@ struct Clock {
     start: Instant,
     measure_from: Instant,
     end: Instant,
+    /// Open loop: no arrival starts later than this, however far behind the generator is.
+    give_up: Instant,
+}
+
+/// What every slot of a storm shares.
+struct Shared {
+    target: SocketAddr,
+    keep_alive_request: Box<[u8]>,
+    last_request: Box<[u8]>,
+    requests_per_connection: u32,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    source_addrs: Box<[IpAddr]>,
+    clock: Clock,
+    /// Open loop: the arrival interval and the next arrival's index.
+    interval: Option<Duration>,
+    next_arrival: AtomicU64,
+    live: LiveCounts,
+    cancel: CancellationToken,
+}
+
+impl Shared {
+    /// When the slot's next connection is scheduled to start, or `None` when the storm is over
+    /// for this slot. Closed loop: now. Open loop: the next free arrival.
+    fn next_start(&self) -> Option<Instant> {
+        if self.cancel.is_cancelled() {
+            return None;
+        }
+        let now = Instant::now();
+        match self.interval {
+            None => {
+                let at = now.max(self.clock.start);
+                (at < self.clock.end).then_some(at)
+            }
+            Some(interval) => {
+                if now >= self.clock.give_up {
+                    return None;
+                }
+                let index = self.next_arrival.fetch_add(1, Ordering::Relaxed);
+                let at = self.clock.start + interval.mul_f64(index as f64);
+                (at < self.clock.end).then_some(at)
+            }
+        }
+    }
 }
 
 /// Runs a storm to its end (or until `cancel`), calling `on_progress` about once per second.
@@ -110,54 +205,88 @@ pub async fn run_storm(
     mut on_progress: impl FnMut(Progress) + Send,
 ) -> Result<StormReport, StormError> {
     config.validate()?;
-    let host = if config.host.is_empty() {
-        config.target.to_string()
-    } else {
-        config.host.clone()
+    let mut start_lateness = Duration::ZERO;
+    let start = match config.start_at {
+        None => Instant::now(),
+        Some(at) => {
+            let now = SystemTime::now();
+            start_lateness = now.duration_since(at).unwrap_or(Duration::ZERO);
+            let delay = at.duration_since(now).unwrap_or(Duration::ZERO);
+            if delay > MAX_START_DELAY {
+                return Err(StormError::Invalid(format!(
+                    "the start time is {} s away; at most {} s is allowed",
+                    delay.as_secs(),
+                    MAX_START_DELAY.as_secs()
+                )));
+            }
+            Instant::now() + delay
+        }
     };
-    let request: Arc<[u8]> = close_request(&host, &config.path).into();
-    let start = Instant::now();
-    let clock = Clock {
-        start,
-        measure_from: start + config.warmup,
-        end: start + config.warmup + config.duration,
+    let end = start + config.warmup + config.duration;
+    let interval = match config.pacing {
+        Pacing::Closed => None,
+        Pacing::Open { per_second } => Some(Duration::from_secs_f64(1.0 / per_second)),
     };
-    let live = Arc::new(LiveCounts::default());
-    let mut slots = JoinSet::new();
-    for _ in 0..config.connections {
-        let slot = Slot {
-            target: config.target,
-            request: request.clone(),
-            connect_timeout: config.connect_timeout,
-            response_timeout: config.response_timeout,
-            clock,
-            live: live.clone(),
-            cancel: cancel.clone(),
-        };
-        slots.spawn(slot.run());
+    let shared = Arc::new(Shared {
+        target: config.target,
+        keep_alive_request: config.request.render(false).into(),
+        last_request: config.request.render(true).into(),
+        requests_per_connection: config.requests_per_connection,
+        connect_timeout: config.connect_timeout,
+        response_timeout: config.response_timeout,
+        source_addrs: config.source_addrs.clone().into(),
+        clock: Clock {
+            start,
+            measure_from: start + config.warmup,
+            end,
+            give_up: end + (config.duration / 10).max(Duration::from_secs(1)),
+        },
+        interval,
+        next_arrival: AtomicU64::new(0),
+        live: LiveCounts::default(),
+        cancel,
+    });
+
+    let threads = config.thread_count();
+    let mut results = Vec::with_capacity(threads);
+    for thread in 0..threads {
+        // Spread the slots evenly: the first threads take one more when it does not divide.
+        let slots = config.connections as usize / threads + usize::from(thread < config.connections as usize % threads);
+        let (sender, receiver) = oneshot::channel();
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .name(format!("storm-{thread}"))
+            .spawn(move || {
+                let _ = sender.send(run_thread(shared, slots));
+            })
+            .map_err(|e| StormError::Thread(e.to_string()))?;
+        results.push(receiver);
     }
 
-    let mut ticker =
-        tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+    let mut ticker = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
     let mut report = StormReport::default();
-    let mut last_end = clock.measure_from;
-    loop {
+    let mut last_end = shared.clock.measure_from;
+    let mut pending = results.into_iter();
+    let mut current = pending.next();
+    while let Some(receiver) = current.as_mut() {
         tokio::select! {
-            joined = slots.join_next() => {
-                let Some(joined) = joined else { break };
-                let (slot_report, slot_last_end) = joined?;
-                report.merge(&slot_report)?;
-                last_end = last_end.max(slot_last_end);
+            finished = receiver => {
+                let (thread_report, thread_last_end) = finished
+                    .map_err(|_| StormError::Thread("a storm thread stopped unexpectedly".into()))??;
+                report.merge(&thread_report)?;
+                last_end = last_end.max(thread_last_end);
+                current = pending.next();
             }
             now = ticker.tick() => {
-                let in_warmup = now < clock.measure_from;
+                let in_warmup = now < shared.clock.measure_from;
+                let live = &shared.live;
                 let (completed, failed) = if in_warmup {
                     (&live.warmup_completed, &live.warmup_failed)
                 } else {
                     (&live.measured_completed, &live.measured_failed)
                 };
                 on_progress(Progress {
-                    elapsed: now - clock.start,
+                    elapsed: now - shared.clock.start,
                     in_warmup,
                     completed: completed.load(Ordering::Relaxed),
                     failed: failed.load(Ordering::Relaxed),
@@ -165,71 +294,104 @@ pub async fn run_storm(
             }
         }
     }
-    report.window = last_end.saturating_duration_since(clock.measure_from);
+    report.window = last_end.saturating_duration_since(shared.clock.measure_from);
+    report.start_lateness = start_lateness;
+    if let Some(interval) = interval {
+        let arrivals_before = |t: Instant| (t - shared.clock.start).as_secs_f64() / interval.as_secs_f64();
+        let offered = (arrivals_before(shared.clock.end).ceil() - arrivals_before(shared.clock.measure_from).ceil()) as u64;
+        report.offered_per_second = Some(1.0 / interval.as_secs_f64());
+        report.missed_arrivals = offered.saturating_sub(report.completed_connections + report.failed_connections);
+    }
     Ok(report)
 }
 
-/// One connection slot of the closed loop: connects, exchanges one request, closes, repeats.
-struct Slot {
-    target: SocketAddr,
-    request: Arc<[u8]>,
-    connect_timeout: Duration,
-    response_timeout: Duration,
-    clock: Clock,
-    live: Arc<LiveCounts>,
-    cancel: CancellationToken,
+/// One storm thread: a current-thread runtime driving its share of the slots.
+fn run_thread(shared: Arc<Shared>, slots: usize) -> Result<(StormReport, Instant), StormError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| StormError::Thread(e.to_string()))?;
+    runtime.block_on(async move {
+        let mut tasks = JoinSet::new();
+        for _ in 0..slots {
+            tasks.spawn(Slot::new(shared.clone()).run());
+        }
+        let mut report = StormReport::default();
+        let mut last_end = shared.clock.measure_from;
+        while let Some(joined) = tasks.join_next().await {
+            let (slot_report, slot_last_end) = joined.map_err(|e| StormError::Thread(e.to_string()))?;
+            report.merge(&slot_report)?;
+            last_end = last_end.max(slot_last_end);
+        }
+        Ok((report, last_end))
+    })
 }
 
-/// Timings of one successful connection, from the moment its connect began.
+/// Timings of one successful connection, from its scheduled start.
 struct Timings {
     connect: Duration,
     first_byte: Duration,
     total: Duration,
 }
 
+/// One connection slot: connects, exchanges its requests, closes, repeats.
+struct Slot {
+    shared: Arc<Shared>,
+    reader: ResponseReader,
+    buffer: Box<[u8]>,
+    next_source: usize,
+}
+
 impl Slot {
-    async fn run(self) -> (StormReport, Instant) {
+    fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            reader: ResponseReader::default(),
+            buffer: vec![0u8; 16 * 1024].into_boxed_slice(),
+            next_source: 0,
+        }
+    }
+
+    async fn run(mut self) -> (StormReport, Instant) {
+        let clock = self.shared.clock;
         let mut report = StormReport::default();
         let mut latencies = Latencies::default();
         let mut errors = ErrorCounts::default();
-        let mut reader = ResponseReader::default();
-        let mut buffer = vec![0u8; 16 * 1024];
-        let mut last_end = self.clock.measure_from;
-        loop {
-            let started = Instant::now();
-            if started >= self.clock.end || self.cancel.is_cancelled() {
-                break;
+        let mut last_end = clock.measure_from;
+        while let Some(scheduled) = self.shared.next_start() {
+            // A timer, even one already due, waits for the next timer tick (~1 ms): only
+            // sleep for arrivals still ahead.
+            if scheduled > Instant::now() {
+                tokio::time::sleep_until(scheduled).await;
             }
-            let outcome = self.connection(&mut reader, &mut buffer, started).await;
-            let ended = Instant::now();
-            if started < self.clock.measure_from {
+            let outcome = self.connection(scheduled).await;
+            let live = &self.shared.live;
+            if scheduled < clock.measure_from {
                 report.warmup_connections += 1;
-                let counter = match outcome {
-                    Ok(_) => &self.live.warmup_completed,
-                    Err(_) => &self.live.warmup_failed,
-                };
+                let counter = if outcome.is_ok() { &live.warmup_completed } else { &live.warmup_failed };
                 counter.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            last_end = last_end.max(ended);
+            last_end = last_end.max(Instant::now());
             match outcome {
                 Ok((timings, bytes)) => {
                     report.completed_connections += 1;
+                    report.completed_requests += u64::from(self.shared.requests_per_connection);
                     report.bytes_received += bytes;
                     record(&mut latencies.connect, timings.connect);
                     record(&mut latencies.first_byte, timings.first_byte);
                     record(&mut latencies.total, timings.total);
-                    let second = (started - self.clock.measure_from).as_secs() as usize;
+                    let second = (scheduled - clock.measure_from).as_secs() as usize;
                     if report.completed_per_second.len() <= second {
                         report.completed_per_second.resize(second + 1, 0);
                     }
                     report.completed_per_second[second] += 1;
-                    self.live.measured_completed.fetch_add(1, Ordering::Relaxed);
+                    live.measured_completed.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(kind) => {
                     report.failed_connections += 1;
                     errors.add(kind, 1);
-                    self.live.measured_failed.fetch_add(1, Ordering::Relaxed);
+                    live.measured_failed.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -238,44 +400,63 @@ impl Slot {
         (report, last_end)
     }
 
-    async fn connection(
-        &self,
-        reader: &mut ResponseReader,
-        buffer: &mut [u8],
-        started: Instant,
-    ) -> Result<(Timings, u64), ErrorKind> {
-        let mut stream = match timeout(self.connect_timeout, TcpStream::connect(self.target)).await
-        {
+    async fn connect(&mut self) -> std::io::Result<TcpStream> {
+        let shared = &self.shared;
+        if shared.source_addrs.is_empty() {
+            return TcpStream::connect(shared.target).await;
+        }
+        let source = shared.source_addrs[self.next_source % shared.source_addrs.len()];
+        self.next_source = self.next_source.wrapping_add(1);
+        let socket = if shared.target.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        // Choose the source port at connect time, per destination, instead of reserving one at
+        // bind time for any destination: far more connections fit in the port range.
+        setsockopt(&socket, sockopt::IpBindAddressNoPort, &true).map_err(std::io::Error::from)?;
+        socket.bind(SocketAddr::new(source, 0))?;
+        socket.connect(shared.target).await
+    }
+
+    async fn connection(&mut self, scheduled: Instant) -> Result<(Timings, u64), ErrorKind> {
+        let (connect_timeout, response_timeout) = (self.shared.connect_timeout, self.shared.response_timeout);
+        let mut stream = match timeout(connect_timeout, self.connect()).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => return Err(ErrorKind::of_connect(&error)),
             Err(_) => return Err(ErrorKind::ConnectTimeout),
         };
-        let connect = started.elapsed();
-        // Small request, one write: no reason to wait for Nagle.
+        let connect = scheduled.elapsed();
+        // Small requests, one write each: no reason to wait for Nagle.
         let _ = stream.set_nodelay(true);
-        reader.reset();
+        let Slot { shared, reader, buffer, .. } = self;
         let exchange = async {
-            stream.write_all(&self.request).await?;
             let mut first_byte = None;
             let mut bytes = 0u64;
-            loop {
-                let n = stream.read(buffer).await?;
-                if n == 0 {
-                    break;
+            for n in 1..=shared.requests_per_connection {
+                let request = if n == shared.requests_per_connection {
+                    &shared.last_request
+                } else {
+                    &shared.keep_alive_request
+                };
+                stream.write_all(request).await.map_err(|e| ErrorKind::of_exchange(&e))?;
+                reader.reset();
+                // A whole response ends the read, as in wrk: no wait for the server's FIN (nginx
+                // sends it with the response, so it still closes first and keeps the TIME_WAIT).
+                while !reader.body_complete() {
+                    let read = stream.read(buffer).await.map_err(|e| ErrorKind::of_exchange(&e))?;
+                    if read == 0 {
+                        break;
+                    }
+                    first_byte.get_or_insert_with(|| scheduled.elapsed());
+                    bytes += read as u64;
+                    reader.feed(&buffer[..read]);
                 }
-                first_byte.get_or_insert_with(|| started.elapsed());
-                bytes += n as u64;
-                reader.feed(&buffer[..n]);
+                reader.finish().map_err(ErrorKind::of_response)?;
             }
-            Ok::<_, std::io::Error>((first_byte, bytes))
+            Ok((first_byte, bytes))
         };
-        let (first_byte, bytes) = match timeout(self.response_timeout, exchange).await {
-            Ok(Ok(read)) => read,
-            Ok(Err(error)) => return Err(ErrorKind::of_exchange(&error)),
+        let (first_byte, bytes) = match timeout(response_timeout, exchange).await {
+            Ok(result) => result?,
             Err(_) => return Err(ErrorKind::ResponseTimeout),
         };
-        reader.finish().map_err(ErrorKind::of_response)?;
-        let total = started.elapsed();
+        let total = scheduled.elapsed();
         Ok((
             Timings {
                 connect,
@@ -288,9 +469,7 @@ impl Slot {
 }
 
 fn record(histogram: &mut hdrhistogram::Histogram<u64>, latency: Duration) {
-    let micros = u64::try_from(latency.as_micros())
-        .unwrap_or(u64::MAX)
-        .max(1);
+    let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
     // Auto-resizing histograms grow to fit any value; `record` fails only if growing would
     // overflow usize. (`saturating_record` would clamp to the current size instead of growing.)
     let _ = histogram.record(micros);
@@ -311,5 +490,34 @@ mod tests {
         assert!(histogram.max() >= 6_990_000, "max {}", histogram.max());
         assert!(histogram.min() >= 1);
         assert!((299..=301).contains(&histogram.value_at_quantile(0.5)));
+    }
+
+    #[test]
+    fn configs_are_checked() {
+        let target: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let good = StormConfig::new(target, 4, Duration::from_secs(1));
+        assert!(good.validate().is_ok());
+        let bad = |f: &dyn Fn(&mut StormConfig)| {
+            let mut config = good.clone();
+            f(&mut config);
+            config.validate().is_err()
+        };
+        assert!(bad(&|c| c.connections = 0));
+        assert!(bad(&|c| c.requests_per_connection = 0));
+        assert!(bad(&|c| c.duration = Duration::ZERO));
+        assert!(bad(&|c| c.pacing = Pacing::Open { per_second: 0.0 }));
+        assert!(bad(&|c| c.pacing = Pacing::Open { per_second: f64::NAN }));
+        assert!(bad(&|c| c.source_addrs = vec!["::1".parse().unwrap()]));
+        assert!(bad(&|c| c.request.method = "GET /".into()));
+    }
+
+    #[test]
+    fn threads_never_outnumber_slots() {
+        let target: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let mut config = StormConfig::new(target, 3, Duration::from_secs(1));
+        config.threads = 8;
+        assert_eq!(config.thread_count(), 3);
+        config.threads = 2;
+        assert_eq!(config.thread_count(), 2);
     }
 }

@@ -3,7 +3,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use loadlab_loadgen::storm::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
+use loadlab_loadgen::http::RequestTemplate;
+use loadlab_loadgen::storm::Pacing;
 use loadlab_loadgen::{StormConfig, run_storm};
 
 use crate::args::StormArgs;
@@ -63,19 +64,43 @@ pub async fn run(args: StormArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot resolve {}", url.host))?
         .next()
         .with_context(|| format!("{} has no address", url.host))?;
+    let headers = args
+        .headers
+        .iter()
+        .map(|header| {
+            header
+                .split_once(':')
+                .map(|(name, value)| (name.trim().to_string(), value.trim().to_string()))
+                .with_context(|| format!("header {header:?} must look like `Name: value`"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let config = StormConfig {
         target,
-        host: if url.port == 80 {
-            url.host.clone()
-        } else {
-            format!("{}:{}", url.host, url.port)
+        request: RequestTemplate {
+            method: args.method.clone(),
+            path: url.path.clone(),
+            host: args.host.clone().unwrap_or_else(|| {
+                if url.port == 80 {
+                    url.host.clone()
+                } else {
+                    format!("{}:{}", url.host, url.port)
+                }
+            }),
+            headers,
         },
-        path: url.path.clone(),
+        requests_per_connection: args.requests_per_connection,
         connections: args.connections,
+        pacing: match args.rate {
+            Some(per_second) => Pacing::Open { per_second },
+            None => Pacing::Closed,
+        },
         warmup: args.warmup.0,
         duration: args.duration.0,
-        connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-        response_timeout: DEFAULT_RESPONSE_TIMEOUT,
+        connect_timeout: args.connect_timeout.0,
+        response_timeout: args.response_timeout.0,
+        source_addrs: args.source_addrs.clone(),
+        threads: args.threads,
+        start_at: None,
     };
     config.validate()?;
     let cancel = interrupt_token();
