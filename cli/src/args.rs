@@ -69,7 +69,12 @@ pub struct StormArgs {
     #[arg(long, env = "LOADLAB_METHOD", default_value = "GET")]
     pub method: String,
     /// Extra request header, `Name: value`. Repeatable.
-    #[arg(short = 'H', long = "header", env = "LOADLAB_HEADERS", value_delimiter = ',')]
+    #[arg(
+        short = 'H',
+        long = "header",
+        env = "LOADLAB_HEADERS",
+        value_delimiter = ','
+    )]
     pub headers: Vec<String>,
     /// Host header, when it should differ from the URL's.
     #[arg(long, env = "LOADLAB_HOST")]

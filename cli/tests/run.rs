@@ -14,7 +14,7 @@ kind: Experiment
 metadata: { name: tiny }
 spec:
   target: { nginx: { workers: 1 } }
-  load: { connections: 8, warmup: 300ms, duration: 1s }
+  load: { connections: 8, warmup: 300ms, duration: 1s, generators: 2 }
   cohorts:
     - { name: one-worker, local: true }
     - { name: two-workers, local: true, target: { nginx: { workers: 2, reuseport: true } } }

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use loadlab_loadgen::StormReport;
+use loadlab_loadgen::grpc::{from_summary, to_summary};
 use loadlab_proto::histogram::{encode_histogram, latency_histogram};
 use loadlab_proto::v1::{
     self, agent_client::AgentClient, loadgen_client::LoadgenClient, storm_event,
@@ -158,6 +160,9 @@ pub async fn run_experiment(
     Ok((experiment_id, ending))
 }
 
+/// How far ahead several generators are given their shared start instant.
+const GENERATOR_START_LEAD: Duration = Duration::from_millis(250);
+
 enum RunError {
     Interrupted,
     Failed(String),
@@ -223,6 +228,8 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
             target: target.endpoint.clone(),
             path: load.path.clone().unwrap_or_default(),
             connections: load.connections,
+            rate_per_second: load.rate.unwrap_or(0.0),
+            requests_per_connection: load.requests_per_connection,
             duration_ms: loadlab_proto::millis(duration),
             ..Default::default()
         };
@@ -256,35 +263,100 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
         })
     }
 
+    /// Runs one storm on `generators` generators at once (a shared start instant, load split
+    /// evenly) and merges their summaries exactly.
     async fn storm(
         &mut self,
         spec: v1::StormSpec,
         warmup: bool,
     ) -> Result<v1::StormSummary, RunError> {
+        let generators = self.file.spec.load.generators.max(1);
         let length = Duration::from_millis(spec.duration_ms);
-        let mut events = self
-            .loadgen
-            .run(spec)
-            .await
-            .map_err(failed("starting the storm"))?
-            .into_inner();
-        while let Some(event) = events.message().await.map_err(failed("during the storm"))? {
-            match event.event {
-                Some(storm_event::Event::Progress(progress)) => (self.on_event)(Event::Progress {
-                    run: self.planned,
-                    warmup,
-                    elapsed: Duration::from_millis(progress.elapsed_ms),
-                    length,
-                    completed: progress.completed_connections,
-                    failed: progress.failed_connections,
-                }),
-                Some(storm_event::Event::Summary(summary)) => return Ok(summary),
+        let start_at_unix_ns = if generators > 1 {
+            let start = std::time::SystemTime::now() + GENERATOR_START_LEAD;
+            start
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let (events, mut received) = tokio::sync::mpsc::channel(64);
+        for index in 0..generators {
+            let share = |total: u32| total / generators + u32::from(index < total % generators);
+            let spec = v1::StormSpec {
+                connections: share(spec.connections),
+                rate_per_second: spec.rate_per_second / f64::from(generators),
+                start_at_unix_ns,
+                ..spec.clone()
+            };
+            let mut loadgen = self.loadgen.clone();
+            let events = events.clone();
+            tokio::spawn(async move {
+                let stream = loadgen.run(spec).await;
+                let mut stream = match stream {
+                    Ok(response) => response.into_inner(),
+                    Err(status) => {
+                        let _ = events
+                            .send((index, Err(failed("starting the storm")(status))))
+                            .await;
+                        return;
+                    }
+                };
+                loop {
+                    let item = match stream.message().await {
+                        Ok(Some(event)) => Ok(event),
+                        Ok(None) => break,
+                        Err(status) => Err(failed("during the storm")(status)),
+                    };
+                    let stop = item.is_err();
+                    if events.send((index, item)).await.is_err() || stop {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(events);
+        let mut latest = vec![(0u64, 0u64); generators as usize];
+        let mut merged: Option<StormReport> = None;
+        let mut summaries = 0;
+        while let Some((index, item)) = received.recv().await {
+            match item?.event {
+                Some(storm_event::Event::Progress(progress)) => {
+                    latest[index as usize] =
+                        (progress.completed_connections, progress.failed_connections);
+                    (self.on_event)(Event::Progress {
+                        run: self.planned,
+                        warmup,
+                        elapsed: Duration::from_millis(progress.elapsed_ms),
+                        length,
+                        completed: latest.iter().map(|l| l.0).sum(),
+                        failed: latest.iter().map(|l| l.1).sum(),
+                    });
+                }
+                Some(storm_event::Event::Summary(summary)) => {
+                    let report =
+                        from_summary(&summary).map_err(|e| RunError::Failed(e.to_string()))?;
+                    match merged.as_mut() {
+                        Some(merged) => merged
+                            .merge(&report)
+                            .map_err(|e| RunError::Failed(e.to_string()))?,
+                        None => merged = Some(report),
+                    }
+                    summaries += 1;
+                }
                 None => {}
             }
         }
-        Err(RunError::Failed(
-            "the generator ended the storm without a summary".into(),
-        ))
+        match merged {
+            Some(report) if summaries == generators => {
+                to_summary(&report).map_err(|e| RunError::Failed(e.to_string()))
+            }
+            _ => Err(RunError::Failed(format!(
+                "{} of {generators} generators ended the storm without a summary",
+                generators - summaries
+            ))),
+        }
     }
 }
 

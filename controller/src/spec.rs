@@ -139,6 +139,20 @@ pub struct LoadSpec {
     /// Request path, `/` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// Open loop: connections started per second (split over the generators); closed loop
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// 1 is a connection storm; more sends that many keep-alive requests per connection.
+    #[serde(default = "one")]
+    pub requests_per_connection: u32,
+    /// Generators that share the load, started together.
+    #[serde(default = "one")]
+    pub generators: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// A cohort: where and how its runs happen. This version runs cohorts on this machine
@@ -341,6 +355,29 @@ impl ExperimentSpec {
                 format!("{path:?} must start with / and contain no spaces"),
             ));
         }
+        if let Some(rate) = load.rate
+            && !(rate.is_finite() && rate > 0.0 && rate <= 10_000_000.0)
+        {
+            return Err(SpecError::at(
+                "spec.load.rate",
+                format!("must be between 0 and 10,000,000 connections/s, got {rate}"),
+            ));
+        }
+        if load.requests_per_connection == 0 || load.requests_per_connection > 1_000_000 {
+            return Err(SpecError::at(
+                "spec.load.requestsPerConnection",
+                "must be between 1 and 1,000,000",
+            ));
+        }
+        if load.generators == 0 || load.generators > 64 || load.generators > load.connections {
+            return Err(SpecError::at(
+                "spec.load.generators",
+                format!(
+                    "must be between 1 and 64 and at most the connections, got {}",
+                    load.generators
+                ),
+            ));
+        }
         if self.repetitions == 0 || self.repetitions > MAX_REPETITIONS {
             return Err(SpecError::at(
                 "spec.repetitions",
@@ -464,9 +501,9 @@ spec:
 
     #[test]
     fn unknown_fields_are_named_with_their_path() {
-        let error = error_of(&GOOD.replace("duration: 10s", "duration: 10s, rate: 5"));
-        assert_eq!(error.field, "spec.load.rate");
-        assert!(error.message.contains("unknown field `rate`"), "{error}");
+        let error = error_of(&GOOD.replace("duration: 10s", "duration: 10s, burst: 5"));
+        assert_eq!(error.field, "spec.load.burst");
+        assert!(error.message.contains("unknown field `burst`"), "{error}");
         let error = error_of(&GOOD.replace(
             "{ name: one-worker, local: true",
             "{ name: one-worker, vm: {}, local: true",

@@ -12,10 +12,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::http::RequestTemplate;
 use crate::outcome::ErrorKind;
 use crate::report::{HistogramError, Latencies, StormReport, decode_histogram, encode_histogram};
-use crate::http::RequestTemplate;
-use crate::storm::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, Pacing, StormConfig, run_storm};
+use crate::storm::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, Pacing, StormConfig, run_storm,
+};
 
 /// The longest storm (warm-up plus window) a generator accepts: every load loop is bounded.
 pub const MAX_STORM: Duration = Duration::from_secs(3600);
@@ -104,17 +106,34 @@ impl LoadgenService {
             .source_addrs
             .iter()
             .map(|a| {
-                a.parse::<IpAddr>()
-                    .map_err(|_| Status::invalid_argument(format!("source address {a:?} is not an IP address")))
+                a.parse::<IpAddr>().map_err(|_| {
+                    Status::invalid_argument(format!("source address {a:?} is not an IP address"))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let config = StormConfig {
             target,
             request: RequestTemplate {
-                method: if spec.method.is_empty() { "GET".into() } else { spec.method.clone() },
-                path: if spec.path.is_empty() { "/".into() } else { spec.path.clone() },
-                host: if spec.host.is_empty() { target.to_string() } else { spec.host.clone() },
-                headers: spec.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                method: if spec.method.is_empty() {
+                    "GET".into()
+                } else {
+                    spec.method.clone()
+                },
+                path: if spec.path.is_empty() {
+                    "/".into()
+                } else {
+                    spec.path.clone()
+                },
+                host: if spec.host.is_empty() {
+                    target.to_string()
+                } else {
+                    spec.host.clone()
+                },
+                headers: spec
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
             },
             requests_per_connection: spec.requests_per_connection.max(1),
             connections: spec.connections,
@@ -125,7 +144,9 @@ impl LoadgenService {
             } else if spec.rate_per_second == 0.0 {
                 Pacing::Closed
             } else {
-                return Err(Status::invalid_argument("rate_per_second must not be negative"));
+                return Err(Status::invalid_argument(
+                    "rate_per_second must not be negative",
+                ));
             },
             warmup: spec.warmup(),
             duration: spec.duration(),
@@ -133,9 +154,12 @@ impl LoadgenService {
             response_timeout: or_default(spec.response_timeout_ms, DEFAULT_RESPONSE_TIMEOUT),
             source_addrs,
             threads: 0,
-            start_at: (spec.start_at_unix_ns > 0).then(|| UNIX_EPOCH + Duration::from_nanos(spec.start_at_unix_ns)),
+            start_at: (spec.start_at_unix_ns > 0)
+                .then(|| UNIX_EPOCH + Duration::from_nanos(spec.start_at_unix_ns)),
         };
-        config.validate().map_err(|e| Status::invalid_argument(e.to_string()))?;
+        config
+            .validate()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         Ok(config)
     }
 }
@@ -231,7 +255,8 @@ pub fn from_summary(summary: &v1::StormSummary) -> Result<StormReport, Histogram
         completed_per_second: summary.completed_per_second.clone(),
         bytes_received: summary.bytes_received,
         completed_requests: summary.completed_requests,
-        offered_per_second: (summary.offered_per_second > 0.0).then_some(summary.offered_per_second),
+        offered_per_second: (summary.offered_per_second > 0.0)
+            .then_some(summary.offered_per_second),
         missed_arrivals: summary.missed_arrivals,
         start_lateness: Duration::from_micros(summary.start_lateness_us),
         ..StormReport::default()

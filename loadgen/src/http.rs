@@ -27,29 +27,53 @@ impl RequestTemplate {
     /// The request bytes. `last` asks the server to close the connection after responding;
     /// the others keep it open for the next request.
     pub fn render(&self, last: bool) -> Vec<u8> {
-        let path = if self.path.is_empty() { "/" } else { &self.path };
+        let path = if self.path.is_empty() {
+            "/"
+        } else {
+            &self.path
+        };
         let mut request = String::with_capacity(96 + self.host.len() + path.len());
         // Writing to a String cannot fail.
-        let _ = write!(request, "{} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: loadlab\r\n", self.method, self.host);
+        let _ = write!(
+            request,
+            "{} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: loadlab\r\n",
+            self.method, self.host
+        );
         for (name, value) in &self.headers {
             let _ = write!(request, "{name}: {value}\r\n");
         }
-        request.push_str(if last { "Connection: close\r\n\r\n" } else { "Connection: keep-alive\r\n\r\n" });
+        request.push_str(if last {
+            "Connection: close\r\n\r\n"
+        } else {
+            "Connection: keep-alive\r\n\r\n"
+        });
         request.into_bytes()
     }
 
     /// Checks that the parts cannot break the request line or inject headers.
     pub fn validate(&self) -> Result<(), String> {
-        let token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        let token = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        };
         let clean = |s: &str| !s.bytes().any(|b| b == b'\r' || b == b'\n');
         if !token(&self.method) {
             return Err(format!("method {:?} is not an HTTP token", self.method));
         }
-        if !self.path.is_empty() && (!self.path.starts_with('/') || self.path.contains(char::is_whitespace)) {
-            return Err(format!("path {:?} must start with / and contain no spaces", self.path));
+        if !self.path.is_empty()
+            && (!self.path.starts_with('/') || self.path.contains(char::is_whitespace))
+        {
+            return Err(format!(
+                "path {:?} must start with / and contain no spaces",
+                self.path
+            ));
         }
         if !clean(&self.host) || self.host.is_empty() {
-            return Err(format!("host {:?} is empty or contains a line break", self.host));
+            return Err(format!(
+                "host {:?} is empty or contains a line break",
+                self.host
+            ));
         }
         for (name, value) in &self.headers {
             if !token(name) || !clean(value) {
@@ -318,7 +342,10 @@ mod tests {
         template.method = "HEAD".into();
         template.headers.push(("X-Lab".into(), "1".into()));
         let text = String::from_utf8(template.render(false)).unwrap();
-        assert!(text.starts_with("HEAD /x HTTP/1.1\r\nHost: h:1\r\n"), "{text}");
+        assert!(
+            text.starts_with("HEAD /x HTTP/1.1\r\nHost: h:1\r\n"),
+            "{text}"
+        );
         assert!(text.contains("\r\nX-Lab: 1\r\n"));
         assert!(text.ends_with("Connection: keep-alive\r\n\r\n"));
         assert!(template.validate().is_ok());
@@ -335,7 +362,9 @@ mod tests {
         assert!(bad(&|t| t.path = "/a b".into()));
         assert!(bad(&|t| t.host = "h\r\nX: y".into()));
         assert!(bad(&|t| t.headers.push(("X".into(), "1\r\nY: 2".into()))));
-        assert!(bad(&|t| t.headers.push(("Connection".into(), "close".into()))));
+        assert!(bad(&|t| t
+            .headers
+            .push(("Connection".into(), "close".into()))));
     }
 
     #[test]

@@ -100,17 +100,27 @@ impl StormConfig {
         if let Pacing::Open { per_second } = self.pacing
             && !(per_second.is_finite() && per_second > 0.0 && per_second <= 10_000_000.0)
         {
-            return invalid(format!("rate must be between 0 and 10,000,000 connections/s, got {per_second}"));
+            return invalid(format!(
+                "rate must be between 0 and 10,000,000 connections/s, got {per_second}"
+            ));
         }
-        if let Some(address) = self.source_addrs.iter().find(|a| a.is_ipv4() != self.target.is_ipv4()) {
-            return invalid(format!("source address {address} is not of the target's family"));
+        if let Some(address) = self
+            .source_addrs
+            .iter()
+            .find(|a| a.is_ipv4() != self.target.is_ipv4())
+        {
+            return invalid(format!(
+                "source address {address} is not of the target's family"
+            ));
         }
         self.request.validate().map_err(StormError::Invalid)
     }
 
     fn thread_count(&self) -> usize {
         let threads = if self.threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             self.threads
         };
@@ -251,7 +261,8 @@ pub async fn run_storm(
     let mut results = Vec::with_capacity(threads);
     for thread in 0..threads {
         // Spread the slots evenly: the first threads take one more when it does not divide.
-        let slots = config.connections as usize / threads + usize::from(thread < config.connections as usize % threads);
+        let slots = config.connections as usize / threads
+            + usize::from(thread < config.connections as usize % threads);
         let (sender, receiver) = oneshot::channel();
         let shared = shared.clone();
         std::thread::Builder::new()
@@ -263,7 +274,8 @@ pub async fn run_storm(
         results.push(receiver);
     }
 
-    let mut ticker = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+    let mut ticker =
+        tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
     let mut report = StormReport::default();
     let mut last_end = shared.clock.measure_from;
     let mut pending = results.into_iter();
@@ -297,10 +309,13 @@ pub async fn run_storm(
     report.window = last_end.saturating_duration_since(shared.clock.measure_from);
     report.start_lateness = start_lateness;
     if let Some(interval) = interval {
-        let arrivals_before = |t: Instant| (t - shared.clock.start).as_secs_f64() / interval.as_secs_f64();
-        let offered = (arrivals_before(shared.clock.end).ceil() - arrivals_before(shared.clock.measure_from).ceil()) as u64;
+        let arrivals_before =
+            |t: Instant| (t - shared.clock.start).as_secs_f64() / interval.as_secs_f64();
+        let offered = (arrivals_before(shared.clock.end).ceil()
+            - arrivals_before(shared.clock.measure_from).ceil()) as u64;
         report.offered_per_second = Some(1.0 / interval.as_secs_f64());
-        report.missed_arrivals = offered.saturating_sub(report.completed_connections + report.failed_connections);
+        report.missed_arrivals =
+            offered.saturating_sub(report.completed_connections + report.failed_connections);
     }
     Ok(report)
 }
@@ -319,7 +334,8 @@ fn run_thread(shared: Arc<Shared>, slots: usize) -> Result<(StormReport, Instant
         let mut report = StormReport::default();
         let mut last_end = shared.clock.measure_from;
         while let Some(joined) = tasks.join_next().await {
-            let (slot_report, slot_last_end) = joined.map_err(|e| StormError::Thread(e.to_string()))?;
+            let (slot_report, slot_last_end) =
+                joined.map_err(|e| StormError::Thread(e.to_string()))?;
             report.merge(&slot_report)?;
             last_end = last_end.max(slot_last_end);
         }
@@ -368,7 +384,11 @@ impl Slot {
             let live = &self.shared.live;
             if scheduled < clock.measure_from {
                 report.warmup_connections += 1;
-                let counter = if outcome.is_ok() { &live.warmup_completed } else { &live.warmup_failed };
+                let counter = if outcome.is_ok() {
+                    &live.warmup_completed
+                } else {
+                    &live.warmup_failed
+                };
                 counter.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
@@ -407,7 +427,11 @@ impl Slot {
         }
         let source = shared.source_addrs[self.next_source % shared.source_addrs.len()];
         self.next_source = self.next_source.wrapping_add(1);
-        let socket = if shared.target.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        let socket = if shared.target.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
         // Choose the source port at connect time, per destination, instead of reserving one at
         // bind time for any destination: far more connections fit in the port range.
         setsockopt(&socket, sockopt::IpBindAddressNoPort, &true).map_err(std::io::Error::from)?;
@@ -416,7 +440,8 @@ impl Slot {
     }
 
     async fn connection(&mut self, scheduled: Instant) -> Result<(Timings, u64), ErrorKind> {
-        let (connect_timeout, response_timeout) = (self.shared.connect_timeout, self.shared.response_timeout);
+        let (connect_timeout, response_timeout) =
+            (self.shared.connect_timeout, self.shared.response_timeout);
         let mut stream = match timeout(connect_timeout, self.connect()).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => return Err(ErrorKind::of_connect(&error)),
@@ -425,7 +450,12 @@ impl Slot {
         let connect = scheduled.elapsed();
         // Small requests, one write each: no reason to wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let Slot { shared, reader, buffer, .. } = self;
+        let Slot {
+            shared,
+            reader,
+            buffer,
+            ..
+        } = self;
         let exchange = async {
             let mut first_byte = None;
             let mut bytes = 0u64;
@@ -435,12 +465,18 @@ impl Slot {
                 } else {
                     &shared.keep_alive_request
                 };
-                stream.write_all(request).await.map_err(|e| ErrorKind::of_exchange(&e))?;
+                stream
+                    .write_all(request)
+                    .await
+                    .map_err(|e| ErrorKind::of_exchange(&e))?;
                 reader.reset();
                 // A whole response ends the read, as in wrk: no wait for the server's FIN (nginx
                 // sends it with the response, so it still closes first and keeps the TIME_WAIT).
                 while !reader.body_complete() {
-                    let read = stream.read(buffer).await.map_err(|e| ErrorKind::of_exchange(&e))?;
+                    let read = stream
+                        .read(buffer)
+                        .await
+                        .map_err(|e| ErrorKind::of_exchange(&e))?;
                     if read == 0 {
                         break;
                     }
@@ -469,7 +505,9 @@ impl Slot {
 }
 
 fn record(histogram: &mut hdrhistogram::Histogram<u64>, latency: Duration) {
-    let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).max(1);
+    let micros = u64::try_from(latency.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1);
     // Auto-resizing histograms grow to fit any value; `record` fails only if growing would
     // overflow usize. (`saturating_record` would clamp to the current size instead of growing.)
     let _ = histogram.record(micros);
@@ -506,7 +544,9 @@ mod tests {
         assert!(bad(&|c| c.requests_per_connection = 0));
         assert!(bad(&|c| c.duration = Duration::ZERO));
         assert!(bad(&|c| c.pacing = Pacing::Open { per_second: 0.0 }));
-        assert!(bad(&|c| c.pacing = Pacing::Open { per_second: f64::NAN }));
+        assert!(bad(&|c| c.pacing = Pacing::Open {
+            per_second: f64::NAN
+        }));
         assert!(bad(&|c| c.source_addrs = vec!["::1".parse().unwrap()]));
         assert!(bad(&|c| c.request.method = "GET /".into()));
     }

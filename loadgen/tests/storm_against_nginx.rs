@@ -5,7 +5,8 @@ use std::time::Duration;
 use loadlab_agent::counters::fetch_stub_status;
 use loadlab_agent::nginx::{NginxSettings, NginxTarget, find_nginx};
 use loadlab_loadgen::grpc::{from_summary, to_summary};
-use loadlab_loadgen::{ErrorKind, StormConfig, run_storm};
+use loadlab_loadgen::storm::Pacing;
+use loadlab_loadgen::{StormConfig, run_storm};
 use loadlab_proto::v1::{self, loadgen_client::LoadgenClient, storm_event};
 use tokio_util::sync::CancellationToken;
 
@@ -72,22 +73,98 @@ async fn warmup_connections_are_counted_apart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_closed_port_counts_as_refused() {
-    // Bind then drop: nothing listens on this port afterwards.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let config = StormConfig::new(port, 2, Duration::from_millis(200));
+async fn open_loop_keeps_the_requested_rate() {
+    let target = nginx(1).await;
+    let before = fetch_stub_status(target.endpoint()).await.unwrap();
+    let mut config = StormConfig::new(target.endpoint(), 32, Duration::from_secs(2));
+    config.pacing = Pacing::Open { per_second: 400.0 };
+    config.warmup = Duration::from_millis(250);
     let report = run_storm(&config, CancellationToken::new(), |_| {})
         .await
         .unwrap();
-    assert_eq!(report.completed_connections, 0);
-    assert!(report.failed_connections > 0);
-    assert_eq!(
-        report.errors.get(ErrorKind::Refused),
-        report.failed_connections
+    let after = fetch_stub_status(target.endpoint()).await.unwrap();
+    // 400/s over 2 s: 800 arrivals in the window, 100 in the warm-up.
+    assert_eq!(report.failed_connections, 0, "{:?}", report.errors);
+    assert_eq!(report.missed_arrivals, 0);
+    assert_eq!(report.completed_connections, 800);
+    assert_eq!(report.warmup_connections, 100);
+    assert_eq!(report.completed_per_second, vec![400, 400]);
+    assert_eq!(report.offered_per_second, Some(400.0));
+    let achieved = report.connections_per_second();
+    assert!(
+        (achieved - 400.0).abs() <= 8.0,
+        "achieved {achieved} conn/s for 400 offered"
     );
+    assert_eq!(after.accepts - before.accepts - 1, 900);
+    target.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_sends_every_request_on_one_connection() {
+    let target = nginx(1).await;
+    let before = fetch_stub_status(target.endpoint()).await.unwrap();
+    let mut config = StormConfig::new(target.endpoint(), 4, Duration::from_millis(500));
+    config.requests_per_connection = 5;
+    let report = run_storm(&config, CancellationToken::new(), |_| {})
+        .await
+        .unwrap();
+    let after = fetch_stub_status(target.endpoint()).await.unwrap();
+    assert_eq!(report.failed_connections, 0, "{:?}", report.errors);
+    assert_eq!(report.completed_requests, 5 * report.completed_connections);
+    assert_eq!(
+        after.accepts - before.accepts - 1,
+        report.completed_connections
+    );
+    assert_eq!(
+        after.requests - before.requests - 1,
+        report.completed_requests
+    );
+    target.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_source_addresses_share_the_load() {
+    let target = nginx(1).await;
+    let mut config = StormConfig::new(target.endpoint(), 4, Duration::from_millis(300));
+    config.source_addrs = vec!["127.0.0.2".parse().unwrap(), "127.0.0.3".parse().unwrap()];
+    // nginx listens on 127.0.0.1 only; connections from 127.0.0.2/3 reach it over loopback.
+    let report = run_storm(&config, CancellationToken::new(), |_| {})
+        .await
+        .unwrap();
+    assert!(report.completed_connections > 0);
+    assert_eq!(report.failed_connections, 0, "{:?}", report.errors);
+    target.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generators_with_a_shared_start_begin_together_and_merge_exactly() {
+    let target = nginx(1).await;
+    let before = fetch_stub_status(target.endpoint()).await.unwrap();
+    let mut config = StormConfig::new(target.endpoint(), 4, Duration::from_millis(500));
+    config.start_at = Some(std::time::SystemTime::now() + Duration::from_millis(200));
+    config.threads = 1;
+    let (a, b) = tokio::join!(
+        run_storm(&config, CancellationToken::new(), |_| {}),
+        run_storm(&config, CancellationToken::new(), |_| {})
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let after = fetch_stub_status(target.endpoint()).await.unwrap();
+    let mut merged = a.clone();
+    merged.merge(&b).unwrap();
+    assert_eq!(
+        merged.completed_connections,
+        a.completed_connections + b.completed_connections
+    );
+    assert_eq!(merged.latencies.total.len(), merged.completed_connections);
+    assert_eq!(
+        after.accepts - before.accepts - 1,
+        merged.completed_connections
+    );
+    assert!(
+        a.start_lateness < Duration::from_millis(200)
+            && b.start_lateness < Duration::from_millis(200)
+    );
+    target.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
