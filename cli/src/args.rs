@@ -34,6 +34,42 @@ pub enum Command {
     Compare(CompareArgs),
     /// The results database: print its URL (starting loadlab's private Postgres if needed).
     Db(DbArgs),
+    /// Benchmarks that print loadlab's figures next to its peers', measured in the same run.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub command: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// loadlab's storm against wrk (`-H 'Connection: close'`) on one local nginx, alternating.
+    Loadgen(BenchLoadgenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchLoadgenArgs {
+    /// Rounds; each runs loadlab and wrk once, alternating which goes first.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: u32,
+    /// Length of each tool's run.
+    #[arg(short, long, default_value = "5s", value_parser = Span::parse)]
+    pub duration: Span,
+    /// Concurrent connections for both tools.
+    #[arg(short, long, default_value_t = 64)]
+    pub connections: u32,
+    /// Threads for both tools; 0 means one per CPU.
+    #[arg(short, long, default_value_t = 0)]
+    pub threads: usize,
+    /// nginx worker processes for the target.
+    #[arg(long, default_value_t = 1)]
+    pub nginx_workers: u32,
+    /// Concurrent connections held for the memory measurement (open loop, slow target).
+    #[arg(long, default_value_t = 10_000)]
+    pub memory_connections: u32,
 }
 
 #[derive(Debug, Args)]

@@ -41,6 +41,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Loadgen(args) => commands::loadgen::run(args).await,
             Command::Compare(args) => commands::compare::run(args).await,
             Command::Db(args) => commands::db::run(args).await,
+            Command::Bench(args) => commands::bench::run(args).await,
         }
     });
     match result {

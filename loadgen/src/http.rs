@@ -104,7 +104,8 @@ pub enum ResponseError {
     BadStatus(u16),
 }
 
-const MAX_HEADER_BYTES: usize = 8 * 1024;
+/// Longest response head accepted; kept small because every connection slot holds one.
+const MAX_HEADER_BYTES: usize = 4 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {

@@ -10,7 +10,9 @@
 //! counted apart, and the measured window runs from its start to the end of the last connection
 //! scheduled in it, so no connection is cut off and none is counted twice.
 
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -19,18 +21,20 @@ use nix::sys::socket::{setsockopt, sockopt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
-use tokio::task::JoinSet;
+use tokio::task::{JoinSet, LocalSet};
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{RequestTemplate, ResponseReader};
-use crate::outcome::{ErrorCounts, ErrorKind};
-use crate::report::{HistogramError, Latencies, StormReport};
+use crate::outcome::ErrorKind;
+use crate::report::{HistogramError, StormReport};
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How far a shared start instant may lie in the future.
 pub const MAX_START_DELAY: Duration = Duration::from_secs(60);
+/// Per-slot read buffer: responses of a storm are small, and slots may be many.
+const READ_BUFFER_BYTES: usize = 4096;
 
 /// How connections are started.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -179,7 +183,6 @@ struct Shared {
     /// Open loop: the arrival interval and the next arrival's index.
     interval: Option<Duration>,
     next_arrival: AtomicU64,
-    live: LiveCounts,
     cancel: CancellationToken,
 }
 
@@ -253,22 +256,24 @@ pub async fn run_storm(
         },
         interval,
         next_arrival: AtomicU64::new(0),
-        live: LiveCounts::default(),
         cancel,
     });
 
     let threads = config.thread_count();
     let mut results = Vec::with_capacity(threads);
+    let mut live_counts = Vec::with_capacity(threads);
     for thread in 0..threads {
         // Spread the slots evenly: the first threads take one more when it does not divide.
         let slots = config.connections as usize / threads
             + usize::from(thread < config.connections as usize % threads);
         let (sender, receiver) = oneshot::channel();
         let shared = shared.clone();
+        let live = Arc::new(LiveCounts::default());
+        live_counts.push(live.clone());
         std::thread::Builder::new()
             .name(format!("storm-{thread}"))
             .spawn(move || {
-                let _ = sender.send(run_thread(shared, slots));
+                let _ = sender.send(run_thread(shared, live, slots));
             })
             .map_err(|e| StormError::Thread(e.to_string()))?;
         results.push(receiver);
@@ -291,17 +296,19 @@ pub async fn run_storm(
             }
             now = ticker.tick() => {
                 let in_warmup = now < shared.clock.measure_from;
-                let live = &shared.live;
+                let sum = |pick: fn(&LiveCounts) -> &AtomicU64| {
+                    live_counts.iter().map(|live| pick(live).load(Ordering::Relaxed)).sum()
+                };
                 let (completed, failed) = if in_warmup {
-                    (&live.warmup_completed, &live.warmup_failed)
+                    (sum(|l| &l.warmup_completed), sum(|l| &l.warmup_failed))
                 } else {
-                    (&live.measured_completed, &live.measured_failed)
+                    (sum(|l| &l.measured_completed), sum(|l| &l.measured_failed))
                 };
                 on_progress(Progress {
                     elapsed: now - shared.clock.start,
                     in_warmup,
-                    completed: completed.load(Ordering::Relaxed),
-                    failed: failed.load(Ordering::Relaxed),
+                    completed,
+                    failed,
                 });
             }
         }
@@ -320,27 +327,74 @@ pub async fn run_storm(
     Ok(report)
 }
 
-/// One storm thread: a current-thread runtime driving its share of the slots.
-fn run_thread(shared: Arc<Shared>, slots: usize) -> Result<(StormReport, Instant), StormError> {
+/// One storm thread: a current-thread runtime driving its share of the slots. The slots of a
+/// thread record into one shared recorder: they never run at the same time, so a `RefCell`
+/// suffices, and one set of histograms per thread keeps memory flat as slots grow.
+fn run_thread(
+    shared: Arc<Shared>,
+    live: Arc<LiveCounts>,
+    slots: usize,
+) -> Result<(StormReport, Instant), StormError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| StormError::Thread(e.to_string()))?;
-    runtime.block_on(async move {
+    let recorder = Rc::new(RefCell::new(Recorder {
+        report: StormReport::default(),
+        last_end: shared.clock.measure_from,
+    }));
+    let local = LocalSet::new();
+    local.block_on(&runtime, async {
         let mut tasks = JoinSet::new();
         for _ in 0..slots {
-            tasks.spawn(Slot::new(shared.clone()).run());
+            let slot = Slot::new(shared.clone(), live.clone(), recorder.clone());
+            tasks.spawn_local(slot.run());
         }
-        let mut report = StormReport::default();
-        let mut last_end = shared.clock.measure_from;
         while let Some(joined) = tasks.join_next().await {
-            let (slot_report, slot_last_end) =
-                joined.map_err(|e| StormError::Thread(e.to_string()))?;
-            report.merge(&slot_report)?;
-            last_end = last_end.max(slot_last_end);
+            joined.map_err(|e| StormError::Thread(e.to_string()))?;
         }
-        Ok((report, last_end))
-    })
+        Ok::<_, StormError>(())
+    })?;
+    let recorder = recorder.borrow();
+    Ok((recorder.report.clone(), recorder.last_end))
+}
+
+/// What one thread's slots measured.
+struct Recorder {
+    report: StormReport,
+    last_end: Instant,
+}
+
+impl Recorder {
+    fn measured(
+        &mut self,
+        scheduled: Instant,
+        measure_from: Instant,
+        outcome: &Result<(Timings, u64), ErrorKind>,
+        requests: u32,
+    ) {
+        let report = &mut self.report;
+        self.last_end = self.last_end.max(Instant::now());
+        match outcome {
+            Ok((timings, bytes)) => {
+                report.completed_connections += 1;
+                report.completed_requests += u64::from(requests);
+                report.bytes_received += bytes;
+                record(&mut report.latencies.connect, timings.connect);
+                record(&mut report.latencies.first_byte, timings.first_byte);
+                record(&mut report.latencies.total, timings.total);
+                let second = (scheduled - measure_from).as_secs() as usize;
+                if report.completed_per_second.len() <= second {
+                    report.completed_per_second.resize(second + 1, 0);
+                }
+                report.completed_per_second[second] += 1;
+            }
+            Err(kind) => {
+                report.failed_connections += 1;
+                report.errors.add(*kind, 1);
+            }
+        }
+    }
 }
 
 /// Timings of one successful connection, from its scheduled start.
@@ -353,27 +407,27 @@ struct Timings {
 /// One connection slot: connects, exchanges its requests, closes, repeats.
 struct Slot {
     shared: Arc<Shared>,
+    live: Arc<LiveCounts>,
+    recorder: Rc<RefCell<Recorder>>,
     reader: ResponseReader,
     buffer: Box<[u8]>,
     next_source: usize,
 }
 
 impl Slot {
-    fn new(shared: Arc<Shared>) -> Self {
+    fn new(shared: Arc<Shared>, live: Arc<LiveCounts>, recorder: Rc<RefCell<Recorder>>) -> Self {
         Self {
             shared,
+            live,
+            recorder,
             reader: ResponseReader::default(),
-            buffer: vec![0u8; 16 * 1024].into_boxed_slice(),
+            buffer: vec![0u8; READ_BUFFER_BYTES].into_boxed_slice(),
             next_source: 0,
         }
     }
 
-    async fn run(mut self) -> (StormReport, Instant) {
+    async fn run(mut self) {
         let clock = self.shared.clock;
-        let mut report = StormReport::default();
-        let mut latencies = Latencies::default();
-        let mut errors = ErrorCounts::default();
-        let mut last_end = clock.measure_from;
         while let Some(scheduled) = self.shared.next_start() {
             // A timer, even one already due, waits for the next timer tick (~1 ms): only
             // sleep for arrivals still ahead.
@@ -381,45 +435,27 @@ impl Slot {
                 tokio::time::sleep_until(scheduled).await;
             }
             let outcome = self.connection(scheduled).await;
-            let live = &self.shared.live;
+            let live = &self.live;
+            let counter = match (scheduled < clock.measure_from, outcome.is_ok()) {
+                (true, true) => &live.warmup_completed,
+                (true, false) => &live.warmup_failed,
+                (false, true) => &live.measured_completed,
+                (false, false) => &live.measured_failed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            let mut recorder = self.recorder.borrow_mut();
             if scheduled < clock.measure_from {
-                report.warmup_connections += 1;
-                let counter = if outcome.is_ok() {
-                    &live.warmup_completed
-                } else {
-                    &live.warmup_failed
-                };
-                counter.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            last_end = last_end.max(Instant::now());
-            match outcome {
-                Ok((timings, bytes)) => {
-                    report.completed_connections += 1;
-                    report.completed_requests += u64::from(self.shared.requests_per_connection);
-                    report.bytes_received += bytes;
-                    record(&mut latencies.connect, timings.connect);
-                    record(&mut latencies.first_byte, timings.first_byte);
-                    record(&mut latencies.total, timings.total);
-                    let second = (scheduled - clock.measure_from).as_secs() as usize;
-                    if report.completed_per_second.len() <= second {
-                        report.completed_per_second.resize(second + 1, 0);
-                    }
-                    report.completed_per_second[second] += 1;
-                    live.measured_completed.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(kind) => {
-                    report.failed_connections += 1;
-                    errors.add(kind, 1);
-                    live.measured_failed.fetch_add(1, Ordering::Relaxed);
-                }
+                recorder.report.warmup_connections += 1;
+            } else {
+                recorder.measured(
+                    scheduled,
+                    clock.measure_from,
+                    &outcome,
+                    self.shared.requests_per_connection,
+                );
             }
         }
-        report.latencies = latencies;
-        report.errors = errors;
-        (report, last_end)
     }
-
     async fn connect(&mut self) -> std::io::Result<TcpStream> {
         let shared = &self.shared;
         if shared.source_addrs.is_empty() {

@@ -1,4 +1,5 @@
 pub mod agent;
+pub mod bench;
 pub mod compare;
 pub mod db;
 pub mod loadgen;

@@ -1,0 +1,398 @@
+//! `loadlab bench loadgen`: loadlab's storm against wrk on one local nginx, in the same run.
+//! Both tools run as child processes so their CPU time (from the kernel's child rusage) and
+//! peak memory (VmHWM) are measured the same way.
+
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use loadlab_agent::nginx::{NginxSettings, NginxTarget, find_nginx};
+use nix::sys::resource::{Resource, UsageWho, getrlimit, getrusage, setrlimit};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::process::Command;
+
+use crate::args::{BenchArgs, BenchCommand, BenchLoadgenArgs};
+use crate::render::thousands;
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        BenchCommand::Loadgen(args) => loadgen(args).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One tool's run, as measured from outside.
+#[derive(Debug, Clone, Copy, Default)]
+struct Measured {
+    connections: f64,
+    per_second: f64,
+    errors: f64,
+    user_seconds: f64,
+    system_seconds: f64,
+    peak_rss_kib: u64,
+}
+
+impl Measured {
+    fn cpu_ms_per_thousand(&self) -> (f64, f64) {
+        let thousands = (self.connections / 1000.0).max(1e-9);
+        (
+            self.user_seconds * 1000.0 / thousands,
+            self.system_seconds * 1000.0 / thousands,
+        )
+    }
+}
+
+fn find_wrk() -> anyhow::Result<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("wrk"))
+        .find(|p| p.is_file())
+        .context("wrk not found: install it with `apt-get install wrk`")
+}
+
+/// Runs a child to its end, measuring its CPU time and peak resident memory.
+async fn measure_child(mut command: Command) -> anyhow::Result<(String, Measured)> {
+    let before = getrusage(UsageWho::RUSAGE_CHILDREN)?;
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let pid = child.id().context("child has no pid")?;
+    let mut stdout = child.stdout.take().context("no stdout")?;
+    let mut stderr = child.stderr.take().context("no stderr")?;
+    let reading = tokio::spawn(async move {
+        let mut out = String::new();
+        let mut err = String::new();
+        let _ = stdout.read_to_string(&mut out).await;
+        let _ = stderr.read_to_string(&mut err).await;
+        (out, err)
+    });
+    let mut peak_rss_kib = 0;
+    // VmHWM only grows, so its last reading before the child exits is its peak.
+    let mut sample = tokio::time::interval(Duration::from_millis(100));
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status?,
+            _ = sample.tick() => {
+                if let Some(kib) = vm_hwm_kib(pid) {
+                    peak_rss_kib = kib;
+                }
+            }
+        }
+    };
+    let after = getrusage(UsageWho::RUSAGE_CHILDREN)?;
+    let (out, err) = reading.await?;
+    if !status.success() {
+        bail!("{command:?} failed ({status}): {}", err.trim());
+    }
+    let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    Ok((
+        out,
+        Measured {
+            user_seconds: seconds(after.user_time()) - seconds(before.user_time()),
+            system_seconds: seconds(after.system_time()) - seconds(before.system_time()),
+            peak_rss_kib,
+            ..Measured::default()
+        },
+    ))
+}
+
+fn vm_hwm_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn storm_command(url: &str, flags: &[String]) -> anyhow::Result<Command> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command.arg("storm").arg(url).args(flags).arg("--json");
+    Ok(command)
+}
+
+async fn run_loadlab(url: &str, flags: &[String]) -> anyhow::Result<(Measured, serde_json::Value)> {
+    let (out, mut measured) = measure_child(storm_command(url, flags)?).await?;
+    let json: serde_json::Value =
+        serde_json::from_str(&out).context("loadlab storm printed no JSON")?;
+    measured.connections = json["completed_connections"].as_f64().unwrap_or(0.0);
+    measured.per_second = json["connections_per_second"].as_f64().unwrap_or(0.0);
+    measured.errors = json["failed_connections"].as_f64().unwrap_or(0.0);
+    Ok((measured, json))
+}
+
+/// Reads wrk's text summary: "N requests in Xs", "Requests/sec: R", and its error lines.
+fn parse_wrk(out: &str) -> anyhow::Result<(f64, f64, f64)> {
+    let mut requests = None;
+    let mut per_second = None;
+    let mut errors = 0.0;
+    for line in out.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("Requests/sec:") {
+            per_second = rest.trim().parse().ok();
+        } else if line.contains(" requests in ") {
+            requests = line.split_whitespace().next().and_then(|n| n.parse().ok());
+        } else if let Some(rest) = line.strip_prefix("Socket errors:") {
+            errors += rest
+                .split(',')
+                .filter_map(|part| part.split_whitespace().last()?.parse::<f64>().ok())
+                .sum::<f64>();
+        } else if let Some(rest) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            errors += rest.trim().parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    match (requests, per_second) {
+        (Some(requests), Some(per_second)) => Ok((requests, per_second, errors)),
+        _ => bail!("cannot read wrk's output:\n{out}"),
+    }
+}
+
+async fn run_wrk(
+    wrk: &PathBuf,
+    url: &str,
+    threads: usize,
+    connections: u32,
+    duration: Duration,
+    timeout: &str,
+) -> anyhow::Result<Measured> {
+    let mut command = Command::new(wrk);
+    command
+        .arg(format!("-t{threads}"))
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{}s", duration.as_secs().max(1)))
+        .args(["--timeout", timeout, "-H", "Connection: close", url]);
+    let (out, mut measured) = measure_child(command).await?;
+    let (requests, per_second, errors) = parse_wrk(&out)?;
+    measured.connections = requests;
+    measured.per_second = per_second;
+    measured.errors = errors;
+    Ok(measured)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// A server that holds every connection for `hold` before answering: a slow target that keeps
+/// many connections open at once.
+async fn slow_server(hold: Duration) -> anyhow::Result<std::net::SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 1024];
+                let _ = stream.read(&mut buffer).await;
+                tokio::time::sleep(hold).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
+                    )
+                    .await;
+            });
+        }
+    });
+    Ok(address)
+}
+
+async fn loadgen(args: BenchLoadgenArgs) -> anyhow::Result<()> {
+    let wrk = find_wrk()?;
+    // Both tools and the slow server need a descriptor per connection.
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    let threads = if args.threads == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        args.threads
+    };
+    let settings = NginxSettings {
+        workers: Some(args.nginx_workers),
+        reuseport: false,
+        backlog: None,
+    };
+    let target = NginxTarget::start(&find_nginx()?, &settings, threads as u32).await?;
+    let url = format!("http://{}/", target.endpoint());
+    let duration = args.duration.0;
+    println!(
+        "bench loadgen · nginx {} worker(s) at {url} · {} connections · {} threads · {} s × {} rounds",
+        args.nginx_workers,
+        args.connections,
+        threads,
+        duration.as_secs_f64(),
+        args.rounds
+    );
+    println!(
+        "{:>5}  {:>8}  {:>12}  {:>10}  {:>16}  {:>16}",
+        "round", "tool", "conn/s", "errors", "user ms/1k conn", "sys ms/1k conn"
+    );
+    let storm_flags = vec![
+        "-c".to_string(),
+        args.connections.to_string(),
+        "-d".into(),
+        format!("{}ms", duration.as_millis()),
+        "-t".into(),
+        threads.to_string(),
+    ];
+    let mut loadlab_runs = Vec::new();
+    let mut wrk_runs = Vec::new();
+    for round in 1..=args.rounds {
+        // Alternate which tool goes first, so neither always runs on a warmer machine.
+        for tool in if round % 2 == 1 {
+            ["loadlab", "wrk"]
+        } else {
+            ["wrk", "loadlab"]
+        } {
+            let measured = if tool == "loadlab" {
+                run_loadlab(&url, &storm_flags).await?.0
+            } else {
+                run_wrk(&wrk, &url, threads, args.connections, duration, "10s").await?
+            };
+            let (user, system) = measured.cpu_ms_per_thousand();
+            println!(
+                "{round:>5}  {tool:>8}  {:>12}  {:>10}  {user:>16.2}  {system:>16.2}",
+                thousands(measured.per_second as u64),
+                measured.errors
+            );
+            if tool == "loadlab" {
+                loadlab_runs.push(measured);
+            } else {
+                wrk_runs.push(measured);
+            }
+        }
+    }
+    let mut ratios: Vec<f64> = loadlab_runs
+        .iter()
+        .zip(&wrk_runs)
+        .map(|(l, w)| l.per_second / w.per_second)
+        .collect();
+    let summary = |runs: &[Measured]| {
+        let mut rates: Vec<f64> = runs.iter().map(|m| m.per_second).collect();
+        let mut users: Vec<f64> = runs.iter().map(|m| m.cpu_ms_per_thousand().0).collect();
+        let mut systems: Vec<f64> = runs.iter().map(|m| m.cpu_ms_per_thousand().1).collect();
+        (median(&mut rates), median(&mut users), median(&mut systems))
+    };
+    let (loadlab_rate, loadlab_user, loadlab_sys) = summary(&loadlab_runs);
+    let (wrk_rate, wrk_user, wrk_sys) = summary(&wrk_runs);
+    println!("\nmedians            conn/s   user+sys CPU ms per 1,000 connections");
+    println!(
+        "  loadlab  {:>12}   {:.2} + {:.2} = {:.2}",
+        thousands(loadlab_rate as u64),
+        loadlab_user,
+        loadlab_sys,
+        loadlab_user + loadlab_sys
+    );
+    println!(
+        "  wrk      {:>12}   {:.2} + {:.2} = {:.2}",
+        thousands(wrk_rate as u64),
+        wrk_user,
+        wrk_sys,
+        wrk_user + wrk_sys
+    );
+    let (min, max) = (
+        ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    );
+    println!(
+        "  conn/s ratio loadlab/wrk per round: min {min:.3} · median {:.3} · max {max:.3}",
+        median(&mut ratios)
+    );
+    target.stop().await?;
+
+    println!(
+        "\nopen loop against the same nginx (rate as a share of loadlab's closed-loop median)"
+    );
+    let target = NginxTarget::start(&find_nginx()?, &settings, threads as u32).await?;
+    let url = format!("http://{}/", target.endpoint());
+    for share in [0.5, 0.9] {
+        let rate = (loadlab_rate * share).max(1.0);
+        let mut flags = storm_flags.clone();
+        flags[1] = (args.connections * 16).to_string();
+        flags.extend(["--rate".to_string(), format!("{rate:.0}")]);
+        let (measured, json) = run_loadlab(&url, &flags).await?;
+        println!(
+            "  {:>3.0}%  offered {:>9} conn/s  achieved {:>9}  achieved/offered {:.4}  missed {}  p99 {:.2} ms  errors {}",
+            share * 100.0,
+            thousands(rate as u64),
+            thousands(measured.per_second as u64),
+            measured.per_second / rate,
+            json["missed_arrivals"],
+            json["latency_us"]["p99"].as_f64().unwrap_or(0.0) / 1000.0,
+            measured.errors
+        );
+    }
+    target.stop().await?;
+
+    let hold = Duration::from_secs(2);
+    let slow = slow_server(hold).await?;
+    let slow_url = format!("http://{slow}/");
+    let held = args.memory_connections;
+    println!(
+        "\nmemory holding {} concurrent connections (a target that answers after {} s)",
+        thousands(held.into()),
+        hold.as_secs()
+    );
+    let rate = f64::from(held) / hold.as_secs_f64();
+    let flags = vec![
+        "-c".to_string(),
+        (held + held / 5).to_string(),
+        "-d".into(),
+        "4s".into(),
+        "--rate".into(),
+        format!("{rate:.0}"),
+        "-t".into(),
+        threads.to_string(),
+    ];
+    let (measured, json) = run_loadlab(&slow_url, &flags).await?;
+    println!(
+        "  loadlab (open loop {}/s): peak RSS {} KiB, {} completed, errors {}",
+        thousands(rate as u64),
+        thousands(measured.peak_rss_kib),
+        thousands(measured.connections as u64),
+        json["errors"]
+    );
+    let measured = run_wrk(
+        &wrk,
+        &slow_url,
+        threads,
+        held,
+        Duration::from_secs(4),
+        "10s",
+    )
+    .await?;
+    println!(
+        "  wrk (closed loop, {} connections): peak RSS {} KiB, {} completed, errors {}",
+        thousands(held.into()),
+        thousands(measured.peak_rss_kib),
+        thousands(measured.connections as u64),
+        measured.errors
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_output_is_read() {
+        let out = "Running 5s test @ http://127.0.0.1:1/\n  2 threads and 64 connections\n  281234 requests in 5.00s, 40.23MB read\n  Socket errors: connect 0, read 3, write 0, timeout 2\n  Non-2xx or 3xx responses: 4\nRequests/sec:  56246.80\nTransfer/sec:      8.05MB\n";
+        assert_eq!(parse_wrk(out).unwrap(), (281234.0, 56246.80, 9.0));
+        assert!(parse_wrk("garbage").is_err());
+    }
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&mut []), 0.0);
+    }
+}
