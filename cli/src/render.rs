@@ -145,6 +145,8 @@ pub fn storm_json(report: &StormReport) -> serde_json::Value {
         "bytes_received": report.bytes_received,
         "offered_per_second": report.offered_per_second,
         "missed_arrivals": report.missed_arrivals,
+        "time_wait_at_end": report.port_pressure.map(|p| p.time_wait),
+        "ephemeral_ports": report.port_pressure.map(|p| p.ephemeral_ports),
     })
 }
 
@@ -198,6 +200,19 @@ pub fn storm_text(url: &str, config: &StormConfig, report: &StormReport) -> Stri
     }
     for (kind, count) in report.errors.nonzero() {
         let _ = writeln!(out, "  error {}: {}", kind.as_str(), thousands(count));
+    }
+    if let Some(ports) = report.port_pressure {
+        let _ = writeln!(
+            out,
+            "  TIME_WAIT at the end: {} sockets for {} ephemeral ports{}",
+            thousands(ports.time_wait),
+            thousands(ports.ephemeral_ports),
+            if ports.is_high() {
+                " (high: source ports may run out; add --source-addrs 127.0.0.2,127.0.0.3,...)"
+            } else {
+                ""
+            }
+        );
     }
     out
 }

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::http::RequestTemplate;
 use crate::outcome::ErrorKind;
+use crate::ports::PortPressure;
 use crate::report::{HistogramError, Latencies, StormReport, decode_histogram, encode_histogram};
 use crate::storm::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, Pacing, StormConfig, run_storm,
@@ -237,6 +238,8 @@ pub fn to_summary(report: &StormReport) -> Result<v1::StormSummary, HistogramErr
         offered_per_second: report.offered_per_second.unwrap_or(0.0),
         missed_arrivals: report.missed_arrivals,
         start_lateness_us: u64::try_from(report.start_lateness.as_micros()).unwrap_or(u64::MAX),
+        time_wait_at_end: report.port_pressure.map_or(0, |p| p.time_wait),
+        ephemeral_ports: report.port_pressure.map_or(0, |p| p.ephemeral_ports),
     })
 }
 
@@ -259,6 +262,10 @@ pub fn from_summary(summary: &v1::StormSummary) -> Result<StormReport, Histogram
             .then_some(summary.offered_per_second),
         missed_arrivals: summary.missed_arrivals,
         start_lateness: Duration::from_micros(summary.start_lateness_us),
+        port_pressure: (summary.ephemeral_ports > 0).then_some(PortPressure {
+            time_wait: summary.time_wait_at_end,
+            ephemeral_ports: summary.ephemeral_ports,
+        }),
         ..StormReport::default()
     };
     for error in &summary.errors {

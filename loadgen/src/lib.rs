@@ -6,6 +6,7 @@
 pub mod grpc;
 pub mod http;
 pub mod outcome;
+pub mod ports;
 pub mod report;
 pub mod storm;
 

@@ -9,6 +9,7 @@ pub use loadlab_proto::histogram::{
 };
 
 use crate::outcome::ErrorCounts;
+use crate::ports::PortPressure;
 
 /// Latency histograms of the measured window, in microseconds.
 #[derive(Debug, Clone)]
@@ -71,6 +72,9 @@ pub struct StormReport {
     pub missed_arrivals: u64,
     /// How late the storm started against a shared start time (the worst of merged reports).
     pub start_lateness: Duration,
+    /// TIME_WAIT sockets and ephemeral ports on the generator's host at the storm's end (the
+    /// highest pressure of merged reports).
+    pub port_pressure: Option<PortPressure>,
 }
 
 impl StormReport {
@@ -111,6 +115,16 @@ impl StormReport {
         };
         self.missed_arrivals += other.missed_arrivals;
         self.start_lateness = self.start_lateness.max(other.start_lateness);
+        self.port_pressure = match (self.port_pressure, other.port_pressure) {
+            (Some(a), Some(b)) => Some(
+                if b.time_wait * a.ephemeral_ports > a.time_wait * b.ephemeral_ports {
+                    b
+                } else {
+                    a
+                },
+            ),
+            (a, b) => a.or(b),
+        };
         Ok(())
     }
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use nix::sys::socket::{setsockopt, sockopt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::{JoinSet, LocalSet};
@@ -27,14 +27,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::{RequestTemplate, ResponseReader};
 use crate::outcome::ErrorKind;
+use crate::ports::read_port_pressure;
 use crate::report::{HistogramError, StormReport};
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How far a shared start instant may lie in the future.
 pub const MAX_START_DELAY: Duration = Duration::from_secs(60);
-/// Per-slot read buffer: responses of a storm are small, and slots may be many.
-const READ_BUFFER_BYTES: usize = 4096;
+/// Each storm thread's read buffer.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 /// How connections are started.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -315,6 +316,7 @@ pub async fn run_storm(
     }
     report.window = last_end.saturating_duration_since(shared.clock.measure_from);
     report.start_lateness = start_lateness;
+    report.port_pressure = read_port_pressure();
     if let Some(interval) = interval {
         let arrivals_before =
             |t: Instant| (t - shared.clock.start).as_secs_f64() / interval.as_secs_f64();
@@ -343,11 +345,19 @@ fn run_thread(
         report: StormReport::default(),
         last_end: shared.clock.measure_from,
     }));
+    let buffer = Rc::new(RefCell::new(
+        vec![0u8; READ_BUFFER_BYTES].into_boxed_slice(),
+    ));
     let local = LocalSet::new();
     local.block_on(&runtime, async {
         let mut tasks = JoinSet::new();
         for _ in 0..slots {
-            let slot = Slot::new(shared.clone(), live.clone(), recorder.clone());
+            let slot = Slot::new(
+                shared.clone(),
+                live.clone(),
+                recorder.clone(),
+                buffer.clone(),
+            );
             tasks.spawn_local(slot.run());
         }
         while let Some(joined) = tasks.join_next().await {
@@ -410,18 +420,24 @@ struct Slot {
     live: Arc<LiveCounts>,
     recorder: Rc<RefCell<Recorder>>,
     reader: ResponseReader,
-    buffer: Box<[u8]>,
+    /// The thread's read buffer.
+    buffer: Rc<RefCell<Box<[u8]>>>,
     next_source: usize,
 }
 
 impl Slot {
-    fn new(shared: Arc<Shared>, live: Arc<LiveCounts>, recorder: Rc<RefCell<Recorder>>) -> Self {
+    fn new(
+        shared: Arc<Shared>,
+        live: Arc<LiveCounts>,
+        recorder: Rc<RefCell<Recorder>>,
+        buffer: Rc<RefCell<Box<[u8]>>>,
+    ) -> Self {
         Self {
             shared,
             live,
             recorder,
             reader: ResponseReader::default(),
-            buffer: vec![0u8; READ_BUFFER_BYTES].into_boxed_slice(),
+            buffer,
             next_source: 0,
         }
     }
@@ -509,13 +525,19 @@ impl Slot {
                 // A whole response ends the read, as in wrk: no wait for the server's FIN (nginx
                 // sends it with the response, so it still closes first and keeps the TIME_WAIT).
                 while !reader.body_complete() {
-                    let read = stream
-                        .read(buffer)
+                    stream
+                        .readable()
                         .await
                         .map_err(|e| ErrorKind::of_exchange(&e))?;
-                    if read == 0 {
-                        break;
-                    }
+                    // The thread's read buffer is borrowed only between awaits, so one
+                    // buffer serves every slot of the thread.
+                    let mut buffer = buffer.borrow_mut();
+                    let read = match stream.try_read(&mut buffer) {
+                        Ok(0) => break,
+                        Ok(read) => read,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return Err(ErrorKind::of_exchange(&e)),
+                    };
                     first_byte.get_or_insert_with(|| scheduled.elapsed());
                     bytes += read as u64;
                     reader.feed(&buffer[..read]);
