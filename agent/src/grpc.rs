@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 use crate::Error;
 use crate::counters::{NginxStatus, NodeCounters, fetch_stub_status, read_node_counters};
 use crate::facts::{NodeFacts, Presence, describe_from};
+use crate::lockstat::{Contention, LockCapture, LockstatError};
 use crate::nginx::{NginxSettings, NginxTarget, find_nginx, nginx_version};
 
 /// The opening snapshot of a capture.
@@ -21,6 +22,7 @@ struct OpenCapture {
     started: Instant,
     nginx: NginxStatus,
     node: NodeCounters,
+    locks: Option<Result<LockCapture, LockstatError>>,
 }
 
 #[derive(Debug, Default)]
@@ -98,6 +100,19 @@ pub fn facts_to_proto(facts: NodeFacts, nginx_version: String) -> v1::NodeFacts 
     }
 }
 
+fn contention_to_proto(c: Contention) -> v1::LockContention {
+    v1::LockContention {
+        lock: c.lock,
+        lock_type: c.lock_type,
+        caller: c.caller,
+        stack: c.stack,
+        count: c.count,
+        wait_ns: c.wait_ns,
+        max_wait_ns: c.max_wait_ns,
+        epoll: c.epoll,
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         match error {
@@ -172,8 +187,19 @@ impl agent_server::Agent for AgentService {
         &self,
         request: Request<v1::StartCaptureRequest>,
     ) -> Result<Response<v1::CaptureHandle>, Status> {
-        let target_id = request.into_inner().target_id;
+        let request = request.into_inner();
+        let target_id = request.target_id;
         let endpoint = self.endpoint_of(&target_id).await?;
+        // Tracing attaches first, so the whole window is traced.
+        let locks = if request.lock_contention {
+            let capture = LockCapture::start().await;
+            if let Err(error) = &capture {
+                tracing::warn!(error = %error, "lock contention not collected");
+            }
+            Some(capture)
+        } else {
+            None
+        };
         // stub_status first, node counters second: the opening status request is then not in
         // the node-wide TCP deltas (see `stop_capture` for the closing order).
         let nginx = fetch_stub_status(endpoint).await?;
@@ -183,6 +209,7 @@ impl agent_server::Agent for AgentService {
             started: Instant::now(),
             nginx,
             node,
+            locks,
         };
         let id = uuid::Uuid::new_v4().to_string();
         self.state.lock().await.captures.insert(id.clone(), capture);
@@ -207,6 +234,17 @@ impl agent_server::Agent for AgentService {
         let nginx = fetch_stub_status(endpoint).await?;
         // The closing status request is itself one accepted connection and one request.
         let own_request = 1;
+        let (locks, lock_contention_unavailable) = match opened.locks {
+            None => (Vec::new(), String::new()),
+            Some(Err(error)) => (Vec::new(), error.to_string()),
+            Some(Ok(capture)) => match capture.stop(&self.proc.join("kallsyms")).await {
+                Ok(contentions) => (
+                    contentions.into_iter().map(contention_to_proto).collect(),
+                    String::new(),
+                ),
+                Err(error) => (Vec::new(), error.to_string()),
+            },
+        };
         let cpu = node.cpu.shares_since(&opened.node.cpu);
         let tcp = node.tcp.since(&opened.node.tcp);
         Ok(Response::new(v1::Capture {
@@ -235,6 +273,8 @@ impl agent_server::Agent for AgentService {
                 system_share: cpu.system,
                 softirq_share: cpu.softirq,
             }),
+            locks,
+            lock_contention_unavailable,
         }))
     }
 }

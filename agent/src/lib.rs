@@ -4,6 +4,7 @@
 pub mod counters;
 pub mod facts;
 pub mod grpc;
+pub mod lockstat;
 pub mod nginx;
 
 use std::path::PathBuf;

@@ -423,6 +423,40 @@ pub fn report_table(report: &ExperimentReport) -> String {
             cohort.mean_cpu_busy_share * 100.0
         );
     }
+    if report
+        .cohorts
+        .iter()
+        .any(|c| !c.locks.is_empty() || !c.lock_contention_unavailable.is_empty())
+    {
+        let _ = writeln!(
+            out,
+            "\ntop contended kernel locks (wait as a share of all CPU time in the windows; contentions per 1,000 connections; the\n call path with the most wait)"
+        );
+        for cohort in &report.cohorts {
+            let epoll = cohort
+                .epoll_share_of_contention
+                .map(|share| format!(" · epoll paths {:.1}% of lock wait", share * 100.0))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  {}{epoll}", cohort.name);
+            for reason in &cohort.lock_contention_unavailable {
+                let _ = writeln!(out, "    {reason}");
+            }
+            if cohort.locks.is_empty() && cohort.lock_contention_unavailable.is_empty() {
+                let _ = writeln!(out, "    no contention recorded");
+            }
+            for lock in cohort.locks.iter().take(5) {
+                let _ = writeln!(
+                    out,
+                    "    {:>6.2}%  {:<36} {:>9.2}/1k  max {:>7.3} ms  via {}",
+                    lock.share_of_cpu_time * 100.0,
+                    lock.lock,
+                    lock.per_thousand_connections,
+                    lock.max_wait_ns as f64 / 1e6,
+                    lock.top_caller
+                );
+            }
+        }
+    }
     for cohort in &report.cohorts {
         for failure in &cohort.failures {
             let _ = writeln!(out, "failed run of {}: {failure}", cohort.name);

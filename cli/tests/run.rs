@@ -19,6 +19,7 @@ spec:
     - { name: one-worker, local: true }
     - { name: two-workers, local: true, target: { nginx: { workers: 2, reuseport: true } } }
   repetitions: 1
+  collect: { lockContention: true }
 "#;
 
 fn loadlab(dir: &Path, yaml: &str, database_url: &str, extra_env: &[(&str, &str)]) -> Output {
@@ -93,6 +94,26 @@ async fn a_tiny_experiment_is_measured_stored_and_reported() {
         );
         assert!(run.counters.tcp_passive_opens as f64 >= attempted * 0.995);
     }
+    // Lock contention: collected when this machine can trace (root, bpftrace), else the reason.
+    let can_trace =
+        nix::unistd::Uid::effective().is_root() && Path::new("/usr/bin/bpftrace").exists();
+    for run in &runs {
+        if can_trace {
+            assert_eq!(run.lock_contention_unavailable, None);
+            assert!(
+                !run.locks.is_empty(),
+                "a connection storm on two CPUs contends kernel locks"
+            );
+            assert!(
+                run.locks
+                    .iter()
+                    .all(|l| l.count > 0 && l.max_wait_ns <= l.wait_ns)
+            );
+        } else {
+            assert!(run.lock_contention_unavailable.is_some());
+        }
+    }
+    assert!(stdout.contains("top contended kernel locks"), "{stdout}");
     assert_eq!(runs[1].target["workers"], 2);
     assert_eq!(runs[1].target["reuseport"], true);
     assert_eq!(store.experiment(id).await.unwrap().status, "completed");

@@ -13,7 +13,9 @@ use loadlab_proto::v1::{
     self, agent_client::AgentClient, loadgen_client::LoadgenClient, storm_event,
 };
 use loadlab_results::store::WindowCounters;
-use loadlab_results::{ExperimentStatus, NewExperiment, NodeRecord, RunOutcome, RunRecord, Store};
+use loadlab_results::{
+    ExperimentStatus, LockRecord, NewExperiment, NodeRecord, RunOutcome, RunRecord, Store,
+};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -242,6 +244,7 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
             .agent
             .start_capture(v1::StartCaptureRequest {
                 target_id: target.target_id.clone(),
+                lock_contention: self.file.spec.collect.lock_contention,
             })
             .await
             .map_err(failed("starting the capture"))?
@@ -393,6 +396,23 @@ impl Measurement {
             .into_iter()
             .map(to_i64)
             .collect();
+        record.locks = self
+            .capture
+            .locks
+            .iter()
+            .map(|l| LockRecord {
+                lock: l.lock.clone(),
+                lock_type: l.lock_type.clone(),
+                caller: l.caller.clone(),
+                stack: l.stack.clone(),
+                count: to_i64(l.count),
+                wait_ns: to_i64(l.wait_ns),
+                max_wait_ns: to_i64(l.max_wait_ns),
+                epoll: l.epoll,
+            })
+            .collect();
+        record.lock_contention_unavailable = Some(self.capture.lock_contention_unavailable.clone())
+            .filter(|reason| !reason.is_empty());
         record.counters = WindowCounters {
             window_seconds: self.capture.window_ms as f64 / 1000.0,
             nginx_accepts: nginx.accepts,
@@ -453,6 +473,8 @@ fn unmeasured_run(
         total_histogram: empty,
         completed_per_second: Vec::new(),
         counters: WindowCounters::default(),
+        locks: Vec::new(),
+        lock_contention_unavailable: None,
     })
 }
 

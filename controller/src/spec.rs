@@ -46,6 +46,17 @@ pub struct ExperimentSpec {
     /// The cohort others are compared with; the first cohort when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<String>,
+    #[serde(default)]
+    pub collect: CollectSpec,
+}
+
+/// What the agent collects over each measured window besides counters (always collected).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CollectSpec {
+    /// Kernel lock contention by lock and call path (needs root and bpftrace on the node).
+    #[serde(default)]
+    pub lock_contention: bool,
 }
 
 fn default_repetitions() -> u32 {

@@ -8,7 +8,9 @@ pub mod stats;
 pub mod store;
 
 pub use database::Database;
-pub use store::{ExperimentStatus, NewExperiment, NodeRecord, RunOutcome, RunRecord, Store};
+pub use store::{
+    ExperimentStatus, LockRecord, NewExperiment, NodeRecord, RunOutcome, RunRecord, Store,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -52,7 +52,33 @@ pub struct CohortReport {
     pub nginx_accepts: u64,
     pub tcp_passive_opens: u64,
     pub mean_cpu_busy_share: f64,
+    /// The most contended kernel locks over the cohort's windows, largest wait first.
+    pub locks: Vec<LockSummary>,
+    /// Share of all contended wait whose call path runs through eventpoll code.
+    pub epoll_share_of_contention: Option<f64>,
+    /// Why lock contention was not collected on some runs.
+    pub lock_contention_unavailable: Vec<String>,
 }
+
+/// One lock's contention over a cohort's runs, all call paths together.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockSummary {
+    pub lock: String,
+    pub lock_type: String,
+    /// The caller (call path head) with the most wait on this lock.
+    pub top_caller: String,
+    pub count: u64,
+    pub wait_ns: u64,
+    pub max_wait_ns: u64,
+    /// Wait on this lock as a share of all CPU time in the windows (wait / (window × CPUs)).
+    pub share_of_cpu_time: f64,
+    /// Contentions per 1,000 completed connections.
+    pub per_thousand_connections: f64,
+    pub epoll: bool,
+}
+
+/// How many locks a cohort report lists.
+pub const TOP_LOCKS: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExperimentReport {
@@ -114,7 +140,13 @@ fn cohort_report<'a>(
         nginx_accepts: 0,
         tcp_passive_opens: 0,
         mean_cpu_busy_share: 0.0,
+        locks: Vec::new(),
+        epoll_share_of_contention: None,
+        lock_contention_unavailable: Vec::new(),
     };
+    let mut cpu_time_ns = 0.0;
+    let mut locks: Vec<(LockSummary, BTreeMap<String, u64>)> = Vec::new();
+    let mut lock_runs = 0;
     let mut connect = latency_histogram();
     let mut total = latency_histogram();
     let mut busy = Vec::new();
@@ -138,6 +170,43 @@ fn cohort_report<'a>(
         report.nginx_accepts += run.counters.nginx_accepts;
         report.tcp_passive_opens += run.counters.tcp_passive_opens;
         busy.push(run.counters.cpu_busy_share);
+        if let Some(reason) = &run.lock_contention_unavailable
+            && !report.lock_contention_unavailable.contains(reason)
+        {
+            report.lock_contention_unavailable.push(reason.clone());
+        }
+        if run.lock_contention_unavailable.is_none() {
+            lock_runs += 1;
+            cpu_time_ns += run.window_seconds * 1e9 * f64::from(run.node.logical_cpus.max(1));
+        }
+        for lock in &run.locks {
+            let index = match locks.iter().position(|(l, _)| l.lock == lock.lock) {
+                Some(index) => index,
+                None => {
+                    locks.push((
+                        LockSummary {
+                            lock: lock.lock.clone(),
+                            lock_type: lock.lock_type.clone(),
+                            top_caller: String::new(),
+                            count: 0,
+                            wait_ns: 0,
+                            max_wait_ns: 0,
+                            share_of_cpu_time: 0.0,
+                            per_thousand_connections: 0.0,
+                            epoll: false,
+                        },
+                        BTreeMap::new(),
+                    ));
+                    locks.len() - 1
+                }
+            };
+            let (summary, callers) = &mut locks[index];
+            summary.count += lock.count.max(0) as u64;
+            summary.wait_ns += lock.wait_ns.max(0) as u64;
+            summary.max_wait_ns = summary.max_wait_ns.max(lock.max_wait_ns.max(0) as u64);
+            summary.epoll |= lock.epoll;
+            *callers.entry(lock.caller.clone()).or_default() += lock.wait_ns.max(0) as u64;
+        }
         add_encoded(&mut connect, &run.connect_histogram)?;
         add_encoded(&mut total, &run.total_histogram)?;
     }
@@ -145,6 +214,36 @@ fn cohort_report<'a>(
     report.connect_latency = Percentiles::of(&connect);
     report.total_latency = Percentiles::of(&total);
     report.mean_cpu_busy_share = summarize(&busy).map(|s| s.mean).unwrap_or(0.0);
+    let all_wait: u64 = locks.iter().map(|(l, _)| l.wait_ns).sum();
+    let epoll_wait: u64 = locks
+        .iter()
+        .filter(|(l, _)| l.epoll)
+        .map(|(l, _)| l.wait_ns)
+        .sum();
+    if lock_runs > 0 {
+        report.epoll_share_of_contention =
+            (all_wait > 0).then(|| epoll_wait as f64 / all_wait as f64);
+    }
+    for (summary, callers) in &mut locks {
+        summary.top_caller = callers
+            .iter()
+            .max_by_key(|(_, wait)| **wait)
+            .map(|(c, _)| c.clone())
+            .unwrap_or_default();
+        if cpu_time_ns > 0.0 {
+            summary.share_of_cpu_time = summary.wait_ns as f64 / cpu_time_ns;
+        }
+        if report.completed_connections > 0 {
+            summary.per_thousand_connections =
+                summary.count as f64 * 1000.0 / report.completed_connections as f64;
+        }
+    }
+    locks.sort_by(|a, b| {
+        b.0.wait_ns
+            .cmp(&a.0.wait_ns)
+            .then_with(|| a.0.lock.cmp(&b.0.lock))
+    });
+    report.locks = locks.into_iter().take(TOP_LOCKS).map(|(l, _)| l).collect();
     Ok(report)
 }
 

@@ -136,6 +136,24 @@ pub struct RunRecord {
     pub total_histogram: Vec<u8>,
     pub completed_per_second: Vec<i64>,
     pub counters: WindowCounters,
+    /// Kernel lock contention over the window, largest total wait first.
+    pub locks: Vec<LockRecord>,
+    /// Why lock contention was asked for and not collected.
+    pub lock_contention_unavailable: Option<String>,
+}
+
+/// Contention on one kernel lock from one call path over a run's window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LockRecord {
+    pub lock: String,
+    pub lock_type: String,
+    pub caller: String,
+    /// Innermost frame first, joined by `;`.
+    pub stack: String,
+    pub count: i64,
+    pub wait_ns: i64,
+    pub max_wait_ns: i64,
+    pub epoll: bool,
 }
 
 /// Counter deltas over a run's measured window, as the agent captured them.
@@ -264,9 +282,9 @@ impl Store {
                 status, failure_reason, started_at, finished_at, target, load, window_seconds,
                 completed_connections, failed_connections, warmup_connections,
                 connections_per_second, errors, connect_histogram, first_byte_histogram,
-                total_histogram, completed_per_second, counters)
+                total_histogram, completed_per_second, counters, lock_contention_unavailable)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                     $18, $19, $20, $21, $22, $23, $24)
+                     $18, $19, $20, $21, $22, $23, $24, $25)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(run.id)
@@ -297,10 +315,31 @@ impl Store {
         .bind(&run.total_histogram)
         .bind(&run.completed_per_second)
         .bind(Json(&run.counters))
+        .bind(&run.lock_contention_unavailable)
         .execute(&mut *tx)
         .await?
         .rows_affected()
             == 1;
+        if inserted {
+            for lock in &run.locks {
+                sqlx::query(
+                    "INSERT INTO lock_contention (run_id, lock, lock_type, caller, stack, count, wait_ns,
+                                                  max_wait_ns, epoll)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(run.id)
+                .bind(&lock.lock)
+                .bind(&lock.lock_type)
+                .bind(&lock.caller)
+                .bind(&lock.stack)
+                .bind(lock.count)
+                .bind(lock.wait_ns)
+                .bind(lock.max_wait_ns)
+                .bind(lock.epoll)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
         tx.commit().await?;
         Ok(inserted)
     }
@@ -317,7 +356,31 @@ impl Store {
         .bind(experiment_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(run_from_row).collect()
+        let mut runs: Vec<RunRecord> = rows.iter().map(run_from_row).collect::<Result<_, _>>()?;
+        let lock_rows = sqlx::query(
+            "SELECT l.* FROM lock_contention l JOIN runs r ON r.id = l.run_id
+             WHERE r.experiment_id = $1 ORDER BY l.wait_ns DESC, l.lock, l.stack",
+        )
+        .bind(experiment_id)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &lock_rows {
+            let run_id: Uuid = row.try_get("run_id")?;
+            let lock = LockRecord {
+                lock: row.try_get("lock")?,
+                lock_type: row.try_get("lock_type")?,
+                caller: row.try_get("caller")?,
+                stack: row.try_get("stack")?,
+                count: row.try_get("count")?,
+                wait_ns: row.try_get("wait_ns")?,
+                max_wait_ns: row.try_get("max_wait_ns")?,
+                epoll: row.try_get("epoll")?,
+            };
+            if let Some(run) = runs.iter_mut().find(|r| r.id == run_id) {
+                run.locks.push(lock);
+            }
+        }
+        Ok(runs)
     }
 }
 
@@ -363,5 +426,7 @@ fn run_from_row(row: &sqlx::postgres::PgRow) -> Result<RunRecord, Error> {
         total_histogram: row.try_get("total_histogram")?,
         completed_per_second: row.try_get("completed_per_second")?,
         counters: row.try_get::<Json<_>, _>("counters")?.0,
+        locks: Vec::new(),
+        lock_contention_unavailable: row.try_get("lock_contention_unavailable")?,
     })
 }

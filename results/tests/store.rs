@@ -8,7 +8,7 @@ use loadlab_results::report::build_report;
 use loadlab_results::stats::Verdict;
 use loadlab_results::store::WindowCounters;
 use loadlab_results::{
-    Database, ExperimentStatus, NewExperiment, NodeRecord, RunOutcome, RunRecord, Store,
+    Database, ExperimentStatus, LockRecord, NewExperiment, NodeRecord, RunOutcome, RunRecord, Store,
 };
 use uuid::Uuid;
 
@@ -69,6 +69,17 @@ fn run(experiment_id: Uuid, cohort: &str, repetition: i32, conn_per_sec: f64) ->
             cpu_busy_share: 0.9,
             ..WindowCounters::default()
         },
+        locks: vec![LockRecord {
+            lock: "epmutex".into(),
+            lock_type: "mutex".into(),
+            caller: "eventpoll_release_file".into(),
+            stack: "osq_lock;__mutex_lock;eventpoll_release_file".into(),
+            count: 10,
+            wait_ns: 1_000_000,
+            max_wait_ns: 50_000,
+            epoll: true,
+        }],
+        lock_contention_unavailable: None,
     }
 }
 
@@ -162,6 +173,15 @@ async fn the_report_compares_cohorts_from_stored_runs() {
     assert_eq!(patched.total_latency.max_us, 300);
     assert_eq!(patched.nginx_accepts, patched.completed_connections + 3);
     assert_eq!(report.nodes.len(), 1);
+    let epmutex = &patched.locks[0];
+    assert_eq!(
+        (epmutex.lock.as_str(), epmutex.count, epmutex.wait_ns),
+        ("epmutex", 30, 3_000_000)
+    );
+    assert_eq!(epmutex.top_caller, "eventpoll_release_file");
+    // 3 ms of wait over three 10 s windows of 2 CPUs.
+    assert!((epmutex.share_of_cpu_time - 3e-3 / 60.0).abs() < 1e-12);
+    assert_eq!(patched.epoll_share_of_contention, Some(1.0));
 }
 
 #[tokio::test]

@@ -1,0 +1,430 @@
+//! Kernel lock contention over a window, from the `lock:contention_begin/end` tracepoints,
+//! aggregated in the kernel by a bpftrace program (BPF maps keyed by lock address, lock flags
+//! and kernel call path) and read once at the end of the window.
+//!
+//! The wait starts after the stack walk in `contention_begin`, so the walk is not counted as
+//! waiting. Locks are named by their kernel symbol when `/proc/kallsyms` resolves the address
+//! (static locks such as `epmutex`, on kernels with `CONFIG_KALLSYMS_ALL`), otherwise by lock
+//! type and the first caller outside the locking code.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// Frames of the locking code itself, skipped to find who wanted the lock.
+const LOCKING_FRAMES: [&str; 14] = [
+    "__pv_queued_spin_lock_slowpath",
+    "native_queued_spin_lock_slowpath",
+    "queued_spin_lock_slowpath",
+    "_raw_spin_lock",
+    "_raw_read_lock",
+    "_raw_write_lock",
+    "__mutex_lock",
+    "mutex_lock",
+    "osq_lock",
+    "rwsem_down",
+    "down_read",
+    "down_write",
+    "percpu_down",
+    "rt_mutex",
+];
+
+/// Functions whose presence in a call path puts a contention in the epoll view.
+const EPOLL_FRAMES: [&str; 9] = [
+    "eventpoll_release_file",
+    "ep_free",
+    "ep_remove",
+    "ep_insert",
+    "ep_poll_callback",
+    "ep_poll",
+    "ep_clear_and_put",
+    "do_epoll_ctl",
+    "do_epoll_wait",
+];
+
+/// Frames of a call path shown as the caller.
+const CALLER_FRAMES: usize = 3;
+/// Stack depth kept per contention; deeper walks cost more per event.
+const STACK_DEPTH: u32 = 8;
+const ATTACH_DEADLINE: Duration = Duration::from_secs(60);
+
+fn program() -> String {
+    format!(
+        r#"tracepoint:lock:contention_begin {{
+  @stack[tid] = kstack({STACK_DEPTH});
+  @addr[tid] = args->lock_addr;
+  @flags[tid] = args->flags;
+  @start[tid] = nsecs;
+}}
+tracepoint:lock:contention_end /@start[tid]/ {{
+  $wait = nsecs - @start[tid];
+  @count[@addr[tid], @flags[tid], @stack[tid]] = count();
+  @wait_ns[@addr[tid], @flags[tid], @stack[tid]] = sum($wait);
+  @max_ns[@addr[tid], @flags[tid], @stack[tid]] = max($wait);
+  delete(@start[tid]); delete(@stack[tid]); delete(@addr[tid]); delete(@flags[tid]);
+}}
+END {{ clear(@start); clear(@stack); clear(@addr); clear(@flags); }}
+"#
+    )
+}
+
+/// Contention on one lock from one call path over the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contention {
+    /// The lock's kernel symbol, or its type and first caller outside the locking code.
+    pub lock: String,
+    pub lock_type: String,
+    /// The first frames outside the locking code, innermost first, joined by ` ← `.
+    pub caller: String,
+    /// Kernel call path, innermost first, frames joined by `;`.
+    pub stack: String,
+    pub count: u64,
+    pub wait_ns: u64,
+    pub max_wait_ns: u64,
+    /// The call path runs through eventpoll code.
+    pub epoll: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockstatError {
+    #[error("lock contention unavailable: bpftrace not found (apt-get install bpftrace)")]
+    Missing,
+    #[error("lock contention unavailable: tracing needs root (CAP_BPF and CAP_PERFMON)")]
+    NotPrivileged,
+    #[error("lock contention unavailable: {0}")]
+    Failed(String),
+}
+
+fn find_bpftrace() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("LOADLAB_BPFTRACE") {
+        return Some(PathBuf::from(path)).filter(|p| p.is_file());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+        .map(|dir| dir.join("bpftrace"))
+        .find(|p| p.is_file())
+}
+
+/// A running lock-contention capture.
+#[derive(Debug)]
+pub struct LockCapture {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl LockCapture {
+    /// Starts tracing and returns once the probes are attached, so the window starts traced.
+    pub async fn start() -> Result<Self, LockstatError> {
+        let bpftrace = find_bpftrace().ok_or(LockstatError::Missing)?;
+        if !nix::unistd::Uid::effective().is_root() {
+            return Err(LockstatError::NotPrivileged);
+        }
+        let mut child = Command::new(bpftrace)
+            .args(["-f", "json", "-e"])
+            .arg(program())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| LockstatError::Failed(format!("cannot run bpftrace: {e}")))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| LockstatError::Failed("no output".into()))?;
+        let mut capture = Self {
+            child,
+            stdout: BufReader::new(stdout),
+        };
+        let attached = tokio::time::timeout(ATTACH_DEADLINE, capture.wait_attached()).await;
+        match attached {
+            Ok(Ok(())) => Ok(capture),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(LockstatError::Failed(format!(
+                "bpftrace did not attach within {ATTACH_DEADLINE:?}"
+            ))),
+        }
+    }
+
+    async fn wait_attached(&mut self) -> Result<(), LockstatError> {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let read = self
+                .stdout
+                .read_line(&mut line)
+                .await
+                .map_err(|e| LockstatError::Failed(e.to_string()))?;
+            if read == 0 {
+                let mut stderr = String::new();
+                if let Some(mut err) = self.child.stderr.take() {
+                    let _ = err.read_to_string(&mut stderr).await;
+                }
+                let reason: Vec<&str> = stderr
+                    .lines()
+                    .filter(|l| !l.contains("RLIMIT_MEMLOCK"))
+                    .collect();
+                return Err(LockstatError::Failed(format!(
+                    "bpftrace exited: {}",
+                    reason.join("; ")
+                )));
+            }
+            if line.contains("\"attached_probes\"") {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Ends the window: bpftrace prints its maps on SIGINT and exits.
+    pub async fn stop(mut self, kallsyms: &Path) -> Result<Vec<Contention>, LockstatError> {
+        if let Some(pid) = self.child.id() {
+            kill(Pid::from_raw(pid as i32), Signal::SIGINT)
+                .map_err(|e| LockstatError::Failed(e.to_string()))?;
+        }
+        let mut output = String::new();
+        let read =
+            tokio::time::timeout(ATTACH_DEADLINE, self.stdout.read_to_string(&mut output)).await;
+        let _ = self.child.wait().await;
+        match read {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(LockstatError::Failed(e.to_string())),
+            Err(_) => {
+                return Err(LockstatError::Failed(
+                    "bpftrace did not print its maps".into(),
+                ));
+            }
+        }
+        let symbols = std::fs::read_to_string(kallsyms)
+            .map(|text| DataSymbols::parse(&text))
+            .unwrap_or_default();
+        parse_maps(&output, &symbols)
+    }
+}
+
+/// Kernel data symbols by address, to name static locks.
+#[derive(Debug, Default)]
+pub struct DataSymbols(Vec<(u64, String)>);
+
+impl DataSymbols {
+    pub fn parse(kallsyms: &str) -> Self {
+        let mut symbols: Vec<(u64, String)> = kallsyms
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split_whitespace();
+                let address = u64::from_str_radix(fields.next()?, 16).ok()?;
+                let kind = fields.next()?;
+                let name = fields.next()?;
+                (address != 0 && matches!(kind, "d" | "D" | "b" | "B"))
+                    .then(|| (address, name.to_string()))
+            })
+            .collect();
+        symbols.sort();
+        Self(symbols)
+    }
+
+    /// The symbol a lock address lies in: exact, or within the first 256 bytes of a symbol
+    /// (a lock embedded in a static structure).
+    pub fn resolve(&self, address: u64) -> Option<String> {
+        let index = self
+            .0
+            .partition_point(|(a, _)| *a <= address)
+            .checked_sub(1)?;
+        let (start, name) = &self.0[index];
+        match address - start {
+            0 => Some(name.clone()),
+            offset if offset < 256 => Some(format!("{name}+{offset:#x}")),
+            _ => None,
+        }
+    }
+}
+
+/// Lock type from the tracepoint's flags (LCB_F_SPIN, READ, WRITE, RT, PERCPU, MUTEX).
+pub fn lock_type(flags: u32) -> &'static str {
+    let (spin, read, write, rt, percpu, mutex) = (
+        flags & 1 != 0,
+        flags & 2 != 0,
+        flags & 4 != 0,
+        flags & 8 != 0,
+        flags & 16 != 0,
+        flags & 32 != 0,
+    );
+    match () {
+        _ if rt => "rtmutex",
+        _ if mutex => "mutex",
+        _ if percpu => "percpu-rwsem",
+        _ if spin && (read || write) => "rwlock",
+        _ if spin => "spinlock",
+        _ if read || write => "rwsem",
+        _ => "lock",
+    }
+}
+
+fn strip_offset(frame: &str) -> &str {
+    frame.split('+').next().unwrap_or(frame).trim()
+}
+
+/// Reads bpftrace's JSON map lines into contentions, largest total wait first.
+pub fn parse_maps(output: &str, symbols: &DataSymbols) -> Result<Vec<Contention>, LockstatError> {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut waits: BTreeMap<String, u64> = BTreeMap::new();
+    let mut maxima: BTreeMap<String, u64> = BTreeMap::new();
+    for line in output.lines().filter(|l| l.contains("\"type\": \"map\"")) {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| LockstatError::Failed(format!("unreadable bpftrace output: {e}")))?;
+        let Some(maps) = value["data"].as_object() else {
+            continue;
+        };
+        for (name, entries) in maps {
+            let target = match name.as_str() {
+                "@count" => &mut counts,
+                "@wait_ns" => &mut waits,
+                "@max_ns" => &mut maxima,
+                _ => continue,
+            };
+            for (key, value) in entries.as_object().into_iter().flatten() {
+                target.insert(key.clone(), value.as_u64().unwrap_or(0));
+            }
+        }
+    }
+    let mut contentions: Vec<Contention> = counts
+        .iter()
+        .filter_map(|(key, &count)| {
+            let mut parts = key.splitn(3, ',');
+            let address = u64::from_str_radix(parts.next()?.trim_start_matches("0x"), 16).ok()?;
+            let flags: u32 = parts.next()?.trim().parse().ok()?;
+            let frames: Vec<&str> = parts
+                .next()
+                .unwrap_or("")
+                .lines()
+                .map(strip_offset)
+                .filter(|f| !f.is_empty())
+                .collect();
+            let outside: Vec<&str> = frames
+                .iter()
+                .skip_while(|f| LOCKING_FRAMES.iter().any(|l| f.starts_with(l)))
+                .take(CALLER_FRAMES)
+                .copied()
+                .collect();
+            let locker = outside.first().copied().unwrap_or("unknown");
+            let lock_type = lock_type(flags);
+            let lock = symbols
+                .resolve(address)
+                .unwrap_or_else(|| format!("{lock_type} in {locker}"));
+            Some(Contention {
+                lock,
+                lock_type: lock_type.to_string(),
+                caller: if outside.is_empty() {
+                    locker.to_string()
+                } else {
+                    outside.join(" ← ")
+                },
+                stack: frames.join(";"),
+                count,
+                wait_ns: waits.get(key).copied().unwrap_or(0),
+                max_wait_ns: maxima.get(key).copied().unwrap_or(0),
+                epoll: frames.iter().any(|f| EPOLL_FRAMES.contains(f)),
+            })
+        })
+        .collect();
+    Ok(merge_by_lock_and_path(&mut contentions))
+}
+
+/// Instances of the same lock (per-bucket or per-socket locks) from the same path add up.
+fn merge_by_lock_and_path(contentions: &mut [Contention]) -> Vec<Contention> {
+    let mut merged: BTreeMap<(String, String), Contention> = BTreeMap::new();
+    for c in contentions.iter() {
+        merged
+            .entry((c.lock.clone(), c.stack.clone()))
+            .and_modify(|m| {
+                m.count += c.count;
+                m.wait_ns += c.wait_ns;
+                m.max_wait_ns = m.max_wait_ns.max(c.max_wait_ns);
+            })
+            .or_insert_with(|| c.clone());
+    }
+    let mut merged: Vec<Contention> = merged.into_values().collect();
+    merged.sort_by(|a, b| b.wait_ns.cmp(&a.wait_ns).then_with(|| a.lock.cmp(&b.lock)));
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUTPUT: &str = r#"{"type": "attached_probes", "data": {"probes": 3}}
+{"type": "map", "data": {"@count": {"0xffff8881016634e0,1,\n    __pv_queued_spin_lock_slowpath+270\n    _raw_spin_lock_bh+63\n    __inet_hash_connect+596\n    tcp_v4_connect+634\n": 3, "0xffff888101660000,1,\n    __pv_queued_spin_lock_slowpath+270\n    _raw_spin_lock_bh+63\n    __inet_hash_connect+596\n    tcp_v4_connect+634\n": 2, "0xffffffff82a01000,32,\n    osq_lock+80\n    __mutex_lock.constprop.0+400\n    eventpoll_release_file+60\n    __fput+500\n": 7}}}
+{"type": "map", "data": {"@wait_ns": {"0xffff8881016634e0,1,\n    __pv_queued_spin_lock_slowpath+270\n    _raw_spin_lock_bh+63\n    __inet_hash_connect+596\n    tcp_v4_connect+634\n": 300, "0xffff888101660000,1,\n    __pv_queued_spin_lock_slowpath+270\n    _raw_spin_lock_bh+63\n    __inet_hash_connect+596\n    tcp_v4_connect+634\n": 200, "0xffffffff82a01000,32,\n    osq_lock+80\n    __mutex_lock.constprop.0+400\n    eventpoll_release_file+60\n    __fput+500\n": 7000}}}
+{"type": "map", "data": {"@max_ns": {"0xffff8881016634e0,1,\n    __pv_queued_spin_lock_slowpath+270\n    _raw_spin_lock_bh+63\n    __inet_hash_connect+596\n    tcp_v4_connect+634\n": 150, "0xffff888101660000,1,\n    __pv_queued_spin_lock_slowpath+270\n    _raw_spin_lock_bh+63\n    __inet_hash_connect+596\n    tcp_v4_connect+634\n": 180, "0xffffffff82a01000,32,\n    osq_lock+80\n    __mutex_lock.constprop.0+400\n    eventpoll_release_file+60\n    __fput+500\n": 2000}}}
+"#;
+
+    #[test]
+    fn maps_become_contentions_named_by_symbol_or_caller() {
+        let symbols = DataSymbols::parse(
+            "ffffffff82a01000 d epmutex\nffffffff82a02000 D other\nffffffff81000000 T _text\n",
+        );
+        let contentions = parse_maps(OUTPUT, &symbols).unwrap();
+        assert_eq!(contentions.len(), 2, "{contentions:#?}");
+        let epmutex = &contentions[0];
+        assert_eq!(epmutex.lock, "epmutex");
+        assert_eq!(epmutex.lock_type, "mutex");
+        assert_eq!(epmutex.caller, "eventpoll_release_file ← __fput");
+        assert_eq!(
+            (epmutex.count, epmutex.wait_ns, epmutex.max_wait_ns),
+            (7, 7000, 2000)
+        );
+        assert!(epmutex.epoll);
+        assert_eq!(
+            epmutex.stack,
+            "osq_lock;__mutex_lock.constprop.0;eventpoll_release_file;__fput"
+        );
+        // Two bucket locks on the same path merge into one row.
+        let buckets = &contentions[1];
+        assert_eq!(buckets.lock, "spinlock in __inet_hash_connect");
+        assert_eq!(buckets.caller, "__inet_hash_connect ← tcp_v4_connect");
+        assert_eq!(
+            (buckets.count, buckets.wait_ns, buckets.max_wait_ns),
+            (5, 500, 180)
+        );
+        assert!(!buckets.epoll);
+    }
+
+    #[test]
+    fn lock_types_follow_the_tracepoint_flags() {
+        assert_eq!(lock_type(1), "spinlock");
+        assert_eq!(lock_type(1 | 2), "rwlock");
+        assert_eq!(lock_type(32), "mutex");
+        assert_eq!(lock_type(2), "rwsem");
+        assert_eq!(lock_type(16 | 2), "percpu-rwsem");
+        assert_eq!(lock_type(8), "rtmutex");
+    }
+
+    #[test]
+    fn addresses_resolve_inside_static_structures_only() {
+        let symbols =
+            DataSymbols::parse("ffffffff82a01000 d epmutex\nffffffff82a02000 B big_table\n");
+        assert_eq!(
+            symbols.resolve(0xffffffff82a01000).as_deref(),
+            Some("epmutex")
+        );
+        assert_eq!(
+            symbols.resolve(0xffffffff82a02010).as_deref(),
+            Some("big_table+0x10")
+        );
+        assert_eq!(symbols.resolve(0xffffffff82a03000), None);
+        assert_eq!(symbols.resolve(0x1000), None);
+    }
+
+    #[test]
+    fn garbage_output_is_an_error_not_a_panic() {
+        assert!(parse_maps("{\"type\": \"map\", broken", &DataSymbols::default()).is_err());
+        assert!(parse_maps("", &DataSymbols::default()).unwrap().is_empty());
+    }
+}
