@@ -9,6 +9,10 @@ use crate::Error;
 /// before and after it (the patch renamed the surviving nested-loop lock in later kernels).
 pub const EPOLL_SYMBOLS: [&str; 3] = ["ep_clear_and_put", "epmutex", "epnested_mutex"];
 
+/// Symbols that name data (locks), not code. Kernels without `CONFIG_KALLSYMS_ALL` list no data
+/// symbols at all, so their absence there proves nothing.
+const DATA_SYMBOLS: [&str; 2] = ["epmutex", "epnested_mutex"];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Presence {
     Present,
@@ -92,15 +96,19 @@ pub fn probe_symbols(kallsyms: &str, names: &[&str]) -> Vec<(String, Presence)> 
     let mut found = vec![false; names.len()];
     let mut any_address = false;
     let mut any_line = false;
+    let mut lists_data = false;
     for line in kallsyms.lines() {
         let mut fields = line.split_whitespace();
-        let (Some(address), Some(_kind), Some(symbol)) =
+        let (Some(address), Some(kind), Some(symbol)) =
             (fields.next(), fields.next(), fields.next())
         else {
             continue;
         };
         any_line = true;
         any_address |= address.bytes().any(|b| b != b'0');
+        // Local (static) data symbols appear only with CONFIG_KALLSYMS_ALL; a few global
+        // section markers (D, B) appear either way.
+        lists_data |= matches!(kind, "d" | "b");
         if let Some(i) = names.iter().position(|name| *name == symbol) {
             found[i] = true;
         }
@@ -110,7 +118,8 @@ pub fn probe_symbols(kallsyms: &str, names: &[&str]) -> Vec<(String, Presence)> 
         .iter()
         .zip(found)
         .map(|(name, found)| {
-            let presence = match (found, trustworthy) {
+            let listable = !DATA_SYMBOLS.contains(name) || lists_data;
+            let presence = match (found, trustworthy && listable) {
                 (true, _) => Presence::Present,
                 (false, true) => Presence::Absent,
                 (false, false) => Presence::Unknown,
@@ -143,6 +152,12 @@ mod tests {
     #[test]
     fn symbols_are_present_absent_or_unknown() {
         let visible = "ffffffff81000000 T _text\nffffffff81234560 t ep_clear_and_put\nffffffff82000000 d epnested_mutex\n";
+        let code_only = "ffffffff81000000 T _text\nffffffff81234560 t ep_clear_and_put\n";
+        assert_eq!(
+            probe_symbols(code_only, &EPOLL_SYMBOLS)[1],
+            ("epmutex".into(), Presence::Unknown),
+            "without data symbols listed, a missing lock proves nothing"
+        );
         assert_eq!(
             probe_symbols(visible, &EPOLL_SYMBOLS),
             vec![

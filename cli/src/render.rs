@@ -48,14 +48,17 @@ pub fn facts_line(facts: &v1::NodeFacts) -> String {
     } else {
         facts.nginx_version.clone()
     };
+    let patch = facts.epoll_refcount_patch();
     format!(
-        "node: {} · kernel {} · {} × {} CPUs · {:.1} GiB · {}\nkernel symbols: {}",
+        "node: {} · kernel {} · {} × {} CPUs · {:.1} GiB · {}\nepoll refcount patch: {} ({}) · kernel symbols: {}",
         facts.hostname,
         facts.kernel_release,
         facts.cpu_model,
         facts.logical_cpus,
         facts.memory_bytes as f64 / (1u64 << 30) as f64,
         nginx,
+        patch.as_str(),
+        patch.evidence(),
         symbols.join(", ")
     )
 }
@@ -74,6 +77,7 @@ pub fn facts_json(facts: &v1::NodeFacts) -> serde_json::Value {
         "logical_cpus": facts.logical_cpus,
         "memory_bytes": facts.memory_bytes,
         "kernel_symbols": symbols,
+        "epoll_refcount_patch": facts.epoll_refcount_patch().as_str(),
         "nginx_version": facts.nginx_version,
     })
 }

@@ -505,6 +505,7 @@ pub fn node_record(facts: &v1::NodeFacts) -> NodeRecord {
         memory_bytes: to_i64(facts.memory_bytes),
         facts: serde_json::json!({
             "kernel_symbols": symbols,
+            "epoll_refcount_patch": facts.epoll_refcount_patch().as_str(),
             "nginx_version": facts.nginx_version,
         }),
     }
