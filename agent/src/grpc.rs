@@ -14,6 +14,7 @@ use crate::counters::{NginxStatus, NodeCounters, fetch_stub_status, read_node_co
 use crate::facts::{NodeFacts, Presence, describe_from};
 use crate::lockstat::{Contention, LockCapture, LockstatError};
 use crate::nginx::{NginxSettings, NginxTarget, find_nginx, nginx_version};
+use crate::profile::{CpuProfile, ProfileError, Profiler};
 
 /// The opening snapshot of a capture.
 #[derive(Debug)]
@@ -23,6 +24,7 @@ struct OpenCapture {
     nginx: NginxStatus,
     node: NodeCounters,
     locks: Option<Result<LockCapture, LockstatError>>,
+    profile: Option<Result<Profiler, ProfileError>>,
 }
 
 #[derive(Debug, Default)]
@@ -113,6 +115,28 @@ fn contention_to_proto(c: Contention) -> v1::LockContention {
     }
 }
 
+fn profile_to_proto(profile: CpuProfile) -> v1::CpuProfile {
+    v1::CpuProfile {
+        frequency_hz: profile.frequency_hz,
+        samples: profile.samples,
+        idle_samples: profile.idle_samples,
+        stacks: profile
+            .folded
+            .into_iter()
+            .map(|(stack, samples)| v1::FoldedStack { stack, samples })
+            .collect(),
+        top_symbols: profile
+            .top_symbols
+            .into_iter()
+            .map(|s| v1::SymbolSamples {
+                symbol: s.symbol,
+                self_samples: s.self_samples,
+                total_samples: s.total_samples,
+            })
+            .collect(),
+    }
+}
+
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         match error {
@@ -200,6 +224,15 @@ impl agent_server::Agent for AgentService {
         } else {
             None
         };
+        let profile = if request.cpu_profile_hz > 0 {
+            let profiler = Profiler::start(request.cpu_profile_hz).await;
+            if let Err(error) = &profiler {
+                tracing::warn!(error = %error, "CPU profile not collected");
+            }
+            Some(profiler)
+        } else {
+            None
+        };
         // stub_status first, node counters second: the opening status request is then not in
         // the node-wide TCP deltas (see `stop_capture` for the closing order).
         let nginx = fetch_stub_status(endpoint).await?;
@@ -210,6 +243,7 @@ impl agent_server::Agent for AgentService {
             nginx,
             node,
             locks,
+            profile,
         };
         let id = uuid::Uuid::new_v4().to_string();
         self.state.lock().await.captures.insert(id.clone(), capture);
@@ -228,7 +262,19 @@ impl agent_server::Agent for AgentService {
             .captures
             .remove(&id)
             .ok_or_else(|| Status::not_found(format!("no open capture {id:?} on this agent")))?;
+        let mut opened = opened;
         let window = opened.started.elapsed();
+        // End every trace first, so they cover the same window; collect afterwards.
+        if let Some(Ok(profiler)) = opened.profile.as_mut()
+            && let Err(error) = profiler.end_window().await
+        {
+            opened.profile = Some(Err(error));
+        }
+        if let Some(Ok(locks)) = opened.locks.as_mut()
+            && let Err(error) = locks.end_window()
+        {
+            opened.locks = Some(Err(error));
+        }
         let node = read_node_counters(&self.proc)?;
         let endpoint = self.endpoint_of(&opened.target_id).await?;
         let nginx = fetch_stub_status(endpoint).await?;
@@ -243,6 +289,14 @@ impl agent_server::Agent for AgentService {
                     String::new(),
                 ),
                 Err(error) => (Vec::new(), error.to_string()),
+            },
+        };
+        let (cpu_profile, cpu_profile_unavailable) = match opened.profile {
+            None => (None, String::new()),
+            Some(Err(error)) => (None, error.to_string()),
+            Some(Ok(profiler)) => match profiler.stop().await {
+                Ok(profile) => (Some(profile_to_proto(profile)), String::new()),
+                Err(error) => (None, error.to_string()),
             },
         };
         let cpu = node.cpu.shares_since(&opened.node.cpu);
@@ -275,6 +329,8 @@ impl agent_server::Agent for AgentService {
             }),
             locks,
             lock_contention_unavailable,
+            cpu_profile,
+            cpu_profile_unavailable,
         }))
     }
 }

@@ -117,6 +117,7 @@ fn find_bpftrace() -> Option<PathBuf> {
 pub struct LockCapture {
     child: Child,
     stdout: BufReader<ChildStdout>,
+    window_ended: bool,
 }
 
 impl LockCapture {
@@ -143,6 +144,7 @@ impl LockCapture {
         let mut capture = Self {
             child,
             stdout: BufReader::new(stdout),
+            window_ended: false,
         };
         let attached = tokio::time::timeout(ATTACH_DEADLINE, capture.wait_attached()).await;
         match attached {
@@ -183,12 +185,22 @@ impl LockCapture {
         }
     }
 
-    /// Ends the window: bpftrace prints its maps on SIGINT and exits.
-    pub async fn stop(mut self, kallsyms: &Path) -> Result<Vec<Contention>, LockstatError> {
-        if let Some(pid) = self.child.id() {
-            kill(Pid::from_raw(pid as i32), Signal::SIGINT)
-                .map_err(|e| LockstatError::Failed(e.to_string()))?;
+    /// Ends the window: on SIGINT bpftrace detaches, prints its maps and exits. A second
+    /// SIGINT would cut the printing short, so it is sent once.
+    pub fn end_window(&mut self) -> Result<(), LockstatError> {
+        if !self.window_ended {
+            self.window_ended = true;
+            if let Some(pid) = self.child.id() {
+                kill(Pid::from_raw(pid as i32), Signal::SIGINT)
+                    .map_err(|e| LockstatError::Failed(e.to_string()))?;
+            }
         }
+        Ok(())
+    }
+
+    /// Ends the window if still open, and reads the contention.
+    pub async fn stop(mut self, kallsyms: &Path) -> Result<Vec<Contention>, LockstatError> {
+        self.end_window()?;
         let mut output = String::new();
         let read =
             tokio::time::timeout(ATTACH_DEADLINE, self.stdout.read_to_string(&mut output)).await;

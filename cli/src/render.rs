@@ -461,6 +461,36 @@ pub fn report_table(report: &ExperimentReport) -> String {
             }
         }
     }
+    if report
+        .cohorts
+        .iter()
+        .any(|c| !c.cpu_symbols.is_empty() || !c.cpu_profile_unavailable.is_empty())
+    {
+        let _ = writeln!(
+            out,
+            "\ntop CPU symbols (share of all CPU samples in the windows, idle included: self / on stack)"
+        );
+        for cohort in &report.cohorts {
+            let _ = writeln!(
+                out,
+                "  {} ({} samples)",
+                cohort.name,
+                thousands(cohort.cpu_profile_samples)
+            );
+            for reason in &cohort.cpu_profile_unavailable {
+                let _ = writeln!(out, "    {reason}");
+            }
+            for symbol in cohort.cpu_symbols.iter().take(6) {
+                let _ = writeln!(
+                    out,
+                    "    {:>6.2}% / {:>6.2}%  {}",
+                    symbol.self_share * 100.0,
+                    symbol.total_share * 100.0,
+                    symbol.symbol
+                );
+            }
+        }
+    }
     for cohort in &report.cohorts {
         for failure in &cohort.failures {
             let _ = writeln!(out, "failed run of {}: {failure}", cohort.name);

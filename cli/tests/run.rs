@@ -19,7 +19,7 @@ spec:
     - { name: one-worker, local: true }
     - { name: two-workers, local: true, target: { nginx: { workers: 2, reuseport: true } } }
   repetitions: 1
-  collect: { lockContention: true }
+  collect: { lockContention: true, cpuProfile: { frequencyHz: 199 } }
 "#;
 
 fn loadlab(dir: &Path, yaml: &str, database_url: &str, extra_env: &[(&str, &str)]) -> Output {
@@ -114,6 +114,23 @@ async fn a_tiny_experiment_is_measured_stored_and_reported() {
         }
     }
     assert!(stdout.contains("top contended kernel locks"), "{stdout}");
+    let can_profile =
+        nix::unistd::Uid::effective().is_root() && Path::new("/usr/bin/perf").exists();
+    for run in &runs {
+        if can_profile {
+            let profile = run.cpu_profile.as_ref().expect("a CPU profile");
+            // 199 Hz on every CPU for a 1 s window: samples from both CPUs, whatever they did.
+            assert!(profile.samples >= 100, "{} samples", profile.samples);
+            assert_eq!(
+                profile.folded.iter().map(|(_, n)| n).sum::<i64>(),
+                profile.samples
+            );
+            assert!(!profile.top_symbols.is_empty());
+        } else {
+            assert!(run.cpu_profile_unavailable.is_some());
+        }
+    }
+    assert!(stdout.contains("top CPU symbols"), "{stdout}");
     assert_eq!(runs[1].target["workers"], 2);
     assert_eq!(runs[1].target["reuseport"], true);
     assert_eq!(store.experiment(id).await.unwrap().status, "completed");

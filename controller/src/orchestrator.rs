@@ -14,7 +14,8 @@ use loadlab_proto::v1::{
 };
 use loadlab_results::store::WindowCounters;
 use loadlab_results::{
-    ExperimentStatus, LockRecord, NewExperiment, NodeRecord, RunOutcome, RunRecord, Store,
+    ExperimentStatus, LockRecord, NewExperiment, NodeRecord, ProfileRecord, RunOutcome, RunRecord,
+    Store, SymbolRecord,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -245,6 +246,12 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
             .start_capture(v1::StartCaptureRequest {
                 target_id: target.target_id.clone(),
                 lock_contention: self.file.spec.collect.lock_contention,
+                cpu_profile_hz: self
+                    .file
+                    .spec
+                    .collect
+                    .cpu_profile
+                    .map_or(0, |p| p.frequency_hz),
             })
             .await
             .map_err(failed("starting the capture"))?
@@ -413,6 +420,27 @@ impl Measurement {
             .collect();
         record.lock_contention_unavailable = Some(self.capture.lock_contention_unavailable.clone())
             .filter(|reason| !reason.is_empty());
+        record.cpu_profile = self.capture.cpu_profile.as_ref().map(|p| ProfileRecord {
+            frequency_hz: i32::try_from(p.frequency_hz).unwrap_or(i32::MAX),
+            samples: to_i64(p.samples),
+            idle_samples: to_i64(p.idle_samples),
+            folded: p
+                .stacks
+                .iter()
+                .map(|s| (s.stack.clone(), to_i64(s.samples)))
+                .collect(),
+            top_symbols: p
+                .top_symbols
+                .iter()
+                .map(|s| SymbolRecord {
+                    symbol: s.symbol.clone(),
+                    self_samples: to_i64(s.self_samples),
+                    total_samples: to_i64(s.total_samples),
+                })
+                .collect(),
+        });
+        record.cpu_profile_unavailable =
+            Some(self.capture.cpu_profile_unavailable.clone()).filter(|reason| !reason.is_empty());
         record.counters = WindowCounters {
             window_seconds: self.capture.window_ms as f64 / 1000.0,
             nginx_accepts: nginx.accepts,
@@ -475,6 +503,8 @@ fn unmeasured_run(
         counters: WindowCounters::default(),
         locks: Vec::new(),
         lock_contention_unavailable: None,
+        cpu_profile: None,
+        cpu_profile_unavailable: None,
     })
 }
 

@@ -57,6 +57,21 @@ pub struct CollectSpec {
     /// Kernel lock contention by lock and call path (needs root and bpftrace on the node).
     #[serde(default)]
     pub lock_contention: bool,
+    /// Sampled call stacks on every CPU (needs root and perf on the node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_profile: Option<CpuProfileSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CpuProfileSpec {
+    /// Samples per second per CPU; 499 avoids lockstep with 100 Hz and 1000 Hz timers.
+    #[serde(default = "default_profile_hz")]
+    pub frequency_hz: u32,
+}
+
+fn default_profile_hz() -> u32 {
+    499
 }
 
 fn default_repetitions() -> u32 {
@@ -387,6 +402,14 @@ impl ExperimentSpec {
                     "must be between 1 and 64 and at most the connections, got {}",
                     load.generators
                 ),
+            ));
+        }
+        if let Some(profile) = self.collect.cpu_profile
+            && !(1..=10_000).contains(&profile.frequency_hz)
+        {
+            return Err(SpecError::at(
+                "spec.collect.cpuProfile.frequencyHz",
+                format!("must be between 1 and 10000, got {}", profile.frequency_hz),
             ));
         }
         if self.repetitions == 0 || self.repetitions > MAX_REPETITIONS {

@@ -9,7 +9,8 @@ pub mod store;
 
 pub use database::Database;
 pub use store::{
-    ExperimentStatus, LockRecord, NewExperiment, NodeRecord, RunOutcome, RunRecord, Store,
+    ExperimentStatus, LockRecord, NewExperiment, NodeRecord, ProfileRecord, RunOutcome, RunRecord,
+    Store, SymbolRecord,
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -58,7 +58,26 @@ pub struct CohortReport {
     pub epoll_share_of_contention: Option<f64>,
     /// Why lock contention was not collected on some runs.
     pub lock_contention_unavailable: Vec<String>,
+    /// The symbols with the most CPU samples over the cohort's profiled windows.
+    pub cpu_symbols: Vec<CpuSymbolShare>,
+    /// All samples (busy and idle) of the cohort's profiles.
+    pub cpu_profile_samples: u64,
+    /// Why a CPU profile was not collected on some runs.
+    pub cpu_profile_unavailable: Vec<String>,
 }
+
+/// A symbol's share of all CPU samples (idle included), as `perf report` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CpuSymbolShare {
+    pub symbol: String,
+    /// Samples in which the symbol was running.
+    pub self_share: f64,
+    /// Samples in which the symbol was anywhere on the stack.
+    pub total_share: f64,
+}
+
+/// How many symbols a cohort report lists.
+pub const TOP_CPU_SYMBOLS: usize = 10;
 
 /// One lock's contention over a cohort's runs, all call paths together.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,7 +162,11 @@ fn cohort_report<'a>(
         locks: Vec::new(),
         epoll_share_of_contention: None,
         lock_contention_unavailable: Vec::new(),
+        cpu_symbols: Vec::new(),
+        cpu_profile_samples: 0,
+        cpu_profile_unavailable: Vec::new(),
     };
+    let mut symbol_samples: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut cpu_time_ns = 0.0;
     let mut locks: Vec<(LockSummary, BTreeMap<String, u64>)> = Vec::new();
     let mut lock_runs = 0;
@@ -174,6 +197,19 @@ fn cohort_report<'a>(
             && !report.lock_contention_unavailable.contains(reason)
         {
             report.lock_contention_unavailable.push(reason.clone());
+        }
+        if let Some(reason) = &run.cpu_profile_unavailable
+            && !report.cpu_profile_unavailable.contains(reason)
+        {
+            report.cpu_profile_unavailable.push(reason.clone());
+        }
+        if let Some(profile) = &run.cpu_profile {
+            report.cpu_profile_samples += profile.samples.max(0) as u64;
+            for symbol in &profile.top_symbols {
+                let entry = symbol_samples.entry(symbol.symbol.clone()).or_default();
+                entry.0 += symbol.self_samples.max(0) as u64;
+                entry.1 += symbol.total_samples.max(0) as u64;
+            }
         }
         if run.lock_contention_unavailable.is_none() {
             lock_runs += 1;
@@ -244,6 +280,24 @@ fn cohort_report<'a>(
             .then_with(|| a.0.lock.cmp(&b.0.lock))
     });
     report.locks = locks.into_iter().take(TOP_LOCKS).map(|(l, _)| l).collect();
+    if report.cpu_profile_samples > 0 {
+        let all = report.cpu_profile_samples as f64;
+        let mut symbols: Vec<CpuSymbolShare> = symbol_samples
+            .into_iter()
+            .map(|(symbol, (self_samples, total_samples))| CpuSymbolShare {
+                symbol,
+                self_share: self_samples as f64 / all,
+                total_share: total_samples as f64 / all,
+            })
+            .collect();
+        symbols.sort_by(|a, b| {
+            b.self_share
+                .total_cmp(&a.self_share)
+                .then_with(|| a.symbol.cmp(&b.symbol))
+        });
+        symbols.truncate(TOP_CPU_SYMBOLS);
+        report.cpu_symbols = symbols;
+    }
     Ok(report)
 }
 

@@ -140,6 +140,65 @@ pub struct RunRecord {
     pub locks: Vec<LockRecord>,
     /// Why lock contention was asked for and not collected.
     pub lock_contention_unavailable: Option<String>,
+    pub cpu_profile: Option<ProfileRecord>,
+    /// Why a CPU profile was asked for and not collected.
+    pub cpu_profile_unavailable: Option<String>,
+}
+
+/// A CPU profile of a run's window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileRecord {
+    pub frequency_hz: i32,
+    pub samples: i64,
+    pub idle_samples: i64,
+    /// `comm;outermost;...;innermost` and sample counts.
+    pub folded: Vec<(String, i64)>,
+    /// Busy samples by symbol, most self samples first.
+    pub top_symbols: Vec<SymbolRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SymbolRecord {
+    pub symbol: String,
+    pub self_samples: i64,
+    pub total_samples: i64,
+}
+
+impl ProfileRecord {
+    /// Folded stacks as text, one `stack count` per line (the flamegraph tools' input).
+    pub fn folded_text(&self) -> String {
+        self.folded
+            .iter()
+            .map(|(stack, count)| format!("{stack} {count}\n"))
+            .collect()
+    }
+
+    fn parse_folded(text: &str) -> Vec<(String, i64)> {
+        text.lines()
+            .filter_map(|line| {
+                let (stack, count) = line.rsplit_once(' ')?;
+                Some((stack.to_string(), count.parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+fn gzip(text: &str) -> Result<Vec<u8>, Error> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder
+        .write_all(text.as_bytes())
+        .map_err(|e| Error::Corrupt(e.to_string()))?;
+    encoder.finish().map_err(|e| Error::Corrupt(e.to_string()))
+}
+
+fn gunzip(bytes: &[u8]) -> Result<String, Error> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::Corrupt(format!("folded stacks: {e}")))?;
+    Ok(text)
 }
 
 /// Contention on one kernel lock from one call path over a run's window.
@@ -282,9 +341,10 @@ impl Store {
                 status, failure_reason, started_at, finished_at, target, load, window_seconds,
                 completed_connections, failed_connections, warmup_connections,
                 connections_per_second, errors, connect_histogram, first_byte_histogram,
-                total_histogram, completed_per_second, counters, lock_contention_unavailable)
+                total_histogram, completed_per_second, counters, lock_contention_unavailable,
+                cpu_profile_unavailable)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                     $18, $19, $20, $21, $22, $23, $24, $25)
+                     $18, $19, $20, $21, $22, $23, $24, $25, $26)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(run.id)
@@ -316,10 +376,25 @@ impl Store {
         .bind(&run.completed_per_second)
         .bind(Json(&run.counters))
         .bind(&run.lock_contention_unavailable)
+        .bind(&run.cpu_profile_unavailable)
         .execute(&mut *tx)
         .await?
         .rows_affected()
             == 1;
+        if inserted && let Some(profile) = &run.cpu_profile {
+            sqlx::query(
+                "INSERT INTO cpu_profiles (run_id, frequency_hz, samples, idle_samples, folded_gzip, top_symbols)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(run.id)
+            .bind(profile.frequency_hz)
+            .bind(profile.samples)
+            .bind(profile.idle_samples)
+            .bind(gzip(&profile.folded_text())?)
+            .bind(Json(&profile.top_symbols))
+            .execute(&mut *tx)
+            .await?;
+        }
         if inserted {
             for lock in &run.locks {
                 sqlx::query(
@@ -364,6 +439,26 @@ impl Store {
         .bind(experiment_id)
         .fetch_all(&self.pool)
         .await?;
+        let profile_rows = sqlx::query(
+            "SELECT p.* FROM cpu_profiles p JOIN runs r ON r.id = p.run_id WHERE r.experiment_id = $1",
+        )
+        .bind(experiment_id)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &profile_rows {
+            let run_id: Uuid = row.try_get("run_id")?;
+            let folded: Vec<u8> = row.try_get("folded_gzip")?;
+            let profile = ProfileRecord {
+                frequency_hz: row.try_get("frequency_hz")?,
+                samples: row.try_get("samples")?,
+                idle_samples: row.try_get("idle_samples")?,
+                folded: ProfileRecord::parse_folded(&gunzip(&folded)?),
+                top_symbols: row.try_get::<Json<_>, _>("top_symbols")?.0,
+            };
+            if let Some(run) = runs.iter_mut().find(|r| r.id == run_id) {
+                run.cpu_profile = Some(profile);
+            }
+        }
         for row in &lock_rows {
             let run_id: Uuid = row.try_get("run_id")?;
             let lock = LockRecord {
@@ -428,5 +523,7 @@ fn run_from_row(row: &sqlx::postgres::PgRow) -> Result<RunRecord, Error> {
         counters: row.try_get::<Json<_>, _>("counters")?.0,
         locks: Vec::new(),
         lock_contention_unavailable: row.try_get("lock_contention_unavailable")?,
+        cpu_profile: None,
+        cpu_profile_unavailable: row.try_get("cpu_profile_unavailable")?,
     })
 }

@@ -8,7 +8,8 @@ use loadlab_results::report::build_report;
 use loadlab_results::stats::Verdict;
 use loadlab_results::store::WindowCounters;
 use loadlab_results::{
-    Database, ExperimentStatus, LockRecord, NewExperiment, NodeRecord, RunOutcome, RunRecord, Store,
+    Database, ExperimentStatus, LockRecord, NewExperiment, NodeRecord, ProfileRecord, RunOutcome,
+    RunRecord, Store, SymbolRecord,
 };
 use uuid::Uuid;
 
@@ -80,6 +81,21 @@ fn run(experiment_id: Uuid, cohort: &str, repetition: i32, conn_per_sec: f64) ->
             epoll: true,
         }],
         lock_contention_unavailable: None,
+        cpu_profile: Some(ProfileRecord {
+            frequency_hz: 499,
+            samples: 100,
+            idle_samples: 10,
+            folded: vec![
+                ("nginx;__fput;eventpoll_release_file;osq_lock".into(), 56),
+                ("swapper;do_idle;default_idle".into(), 10),
+            ],
+            top_symbols: vec![SymbolRecord {
+                symbol: "osq_lock".into(),
+                self_samples: 56,
+                total_samples: 56,
+            }],
+        }),
+        cpu_profile_unavailable: None,
     }
 }
 
@@ -182,6 +198,9 @@ async fn the_report_compares_cohorts_from_stored_runs() {
     // 3 ms of wait over three 10 s windows of 2 CPUs.
     assert!((epmutex.share_of_cpu_time - 3e-3 / 60.0).abs() < 1e-12);
     assert_eq!(patched.epoll_share_of_contention, Some(1.0));
+    assert_eq!(patched.cpu_profile_samples, 300);
+    assert_eq!(patched.cpu_symbols[0].symbol, "osq_lock");
+    assert!((patched.cpu_symbols[0].self_share - 0.56).abs() < 1e-12);
 }
 
 #[tokio::test]
