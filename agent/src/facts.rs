@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use crate::Error;
+use crate::platform::{Platform, read_platform};
 
 /// The kernel symbols every description probes. `ep_clear_and_put` exists only in kernels that
 /// carry the epoll refcount patch; `epmutex` and `epnested_mutex` name the global epoll mutexes
@@ -30,11 +31,17 @@ pub struct NodeFacts {
     pub logical_cpus: u32,
     pub memory_bytes: u64,
     pub kernel_symbols: Vec<(String, Presence)>,
+    pub platform: Platform,
 }
 
 /// Reads this machine's facts from procfs.
 pub fn describe() -> Result<NodeFacts, Error> {
     describe_from(Path::new("/proc"))
+}
+
+/// sysfs for a procfs: `/sys` for `/proc`, a `sys` folder beside any other.
+fn sys_beside(proc: &Path) -> std::path::PathBuf {
+    proc.parent().unwrap_or(Path::new("/")).join("sys")
 }
 
 /// Reads facts from a procfs mounted at `proc`.
@@ -63,6 +70,7 @@ pub fn describe_from(proc: &Path) -> Result<NodeFacts, Error> {
         logical_cpus,
         memory_bytes: parse_mem_total(&read("meminfo")?).unwrap_or(0),
         kernel_symbols,
+        platform: read_platform(proc, &sys_beside(proc)),
     })
 }
 

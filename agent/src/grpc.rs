@@ -99,6 +99,14 @@ pub fn facts_to_proto(facts: NodeFacts, nginx_version: String) -> v1::NodeFacts 
             })
             .collect(),
         nginx_version,
+        cmdline: facts.platform.cmdline,
+        cpu_vulnerabilities: facts.platform.cpu_vulnerabilities.into_iter().collect(),
+        scaling_governor: facts.platform.scaling_governor,
+        smt: facts.platform.smt,
+        numa_nodes: facts.platform.numa_nodes,
+        virtualization: facts.platform.virtualization,
+        nic_drivers: facts.platform.nic_drivers.into_iter().collect(),
+        sysctls: facts.platform.sysctls.into_iter().collect(),
     }
 }
 

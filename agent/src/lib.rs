@@ -6,6 +6,7 @@ pub mod facts;
 pub mod grpc;
 pub mod lockstat;
 pub mod nginx;
+pub mod platform;
 pub mod profile;
 
 use std::path::PathBuf;

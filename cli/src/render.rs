@@ -50,13 +50,17 @@ pub fn facts_line(facts: &v1::NodeFacts) -> String {
     };
     let patch = facts.epoll_refcount_patch();
     format!(
-        "node: {} · kernel {} · {} × {} CPUs · {:.1} GiB · {}\nepoll refcount patch: {} ({}) · kernel symbols: {}",
+        "node: {} · kernel {} · {} × {} CPUs · {:.1} GiB · {}\n{} · SMT {} · {} NUMA node(s) · governor {}\nepoll refcount patch: {} ({}) · kernel symbols: {}",
         facts.hostname,
         facts.kernel_release,
         facts.cpu_model,
         facts.logical_cpus,
         facts.memory_bytes as f64 / (1u64 << 30) as f64,
         nginx,
+        facts.virtualization,
+        facts.smt,
+        facts.numa_nodes,
+        facts.scaling_governor,
         patch.as_str(),
         patch.evidence(),
         symbols.join(", ")
@@ -79,6 +83,14 @@ pub fn facts_json(facts: &v1::NodeFacts) -> serde_json::Value {
         "kernel_symbols": symbols,
         "epoll_refcount_patch": facts.epoll_refcount_patch().as_str(),
         "nginx_version": facts.nginx_version,
+        "cmdline": facts.cmdline,
+        "cpu_vulnerabilities": facts.cpu_vulnerabilities.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "scaling_governor": facts.scaling_governor,
+        "smt": facts.smt,
+        "numa_nodes": facts.numa_nodes,
+        "virtualization": facts.virtualization,
+        "nic_drivers": facts.nic_drivers.iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "sysctls": facts.sysctls.iter().collect::<std::collections::BTreeMap<_, _>>(),
     })
 }
 

@@ -536,6 +536,14 @@ pub fn node_record(facts: &v1::NodeFacts) -> NodeRecord {
         facts: serde_json::json!({
             "kernel_symbols": symbols,
             "epoll_refcount_patch": facts.epoll_refcount_patch().as_str(),
+            "cmdline": facts.cmdline,
+            "cpu_vulnerabilities": facts.cpu_vulnerabilities.iter().collect::<BTreeMap<_, _>>(),
+            "scaling_governor": facts.scaling_governor,
+            "smt": facts.smt,
+            "numa_nodes": facts.numa_nodes,
+            "virtualization": facts.virtualization,
+            "nic_drivers": facts.nic_drivers.iter().collect::<BTreeMap<_, _>>(),
+            "sysctls": facts.sysctls.iter().collect::<BTreeMap<_, _>>(),
             "nginx_version": facts.nginx_version,
         }),
     }
