@@ -30,7 +30,7 @@ use crate::spec::{ExperimentFile, NginxSpec};
 pub enum Event {
     Started {
         experiment_id: Uuid,
-        node: v1::NodeFacts,
+        node: Box<v1::NodeFacts>,
         runs: usize,
     },
     RunStarted {
@@ -102,7 +102,7 @@ pub async fn run_experiment(
     let plan = schedule(file.spec.cohorts.len(), file.spec.repetitions);
     on_event(Event::Started {
         experiment_id,
-        node: facts.clone(),
+        node: Box::new(facts.clone()),
         runs: plan.len(),
     });
 
