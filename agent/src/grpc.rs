@@ -288,15 +288,25 @@ impl agent_server::Agent for AgentService {
         let nginx = fetch_stub_status(endpoint).await?;
         // The closing status request is itself one accepted connection and one request.
         let own_request = 1;
-        let (locks, lock_contention_unavailable) = match opened.locks {
-            None => (Vec::new(), String::new()),
-            Some(Err(error)) => (Vec::new(), error.to_string()),
+        let (locks, epoll_calls, lock_contention_unavailable) = match opened.locks {
+            None => (Vec::new(), None, String::new()),
+            Some(Err(error)) => (Vec::new(), None, error.to_string()),
             Some(Ok(capture)) => match capture.stop(&self.proc.join("kallsyms")).await {
-                Ok(contentions) => (
-                    contentions.into_iter().map(contention_to_proto).collect(),
+                Ok(report) => (
+                    report
+                        .contentions
+                        .into_iter()
+                        .map(contention_to_proto)
+                        .collect(),
+                    Some(v1::EpollCalls {
+                        ctl_add: report.epoll_calls.ctl_add,
+                        ctl_del: report.epoll_calls.ctl_del,
+                        ctl_mod: report.epoll_calls.ctl_mod,
+                        wait: report.epoll_calls.wait,
+                    }),
                     String::new(),
                 ),
-                Err(error) => (Vec::new(), error.to_string()),
+                Err(error) => (Vec::new(), None, error.to_string()),
             },
         };
         let (cpu_profile, cpu_profile_unavailable) = match opened.profile {
@@ -337,6 +347,7 @@ impl agent_server::Agent for AgentService {
             }),
             locks,
             lock_contention_unavailable,
+            epoll_calls,
             cpu_profile,
             cpu_profile_unavailable,
         }))

@@ -54,6 +54,26 @@ const CALLER_FRAMES: usize = 3;
 const STACK_DEPTH: u32 = 8;
 const ATTACH_DEADLINE: Duration = Duration::from_secs(60);
 
+/// The process name whose epoll system calls are counted: the target.
+const TARGET_COMM: &str = "nginx";
+
+/// epoll system calls of the target's processes over the window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EpollCalls {
+    pub ctl_add: u64,
+    pub ctl_del: u64,
+    pub ctl_mod: u64,
+    /// epoll_wait and epoll_pwait.
+    pub wait: u64,
+}
+
+/// What a lock capture returns.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LockReport {
+    pub contentions: Vec<Contention>,
+    pub epoll_calls: EpollCalls,
+}
+
 fn program() -> String {
     format!(
         r#"tracepoint:lock:contention_begin {{
@@ -69,6 +89,9 @@ tracepoint:lock:contention_end /@start[tid]/ {{
   @max_ns[@addr[tid], @flags[tid], @stack[tid]] = max($wait);
   delete(@start[tid]); delete(@stack[tid]); delete(@addr[tid]); delete(@flags[tid]);
 }}
+tracepoint:syscalls:sys_enter_epoll_ctl /comm == "{TARGET_COMM}"/ {{ @epoll_ctl[args->op] = count(); }}
+tracepoint:syscalls:sys_enter_epoll_wait /comm == "{TARGET_COMM}"/ {{ @epoll_wait = count(); }}
+tracepoint:syscalls:sys_enter_epoll_pwait /comm == "{TARGET_COMM}"/ {{ @epoll_wait = count(); }}
 END {{ clear(@start); clear(@stack); clear(@addr); clear(@flags); }}
 "#
     )
@@ -199,7 +222,7 @@ impl LockCapture {
     }
 
     /// Ends the window if still open, and reads the contention.
-    pub async fn stop(mut self, kallsyms: &Path) -> Result<Vec<Contention>, LockstatError> {
+    pub async fn stop(mut self, kallsyms: &Path) -> Result<LockReport, LockstatError> {
         self.end_window()?;
         let mut output = String::new();
         let read =
@@ -217,8 +240,35 @@ impl LockCapture {
         let symbols = std::fs::read_to_string(kallsyms)
             .map(|text| DataSymbols::parse(&text))
             .unwrap_or_default();
-        parse_maps(&output, &symbols)
+        Ok(LockReport {
+            contentions: parse_maps(&output, &symbols)?,
+            epoll_calls: parse_epoll_calls(&output)?,
+        })
     }
+}
+
+/// Reads the `@epoll_ctl` (by op: 1 add, 2 del, 3 mod) and `@epoll_wait` maps.
+pub fn parse_epoll_calls(output: &str) -> Result<EpollCalls, LockstatError> {
+    let mut calls = EpollCalls::default();
+    for line in output.lines().filter(|l| l.contains("\"type\": \"map\"")) {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| LockstatError::Failed(format!("unreadable bpftrace output: {e}")))?;
+        if let Some(wait) = value["data"]["@epoll_wait"].as_u64() {
+            calls.wait = wait;
+        }
+        if let Some(ops) = value["data"]["@epoll_ctl"].as_object() {
+            for (op, count) in ops {
+                let count = count.as_u64().unwrap_or(0);
+                match op.as_str() {
+                    "1" => calls.ctl_add = count,
+                    "2" => calls.ctl_del = count,
+                    "3" => calls.ctl_mod = count,
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(calls)
 }
 
 /// Kernel data symbols by address, to name static locks.
@@ -406,6 +456,21 @@ mod tests {
             (5, 500, 180)
         );
         assert!(!buckets.epoll);
+    }
+
+    #[test]
+    fn epoll_calls_are_read_by_op() {
+        let output = "{\"type\": \"map\", \"data\": {\"@epoll_ctl\": {\"1\": 1000, \"3\": 7}}}\n{\"type\": \"map\", \"data\": {\"@epoll_wait\": 2500}}\n";
+        assert_eq!(
+            parse_epoll_calls(output).unwrap(),
+            EpollCalls {
+                ctl_add: 1000,
+                ctl_del: 0,
+                ctl_mod: 7,
+                wait: 2500
+            }
+        );
+        assert_eq!(parse_epoll_calls("").unwrap(), EpollCalls::default());
     }
 
     #[test]

@@ -454,6 +454,13 @@ pub fn report_table(report: &ExperimentReport) -> String {
                 .map(|share| format!(" · epoll paths {:.1}% of lock wait", share * 100.0))
                 .unwrap_or_default();
             let _ = writeln!(out, "  {}{epoll}", cohort.name);
+            if let Some(rates) = cohort.epoll_calls_per_thousand {
+                let _ = writeln!(
+                    out,
+                    "    nginx epoll calls per 1,000 connections: ctl add {:.0} · mod {:.0} · del {:.0} · wait {:.0}",
+                    rates.ctl_add, rates.ctl_mod, rates.ctl_del, rates.wait
+                );
+            }
             for reason in &cohort.lock_contention_unavailable {
                 let _ = writeln!(out, "    {reason}");
             }

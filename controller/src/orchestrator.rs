@@ -12,7 +12,7 @@ use loadlab_proto::histogram::{encode_histogram, latency_histogram};
 use loadlab_proto::v1::{
     self, agent_client::AgentClient, loadgen_client::LoadgenClient, storm_event,
 };
-use loadlab_results::store::WindowCounters;
+use loadlab_results::store::{EpollCounts, WindowCounters};
 use loadlab_results::{
     ExperimentStatus, LockRecord, NewExperiment, NodeRecord, ProfileRecord, RunOutcome, RunRecord,
     Store, SymbolRecord,
@@ -455,6 +455,12 @@ impl Measurement {
             cpu_user_share: cpu.user_share,
             cpu_system_share: cpu.system_share,
             cpu_softirq_share: cpu.softirq_share,
+            epoll: self.capture.epoll_calls.map(|e| EpollCounts {
+                ctl_add: e.ctl_add,
+                ctl_del: e.ctl_del,
+                ctl_mod: e.ctl_mod,
+                wait: e.wait,
+            }),
         };
     }
 }

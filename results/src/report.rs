@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::stats::{Comparison, Summary, compare, summarize};
-use crate::store::{ExperimentRow, NodeRecord, RunOutcome, RunRecord};
+use crate::store::{EpollCounts, ExperimentRow, NodeRecord, RunOutcome, RunRecord};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {
@@ -58,12 +58,22 @@ pub struct CohortReport {
     pub epoll_share_of_contention: Option<f64>,
     /// Why lock contention was not collected on some runs.
     pub lock_contention_unavailable: Vec<String>,
+    /// The target's epoll system calls per 1,000 completed connections, over traced runs.
+    pub epoll_calls_per_thousand: Option<EpollRates>,
     /// The symbols with the most CPU samples over the cohort's profiled windows.
     pub cpu_symbols: Vec<CpuSymbolShare>,
     /// All samples (busy and idle) of the cohort's profiles.
     pub cpu_profile_samples: u64,
     /// Why a CPU profile was not collected on some runs.
     pub cpu_profile_unavailable: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EpollRates {
+    pub ctl_add: f64,
+    pub ctl_del: f64,
+    pub ctl_mod: f64,
+    pub wait: f64,
 }
 
 /// A symbol's share of all CPU samples (idle included), as `perf report` shows it.
@@ -162,11 +172,13 @@ fn cohort_report<'a>(
         locks: Vec::new(),
         epoll_share_of_contention: None,
         lock_contention_unavailable: Vec::new(),
+        epoll_calls_per_thousand: None,
         cpu_symbols: Vec::new(),
         cpu_profile_samples: 0,
         cpu_profile_unavailable: Vec::new(),
     };
     let mut symbol_samples: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut epoll_totals = (EpollCounts::default(), 0u64);
     let mut cpu_time_ns = 0.0;
     let mut locks: Vec<(LockSummary, BTreeMap<String, u64>)> = Vec::new();
     let mut lock_runs = 0;
@@ -202,6 +214,14 @@ fn cohort_report<'a>(
             && !report.cpu_profile_unavailable.contains(reason)
         {
             report.cpu_profile_unavailable.push(reason.clone());
+        }
+        if let Some(epoll) = run.counters.epoll {
+            let (totals, connections) = &mut epoll_totals;
+            totals.ctl_add += epoll.ctl_add;
+            totals.ctl_del += epoll.ctl_del;
+            totals.ctl_mod += epoll.ctl_mod;
+            totals.wait += epoll.wait;
+            *connections += run.completed_connections.max(0) as u64;
         }
         if let Some(profile) = &run.cpu_profile {
             report.cpu_profile_samples += profile.samples.max(0) as u64;
@@ -280,6 +300,16 @@ fn cohort_report<'a>(
             .then_with(|| a.0.lock.cmp(&b.0.lock))
     });
     report.locks = locks.into_iter().take(TOP_LOCKS).map(|(l, _)| l).collect();
+    let (epoll, epoll_connections) = epoll_totals;
+    if epoll_connections > 0 {
+        let per_thousand = |calls: u64| calls as f64 * 1000.0 / epoll_connections as f64;
+        report.epoll_calls_per_thousand = Some(EpollRates {
+            ctl_add: per_thousand(epoll.ctl_add),
+            ctl_del: per_thousand(epoll.ctl_del),
+            ctl_mod: per_thousand(epoll.ctl_mod),
+            wait: per_thousand(epoll.wait),
+        });
+    }
     if report.cpu_profile_samples > 0 {
         let all = report.cpu_profile_samples as f64;
         let mut symbols: Vec<CpuSymbolShare> = symbol_samples

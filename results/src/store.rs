@@ -231,6 +231,17 @@ pub struct WindowCounters {
     pub cpu_user_share: f64,
     pub cpu_system_share: f64,
     pub cpu_softirq_share: f64,
+    /// epoll system calls of the target over the window, when traced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoll: Option<EpollCounts>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpollCounts {
+    pub ctl_add: u64,
+    pub ctl_del: u64,
+    pub ctl_mod: u64,
+    pub wait: u64,
 }
 
 impl Store {
