@@ -32,6 +32,8 @@ pub enum Command {
     Loadgen(LoadgenArgs),
     /// Print the comparison report of a stored experiment.
     Compare(CompareArgs),
+    /// Write a cohort's CPU flamegraph (or a differential one against another cohort) as SVG.
+    Flamegraph(FlamegraphArgs),
     /// The results database: print its URL (starting loadlab's private Postgres if needed).
     Db(DbArgs),
     /// Benchmarks that print loadlab's figures next to its peers', measured in the same run.
@@ -180,6 +182,21 @@ pub struct CompareArgs {
     /// Print JSON instead of a table.
     #[arg(long, env = "LOADLAB_JSON")]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FlamegraphArgs {
+    /// Experiment id, as printed by `loadlab run`.
+    pub experiment: uuid::Uuid,
+    /// The cohort to draw.
+    #[arg(long)]
+    pub cohort: String,
+    /// Draw the difference from this cohort instead (red: more time in --cohort).
+    #[arg(long)]
+    pub against: Option<String>,
+    /// Output file; `<experiment>-<cohort>.svg` by default.
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

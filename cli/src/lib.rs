@@ -40,6 +40,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Agent(args) => commands::agent::run(args).await,
             Command::Loadgen(args) => commands::loadgen::run(args).await,
             Command::Compare(args) => commands::compare::run(args).await,
+            Command::Flamegraph(args) => commands::flamegraph::run(args).await,
             Command::Db(args) => commands::db::run(args).await,
             Command::Bench(args) => commands::bench::run(args).await,
         }

@@ -131,6 +131,37 @@ async fn a_tiny_experiment_is_measured_stored_and_reported() {
         }
     }
     assert!(stdout.contains("top CPU symbols"), "{stdout}");
+    if can_profile {
+        let svg = dir.path().join("diff.svg");
+        let output = Command::new(env!("CARGO_BIN_EXE_loadlab"))
+            .args([
+                "flamegraph",
+                &id.to_string(),
+                "--cohort",
+                "two-workers",
+                "--against",
+                "one-worker",
+                "-o",
+            ])
+            .arg(&svg)
+            .env("DATABASE_URL", &url)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let svg = std::fs::read_to_string(&svg).unwrap();
+        assert!(svg.contains("two-workers against one-worker"));
+        let unknown = Command::new(env!("CARGO_BIN_EXE_loadlab"))
+            .args(["flamegraph", &id.to_string(), "--cohort", "nope"])
+            .env("DATABASE_URL", &url)
+            .output()
+            .unwrap();
+        assert!(!unknown.status.success());
+        assert!(String::from_utf8_lossy(&unknown.stderr).contains("has no cohort \"nope\""));
+    }
     assert_eq!(runs[1].target["workers"], 2);
     assert_eq!(runs[1].target["reuseport"], true);
     assert_eq!(store.experiment(id).await.unwrap().status, "completed");

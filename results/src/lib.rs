@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod database;
+pub mod flamegraph;
 pub mod report;
 pub mod stats;
 pub mod store;

@@ -2,6 +2,7 @@ pub mod agent;
 pub mod bench;
 pub mod compare;
 pub mod db;
+pub mod flamegraph;
 pub mod loadgen;
 pub mod run;
 pub mod storm;
