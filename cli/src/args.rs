@@ -30,6 +30,8 @@ pub enum Command {
     Agent(AgentArgs),
     /// Load generator served over gRPC.
     Loadgen(LoadgenArgs),
+    /// Serve the REST API over the results database.
+    Serve(ServeArgs),
     /// Print the comparison report of a stored experiment.
     Compare(CompareArgs),
     /// Write a cohort's CPU flamegraph (or a differential one against another cohort) as SVG.
@@ -182,6 +184,13 @@ pub struct CompareArgs {
     /// Print JSON instead of a table.
     #[arg(long, env = "LOADLAB_JSON")]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LOADLAB_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Storm(args) => commands::storm::run(args).await,
             Command::Agent(args) => commands::agent::run(args).await,
             Command::Loadgen(args) => commands::loadgen::run(args).await,
+            Command::Serve(args) => commands::serve::run(args).await,
             Command::Compare(args) => commands::compare::run(args).await,
             Command::Flamegraph(args) => commands::flamegraph::run(args).await,
             Command::Db(args) => commands::db::run(args).await,

@@ -1,6 +1,7 @@
 //! loadlab's results: the Postgres store, the private cluster behind it, and the statistics and
 //! reports computed from stored runs. Nothing here knows HTTP or gRPC.
 
+pub mod api;
 pub mod cluster;
 pub mod database;
 pub mod flamegraph;

@@ -7,6 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// How comparisons are computed, for readers of the API.
+pub const METHOD: &str = "per-run steady-state conn/s; ratio of geometric means with a Welch t 95% confidence interval on log conn/s; Hedges' g on conn/s; verdict needs the interval to exclude 1 and a change of at least 1%; noisy when a cohort's coefficient of variation exceeds 5% or it has fewer than 3 runs";
+
 /// A relative change smaller than this is "no detectable change" even when significant.
 pub const MIN_EFFECT: f64 = 0.01;
 /// Coefficient of variation above which a cohort is flagged noisy.

@@ -310,15 +310,59 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| Error::NotFound(format!("experiment {id}")))?;
-        Ok(ExperimentRow {
-            id: row.try_get("id")?,
-            name: row.try_get("name")?,
-            baseline: row.try_get("baseline")?,
-            cohorts: row.try_get("cohorts")?,
-            status: row.try_get("status")?,
-            created_at: row.try_get("created_at")?,
-            finished_at: row.try_get("finished_at")?,
-        })
+        experiment_from_row(&row)
+    }
+
+    /// Experiments, newest first, optionally only those with a given name.
+    pub async fn list_experiments(
+        &self,
+        name: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Vec<ExperimentRow>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, name, baseline, cohorts, status, created_at, finished_at FROM experiments
+             WHERE ($1::text IS NULL OR name = $1)
+             ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
+        )
+        .bind(name)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(experiment_from_row).collect()
+    }
+
+    /// Every node ever measured, with its id.
+    pub async fn list_nodes(&self) -> Result<Vec<(String, NodeRecord)>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, hostname, kernel_release, kernel_version, cpu_model, logical_cpus, memory_bytes, facts
+             FROM nodes ORDER BY hostname, kernel_release, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("id")?,
+                    NodeRecord {
+                        hostname: row.try_get("hostname")?,
+                        kernel_release: row.try_get("kernel_release")?,
+                        kernel_version: row.try_get("kernel_version")?,
+                        cpu_model: row.try_get("cpu_model")?,
+                        logical_cpus: row.try_get("logical_cpus")?,
+                        memory_bytes: row.try_get("memory_bytes")?,
+                        facts: row.try_get("facts")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Answers when the database does.
+    pub async fn ping(&self) -> Result<(), Error> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     /// Writes a run and its node in one transaction. Returns false when a run with this id was
@@ -488,6 +532,18 @@ impl Store {
         }
         Ok(runs)
     }
+}
+
+fn experiment_from_row(row: &sqlx::postgres::PgRow) -> Result<ExperimentRow, Error> {
+    Ok(ExperimentRow {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        baseline: row.try_get("baseline")?,
+        cohorts: row.try_get("cohorts")?,
+        status: row.try_get("status")?,
+        created_at: row.try_get("created_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
 }
 
 fn run_from_row(row: &sqlx::postgres::PgRow) -> Result<RunRecord, Error> {

@@ -5,6 +5,7 @@ pub mod db;
 pub mod flamegraph;
 pub mod loadgen;
 pub mod run;
+pub mod serve;
 pub mod storm;
 
 use tokio_util::sync::CancellationToken;

@@ -56,7 +56,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", render::report_table(&report));
         println!(
-            "\nresults: experiment {experiment_id} in {}\n         `loadlab compare {experiment_id}` prints this report again",
+            "\nresults: experiment {experiment_id} in {}\n         `loadlab compare {experiment_id}` prints this report again; with `loadlab serve`:\n         GET http://127.0.0.1:8080/api/v1/experiments/{experiment_id}/comparison",
             database.describe()
         );
     }

@@ -1,0 +1,29 @@
+use std::process::ExitCode;
+
+use anyhow::Context;
+use loadlab_results::Database;
+use loadlab_results::api::{ApiState, app};
+
+use crate::args::ServeArgs;
+use crate::commands::interrupt_token;
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let database = Database::from_env();
+    let store = database
+        .open()
+        .await
+        .with_context(|| format!("results database ({})", database.describe()))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    eprintln!(
+        "loadlab API on http://{}/api/v1/experiments · results in {}",
+        listener.local_addr()?,
+        database.describe()
+    );
+    let stop = interrupt_token();
+    axum::serve(listener, app(ApiState { store }))
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}

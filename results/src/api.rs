@@ -1,0 +1,322 @@
+//! The read side of the REST API (`/api/v1`, JSON): experiments, their runs and comparison,
+//! CPU flamegraphs, nodes, and health. `app(state)` is a value, so tests need no socket.
+//! Every error is `{"error": ..., "detail": ...}` with its status; internal details are logged,
+//! not sent.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::flamegraph::{cohort_folded, differential_svg, flamegraph_svg};
+use crate::report::{ExperimentReport, Percentiles, build_report};
+use crate::store::{ExperimentRow, NodeRecord, RunOutcome, RunRecord, Store, WindowCounters};
+use crate::{Error, stats};
+
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub store: Store,
+}
+
+/// The API's errors, mapped to status codes in one place.
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(String),
+    NotFound(String),
+    Internal(Error),
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
+            other => ApiError::Internal(other),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, error, detail) = match self {
+            ApiError::BadRequest(detail) => (StatusCode::BAD_REQUEST, "bad request", detail),
+            ApiError::NotFound(detail) => (StatusCode::NOT_FOUND, "not found", detail),
+            ApiError::Internal(error) => {
+                tracing::error!(error = %error, "request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error",
+                    "the server could not answer; its log says why".to_string(),
+                )
+            }
+        };
+        (status, Json(json!({ "error": error, "detail": detail }))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The API router.
+pub fn app(state: ApiState) -> Router {
+    Router::new()
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(readyz))
+        .route("/api/v1/experiments", get(list_experiments))
+        .route("/api/v1/experiments/{id}", get(get_experiment))
+        .route("/api/v1/experiments/{id}/runs", get(list_runs))
+        .route("/api/v1/experiments/{id}/comparison", get(comparison))
+        .route("/api/v1/experiments/{id}/flamegraph", get(flamegraph))
+        .route("/api/v1/nodes", get(list_nodes))
+        .fallback(|| async {
+            ApiError::NotFound("no such endpoint; see /api/v1/experiments".into())
+        })
+        .with_state(state)
+}
+
+fn parse_id(id: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(id)
+        .map_err(|_| ApiError::BadRequest(format!("{id:?} is not an experiment id (a UUID)")))
+}
+
+fn query<T>(query: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+async fn readyz(State(state): State<ApiState>) -> ApiResult<Json<serde_json::Value>> {
+    state.store.ping().await?;
+    Ok(Json(json!({ "status": "ready" })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    name: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Page<T> {
+    items: Vec<T>,
+    limit: i64,
+    offset: i64,
+}
+
+const MAX_PAGE: i64 = 500;
+
+async fn list_experiments(
+    State(state): State<ApiState>,
+    raw: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult<Json<Page<ExperimentRow>>> {
+    let q = query(raw)?;
+    let limit = q.limit.unwrap_or(50);
+    let offset = q.offset.unwrap_or(0);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    if offset < 0 {
+        return Err(ApiError::BadRequest("offset must not be negative".into()));
+    }
+    let items = state
+        .store
+        .list_experiments(q.name.as_deref(), limit, offset)
+        .await?;
+    Ok(Json(Page {
+        items,
+        limit,
+        offset,
+    }))
+}
+
+async fn get_experiment(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ExperimentRow>> {
+    Ok(Json(state.store.experiment(parse_id(&id)?).await?))
+}
+
+/// A run as the API shows it: numbers, not serialized histograms or stacks.
+#[derive(Debug, Serialize)]
+struct RunSummary {
+    id: Uuid,
+    cohort: String,
+    repetition: i32,
+    attempt: i32,
+    sequence: i32,
+    status: &'static str,
+    failure_reason: Option<String>,
+    node_id: String,
+    started_at: DateTime<Utc>,
+    finished_at: DateTime<Utc>,
+    target: serde_json::Value,
+    load: serde_json::Value,
+    window_seconds: f64,
+    completed_connections: i64,
+    failed_connections: i64,
+    warmup_connections: i64,
+    connections_per_second: f64,
+    errors: std::collections::BTreeMap<String, u64>,
+    total_latency: Option<Percentiles>,
+    counters: WindowCounters,
+    lock_contention_unavailable: Option<String>,
+    cpu_profile_unavailable: Option<String>,
+}
+
+impl RunSummary {
+    fn of(run: RunRecord) -> Self {
+        let (status, failure_reason) = match run.outcome {
+            RunOutcome::Succeeded => ("succeeded", None),
+            RunOutcome::Failed { reason } => ("failed", Some(reason)),
+        };
+        let total_latency = loadlab_proto::histogram::decode_histogram(&run.total_histogram)
+            .ok()
+            .filter(|h| !h.is_empty())
+            .map(|h| Percentiles {
+                p50_us: h.value_at_quantile(0.5),
+                p90_us: h.value_at_quantile(0.9),
+                p99_us: h.value_at_quantile(0.99),
+                max_us: h.max(),
+            });
+        Self {
+            node_id: run.node.id(),
+            id: run.id,
+            cohort: run.cohort,
+            repetition: run.repetition,
+            attempt: run.attempt,
+            sequence: run.sequence,
+            status,
+            failure_reason,
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+            target: run.target,
+            load: run.load,
+            window_seconds: run.window_seconds,
+            completed_connections: run.completed_connections,
+            failed_connections: run.failed_connections,
+            warmup_connections: run.warmup_connections,
+            connections_per_second: run.connections_per_second,
+            errors: run.errors,
+            total_latency,
+            counters: run.counters,
+            lock_contention_unavailable: run.lock_contention_unavailable,
+            cpu_profile_unavailable: run.cpu_profile_unavailable,
+        }
+    }
+}
+
+async fn list_runs(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<RunSummary>>> {
+    let id = parse_id(&id)?;
+    // An unknown experiment is a 404, not an empty list.
+    state.store.experiment(id).await?;
+    let runs = state.store.experiment_runs(id).await?;
+    Ok(Json(runs.into_iter().map(RunSummary::of).collect()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ComparisonQuery {
+    baseline: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Comparison {
+    #[serde(flatten)]
+    report: ExperimentReport,
+    method: &'static str,
+}
+
+fn check_cohort(experiment: &ExperimentRow, cohort: &str) -> ApiResult<()> {
+    if experiment.cohorts.iter().any(|c| c == cohort) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "{cohort:?} is not a cohort of this experiment (cohorts: {})",
+            experiment.cohorts.join(", ")
+        )))
+    }
+}
+
+async fn comparison(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    raw: Result<Query<ComparisonQuery>, QueryRejection>,
+) -> ApiResult<Json<Comparison>> {
+    let q = query(raw)?;
+    let mut experiment = state.store.experiment(parse_id(&id)?).await?;
+    if let Some(baseline) = q.baseline {
+        check_cohort(&experiment, &baseline)?;
+        experiment.baseline = baseline;
+    }
+    let runs = state.store.experiment_runs(experiment.id).await?;
+    Ok(Json(Comparison {
+        report: build_report(experiment, &runs)?,
+        method: stats::METHOD,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FlamegraphQuery {
+    cohort: String,
+    against: Option<String>,
+}
+
+async fn flamegraph(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    raw: Result<Query<FlamegraphQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let q = query(raw)?;
+    let experiment = state.store.experiment(parse_id(&id)?).await?;
+    check_cohort(&experiment, &q.cohort)?;
+    if let Some(against) = &q.against {
+        check_cohort(&experiment, against)?;
+    }
+    let runs = state.store.experiment_runs(experiment.id).await?;
+    let folded = cohort_folded(&runs, &q.cohort);
+    let svg = match &q.against {
+        None => flamegraph_svg(
+            &format!("{} · {}", experiment.name, q.cohort),
+            &q.cohort,
+            &folded,
+        )?,
+        Some(before) => differential_svg(
+            &format!("{} · {} against {before}", experiment.name, q.cohort),
+            (before, &cohort_folded(&runs, before)),
+            (&q.cohort, &folded),
+        )?,
+    };
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
+}
+
+#[derive(Debug, Serialize)]
+struct Node {
+    id: String,
+    #[serde(flatten)]
+    node: NodeRecord,
+}
+
+async fn list_nodes(State(state): State<ApiState>) -> ApiResult<Json<Vec<Node>>> {
+    let nodes = state.store.list_nodes().await?;
+    Ok(Json(
+        nodes
+            .into_iter()
+            .map(|(id, node)| Node { id, node })
+            .collect(),
+    ))
+}

@@ -1,0 +1,217 @@
+//! The REST API through its router (no socket) on a real Postgres.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use loadlab_results::Store;
+use loadlab_results::api::{ApiState, app};
+use serde_json::Value;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+mod common;
+use common::{experiment, run, store};
+
+async fn get(store: &Store, uri: &str) -> (StatusCode, Option<String>, Vec<u8>) {
+    let response = app(ApiState {
+        store: store.clone(),
+    })
+    .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+    .await
+    .unwrap();
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, content_type, body)
+}
+
+async fn get_json(store: &Store, uri: &str) -> (StatusCode, Value) {
+    let (status, content_type, body) = get(store, uri).await;
+    assert_eq!(content_type.as_deref(), Some("application/json"), "{uri}");
+    (status, serde_json::from_slice(&body).unwrap())
+}
+
+/// An experiment with three repetitions of two cohorts, patched 60% faster.
+async fn seeded() -> (Store, Uuid) {
+    let store = store().await;
+    let experiment = experiment(&store).await;
+    for (repetition, (a, b)) in [(1000.0, 1600.0), (1010.0, 1610.0), (990.0, 1590.0)]
+        .into_iter()
+        .enumerate()
+    {
+        let repetition = repetition as i32 + 1;
+        store
+            .record_run(&run(experiment.id, "unpatched", repetition, a))
+            .await
+            .unwrap();
+        store
+            .record_run(&run(experiment.id, "patched", repetition, b))
+            .await
+            .unwrap();
+    }
+    (store, experiment.id)
+}
+
+fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, says: &str) {
+    assert_eq!(status, expected, "{body}");
+    assert!(body["error"].is_string(), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains(says), "{body}");
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let store = store().await;
+    assert_eq!(
+        get_json(&store, "/healthz").await,
+        (StatusCode::OK, serde_json::json!({"status": "ok"}))
+    );
+    assert_eq!(
+        get_json(&store, "/readyz").await,
+        (StatusCode::OK, serde_json::json!({"status": "ready"}))
+    );
+}
+
+#[tokio::test]
+async fn experiments_are_listed_filtered_and_paged() {
+    let (store, id) = seeded().await;
+    let (status, page) = get_json(&store, "/api/v1/experiments").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["items"][0]["id"], id.to_string());
+    assert_eq!(page["limit"], 50);
+    let (_, none) = get_json(&store, "/api/v1/experiments?name=other").await;
+    assert_eq!(none["items"].as_array().unwrap().len(), 0);
+    let (_, skipped) = get_json(&store, "/api/v1/experiments?offset=1&limit=1").await;
+    assert_eq!(skipped["items"].as_array().unwrap().len(), 0);
+    for (uri, says) in [
+        ("/api/v1/experiments?limit=0", "limit"),
+        ("/api/v1/experiments?limit=abc", "limit"),
+        ("/api/v1/experiments?offset=-1", "offset"),
+        ("/api/v1/experiments?colour=red", "colour"),
+    ] {
+        let (status, body) = get_json(&store, uri).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, says);
+    }
+}
+
+#[tokio::test]
+async fn one_experiment_and_its_runs() {
+    let (store, id) = seeded().await;
+    let (status, experiment) = get_json(&store, &format!("/api/v1/experiments/{id}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        experiment["cohorts"],
+        serde_json::json!(["unpatched", "patched"])
+    );
+    let (status, runs) = get_json(&store, &format!("/api/v1/experiments/{id}/runs")).await;
+    assert_eq!(status, StatusCode::OK);
+    let runs = runs.as_array().unwrap();
+    assert_eq!(runs.len(), 6);
+    assert_eq!(runs[0]["status"], "succeeded");
+    assert_eq!(runs[0]["total_latency"]["max_us"], 300);
+    assert!(
+        runs[0].get("total_histogram").is_none(),
+        "no raw histograms in the API"
+    );
+
+    let unknown = Uuid::new_v4();
+    for uri in [
+        format!("/api/v1/experiments/{unknown}"),
+        format!("/api/v1/experiments/{unknown}/runs"),
+    ] {
+        let (status, body) = get_json(&store, &uri).await;
+        assert_error(status, &body, StatusCode::NOT_FOUND, "not found");
+    }
+    let (status, body) = get_json(&store, "/api/v1/experiments/not-a-uuid").await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "not an experiment id",
+    );
+}
+
+#[tokio::test]
+async fn the_comparison_answers_faster_by_how_much_and_how_sure() {
+    let (store, id) = seeded().await;
+    let (status, body) = get_json(&store, &format!("/api/v1/experiments/{id}/comparison")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body["method"].as_str().unwrap().contains("Welch"));
+    let patched = &body["cohorts"][1];
+    assert_eq!(patched["name"], "patched");
+    assert_eq!(patched["comparison"]["verdict"], "improved");
+    let ratio = patched["comparison"]["ratio"].as_f64().unwrap();
+    assert!((ratio - 1.6).abs() < 0.01);
+    let ci = patched["comparison"]["ci95"].as_array().unwrap();
+    assert!(ci[0].as_f64().unwrap() < ratio && ratio < ci[1].as_f64().unwrap());
+    assert_eq!(patched["locks"][0]["lock"], "epmutex");
+    assert_eq!(patched["cpu_symbols"][0]["symbol"], "osq_lock");
+
+    let (_, flipped) = get_json(
+        &store,
+        &format!("/api/v1/experiments/{id}/comparison?baseline=patched"),
+    )
+    .await;
+    assert_eq!(flipped["cohorts"][0]["comparison"]["verdict"], "regressed");
+    let (status, body) = get_json(
+        &store,
+        &format!("/api/v1/experiments/{id}/comparison?baseline=nope"),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "not a cohort");
+}
+
+#[tokio::test]
+async fn flamegraphs_are_svg() {
+    let (store, id) = seeded().await;
+    let (status, content_type, body) = get(
+        &store,
+        &format!("/api/v1/experiments/{id}/flamegraph?cohort=patched"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(content_type.as_deref(), Some("image/svg+xml"));
+    assert!(
+        String::from_utf8(body)
+            .unwrap()
+            .contains("eventpoll_release_file")
+    );
+    let (status, _, body) = get(
+        &store,
+        &format!("/api/v1/experiments/{id}/flamegraph?cohort=patched&against=unpatched"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        String::from_utf8(body)
+            .unwrap()
+            .contains("patched against unpatched")
+    );
+    let (status, body) = get_json(&store, &format!("/api/v1/experiments/{id}/flamegraph")).await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "cohort");
+    let (status, body) = get_json(
+        &store,
+        &format!("/api/v1/experiments/{id}/flamegraph?cohort=x"),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "not a cohort");
+}
+
+#[tokio::test]
+async fn nodes_and_unknown_paths() {
+    let (store, _) = seeded().await;
+    let (status, nodes) = get_json(&store, "/api/v1/nodes").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(nodes[0]["hostname"], "lab-1");
+    assert!(nodes[0]["id"].as_str().unwrap().starts_with("lab-1/"));
+    let (status, body) = get_json(&store, "/api/v1/nowhere").await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "no such endpoint");
+}
