@@ -342,20 +342,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|row| {
-                Ok((
-                    row.try_get("id")?,
-                    NodeRecord {
-                        hostname: row.try_get("hostname")?,
-                        kernel_release: row.try_get("kernel_release")?,
-                        kernel_version: row.try_get("kernel_version")?,
-                        cpu_model: row.try_get("cpu_model")?,
-                        logical_cpus: row.try_get("logical_cpus")?,
-                        memory_bytes: row.try_get("memory_bytes")?,
-                        facts: row.try_get("facts")?,
-                    },
-                ))
-            })
+            .map(|row| Ok((row.try_get("id")?, node_from_row(row)?)))
             .collect()
     }
 
@@ -534,6 +521,18 @@ impl Store {
     }
 }
 
+fn node_from_row(row: &sqlx::postgres::PgRow) -> Result<NodeRecord, Error> {
+    Ok(NodeRecord {
+        hostname: row.try_get("hostname")?,
+        kernel_release: row.try_get("kernel_release")?,
+        kernel_version: row.try_get("kernel_version")?,
+        cpu_model: row.try_get("cpu_model")?,
+        logical_cpus: row.try_get("logical_cpus")?,
+        memory_bytes: row.try_get("memory_bytes")?,
+        facts: row.try_get("facts")?,
+    })
+}
+
 fn experiment_from_row(row: &sqlx::postgres::PgRow) -> Result<ExperimentRow, Error> {
     Ok(ExperimentRow {
         id: row.try_get("id")?,
@@ -563,15 +562,7 @@ fn run_from_row(row: &sqlx::postgres::PgRow) -> Result<RunRecord, Error> {
         repetition: row.try_get("repetition")?,
         attempt: row.try_get("attempt")?,
         sequence: row.try_get("sequence")?,
-        node: NodeRecord {
-            hostname: row.try_get("hostname")?,
-            kernel_release: row.try_get("kernel_release")?,
-            kernel_version: row.try_get("kernel_version")?,
-            cpu_model: row.try_get("cpu_model")?,
-            logical_cpus: row.try_get("logical_cpus")?,
-            memory_bytes: row.try_get("memory_bytes")?,
-            facts: row.try_get("facts")?,
-        },
+        node: node_from_row(row)?,
         outcome,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,

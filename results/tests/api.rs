@@ -10,7 +10,7 @@ use tower::ServiceExt;
 use uuid::Uuid;
 
 mod common;
-use common::{experiment, run, store};
+use common::{seeded_faster_patched, store};
 
 async fn get(store: &Store, uri: &str) -> (StatusCode, Option<String>, Vec<u8>) {
     let response = app(ApiState {
@@ -40,27 +40,6 @@ async fn get_json(store: &Store, uri: &str) -> (StatusCode, Value) {
     (status, serde_json::from_slice(&body).unwrap())
 }
 
-/// An experiment with three repetitions of two cohorts, patched 60% faster.
-async fn seeded() -> (Store, Uuid) {
-    let store = store().await;
-    let experiment = experiment(&store).await;
-    for (repetition, (a, b)) in [(1000.0, 1600.0), (1010.0, 1610.0), (990.0, 1590.0)]
-        .into_iter()
-        .enumerate()
-    {
-        let repetition = repetition as i32 + 1;
-        store
-            .record_run(&run(experiment.id, "unpatched", repetition, a))
-            .await
-            .unwrap();
-        store
-            .record_run(&run(experiment.id, "patched", repetition, b))
-            .await
-            .unwrap();
-    }
-    (store, experiment.id)
-}
-
 fn assert_error(status: StatusCode, body: &Value, expected: StatusCode, says: &str) {
     assert_eq!(status, expected, "{body}");
     assert!(body["error"].is_string(), "{body}");
@@ -82,7 +61,7 @@ async fn health_and_readiness() {
 
 #[tokio::test]
 async fn experiments_are_listed_filtered_and_paged() {
-    let (store, id) = seeded().await;
+    let (store, id) = seeded_faster_patched().await;
     let (status, page) = get_json(&store, "/api/v1/experiments").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page["items"][0]["id"], id.to_string());
@@ -104,7 +83,7 @@ async fn experiments_are_listed_filtered_and_paged() {
 
 #[tokio::test]
 async fn one_experiment_and_its_runs() {
-    let (store, id) = seeded().await;
+    let (store, id) = seeded_faster_patched().await;
     let (status, experiment) = get_json(&store, &format!("/api/v1/experiments/{id}")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
@@ -141,7 +120,7 @@ async fn one_experiment_and_its_runs() {
 
 #[tokio::test]
 async fn the_comparison_answers_faster_by_how_much_and_how_sure() {
-    let (store, id) = seeded().await;
+    let (store, id) = seeded_faster_patched().await;
     let (status, body) = get_json(&store, &format!("/api/v1/experiments/{id}/comparison")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body["method"].as_str().unwrap().contains("Welch"));
@@ -171,7 +150,7 @@ async fn the_comparison_answers_faster_by_how_much_and_how_sure() {
 
 #[tokio::test]
 async fn flamegraphs_are_svg() {
-    let (store, id) = seeded().await;
+    let (store, id) = seeded_faster_patched().await;
     let (status, content_type, body) = get(
         &store,
         &format!("/api/v1/experiments/{id}/flamegraph?cohort=patched"),
@@ -207,7 +186,7 @@ async fn flamegraphs_are_svg() {
 
 #[tokio::test]
 async fn nodes_and_unknown_paths() {
-    let (store, _) = seeded().await;
+    let (store, _) = seeded_faster_patched().await;
     let (status, nodes) = get_json(&store, "/api/v1/nodes").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(nodes[0]["hostname"], "lab-1");

@@ -6,7 +6,7 @@ use loadlab_results::{ExperimentStatus, RunOutcome};
 use uuid::Uuid;
 
 mod common;
-use common::{experiment, run, store};
+use common::{experiment, run, seeded_faster_patched, store};
 
 #[tokio::test]
 async fn runs_round_trip_and_are_written_once() {
@@ -51,22 +51,8 @@ async fn failed_runs_keep_their_reason() {
 
 #[tokio::test]
 async fn the_report_compares_cohorts_from_stored_runs() {
-    let store = store().await;
-    let experiment = experiment(&store).await;
-    for (repetition, (a, b)) in [(1000.0, 1600.0), (1010.0, 1610.0), (990.0, 1590.0)]
-        .into_iter()
-        .enumerate()
-    {
-        let repetition = repetition as i32 + 1;
-        store
-            .record_run(&run(experiment.id, "unpatched", repetition, a))
-            .await
-            .unwrap();
-        store
-            .record_run(&run(experiment.id, "patched", repetition, b))
-            .await
-            .unwrap();
-    }
+    let (store, id) = seeded_faster_patched().await;
+    let experiment = store.experiment(id).await.unwrap();
     store
         .finish_experiment(experiment.id, ExperimentStatus::Completed)
         .await
