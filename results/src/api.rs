@@ -15,6 +15,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::flamegraph::{cohort_folded, differential_svg, flamegraph_svg};
+use crate::fleet::{FleetGroup, GroupBy, compare_fleet};
 use crate::report::{ExperimentReport, Percentiles, build_report};
 use crate::store::{ExperimentRow, NodeRecord, RunOutcome, RunRecord, Store, WindowCounters};
 use crate::{Error, stats};
@@ -75,6 +76,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/api/v1/experiments/{id}/comparison", get(comparison))
         .route("/api/v1/experiments/{id}/flamegraph", get(flamegraph))
         .route("/api/v1/nodes", get(list_nodes))
+        .route("/api/v1/kernels/compare", get(compare_kernels))
         .fallback(|| async {
             ApiError::NotFound("no such endpoint; see /api/v1/experiments".into())
         })
@@ -319,4 +321,56 @@ async fn list_nodes(State(state): State<ApiState>) -> ApiResult<Json<Vec<Node>>>
             .map(|(id, node)| Node { id, node })
             .collect(),
     ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KernelCompareQuery {
+    a: String,
+    b: String,
+    #[serde(rename = "groupBy")]
+    group_by: Option<String>,
+    experiment: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct KernelComparison {
+    a: String,
+    b: String,
+    group_by: GroupBy,
+    groups: Vec<FleetGroup>,
+    method: &'static str,
+}
+
+async fn compare_kernels(
+    State(state): State<ApiState>,
+    raw: Result<Query<KernelCompareQuery>, QueryRejection>,
+) -> ApiResult<Json<KernelComparison>> {
+    let q = query(raw)?;
+    if q.a.trim().is_empty() || q.b.trim().is_empty() {
+        return Err(ApiError::BadRequest(
+            "a and b must be kernel release patterns such as 6.1.0-47*".into(),
+        ));
+    }
+    let group_by = match q.group_by.as_deref() {
+        None => GroupBy::Cpu,
+        Some(text) => GroupBy::parse(text).ok_or_else(|| {
+            ApiError::BadRequest(format!("groupBy {text:?} must be cpu, cpu_model or none"))
+        })?,
+    };
+    let a = state
+        .store
+        .kernel_runs(&q.a, q.experiment.as_deref())
+        .await?;
+    let b = state
+        .store
+        .kernel_runs(&q.b, q.experiment.as_deref())
+        .await?;
+    Ok(Json(KernelComparison {
+        groups: compare_fleet(&a, &b, group_by),
+        a: q.a,
+        b: q.b,
+        group_by,
+        method: stats::METHOD,
+    }))
 }

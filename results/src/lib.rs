@@ -5,6 +5,7 @@ pub mod api;
 pub mod cluster;
 pub mod database;
 pub mod flamegraph;
+pub mod fleet;
 pub mod report;
 pub mod stats;
 pub mod store;

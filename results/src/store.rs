@@ -11,6 +11,7 @@ use sqlx::{Connection, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::Error;
+use crate::fleet::{FleetRun, like_pattern};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -343,6 +344,35 @@ impl Store {
         .await?;
         rows.iter()
             .map(|row| Ok((row.try_get("id")?, node_from_row(row)?)))
+            .collect()
+    }
+
+    /// Succeeded runs on kernels matching a glob (`*` wildcard), for the fleet comparison.
+    pub async fn kernel_runs(
+        &self,
+        kernel_glob: &str,
+        experiment_name: Option<&str>,
+    ) -> Result<Vec<FleetRun>, Error> {
+        let rows = sqlx::query(
+            "SELECT n.kernel_release, n.cpu_model, n.logical_cpus, r.connections_per_second
+             FROM runs r JOIN nodes n ON n.id = r.node_id JOIN experiments e ON e.id = r.experiment_id
+             WHERE r.status = 'succeeded' AND n.kernel_release LIKE $1
+               AND ($2::text IS NULL OR e.name = $2)
+             ORDER BY n.cpu_model, n.logical_cpus, r.started_at",
+        )
+        .bind(like_pattern(kernel_glob))
+        .bind(experiment_name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(FleetRun {
+                    kernel_release: row.try_get("kernel_release")?,
+                    cpu_model: row.try_get("cpu_model")?,
+                    logical_cpus: row.try_get("logical_cpus")?,
+                    connections_per_second: row.try_get("connections_per_second")?,
+                })
+            })
             .collect()
     }
 

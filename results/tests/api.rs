@@ -10,7 +10,7 @@ use tower::ServiceExt;
 use uuid::Uuid;
 
 mod common;
-use common::{seeded_faster_patched, store};
+use common::{experiment, run, seeded_faster_patched, store};
 
 async fn get(store: &Store, uri: &str) -> (StatusCode, Option<String>, Vec<u8>) {
     let response = app(ApiState {
@@ -193,4 +193,44 @@ async fn nodes_and_unknown_paths() {
     assert!(nodes[0]["id"].as_str().unwrap().starts_with("lab-1/"));
     let (status, body) = get_json(&store, "/api/v1/nowhere").await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "no such endpoint");
+}
+
+#[tokio::test]
+async fn kernels_compare_across_experiments_by_hardware() {
+    let store = store().await;
+    let experiment = experiment(&store).await;
+    for (repetition, (old, new)) in [(1000.0, 1600.0), (1010.0, 1610.0), (990.0, 1590.0)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut a = run(experiment.id, "unpatched", repetition as i32 + 1, old);
+        a.node.kernel_release = "6.1.0-47-cloud-amd64".into();
+        let mut b = run(experiment.id, "patched", repetition as i32 + 1, new);
+        b.node.kernel_release = "6.1.0-56-cloud-amd64".into();
+        store.record_run(&a).await.unwrap();
+        store.record_run(&b).await.unwrap();
+    }
+    let (status, body) = get_json(
+        &store,
+        "/api/v1/kernels/compare?a=6.1.0-47*&b=6.1.0-56*&groupBy=cpu_model",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let group = &body["groups"][0];
+    assert_eq!(group["cpu_model"], "Test CPU");
+    assert_eq!(
+        group["a"]["kernels"],
+        serde_json::json!(["6.1.0-47-cloud-amd64"])
+    );
+    assert_eq!(group["comparison"]["verdict"], "improved");
+    let (_, empty) = get_json(&store, "/api/v1/kernels/compare?a=5.*&b=6.1.0-56*").await;
+    assert!(empty["groups"][0]["comparison"].is_null());
+    for (uri, says) in [
+        ("/api/v1/kernels/compare?a=6.1*", "b"),
+        ("/api/v1/kernels/compare?a=&b=x", "patterns"),
+        ("/api/v1/kernels/compare?a=x&b=y&groupBy=rack", "groupBy"),
+    ] {
+        let (status, body) = get_json(&store, uri).await;
+        assert_error(status, &body, StatusCode::BAD_REQUEST, says);
+    }
 }

@@ -1,0 +1,171 @@
+//! The fleet question: across every stored experiment, how do runs on kernel B compare with
+//! runs on kernel A, hardware group by hardware group.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::{Comparison, Summary, compare, summarize};
+
+/// One succeeded run, as the fleet comparison sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetRun {
+    pub kernel_release: String,
+    pub cpu_model: String,
+    pub logical_cpus: i32,
+    pub connections_per_second: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    /// CPU model and logical CPU count.
+    Cpu,
+    CpuModel,
+    /// One group: the whole fleet.
+    None,
+}
+
+impl GroupBy {
+    pub fn parse(text: &str) -> Option<GroupBy> {
+        match text {
+            "cpu" => Some(GroupBy::Cpu),
+            "cpu_model" => Some(GroupBy::CpuModel),
+            "none" => Some(GroupBy::None),
+            _ => None,
+        }
+    }
+
+    fn key(self, run: &FleetRun) -> (String, Option<i32>) {
+        match self {
+            GroupBy::Cpu => (run.cpu_model.clone(), Some(run.logical_cpus)),
+            GroupBy::CpuModel => (run.cpu_model.clone(), None),
+            GroupBy::None => ("all".into(), None),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetSide {
+    pub runs: usize,
+    /// Kernel releases that matched the pattern in this group.
+    pub kernels: Vec<String>,
+    pub summary: Option<Summary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetGroup {
+    pub cpu_model: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logical_cpus: Option<i32>,
+    pub a: FleetSide,
+    pub b: FleetSide,
+    /// B against A; absent when a side has no runs.
+    pub comparison: Option<Comparison>,
+}
+
+fn side(runs: &[&FleetRun]) -> FleetSide {
+    let mut kernels: Vec<String> = runs.iter().map(|r| r.kernel_release.clone()).collect();
+    kernels.sort();
+    kernels.dedup();
+    let values: Vec<f64> = runs.iter().map(|r| r.connections_per_second).collect();
+    FleetSide {
+        runs: runs.len(),
+        kernels,
+        summary: summarize(&values),
+    }
+}
+
+/// Groups both sides' runs by hardware and compares B with A in each group.
+pub fn compare_fleet(a: &[FleetRun], b: &[FleetRun], group_by: GroupBy) -> Vec<FleetGroup> {
+    let mut groups: BTreeMap<(String, Option<i32>), (Vec<&FleetRun>, Vec<&FleetRun>)> =
+        BTreeMap::new();
+    for run in a {
+        groups.entry(group_by.key(run)).or_default().0.push(run);
+    }
+    for run in b {
+        groups.entry(group_by.key(run)).or_default().1.push(run);
+    }
+    groups
+        .into_iter()
+        .map(|((cpu_model, logical_cpus), (a_runs, b_runs))| {
+            let values = |runs: &[&FleetRun]| {
+                runs.iter()
+                    .map(|r| r.connections_per_second)
+                    .collect::<Vec<_>>()
+            };
+            FleetGroup {
+                cpu_model,
+                logical_cpus,
+                comparison: compare(&values(&a_runs), &values(&b_runs)),
+                a: side(&a_runs),
+                b: side(&b_runs),
+            }
+        })
+        .collect()
+}
+
+/// A kernel pattern (`*` matches anything) as a SQL LIKE pattern.
+pub fn like_pattern(glob: &str) -> String {
+    let mut like = String::with_capacity(glob.len() + 4);
+    for c in glob.chars() {
+        match c {
+            '*' => like.push('%'),
+            '%' | '_' | '\\' => {
+                like.push('\\');
+                like.push(c);
+            }
+            c => like.push(c),
+        }
+    }
+    like
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Verdict;
+
+    fn run(kernel: &str, cpu: &str, cpus: i32, rate: f64) -> FleetRun {
+        FleetRun {
+            kernel_release: kernel.into(),
+            cpu_model: cpu.into(),
+            logical_cpus: cpus,
+            connections_per_second: rate,
+        }
+    }
+
+    #[test]
+    fn each_hardware_group_gets_its_own_verdict() {
+        let a = [
+            run("6.1.0-47", "EPYC", 64, 1000.0),
+            run("6.1.0-47", "EPYC", 64, 1010.0),
+            run("6.1.0-47", "EPYC", 64, 990.0),
+            run("6.1.0-47", "Xeon", 8, 500.0),
+        ];
+        let b = [
+            run("6.1.0-56", "EPYC", 64, 1600.0),
+            run("6.1.0-56", "EPYC", 64, 1610.0),
+            run("6.1.0-56", "EPYC", 64, 1590.0),
+        ];
+        let groups = compare_fleet(&a, &b, GroupBy::Cpu);
+        assert_eq!(groups.len(), 2);
+        let epyc = &groups[0];
+        assert_eq!(
+            (epyc.cpu_model.as_str(), epyc.logical_cpus),
+            ("EPYC", Some(64))
+        );
+        assert_eq!(epyc.comparison.as_ref().unwrap().verdict, Verdict::Improved);
+        assert_eq!(epyc.a.kernels, vec!["6.1.0-47"]);
+        let xeon = &groups[1];
+        assert_eq!((xeon.a.runs, xeon.b.runs), (1, 0));
+        assert!(xeon.comparison.is_none());
+        assert_eq!(compare_fleet(&a, &b, GroupBy::None).len(), 1);
+    }
+
+    #[test]
+    fn globs_become_like_patterns() {
+        assert_eq!(like_pattern("6.1.0-47*"), "6.1.0-47%");
+        assert_eq!(like_pattern("a_b%"), "a\\_b\\%");
+    }
+}
