@@ -36,7 +36,7 @@ impl GroupBy {
         }
     }
 
-    fn key(self, run: &FleetRun) -> (String, Option<i32>) {
+    fn key(self, run: &FleetRun) -> GroupKey {
         match self {
             GroupBy::Cpu => (run.cpu_model.clone(), Some(run.logical_cpus)),
             GroupBy::CpuModel => (run.cpu_model.clone(), None),
@@ -76,10 +76,12 @@ fn side(runs: &[&FleetRun]) -> FleetSide {
     }
 }
 
+/// CPU model, and the logical CPU count when grouping by both.
+type GroupKey = (String, Option<i32>);
+
 /// Groups both sides' runs by hardware and compares B with A in each group.
 pub fn compare_fleet(a: &[FleetRun], b: &[FleetRun], group_by: GroupBy) -> Vec<FleetGroup> {
-    let mut groups: BTreeMap<(String, Option<i32>), (Vec<&FleetRun>, Vec<&FleetRun>)> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<GroupKey, (Vec<&FleetRun>, Vec<&FleetRun>)> = BTreeMap::new();
     for run in a {
         groups.entry(group_by.key(run)).or_default().0.push(run);
     }
