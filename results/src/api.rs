@@ -3,9 +3,14 @@
 //! Every error is `{"error": ..., "detail": ...}` with its status; internal details are logged,
 //! not sent.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
 use axum::extract::rejection::QueryRejection;
+use axum::extract::{MatchedPath, Request};
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -23,6 +28,77 @@ use crate::{Error, stats};
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub store: Store,
+    pub metrics: Arc<Metrics>,
+}
+
+impl ApiState {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            metrics: Arc::default(),
+        }
+    }
+}
+
+/// The OpenAPI document of this API, served at `/api/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi/openapi.json");
+
+/// Requests served, by route and status, with their total duration.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, u16), (u64, f64)>>,
+}
+
+impl Metrics {
+    fn observe(&self, route: String, status: u16, seconds: f64) {
+        let mut requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = requests.entry((route, status)).or_default();
+        entry.0 += 1;
+        entry.1 += seconds;
+    }
+
+    /// The Prometheus text exposition of the counters.
+    pub fn render(&self) -> String {
+        let requests = self
+            .requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut out = String::from(
+            "# HELP loadlab_http_requests_total Requests served, by route and status.\n# TYPE loadlab_http_requests_total counter\n",
+        );
+        for ((route, status), (count, _)) in requests.iter() {
+            out.push_str(&format!(
+                "loadlab_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}\n"
+            ));
+        }
+        out.push_str("# HELP loadlab_http_request_seconds_total Time spent answering, by route and status.\n# TYPE loadlab_http_request_seconds_total counter\n");
+        for ((route, status), (_, seconds)) in requests.iter() {
+            out.push_str(&format!(
+                "loadlab_http_request_seconds_total{{route=\"{route}\",status=\"{status}\"}} {seconds:.6}\n"
+            ));
+        }
+        out
+    }
+}
+
+async fn observe(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    // The route template, not the raw path: ids must not become label values.
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    state.metrics.observe(
+        route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
 }
 
 /// The API's errors, mapped to status codes in one place.
@@ -77,9 +153,13 @@ pub fn app(state: ApiState) -> Router {
         .route("/api/v1/experiments/{id}/flamegraph", get(flamegraph))
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/kernels/compare", get(compare_kernels))
-        .fallback(|| async {
-            ApiError::NotFound("no such endpoint; see /api/v1/experiments".into())
-        })
+        .route(
+            "/api/openapi.json",
+            get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
+        )
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::NotFound("no such endpoint; see /api/openapi.json".into()) })
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 
@@ -92,6 +172,13 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
     query
         .map(|Query(q)| q)
         .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }
 
 async fn readyz(State(state): State<ApiState>) -> ApiResult<Json<serde_json::Value>> {

@@ -13,12 +13,10 @@ mod common;
 use common::{experiment, run, seeded_faster_patched, store};
 
 async fn get(store: &Store, uri: &str) -> (StatusCode, Option<String>, Vec<u8>) {
-    let response = app(ApiState {
-        store: store.clone(),
-    })
-    .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-    .await
-    .unwrap();
+    let response = app(ApiState::new(store.clone()))
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     let status = response.status();
     let content_type = response
         .headers()
@@ -233,4 +231,93 @@ async fn kernels_compare_across_experiments_by_hardware() {
         let (status, body) = get_json(&store, uri).await;
         assert_error(status, &body, StatusCode::BAD_REQUEST, says);
     }
+}
+
+#[tokio::test]
+async fn every_documented_path_is_served_with_a_documented_status() {
+    let (store, id) = seeded_faster_patched().await;
+    let document: Value = serde_json::from_str(loadlab_results::api::OPENAPI).unwrap();
+    let (status, served) = get_json(&store, "/api/openapi.json").await;
+    assert_eq!((status, &served), (StatusCode::OK, &document));
+    for (path, item) in document["paths"].as_object().unwrap() {
+        let mut uri = path.replace("{id}", &id.to_string());
+        let required: Vec<String> = item["get"]["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["in"] == "query" && p["required"] == true)
+            .map(|p| {
+                format!(
+                    "{}={}",
+                    p["name"].as_str().unwrap(),
+                    if p["name"] == "cohort" {
+                        "patched"
+                    } else {
+                        "x"
+                    }
+                )
+            })
+            .collect();
+        if !required.is_empty() {
+            uri = format!("{uri}?{}", required.join("&"));
+        }
+        let (status, _, body) = get(&store, &uri).await;
+        let documented = item["get"]["responses"].as_object().unwrap();
+        assert!(
+            documented.contains_key(status.as_str()),
+            "{uri} answered {status}, not documented: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert!(
+            !String::from_utf8_lossy(&body).contains("no such endpoint"),
+            "{uri} is not routed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_template() {
+    let (store, id) = seeded_faster_patched().await;
+    let app = app(ApiState::new(store));
+    for uri in [
+        format!("/api/v1/experiments/{id}"),
+        format!("/api/v1/experiments/{}", Uuid::new_v4()),
+        "/healthz".into(),
+    ] {
+        app.clone()
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+    }
+    let response = app
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        text.contains(
+            r#"loadlab_http_requests_total{route="/api/v1/experiments/{id}",status="200"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"loadlab_http_requests_total{route="/api/v1/experiments/{id}",status="404"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"loadlab_http_requests_total{route="/healthz",status="200"} 1"#),
+        "{text}"
+    );
+    assert!(!text.contains(&id.to_string()), "ids never become labels");
 }

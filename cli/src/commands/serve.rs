@@ -22,7 +22,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         database.describe()
     );
     let stop = interrupt_token();
-    axum::serve(listener, app(ApiState { store }))
+    axum::serve(listener, app(ApiState::new(store)))
         .with_graceful_shutdown(stop.cancelled_owned())
         .await?;
     Ok(ExitCode::SUCCESS)
