@@ -202,6 +202,7 @@ struct Page<T> {
 }
 
 const MAX_PAGE: i64 = 500;
+const MAX_OFFSET: i64 = 1_000_000_000;
 
 async fn list_experiments(
     State(state): State<ApiState>,
@@ -210,6 +211,11 @@ async fn list_experiments(
     let q = query(raw)?;
     let limit = q.limit.unwrap_or(50);
     let offset = q.offset.unwrap_or(0);
+    if !(0..=MAX_OFFSET).contains(&offset) {
+        return Err(ApiError::BadRequest(format!(
+            "offset must be between 0 and {MAX_OFFSET}"
+        )));
+    }
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::BadRequest(format!(
             "limit must be between 1 and {MAX_PAGE}"
@@ -333,7 +339,8 @@ fn check_cohort(experiment: &ExperimentRow, cohort: &str) -> ApiResult<()> {
     if experiment.cohorts.iter().any(|c| c == cohort) {
         Ok(())
     } else {
-        Err(ApiError::BadRequest(format!(
+        // A cohort is part of the experiment resource: naming one it lacks is a 404.
+        Err(ApiError::NotFound(format!(
             "{cohort:?} is not a cohort of this experiment (cohorts: {})",
             experiment.cohorts.join(", ")
         )))
@@ -434,9 +441,10 @@ async fn compare_kernels(
     raw: Result<Query<KernelCompareQuery>, QueryRejection>,
 ) -> ApiResult<Json<KernelComparison>> {
     let q = query(raw)?;
-    if q.a.trim().is_empty() || q.b.trim().is_empty() {
+    let blank = |pattern: &str| pattern.is_empty() || pattern.contains(char::is_whitespace);
+    if blank(&q.a) || blank(&q.b) {
         return Err(ApiError::BadRequest(
-            "a and b must be kernel release patterns such as 6.1.0-47*".into(),
+            "a and b must be kernel release patterns without spaces, such as 6.1.0-47*".into(),
         ));
     }
     let group_by = match q.group_by.as_deref() {

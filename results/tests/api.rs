@@ -72,6 +72,7 @@ async fn experiments_are_listed_filtered_and_paged() {
         ("/api/v1/experiments?limit=0", "limit"),
         ("/api/v1/experiments?limit=abc", "limit"),
         ("/api/v1/experiments?offset=-1", "offset"),
+        ("/api/v1/experiments?offset=1000000001", "offset"),
         ("/api/v1/experiments?colour=red", "colour"),
     ] {
         let (status, body) = get_json(&store, uri).await;
@@ -143,7 +144,7 @@ async fn the_comparison_answers_faster_by_how_much_and_how_sure() {
         &format!("/api/v1/experiments/{id}/comparison?baseline=nope"),
     )
     .await;
-    assert_error(status, &body, StatusCode::BAD_REQUEST, "not a cohort");
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not a cohort");
 }
 
 #[tokio::test]
@@ -179,7 +180,7 @@ async fn flamegraphs_are_svg() {
         &format!("/api/v1/experiments/{id}/flamegraph?cohort=x"),
     )
     .await;
-    assert_error(status, &body, StatusCode::BAD_REQUEST, "not a cohort");
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not a cohort");
 }
 
 #[tokio::test]
