@@ -9,7 +9,7 @@ use loadlab_loadgen::{Progress, StormConfig, StormReport};
 use loadlab_proto::v1;
 use loadlab_results::RunOutcome;
 use loadlab_results::report::{CohortReport, ExperimentReport, Percentiles};
-use loadlab_results::stats::NoiseFlag;
+use loadlab_results::stats::{NoiseFlag, Verdict};
 use serde_json::json;
 
 /// 1234567 -> "1,234,567".
@@ -413,9 +413,13 @@ pub fn report_table(report: &ExperimentReport) -> String {
                 NoiseFlag::TooFewRuns => "; fewer than 3 runs",
             });
         }
+        let relation = match c.verdict {
+            Verdict::Improved | Verdict::Regressed => "than",
+            Verdict::NoDetectableChange | Verdict::InsufficientData => "against",
+        };
         let _ = writeln!(
             out,
-            "  {:width$}  {} than {} ({why})",
+            "  {:width$}  {} {relation} {} ({why})",
             cohort.name,
             c.verdict.as_str(),
             experiment.baseline
