@@ -191,6 +191,10 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "LOADLAB_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Bearer token that POST /api/v1/experiments and /api/v1/runs require; ingest is off
+    /// without one. Reads stay open.
+    #[arg(long, env = "LOADLAB_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -6,13 +6,16 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use axum::extract::DefaultBodyLimit;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{MatchedPath, Request};
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -21,14 +24,28 @@ use uuid::Uuid;
 
 use crate::flamegraph::{cohort_folded, differential_svg, flamegraph_svg};
 use crate::fleet::{FleetGroup, GroupBy, compare_fleet};
+use crate::ingest::{validate_experiment, validate_run};
 use crate::report::{ExperimentReport, Percentiles, build_report};
-use crate::store::{ExperimentRow, NodeRecord, RunOutcome, RunRecord, Store, WindowCounters};
+use crate::store::{
+    ExperimentRow, NewExperiment, NodeRecord, RunOutcome, RunRecord, Store, WindowCounters,
+};
 use crate::{Error, stats};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
+    /// The bearer token ingest requires; ingest is off without one.
+    ingest_token: Option<Arc<str>>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the token.
+        f.debug_struct("ApiState")
+            .field("ingest", &self.ingest_token.is_some())
+            .finish()
+    }
 }
 
 impl ApiState {
@@ -36,8 +53,41 @@ impl ApiState {
         Self {
             store,
             metrics: Arc::default(),
+            ingest_token: None,
         }
     }
+
+    /// Accepts runs and experiments from clients that present this bearer token.
+    pub fn with_ingest_token(mut self, token: &str) -> Self {
+        self.ingest_token = Some(token.into());
+        self
+    }
+
+    fn authorize(&self, headers: &HeaderMap) -> ApiResult<()> {
+        let Some(expected) = &self.ingest_token else {
+            return Err(ApiError::Forbidden(
+                "ingest is off: start loadlab serve with LOADLAB_API_TOKEN set".into(),
+            ));
+        };
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match presented {
+            Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
+            Some(_) => Err(ApiError::Unauthorized(
+                "the bearer token is not the ingest token".into(),
+            )),
+            None => Err(ApiError::Unauthorized(
+                "send Authorization: Bearer <token>".into(),
+            )),
+        }
+    }
+}
+
+/// Compares without leaking where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The OpenAPI document of this API, served at `/api/openapi.json`.
@@ -105,6 +155,8 @@ async fn observe(State(state): State<ApiState>, request: Request, next: Next) ->
 #[derive(Debug)]
 pub enum ApiError {
     BadRequest(String),
+    Unauthorized(String),
+    Forbidden(String),
     NotFound(String),
     Internal(Error),
 }
@@ -123,6 +175,16 @@ impl IntoResponse for ApiError {
         let (status, error, detail) = match self {
             ApiError::BadRequest(detail) => (StatusCode::BAD_REQUEST, "bad request", detail),
             ApiError::NotFound(detail) => (StatusCode::NOT_FOUND, "not found", detail),
+            ApiError::Unauthorized(detail) => {
+                let body = Json(json!({ "error": "unauthorized", "detail": detail }));
+                return (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    body,
+                )
+                    .into_response();
+            }
+            ApiError::Forbidden(detail) => (StatusCode::FORBIDDEN, "forbidden", detail),
             ApiError::Internal(error) => {
                 tracing::error!(error = %error, "request failed");
                 (
@@ -146,7 +208,14 @@ pub fn app(state: ApiState) -> Router {
             get(|| async { Json(json!({ "status": "ok" })) }),
         )
         .route("/readyz", get(readyz))
-        .route("/api/v1/experiments", get(list_experiments))
+        .route(
+            "/api/v1/experiments",
+            get(list_experiments).post(create_experiment),
+        )
+        .route(
+            "/api/v1/runs",
+            post(ingest_run).layer(DefaultBodyLimit::max(MAX_RUN_BYTES)),
+        )
         .route("/api/v1/experiments/{id}", get(get_experiment))
         .route("/api/v1/experiments/{id}/runs", get(list_runs))
         .route("/api/v1/experiments/{id}/comparison", get(comparison))
@@ -166,6 +235,16 @@ pub fn app(state: ApiState) -> Router {
 fn parse_id(id: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(id)
         .map_err(|_| ApiError::BadRequest(format!("{id:?} is not an experiment id (a UUID)")))
+}
+
+/// Postgres text cannot hold NUL: refuse it at the edge rather than fail in the database.
+fn no_nul<'a>(name: &str, value: impl IntoIterator<Item = &'a String>) -> ApiResult<()> {
+    match value.into_iter().any(|v| v.contains('\0')) {
+        true => Err(ApiError::BadRequest(format!(
+            "{name} must not contain NUL characters"
+        ))),
+        false => Ok(()),
+    }
 }
 
 fn query<T>(query: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
@@ -209,6 +288,7 @@ async fn list_experiments(
     raw: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<Page<ExperimentRow>>> {
     let q = query(raw)?;
+    no_nul("name", &q.name)?;
     let limit = q.limit.unwrap_or(50);
     let offset = q.offset.unwrap_or(0);
     if !(0..=MAX_OFFSET).contains(&offset) {
@@ -441,7 +521,12 @@ async fn compare_kernels(
     raw: Result<Query<KernelCompareQuery>, QueryRejection>,
 ) -> ApiResult<Json<KernelComparison>> {
     let q = query(raw)?;
-    let blank = |pattern: &str| pattern.is_empty() || pattern.contains(char::is_whitespace);
+    no_nul(
+        "a, b and experiment",
+        [&q.a, &q.b].into_iter().chain(&q.experiment),
+    )?;
+    let blank =
+        |pattern: &str| pattern.is_empty() || pattern.bytes().any(|b| b.is_ascii_whitespace());
     if blank(&q.a) || blank(&q.b) {
         return Err(ApiError::BadRequest(
             "a and b must be kernel release patterns without spaces, such as 6.1.0-47*".into(),
@@ -468,4 +553,53 @@ async fn compare_kernels(
         group_by,
         method: stats::METHOD,
     }))
+}
+
+/// A run with its CPU profile can be large; anything past this is refused.
+const MAX_RUN_BYTES: usize = 64 * 1024 * 1024;
+
+fn body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
+    body.map(|Json(b)| b)
+        .map_err(|e| ApiError::BadRequest(e.body_text()))
+}
+
+#[derive(Debug, Serialize)]
+struct Stored {
+    id: Uuid,
+    /// False when this id was already stored: nothing was changed.
+    created: bool,
+}
+
+fn stored(id: Uuid, created: bool) -> (StatusCode, Json<Stored>) {
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(Stored { id, created }))
+}
+
+async fn create_experiment(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    raw: Result<Json<NewExperiment>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Stored>)> {
+    state.authorize(&headers)?;
+    let experiment = body(raw)?;
+    validate_experiment(&experiment).map_err(ApiError::BadRequest)?;
+    let created = state.store.create_experiment(&experiment).await?;
+    Ok(stored(experiment.id, created))
+}
+
+async fn ingest_run(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    raw: Result<Json<RunRecord>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Stored>)> {
+    state.authorize(&headers)?;
+    let run = body(raw)?;
+    let experiment = state.store.experiment(run.experiment_id).await?;
+    validate_run(&run, &experiment).map_err(ApiError::BadRequest)?;
+    let created = state.store.record_run(&run).await?;
+    Ok(stored(run.id, created))
 }

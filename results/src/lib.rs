@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod database;
 pub mod flamegraph;
 pub mod fleet;
+pub mod ingest;
 pub mod report;
 pub mod stats;
 pub mod store;

@@ -21,7 +21,8 @@ pub struct Store {
 }
 
 /// A new experiment, recorded before its first run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewExperiment {
     pub id: Uuid,
     pub name: String,
@@ -108,8 +109,10 @@ pub enum RunOutcome {
     Failed { reason: String },
 }
 
-/// One measured window of one cohort, as stored.
-#[derive(Debug, Clone, PartialEq)]
+/// One measured window of one cohort, as stored. Its JSON form (the ingest body) carries the
+/// histograms as base64 HdrHistogram V2.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RunRecord {
     pub id: Uuid,
     pub experiment_id: Uuid,
@@ -132,17 +135,24 @@ pub struct RunRecord {
     pub connections_per_second: f64,
     /// Failed connections by error kind.
     pub errors: BTreeMap<String, u64>,
+    #[serde(with = "base64_bytes")]
     pub connect_histogram: Vec<u8>,
+    #[serde(with = "base64_bytes")]
     pub first_byte_histogram: Vec<u8>,
+    #[serde(with = "base64_bytes")]
     pub total_histogram: Vec<u8>,
     pub completed_per_second: Vec<i64>,
     pub counters: WindowCounters,
     /// Kernel lock contention over the window, largest total wait first.
+    #[serde(default)]
     pub locks: Vec<LockRecord>,
     /// Why lock contention was asked for and not collected.
+    #[serde(default)]
     pub lock_contention_unavailable: Option<String>,
+    #[serde(default)]
     pub cpu_profile: Option<ProfileRecord>,
     /// Why a CPU profile was asked for and not collected.
+    #[serde(default)]
     pub cpu_profile_unavailable: Option<String>,
 }
 
@@ -181,6 +191,24 @@ impl ProfileRecord {
                 Some((stack.to_string(), count.parse().ok()?))
             })
             .collect()
+    }
+}
+
+/// Bytes as standard base64 in JSON.
+mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        STANDARD
+            .decode(text)
+            .map_err(|e| serde::de::Error::custom(format!("not base64 ({e})")))
     }
 }
 
@@ -274,10 +302,12 @@ impl Store {
         &self.pool
     }
 
-    pub async fn create_experiment(&self, experiment: &NewExperiment) -> Result<(), Error> {
-        sqlx::query(
+    /// Records a new experiment. Returns false when one with this id exists (left as it was).
+    pub async fn create_experiment(&self, experiment: &NewExperiment) -> Result<bool, Error> {
+        let created = sqlx::query(
             "INSERT INTO experiments (id, name, spec, baseline, cohorts, status)
-             VALUES ($1, $2, $3, $4, $5, 'running')",
+             VALUES ($1, $2, $3, $4, $5, 'running')
+             ON CONFLICT (id) DO NOTHING",
         )
         .bind(experiment.id)
         .bind(&experiment.name)
@@ -286,7 +316,7 @@ impl Store {
         .bind(&experiment.cohorts)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(created.rows_affected() == 1)
     }
 
     pub async fn finish_experiment(&self, id: Uuid, status: ExperimentStatus) -> Result<(), Error> {

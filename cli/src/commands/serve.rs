@@ -21,8 +21,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         listener.local_addr()?,
         database.describe()
     );
+    let mut state = ApiState::new(store);
+    match args.api_token.as_deref().map(str::trim) {
+        Some("") => anyhow::bail!("LOADLAB_API_TOKEN is set but empty"),
+        Some(token) => state = state.with_ingest_token(token),
+        None => eprintln!("ingest is off (set LOADLAB_API_TOKEN to accept runs over HTTP)"),
+    }
     let stop = interrupt_token();
-    axum::serve(listener, app(ApiState::new(store)))
+    axum::serve(listener, app(state))
         .with_graceful_shutdown(stop.cancelled_owned())
         .await?;
     Ok(ExitCode::SUCCESS)

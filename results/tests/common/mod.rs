@@ -87,6 +87,7 @@ pub fn run(experiment_id: Uuid, cohort: &str, repetition: i32, conn_per_sec: f64
             folded: vec![
                 ("nginx;__fput;eventpoll_release_file;osq_lock".into(), 56),
                 ("swapper;do_idle;default_idle".into(), 10),
+                ("nginx;tcp_v4_rcv".into(), 34),
             ],
             top_symbols: vec![SymbolRecord {
                 symbol: "osq_lock".into(),
