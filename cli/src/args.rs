@@ -52,6 +52,26 @@ pub struct BenchArgs {
 pub enum BenchCommand {
     /// loadlab's storm against wrk (`-H 'Connection: close'`) on one local nginx, alternating.
     Loadgen(BenchLoadgenArgs),
+    /// Seeds a scratch database through ingest, then times the comparison and fleet endpoints.
+    Api(BenchApiArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchApiArgs {
+    #[arg(long, default_value_t = 200)]
+    pub experiments: usize,
+    /// Runs per experiment, half on each of two cohorts.
+    #[arg(long, default_value_t = 50)]
+    pub runs_per_experiment: usize,
+    /// Distinct nodes (hardware and kernel) the runs spread over.
+    #[arg(long, default_value_t = 50)]
+    pub node_types: usize,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    pub clients: usize,
+    /// Comparison requests (a quarter as many fleet requests).
+    #[arg(long, default_value_t = 2000)]
+    pub requests: usize,
 }
 
 #[derive(Debug, Args)]

@@ -19,6 +19,7 @@ use crate::render::thousands;
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         BenchCommand::Loadgen(args) => loadgen(args).await?,
+        BenchCommand::Api(args) => super::bench_api::run(args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

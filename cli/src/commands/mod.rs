@@ -1,5 +1,6 @@
 pub mod agent;
 pub mod bench;
+pub mod bench_api;
 pub mod compare;
 pub mod db;
 pub mod flamegraph;
