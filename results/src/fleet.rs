@@ -5,15 +5,16 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::stats::{Comparison, Summary, compare, summarize};
+use crate::stats::{Comparison, Summary, Sums, compare_sums};
 
-/// One succeeded run, as the fleet comparison sees it.
+/// The succeeded runs of one kernel on one kind of hardware, as sums.
 #[derive(Debug, Clone, PartialEq)]
-pub struct FleetRun {
+pub struct FleetRuns {
     pub kernel_release: String,
     pub cpu_model: String,
     pub logical_cpus: i32,
-    pub connections_per_second: f64,
+    /// Of connections per second.
+    pub sums: Sums,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,7 +37,7 @@ impl GroupBy {
         }
     }
 
-    fn key(self, run: &FleetRun) -> GroupKey {
+    fn key(self, run: &FleetRuns) -> GroupKey {
         match self {
             GroupBy::Cpu => (run.cpu_model.clone(), Some(run.logical_cpus)),
             GroupBy::CpuModel => (run.cpu_model.clone(), None),
@@ -64,44 +65,45 @@ pub struct FleetGroup {
     pub comparison: Option<Comparison>,
 }
 
-fn side(runs: &[&FleetRun]) -> FleetSide {
+fn side(runs: &[&FleetRuns]) -> (FleetSide, Sums) {
     let mut kernels: Vec<String> = runs.iter().map(|r| r.kernel_release.clone()).collect();
     kernels.sort();
     kernels.dedup();
-    let values: Vec<f64> = runs.iter().map(|r| r.connections_per_second).collect();
-    FleetSide {
-        runs: runs.len(),
-        kernels,
-        summary: summarize(&values),
+    let mut sums = Sums::default();
+    for run in runs {
+        sums.add(&run.sums);
     }
+    let side = FleetSide {
+        runs: sums.n as usize,
+        kernels,
+        summary: sums.values(),
+    };
+    (side, sums)
 }
 
 /// CPU model, and the logical CPU count when grouping by both.
 type GroupKey = (String, Option<i32>);
 
 /// Groups both sides' runs by hardware and compares B with A in each group.
-pub fn compare_fleet(a: &[FleetRun], b: &[FleetRun], group_by: GroupBy) -> Vec<FleetGroup> {
-    let mut groups: BTreeMap<GroupKey, (Vec<&FleetRun>, Vec<&FleetRun>)> = BTreeMap::new();
-    for run in a {
-        groups.entry(group_by.key(run)).or_default().0.push(run);
+pub fn compare_fleet(a: &[FleetRuns], b: &[FleetRuns], group_by: GroupBy) -> Vec<FleetGroup> {
+    let mut groups: BTreeMap<GroupKey, (Vec<&FleetRuns>, Vec<&FleetRuns>)> = BTreeMap::new();
+    for runs in a {
+        groups.entry(group_by.key(runs)).or_default().0.push(runs);
     }
-    for run in b {
-        groups.entry(group_by.key(run)).or_default().1.push(run);
+    for runs in b {
+        groups.entry(group_by.key(runs)).or_default().1.push(runs);
     }
     groups
         .into_iter()
         .map(|((cpu_model, logical_cpus), (a_runs, b_runs))| {
-            let values = |runs: &[&FleetRun]| {
-                runs.iter()
-                    .map(|r| r.connections_per_second)
-                    .collect::<Vec<_>>()
-            };
+            let (a, a_sums) = side(&a_runs);
+            let (b, b_sums) = side(&b_runs);
             FleetGroup {
                 cpu_model,
                 logical_cpus,
-                comparison: compare(&values(&a_runs), &values(&b_runs)),
-                a: side(&a_runs),
-                b: side(&b_runs),
+                comparison: compare_sums(&a_sums, &b_sums),
+                a,
+                b,
             }
         })
         .collect()
@@ -128,12 +130,18 @@ mod tests {
     use super::*;
     use crate::stats::Verdict;
 
-    fn run(kernel: &str, cpu: &str, cpus: i32, rate: f64) -> FleetRun {
-        FleetRun {
+    fn run(kernel: &str, cpu: &str, cpus: i32, rate: f64) -> FleetRuns {
+        FleetRuns {
             kernel_release: kernel.into(),
             cpu_model: cpu.into(),
             logical_cpus: cpus,
-            connections_per_second: rate,
+            sums: Sums {
+                n: 1,
+                sum: rate,
+                sum_squares: rate * rate,
+                sum_logs: rate.ln(),
+                sum_log_squares: rate.ln().powi(2),
+            },
         }
     }
 

@@ -99,12 +99,77 @@ pub fn compare(baseline: &[f64], candidate: &[f64]) -> Option<Comparison> {
     }
     let log_a: Vec<f64> = baseline.iter().map(|v| v.ln()).collect();
     let log_b: Vec<f64> = candidate.iter().map(|v| v.ln()).collect();
-    let la = summarize(&log_a)?;
-    let lb = summarize(&log_b)?;
-    let ratio = (lb.mean - la.mean).exp();
+    Some(compare_summaries(
+        (summarize(&log_a)?, summarize(baseline)?),
+        (summarize(&log_b)?, summarize(candidate)?),
+    ))
+}
 
+/// Summary statistics kept as sums, so groups of runs merge exactly (and a database can
+/// compute them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sums {
+    pub n: u64,
+    pub sum: f64,
+    pub sum_squares: f64,
+    pub sum_logs: f64,
+    pub sum_log_squares: f64,
+}
+
+impl Sums {
+    pub fn add(&mut self, other: &Sums) {
+        self.n += other.n;
+        self.sum += other.sum;
+        self.sum_squares += other.sum_squares;
+        self.sum_logs += other.sum_logs;
+        self.sum_log_squares += other.sum_log_squares;
+    }
+
+    fn summary(n: u64, sum: f64, sum_squares: f64) -> Option<Summary> {
+        if n == 0 {
+            return None;
+        }
+        let count = n as f64;
+        let mean = sum / count;
+        let sd = if n > 1 {
+            ((sum_squares - count * mean * mean) / (count - 1.0))
+                .max(0.0)
+                .sqrt()
+        } else {
+            0.0
+        };
+        let cv = if mean != 0.0 { sd / mean.abs() } else { 0.0 };
+        Some(Summary {
+            n: n as usize,
+            mean,
+            sd,
+            cv,
+        })
+    }
+
+    /// Summary of the values.
+    pub fn values(&self) -> Option<Summary> {
+        Self::summary(self.n, self.sum, self.sum_squares)
+    }
+
+    /// Summary of the values' natural logs.
+    pub fn logs(&self) -> Option<Summary> {
+        Self::summary(self.n, self.sum_logs, self.sum_log_squares)
+    }
+}
+
+/// Compares from sums (see [`Sums`]); values must have been positive.
+pub fn compare_sums(baseline: &Sums, candidate: &Sums) -> Option<Comparison> {
+    Some(compare_summaries(
+        (baseline.logs()?, baseline.values()?),
+        (candidate.logs()?, candidate.values()?),
+    ))
+}
+
+/// The comparison from each side's (log summary, value summary).
+fn compare_summaries((la, a): (Summary, Summary), (lb, b): (Summary, Summary)) -> Comparison {
+    let ratio = (lb.mean - la.mean).exp();
     let mut flags = Vec::new();
-    let (a, b) = (summarize(baseline)?, summarize(candidate)?);
     if a.n < ENOUGH_RUNS || b.n < ENOUGH_RUNS {
         flags.push(NoiseFlag::TooFewRuns);
     }
@@ -112,14 +177,14 @@ pub fn compare(baseline: &[f64], candidate: &[f64]) -> Option<Comparison> {
         flags.push(NoiseFlag::HighVariation);
     }
     if a.n < 2 || b.n < 2 {
-        return Some(Comparison {
+        return Comparison {
             ratio,
             ci95: None,
             hedges_g: None,
             p_value: None,
             verdict: Verdict::InsufficientData,
             flags,
-        });
+        };
     }
 
     let (va, vb) = (la.sd.powi(2) / la.n as f64, lb.sd.powi(2) / lb.n as f64);
@@ -152,14 +217,14 @@ pub fn compare(baseline: &[f64], candidate: &[f64]) -> Option<Comparison> {
         Some((_, high)) if high < 1.0 && 1.0 - ratio >= MIN_EFFECT => Verdict::Regressed,
         _ => Verdict::NoDetectableChange,
     };
-    Some(Comparison {
+    Comparison {
         ratio,
         ci95,
         hedges_g,
         p_value,
         verdict,
         flags,
-    })
+    }
 }
 
 /// The 97.5th percentile of Student's t with `df` degrees of freedom (two-sided 95%).
@@ -340,6 +405,31 @@ mod tests {
         let (low, high) = c.ci95.unwrap();
         assert!(close(low, (1.21f64.ln() - half).exp(), 1e-4), "{low}");
         assert!(close(high, (1.21f64.ln() + half).exp(), 1e-4), "{high}");
+    }
+
+    #[test]
+    fn sums_give_the_same_comparison_as_values() {
+        let sums = |values: &[f64]| Sums {
+            n: values.len() as u64,
+            sum: values.iter().sum(),
+            sum_squares: values.iter().map(|v| v * v).sum(),
+            sum_logs: values.iter().map(|v| v.ln()).sum(),
+            sum_log_squares: values.iter().map(|v| v.ln().powi(2)).sum(),
+        };
+        let (a, b) = ([1000.0, 1100.0, 900.0, 1050.0], [1500.0, 1580.0, 1610.0]);
+        let direct = compare(&a, &b).unwrap();
+        let mut merged = sums(&a[..2]);
+        merged.add(&sums(&a[2..]));
+        let from_sums = compare_sums(&merged, &sums(&b)).unwrap();
+        assert_eq!(direct.verdict, from_sums.verdict);
+        assert!(close(direct.ratio, from_sums.ratio, 1e-9));
+        let (d, f) = (direct.ci95.unwrap(), from_sums.ci95.unwrap());
+        assert!(close(d.0, f.0, 1e-6) && close(d.1, f.1, 1e-6));
+        assert!(close(
+            direct.hedges_g.unwrap(),
+            from_sums.hedges_g.unwrap(),
+            1e-6
+        ));
     }
 
     #[test]

@@ -11,7 +11,8 @@ use sqlx::{Connection, PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use crate::Error;
-use crate::fleet::{FleetRun, like_pattern};
+use crate::fleet::{FleetRuns, like_pattern};
+use crate::stats::Sums;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -377,18 +378,23 @@ impl Store {
             .collect()
     }
 
-    /// Succeeded runs on kernels matching a glob (`*` wildcard), for the fleet comparison.
+    /// Succeeded runs on kernels matching a glob (`*` wildcard), summed per kernel and
+    /// hardware in the database, for the fleet comparison.
     pub async fn kernel_runs(
         &self,
         kernel_glob: &str,
         experiment_name: Option<&str>,
-    ) -> Result<Vec<FleetRun>, Error> {
+    ) -> Result<Vec<FleetRuns>, Error> {
         let rows = sqlx::query(
-            "SELECT n.kernel_release, n.cpu_model, n.logical_cpus, r.connections_per_second
+            "SELECT n.kernel_release, n.cpu_model, n.logical_cpus, count(*) AS n,
+                    sum(r.connections_per_second) AS sum,
+                    sum(r.connections_per_second ^ 2) AS sum_squares,
+                    sum(ln(r.connections_per_second)) AS sum_logs,
+                    sum(ln(r.connections_per_second) ^ 2) AS sum_log_squares
              FROM runs r JOIN nodes n ON n.id = r.node_id JOIN experiments e ON e.id = r.experiment_id
-             WHERE r.status = 'succeeded' AND n.kernel_release LIKE $1
+             WHERE r.status = 'succeeded' AND r.connections_per_second > 0 AND n.kernel_release LIKE $1
                AND ($2::text IS NULL OR e.name = $2)
-             ORDER BY n.cpu_model, n.logical_cpus, r.started_at",
+             GROUP BY n.kernel_release, n.cpu_model, n.logical_cpus",
         )
         .bind(like_pattern(kernel_glob))
         .bind(experiment_name)
@@ -396,11 +402,17 @@ impl Store {
         .await?;
         rows.iter()
             .map(|row| {
-                Ok(FleetRun {
+                Ok(FleetRuns {
                     kernel_release: row.try_get("kernel_release")?,
                     cpu_model: row.try_get("cpu_model")?,
                     logical_cpus: row.try_get("logical_cpus")?,
-                    connections_per_second: row.try_get("connections_per_second")?,
+                    sums: Sums {
+                        n: row.try_get::<i64, _>("n")?.max(0) as u64,
+                        sum: row.try_get("sum")?,
+                        sum_squares: row.try_get("sum_squares")?,
+                        sum_logs: row.try_get("sum_logs")?,
+                        sum_log_squares: row.try_get("sum_log_squares")?,
+                    },
                 })
             })
             .collect()
