@@ -391,9 +391,9 @@ impl Store {
                     sum(r.connections_per_second ^ 2) AS sum_squares,
                     sum(ln(r.connections_per_second)) AS sum_logs,
                     sum(ln(r.connections_per_second) ^ 2) AS sum_log_squares
-             FROM runs r JOIN nodes n ON n.id = r.node_id JOIN experiments e ON e.id = r.experiment_id
+             FROM runs r JOIN nodes n ON n.id = r.node_id
              WHERE r.status = 'succeeded' AND r.connections_per_second > 0 AND n.kernel_release LIKE $1
-               AND ($2::text IS NULL OR e.name = $2)
+               AND ($2::text IS NULL OR r.experiment_id IN (SELECT id FROM experiments WHERE name = $2))
              GROUP BY n.kernel_release, n.cpu_model, n.logical_cpus",
         )
         .bind(like_pattern(kernel_glob))
