@@ -11,13 +11,22 @@ command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)   # the peer `loadlab bench loadgen` compares with
-command -v bpftrace >/dev/null 2>&1 || missing+=(bpftrace)   # kernel lock contention
-command -v perf >/dev/null 2>&1 || missing+=(linux-perf)      # CPU profiles
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Evidence collectors, best effort: without them runs go on and say what is missing.
+optional=()
+command -v bpftrace >/dev/null 2>&1 || optional+=(bpftrace)   # kernel lock contention
+command -v perf >/dev/null 2>&1 || optional+=(linux-perf)      # CPU profiles (Debian's name)
+if [ ${#optional[@]} -gt 0 ]; then
+  echo "installing (optional): ${optional[*]}"
+  apt-get update -qq >/dev/null 2>&1 || true
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${optional[@]}" >/dev/null 2>&1 \
+    || echo "could not install ${optional[*]}: lock contention or CPU profiles will be reported unavailable"
 fi
 
 # Kernel tracepoints (lock contention) are read through tracefs.
