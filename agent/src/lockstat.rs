@@ -51,7 +51,7 @@ const EPOLL_FRAMES: [&str; 9] = [
 /// Frames of a call path shown as the caller.
 const CALLER_FRAMES: usize = 3;
 /// Stack depth kept per contention; deeper walks cost more per event.
-const STACK_DEPTH: u32 = 8;
+const STACK_DEPTH: u32 = 6;
 const ATTACH_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The process name whose epoll system calls are counted: the target.
