@@ -175,6 +175,10 @@ pub enum AgentCommand {
         /// Address to listen on.
         #[arg(long, env = "LOADLAB_AGENT_LISTEN", default_value = "127.0.0.1:7700")]
         listen: SocketAddr,
+        /// File whose first line is the bearer token callers must send; required to listen
+        /// beyond loopback.
+        #[arg(long, env = "LOADLAB_AGENT_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -194,6 +198,10 @@ pub enum LoadgenCommand {
         /// Also allow storms against this address (loopback is always allowed). Repeatable.
         #[arg(long = "allow", env = "LOADLAB_LOADGEN_ALLOW", value_delimiter = ',')]
         allow: Vec<IpAddr>,
+        /// File whose first line is the bearer token callers must send; required to listen
+        /// beyond loopback.
+        #[arg(long, env = "LOADLAB_LOADGEN_TOKEN_FILE")]
+        token_file: Option<PathBuf>,
     },
 }
 

@@ -6,6 +6,7 @@ pub mod v1 {
     tonic::include_proto!("loadlab.v1");
 }
 
+pub mod auth;
 pub mod histogram;
 
 use std::time::Duration;

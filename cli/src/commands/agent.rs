@@ -7,8 +7,10 @@ use loadlab_agent::grpc::facts_to_proto;
 use loadlab_agent::nginx::{find_nginx, nginx_version};
 
 use crate::args::{AgentArgs, AgentCommand};
-use crate::commands::interrupt_token;
+use crate::commands::{DrainWithin, interrupt_token, server_token};
 use crate::render;
+use loadlab_proto::auth::RequireToken;
+use loadlab_proto::v1::agent_server::AgentServer;
 
 pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     match args.command {
@@ -27,20 +29,35 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 println!("{}", render::facts_line(&facts));
             }
         }
-        AgentCommand::Serve { listen } => {
+        AgentCommand::Serve { listen, token_file } => {
+            let token = server_token(listen, token_file.as_deref())?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let agent = AgentService::new();
             let stop = interrupt_token();
             eprintln!("loadlab agent listening on {}", listener.local_addr()?);
-            tonic::transport::Server::builder()
-                .add_service(agent.clone().into_server())
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    stop.cancelled_owned(),
-                )
-                .await?;
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let mut server = tonic::transport::Server::builder();
+            match token {
+                Some(token) => {
+                    server
+                        .add_service(AgentServer::with_interceptor(
+                            agent.clone(),
+                            RequireToken::new(&token),
+                        ))
+                        .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned())
+                        .drain_within(&stop)
+                        .await?
+                }
+                None => {
+                    server
+                        .add_service(agent.clone().into_server())
+                        .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned())
+                        .drain_within(&stop)
+                        .await?
+                }
+            }
             agent.stop_all_targets().await;
         }
     }

@@ -4,24 +4,46 @@ use anyhow::Context;
 use loadlab_loadgen::{LoadgenService, TargetPolicy};
 
 use crate::args::{LoadgenArgs, LoadgenCommand};
-use crate::commands::interrupt_token;
+use crate::commands::{DrainWithin, interrupt_token, server_token};
+use loadlab_proto::auth::RequireToken;
+use loadlab_proto::v1::loadgen_server::LoadgenServer;
 
 pub async fn run(args: LoadgenArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        LoadgenCommand::Serve { listen, allow } => {
+        LoadgenCommand::Serve {
+            listen,
+            allow,
+            token_file,
+        } => {
+            let token = server_token(listen, token_file.as_deref())?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let policy = TargetPolicy::loopback_only().and_allow(allow);
             let stop = interrupt_token();
             eprintln!("loadlab loadgen listening on {}", listener.local_addr()?);
-            tonic::transport::Server::builder()
-                .add_service(LoadgenService::new(policy).into_server())
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::TcpListenerStream::new(listener),
-                    stop.cancelled_owned(),
-                )
-                .await?;
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let service = LoadgenService::new(policy);
+            let mut server = tonic::transport::Server::builder();
+            match token {
+                Some(token) => {
+                    server
+                        .add_service(LoadgenServer::with_interceptor(
+                            service,
+                            RequireToken::new(&token),
+                        ))
+                        .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned())
+                        .drain_within(&stop)
+                        .await?
+                }
+                None => {
+                    server
+                        .add_service(service.into_server())
+                        .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned())
+                        .drain_within(&stop)
+                        .await?
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -34,3 +34,50 @@ pub fn interrupt_token() -> CancellationToken {
     });
     token
 }
+
+/// The token a gRPC server requires: from `--token-file`, and required beyond loopback (an
+/// agent starts processes and a generator makes load: neither answers strangers).
+pub fn server_token(
+    listen: std::net::SocketAddr,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<String>> {
+    match token_file {
+        Some(path) => Ok(Some(
+            loadlab_proto::auth::read_token_file(path).map_err(anyhow::Error::msg)?,
+        )),
+        None if listen.ip().is_loopback() => Ok(None),
+        None => anyhow::bail!("listening on {listen} (beyond loopback) needs --token-file"),
+    }
+}
+
+/// How long open connections may keep a server alive after a stop signal.
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Bounds a server's graceful shutdown: once `stop` fires, open connections get [`DRAIN`] to
+/// close, then the server is dropped (a client that never disconnects cannot keep it alive).
+pub trait DrainWithin: std::future::Future + Sized {
+    fn drain_within(
+        self,
+        stop: &CancellationToken,
+    ) -> impl std::future::Future<Output = anyhow::Result<()>>;
+}
+
+impl<F, E> DrainWithin for F
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: Into<anyhow::Error>,
+{
+    async fn drain_within(self, stop: &CancellationToken) -> anyhow::Result<()> {
+        let deadline = async {
+            stop.cancelled().await;
+            tokio::time::sleep(DRAIN).await;
+        };
+        tokio::select! {
+            result = self => result.map_err(Into::into),
+            () = deadline => {
+                eprintln!("connections still open {} s after the stop signal: closing them", DRAIN.as_secs());
+                Ok(())
+            }
+        }
+    }
+}

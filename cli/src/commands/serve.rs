@@ -5,7 +5,9 @@ use loadlab_results::Database;
 use loadlab_results::api::{ApiState, app};
 
 use crate::args::ServeArgs;
-use crate::commands::interrupt_token;
+use std::future::IntoFuture;
+
+use crate::commands::{DrainWithin, interrupt_token};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let database = Database::from_env();
@@ -29,7 +31,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let stop = interrupt_token();
     axum::serve(listener, app(state))
-        .with_graceful_shutdown(stop.cancelled_owned())
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .into_future()
+        .drain_within(&stop)
         .await?;
     Ok(ExitCode::SUCCESS)
 }
