@@ -74,6 +74,14 @@ pub fn describe_from(proc: &Path) -> Result<NodeFacts, Error> {
     })
 }
 
+/// The number of logical CPUs, from `cpuinfo` alone (cheap enough for every target start,
+/// unlike a full description, which reads all of `kallsyms`).
+pub fn logical_cpus(proc: &Path) -> Result<u32, Error> {
+    let path = proc.join("cpuinfo");
+    let cpuinfo = std::fs::read_to_string(&path).map_err(|source| Error::Read { path, source })?;
+    Ok(parse_cpuinfo(&cpuinfo).1)
+}
+
 /// The CPU model name and the number of logical CPUs listed in `/proc/cpuinfo`.
 pub fn parse_cpuinfo(cpuinfo: &str) -> (String, u32) {
     let mut model = None;
@@ -202,6 +210,15 @@ mod tests {
         assert_eq!(facts.kernel_symbols.len(), EPOLL_SYMBOLS.len());
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
         assert_eq!(facts.kernel_release, release.trim());
+    }
+
+    #[test]
+    fn logical_cpus_match_the_full_description() {
+        let proc = Path::new("/proc");
+        assert_eq!(
+            logical_cpus(proc).unwrap(),
+            describe_from(proc).unwrap().logical_cpus
+        );
     }
 
     #[test]

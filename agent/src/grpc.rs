@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::Error;
 use crate::counters::{NginxStatus, NodeCounters, fetch_stub_status, read_node_counters};
-use crate::facts::{NodeFacts, Presence, describe_from};
+use crate::facts::{NodeFacts, Presence, describe_from, logical_cpus};
 use crate::lockstat::{Contention, LockCapture, LockstatError};
 use crate::nginx::{NginxSettings, NginxTarget, find_nginx, nginx_version};
 use crate::profile::{CpuProfile, ProfileError, Profiler};
@@ -186,7 +186,7 @@ impl agent_server::Agent for AgentService {
             backlog: (spec.backlog > 0).then_some(spec.backlog),
         };
         let binary = find_nginx()?;
-        let cpus = describe_from(&self.proc)?.logical_cpus;
+        let cpus = logical_cpus(&self.proc)?;
         let target = NginxTarget::start(&binary, &settings, cpus).await?;
         let id = uuid::Uuid::new_v4().to_string();
         let prepared = v1::PreparedTarget {
