@@ -5,14 +5,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use loadlab_proto::v1::{self, agent_server};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OnceCell};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::Error;
 use crate::counters::{NginxStatus, NodeCounters, fetch_stub_status, read_node_counters};
 use crate::facts::{NodeFacts, Presence, describe_from, logical_cpus};
-use crate::lockstat::{Contention, LockCapture, LockstatError};
+use crate::lockstat::{Contention, DataSymbols, LockCapture, LockstatError};
 use crate::nginx::{NginxSettings, NginxTarget, find_nginx, nginx_version};
 use crate::profile::{CpuProfile, ProfileError, Profiler};
 
@@ -38,6 +38,9 @@ struct State {
 pub struct AgentService {
     proc: PathBuf,
     state: Arc<Mutex<State>>,
+    /// Kernel data symbols, read once: naming locks needs them after every window, and
+    /// `kallsyms` is megabytes.
+    data_symbols: Arc<OnceCell<DataSymbols>>,
 }
 
 impl Default for AgentService {
@@ -51,6 +54,7 @@ impl AgentService {
         Self {
             proc: PathBuf::from("/proc"),
             state: Arc::default(),
+            data_symbols: Arc::default(),
         }
     }
 
@@ -66,6 +70,17 @@ impl AgentService {
                 tracing::warn!(target_id = %id, error = %error, "stopping nginx target");
             }
         }
+    }
+
+    async fn data_symbols(&self) -> &DataSymbols {
+        let kallsyms = self.proc.join("kallsyms");
+        self.data_symbols
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || DataSymbols::read(&kallsyms))
+                    .await
+                    .unwrap_or_default()
+            })
+            .await
     }
 
     async fn endpoint_of(&self, target_id: &str) -> Result<std::net::SocketAddr, Status> {
@@ -291,7 +306,7 @@ impl agent_server::Agent for AgentService {
         let (locks, epoll_calls, lock_contention_unavailable) = match opened.locks {
             None => (Vec::new(), None, String::new()),
             Some(Err(error)) => (Vec::new(), None, error.to_string()),
-            Some(Ok(capture)) => match capture.stop(&self.proc.join("kallsyms")).await {
+            Some(Ok(capture)) => match capture.stop(self.data_symbols().await).await {
                 Ok(report) => (
                     report
                         .contentions

@@ -222,7 +222,7 @@ impl LockCapture {
     }
 
     /// Ends the window if still open, and reads the contention.
-    pub async fn stop(mut self, kallsyms: &Path) -> Result<LockReport, LockstatError> {
+    pub async fn stop(mut self, symbols: &DataSymbols) -> Result<LockReport, LockstatError> {
         self.end_window()?;
         let mut output = String::new();
         let read =
@@ -237,11 +237,8 @@ impl LockCapture {
                 ));
             }
         }
-        let symbols = std::fs::read_to_string(kallsyms)
-            .map(|text| DataSymbols::parse(&text))
-            .unwrap_or_default();
         Ok(LockReport {
-            contentions: parse_maps(&output, &symbols)?,
+            contentions: parse_maps(&output, symbols)?,
             epoll_calls: parse_epoll_calls(&output)?,
         })
     }
@@ -276,6 +273,13 @@ pub fn parse_epoll_calls(output: &str) -> Result<EpollCalls, LockstatError> {
 pub struct DataSymbols(Vec<(u64, String)>);
 
 impl DataSymbols {
+    /// Reads the data symbols of a `kallsyms` file; none when it cannot be read.
+    pub fn read(kallsyms: &Path) -> Self {
+        std::fs::read_to_string(kallsyms)
+            .map(|text| Self::parse(&text))
+            .unwrap_or_default()
+    }
+
     pub fn parse(kallsyms: &str) -> Self {
         let mut symbols: Vec<(u64, String)> = kallsyms
             .lines()
