@@ -40,6 +40,8 @@ pub enum Command {
     Db(DbArgs),
     /// Benchmarks that print loadlab's figures next to its peers', measured in the same run.
     Bench(BenchArgs),
+    /// Print the Experiment CustomResourceDefinition (YAML), for `kubectl apply -f -`.
+    Crd,
 }
 
 #[derive(Debug, Args)]

@@ -44,6 +44,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Flamegraph(args) => commands::flamegraph::run(args).await,
             Command::Db(args) => commands::db::run(args).await,
             Command::Bench(args) => commands::bench::run(args).await,
+            Command::Crd => commands::crd::run(),
         }
     });
     match result {

@@ -180,6 +180,17 @@ async fn bad_files_give_one_line_and_store_nothing() {
             TINY.replace("duration: 1s", "duration: -1s"),
             "spec.load.duration: invalid duration \"-1s\": must not be negative",
         ),
+        (
+            TINY.replace(
+                "{ name: one-worker, local: true }",
+                "{ name: one-worker, kernel: \"6.1.*\" }",
+            )
+            .replace(
+                "name: two-workers, local: true,",
+                "name: two-workers, kernel: \"6.12.*\",",
+            ),
+            "spec.cohorts[0]: selects cluster nodes",
+        ),
     ] {
         let output = loadlab(dir.path(), &yaml, &url, &[]);
         assert!(!output.status.success());

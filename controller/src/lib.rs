@@ -1,13 +1,15 @@
 //! loadlab's controller: the experiment model, the run schedule, and the orchestrator that
 //! drives agents and generators through the run protocol and stores every run.
 
+pub mod crd;
 pub mod local;
 pub mod orchestrator;
 pub mod plan;
 pub mod spec;
+pub mod status;
 
 pub use orchestrator::{Ending, Endpoints, Event, run_experiment};
-pub use spec::{ExperimentFile, SpecError, parse_experiment};
+pub use spec::{Experiment, ExperimentFile, SpecError, parse_experiment};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

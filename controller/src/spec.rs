@@ -2,10 +2,16 @@
 //! `loadlab run`. Parsing rejects unknown fields and impossible values with an error that names
 //! the field.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use kube::CustomResource;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::status::ExperimentStatus;
 
 pub const API_VERSION: &str = "loadlab.dev/v1alpha1";
 pub const KIND: &str = "Experiment";
@@ -35,8 +41,31 @@ pub struct Metadata {
     pub annotations: std::collections::BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// An experiment: the load, the cohorts it compares, how often, and what is collected. The same
+/// spec is the Kubernetes `Experiment` resource (`loadlab crd` prints its definition) and the
+/// `spec` of a local experiment file.
+// Each printer column repeats `type_ = "string"`, which clippy takes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[kube(
+    group = "loadlab.dev",
+    version = "v1alpha1",
+    kind = "Experiment",
+    namespaced,
+    status = "ExperimentStatus",
+    shortname = "exp",
+    category = "loadlab",
+    doc = "A kernel comparison: connection storms against nginx on cohorts of nodes, repeated, with lock contention and CPU profiles",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Runs", type_ = "string", json_path = ".status.progress"),
+    printcolumn(name = "Verdict", type_ = "string", json_path = ".status.verdict"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
 pub struct ExperimentSpec {
     pub target: TargetSpec,
     pub load: LoadSpec,
@@ -51,7 +80,7 @@ pub struct ExperimentSpec {
 }
 
 /// What the agent collects over each measured window besides counters (always collected).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CollectSpec {
     /// Kernel lock contention by lock and call path (needs root and bpftrace on the node).
@@ -62,7 +91,7 @@ pub struct CollectSpec {
     pub cpu_profile: Option<CpuProfileSpec>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CpuProfileSpec {
     /// Samples per second per CPU; 499 avoids lockstep with 100 Hz and 1000 Hz timers.
@@ -78,13 +107,13 @@ fn default_repetitions() -> u32 {
     3
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetSpec {
     pub nginx: NginxSpec,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NginxSpec {
     #[serde(default)]
@@ -123,6 +152,23 @@ impl fmt::Display for Workers {
     }
 }
 
+impl JsonSchema for Workers {
+    fn schema_name() -> Cow<'static, str> {
+        "Workers".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "nginx worker_processes: `auto` (one per logical CPU) or a number from 1 to 1024",
+            "x-kubernetes-int-or-string": true
+        })
+    }
+}
+
 impl Serialize for Workers {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
@@ -154,7 +200,7 @@ impl<'de> Deserialize<'de> for Workers {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LoadSpec {
     /// Concurrent connections, each a new TCP connection per request.
@@ -175,32 +221,67 @@ pub struct LoadSpec {
     /// Generators that share the load, started together.
     #[serde(default = "one")]
     pub generators: u32,
+    /// On a cluster: where the generators run.
+    #[serde(default, skip_serializing_if = "GeneratorPlacement::is_default")]
+    pub generator_placement: GeneratorPlacement,
+}
+
+/// Where generator pods go on a cluster. By default on Ready nodes that no cohort tests, so
+/// the generator never competes with the target for CPU.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GeneratorPlacement {
+    /// Only nodes with these labels carry generators.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Let generators share nodes under test when no other node is free (noisier: the
+    /// generator then takes CPU from nginx).
+    #[serde(default)]
+    pub allow_nodes_under_test: bool,
+}
+
+impl GeneratorPlacement {
+    fn is_default(&self) -> bool {
+        self == &Self::default()
+    }
 }
 
 fn one() -> u32 {
     1
 }
 
-/// A cohort: where and how its runs happen. This version runs cohorts on this machine
-/// (`local: true`), each with its own nginx settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A cohort: where its runs happen and, optionally, nginx settings of its own. Either this
+/// machine (`local: true`, for `loadlab run`) or, on a cluster, the nodes matching every
+/// selector given: kernel version pattern, labels, names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CohortSpec {
     pub name: String,
-    #[serde(default)]
+    /// This machine (`loadlab run` only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub local: bool,
+    /// Nodes whose `status.nodeInfo.kernelVersion` matches this pattern; `*` matches any run
+    /// of characters, e.g. `6.1.0-47-*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    /// Nodes carrying all of these labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Nodes with these names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_names: Vec<String>,
     /// Settings that differ from the experiment's target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetOverride>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetOverride {
     pub nginx: NginxOverride,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NginxOverride {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -258,6 +339,24 @@ impl fmt::Display for Span {
         } else {
             write!(f, "{ms}ms")
         }
+    }
+}
+
+impl JsonSchema for Span {
+    fn schema_name() -> Cow<'static, str> {
+        "Span".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A length of time such as 10s, 500ms, 2m or 1h",
+            "type": "string",
+            "pattern": "^[0-9]+(\\.[0-9]+)?(ms|s|m|h)$"
+        })
     }
 }
 
@@ -334,6 +433,17 @@ impl ExperimentFile {
         self.spec.validate()
     }
 
+    /// For `loadlab run`: every cohort must run on this machine.
+    pub fn require_local(&self) -> Result<(), SpecError> {
+        match self.spec.cohorts.iter().position(|c| !c.local) {
+            Some(i) => Err(SpecError::at(
+                format!("spec.cohorts[{i}]"),
+                "selects cluster nodes; `loadlab run` runs cohorts on this machine (`local: true`): apply this experiment to a cluster with `kubectl apply -f`",
+            )),
+            None => Ok(()),
+        }
+    }
+
     /// The baseline cohort's name.
     pub fn baseline(&self) -> &str {
         self.spec
@@ -345,7 +455,23 @@ impl ExperimentFile {
 }
 
 impl ExperimentSpec {
-    fn validate(&self) -> Result<(), SpecError> {
+    /// Whether the cohorts run on this machine rather than on cluster nodes.
+    pub fn is_local(&self) -> bool {
+        self.cohorts.first().is_some_and(|c| c.local)
+    }
+
+    /// For a cluster: every cohort must select nodes.
+    pub fn require_cluster(&self) -> Result<(), SpecError> {
+        match self.cohorts.iter().position(|c| c.local) {
+            Some(i) => Err(SpecError::at(
+                format!("spec.cohorts[{i}].local"),
+                "a cluster runs cohorts on its nodes: select them with `kernel`, `nodeSelector` or `nodeNames`",
+            )),
+            None => Ok(()),
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), SpecError> {
         let load = &self.load;
         if load.connections == 0 || load.connections > MAX_CONNECTIONS {
             return Err(SpecError::at(
@@ -436,10 +562,11 @@ impl ExperimentSpec {
                     format!("{:?} is used by another cohort", cohort.name),
                 ));
             }
-            if !cohort.local {
+            cohort.validate_placement(&field)?;
+            if i > 0 && cohort.local != self.cohorts[0].local {
                 return Err(SpecError::at(
                     field,
-                    "say where the cohort runs: this version runs cohorts on this machine (`local: true`)",
+                    "local and cluster cohorts cannot be mixed in one experiment",
                 ));
             }
         }
@@ -467,6 +594,57 @@ impl ExperimentSpec {
             nginx.backlog = over.backlog.or(nginx.backlog);
         }
         nginx
+    }
+}
+
+impl CohortSpec {
+    fn selects_cluster_nodes(&self) -> bool {
+        self.kernel.is_some() || !self.node_selector.is_empty() || !self.node_names.is_empty()
+    }
+
+    fn validate_placement(&self, field: &str) -> Result<(), SpecError> {
+        match (self.local, self.selects_cluster_nodes()) {
+            (false, false) => {
+                return Err(SpecError::at(
+                    field,
+                    "say where the cohort runs: `local: true` for this machine, or `kernel`, `nodeSelector` or `nodeNames` for cluster nodes",
+                ));
+            }
+            (true, true) => {
+                return Err(SpecError::at(
+                    field,
+                    "`local: true` runs on this machine and cannot also select cluster nodes",
+                ));
+            }
+            _ => {}
+        }
+        if let Some(pattern) = &self.kernel
+            && (pattern.is_empty()
+                || pattern.len() > 256
+                || pattern.contains(|c: char| c.is_control() || c.is_whitespace()))
+        {
+            return Err(SpecError::at(
+                format!("{field}.kernel"),
+                format!("{pattern:?} must be 1-256 characters without spaces, e.g. `6.1.0-47-*`"),
+            ));
+        }
+        for (key, value) in &self.node_selector {
+            if key.is_empty() || key.len() > 317 || value.len() > 63 {
+                return Err(SpecError::at(
+                    format!("{field}.nodeSelector"),
+                    format!("{key:?}: {value:?} is not a valid label"),
+                ));
+            }
+        }
+        for (j, name) in self.node_names.iter().enumerate() {
+            if name.is_empty() || name.len() > 253 || name.contains(char::is_whitespace) {
+                return Err(SpecError::at(
+                    format!("{field}.nodeNames[{j}]"),
+                    format!("{name:?} is not a node name"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -651,6 +829,51 @@ spec:
             "",
         ));
         assert!(error.message.contains("missing field `load`"), "{error}");
+    }
+
+    #[test]
+    fn cluster_cohorts_select_nodes_and_are_refused_by_a_local_run() {
+        let cluster = GOOD
+            .replace(
+                "local: true, target: { nginx: { workers: 1 } }",
+                "kernel: \"6.1.0-47-*\"",
+            )
+            .replace(
+                "local: true, target: { nginx: { workers: 2, reuseport: true } }",
+                "nodeSelector: { hw: big }, nodeNames: [n1]",
+            );
+        let file = parse_experiment(&cluster).unwrap();
+        assert!(!file.spec.is_local());
+        assert_eq!(file.spec.cohorts[0].kernel.as_deref(), Some("6.1.0-47-*"));
+        assert_eq!(file.spec.cohorts[1].node_names, vec!["n1".to_string()]);
+        file.spec.require_cluster().unwrap();
+        let error = file.require_local().unwrap_err();
+        assert_eq!(error.field, "spec.cohorts[0]");
+        assert!(error.message.contains("kubectl apply"), "{error}");
+
+        let local = parse_experiment(GOOD).unwrap();
+        let error = local.spec.require_cluster().unwrap_err();
+        assert_eq!(error.field, "spec.cohorts[0].local");
+
+        let mixed = GOOD.replace(
+            "local: true, target: { nginx: { workers: 2, reuseport: true } }",
+            "kernel: \"6.*\"",
+        );
+        let error = error_of(&mixed);
+        assert_eq!(error.field, "spec.cohorts[1]");
+        assert!(error.message.contains("mixed"), "{error}");
+
+        let both = GOOD.replace(
+            "local: true, target: { nginx: { workers: 1 } }",
+            "local: true, kernel: x",
+        );
+        assert!(
+            error_of(&both).message.contains("cannot also"),
+            "{}",
+            error_of(&both)
+        );
+        let spaced = cluster.replace("\"6.1.0-47-*\"", "\"6.1 47\"");
+        assert_eq!(error_of(&spaced).field, "spec.cohorts[0].kernel");
     }
 
     #[test]

@@ -2,6 +2,7 @@ pub mod agent;
 pub mod bench;
 pub mod bench_api;
 pub mod compare;
+pub mod crd;
 pub mod db;
 pub mod flamegraph;
 pub mod loadgen;

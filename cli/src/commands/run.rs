@@ -15,7 +15,9 @@ use crate::render::{self, RunProgress};
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
-    let file = parse_experiment(&text).with_context(|| format!("{}", args.file.display()))?;
+    let file = parse_experiment(&text)
+        .and_then(|file| file.require_local().map(|()| file))
+        .with_context(|| format!("{}", args.file.display()))?;
     let load = &file.spec.load;
     eprintln!(
         "loadlab {} · experiment {} · {} cohorts × {} repetitions · {} each (+{} warm-up) · {} connections",

@@ -1,0 +1,144 @@
+//! The `Experiment` resource's status: what the controller tells `kubectl get experiments`
+//! and anyone watching. It is written with server-side apply, so it is always whole.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExperimentStatus {
+    #[serde(default)]
+    pub phase: Phase,
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The experiment's id in the results store (`/api/v1/experiments/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub results_id: Option<String>,
+    /// Runs stored out of runs planned, e.g. `4/12`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+    #[serde(default)]
+    pub runs_planned: u32,
+    #[serde(default)]
+    pub runs_stored: u32,
+    #[serde(default)]
+    pub runs_failed: u32,
+    /// One line for the whole comparison, e.g. `patched: improved +61.2%`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cohorts: Vec<CohortStatus>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    /// Accepted; nodes and pods are being arranged.
+    #[default]
+    Pending,
+    /// Runs are in progress.
+    Running,
+    /// Every planned run is stored.
+    Succeeded,
+    /// The experiment cannot go on; the conditions say why.
+    Failed,
+}
+
+impl Phase {
+    pub fn is_finished(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Failed)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CohortStatus {
+    pub name: String,
+    /// The nodes the cohort runs on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
+    #[serde(default)]
+    pub runs: u32,
+    /// Geometric mean of the stored runs' connections per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_per_second: Option<f64>,
+    /// Against the baseline, e.g. `improved +61.2% [+55.0%, +67.8%]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versus_baseline: Option<String>,
+}
+
+/// A condition in the shape Kubernetes uses everywhere (`type`, `status`, `reason`, `message`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    /// RFC 3339.
+    pub last_transition_time: String,
+}
+
+impl ExperimentStatus {
+    /// Sets a condition, keeping its transition time when its status did not change.
+    pub fn set_condition(
+        &mut self,
+        type_: &str,
+        holds: bool,
+        reason: &str,
+        message: impl Into<String>,
+        now: &str,
+    ) {
+        let status = if holds { "True" } else { "False" };
+        let message = message.into();
+        match self.conditions.iter_mut().find(|c| c.type_ == type_) {
+            Some(existing) => {
+                if existing.status != status {
+                    existing.last_transition_time = now.to_string();
+                }
+                existing.status = status.to_string();
+                existing.reason = reason.to_string();
+                existing.message = message;
+            }
+            None => self.conditions.push(Condition {
+                type_: type_.to_string(),
+                status: status.to_string(),
+                reason: reason.to_string(),
+                message,
+                last_transition_time: now.to_string(),
+            }),
+        }
+    }
+
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_condition_keeps_its_transition_time_until_its_status_changes() {
+        let mut status = ExperimentStatus::default();
+        status.set_condition("NodesPlanned", false, "NoNodes", "none", "t1");
+        status.set_condition("NodesPlanned", false, "NoNodes", "still none", "t2");
+        let c = status.condition("NodesPlanned").unwrap();
+        assert_eq!(
+            (c.last_transition_time.as_str(), c.message.as_str()),
+            ("t1", "still none")
+        );
+        status.set_condition("NodesPlanned", true, "Planned", "2 nodes", "t3");
+        let c = status.condition("NodesPlanned").unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.last_transition_time.as_str()),
+            ("True", "t3")
+        );
+        assert_eq!(status.conditions.len(), 1);
+    }
+}
