@@ -56,6 +56,18 @@ pub enum BenchCommand {
     Loadgen(BenchLoadgenArgs),
     /// Seeds a scratch database through ingest, then times the comparison and fleet endpoints.
     Api(BenchApiArgs),
+    /// Times cluster planning (cohorts by kernel, generator placement) over a synthetic fleet.
+    Plan(BenchPlanArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPlanArgs {
+    /// Nodes in the synthetic fleet.
+    #[arg(long, default_value_t = 1000)]
+    pub nodes: usize,
+    /// Timed plannings; the figures are their percentiles.
+    #[arg(long, default_value_t = 200)]
+    pub rounds: usize,
 }
 
 #[derive(Debug, Args)]

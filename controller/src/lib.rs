@@ -4,6 +4,7 @@
 pub mod crd;
 pub mod local;
 pub mod orchestrator;
+pub mod placement;
 pub mod plan;
 pub mod spec;
 pub mod status;

@@ -20,6 +20,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         BenchCommand::Loadgen(args) => loadgen(args).await?,
         BenchCommand::Api(args) => super::bench_api::run(args).await?,
+        BenchCommand::Plan(args) => super::bench_plan::run(args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

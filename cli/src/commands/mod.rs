@@ -1,6 +1,7 @@
 pub mod agent;
 pub mod bench;
 pub mod bench_api;
+pub mod bench_plan;
 pub mod compare;
 pub mod crd;
 pub mod db;
