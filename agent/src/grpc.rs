@@ -1,6 +1,7 @@
 //! The `loadlab.v1.Agent` service: node facts, nginx targets and captures of a measured window.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -41,6 +42,10 @@ pub struct AgentService {
     /// Kernel data symbols, read once: naming locks needs them after every window, and
     /// `kallsyms` is megabytes.
     data_symbols: Arc<OnceCell<DataSymbols>>,
+    /// Where targets listen: loopback on one machine, the pod's address on a cluster.
+    target_address: IpAddr,
+    /// Reported instead of the hostname (on a cluster the hostname is the pod's name).
+    node_name: Option<String>,
 }
 
 impl Default for AgentService {
@@ -55,7 +60,21 @@ impl AgentService {
             proc: PathBuf::from("/proc"),
             state: Arc::default(),
             data_symbols: Arc::default(),
+            target_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            node_name: None,
         }
+    }
+
+    /// Targets listen on `address` instead of loopback, for generators on other hosts.
+    pub fn with_target_address(mut self, address: IpAddr) -> Self {
+        self.target_address = address;
+        self
+    }
+
+    /// Names the node `name` in its facts instead of by its hostname.
+    pub fn with_node_name(mut self, name: Option<String>) -> Self {
+        self.node_name = name.filter(|n| !n.is_empty());
+        self
     }
 
     pub fn into_server(self) -> agent_server::AgentServer<Self> {
@@ -176,7 +195,10 @@ impl agent_server::Agent for AgentService {
         &self,
         _: Request<v1::DescribeRequest>,
     ) -> Result<Response<v1::NodeFacts>, Status> {
-        let facts = describe_from(&self.proc)?;
+        let mut facts = describe_from(&self.proc)?;
+        if let Some(name) = &self.node_name {
+            facts.hostname = name.clone();
+        }
         let version = match find_nginx() {
             Ok(binary) => nginx_version(&binary).await.unwrap_or_default(),
             Err(_) => String::new(),
@@ -202,7 +224,7 @@ impl agent_server::Agent for AgentService {
         };
         let binary = find_nginx()?;
         let cpus = logical_cpus(&self.proc)?;
-        let target = NginxTarget::start(&binary, &settings, cpus).await?;
+        let target = NginxTarget::start(&binary, &settings, cpus, self.target_address).await?;
         let id = uuid::Uuid::new_v4().to_string();
         let prepared = v1::PreparedTarget {
             target_id: id.clone(),

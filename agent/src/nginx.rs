@@ -1,7 +1,7 @@
 //! The nginx target: a private nginx (own prefix, generated config, loopback port) started for
 //! a run and stopped after it, also when loadlab itself is interrupted.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -120,17 +120,19 @@ pub struct NginxTarget {
 }
 
 impl NginxTarget {
-    /// Starts nginx on a free loopback port and waits until it accepts connections.
+    /// Starts nginx on a free port of `address` (loopback on one machine, the pod's address on
+    /// a cluster) and waits until it accepts connections.
     pub async fn start(
         binary: &Path,
         settings: &NginxSettings,
         logical_cpus: u32,
+        address: IpAddr,
     ) -> Result<Self, Error> {
         let workers = settings.workers.unwrap_or(logical_cpus).max(1);
         // The free port may be taken between our probe and nginx's bind; try a few.
         let mut last_error = None;
         for _ in 0..5 {
-            match Self::start_once(binary, settings, workers).await {
+            match Self::start_once(binary, settings, workers, address).await {
                 Ok(target) => return Ok(target),
                 Err(Error::NginxFailed { log, .. }) if log.contains("Address already in use") => {
                     last_error = Some(Error::NginxFailed {
@@ -148,6 +150,7 @@ impl NginxTarget {
         binary: &Path,
         settings: &NginxSettings,
         workers: u32,
+        address: IpAddr,
     ) -> Result<Self, Error> {
         let prefix = tempfile::Builder::new()
             .prefix("loadlab-nginx-")
@@ -156,7 +159,7 @@ impl NginxTarget {
                 path: std::env::temp_dir(),
                 source,
             })?;
-        let endpoint = free_loopback_port()?;
+        let endpoint = free_port(address)?;
         let config_path = prefix.path().join("nginx.conf");
         let config = render_config(settings, workers, prefix.path(), endpoint);
         std::fs::write(&config_path, config).map_err(|source| Error::Write {
@@ -279,9 +282,8 @@ impl Drop for NginxTarget {
     }
 }
 
-fn free_loopback_port() -> Result<SocketAddr, Error> {
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|source| Error::Bind { source })?;
+fn free_port(address: IpAddr) -> Result<SocketAddr, Error> {
+    let listener = TcpListener::bind((address, 0)).map_err(|source| Error::Bind { source })?;
     listener
         .local_addr()
         .map_err(|source| Error::Bind { source })

@@ -193,6 +193,14 @@ pub enum AgentCommand {
         /// beyond loopback.
         #[arg(long, env = "LOADLAB_AGENT_TOKEN_FILE")]
         token_file: Option<PathBuf>,
+        /// Address nginx targets listen on, so generators on other hosts reach them (a pod's
+        /// IP on a cluster); loopback by default.
+        #[arg(long, env = "LOADLAB_TARGET_ADDRESS", default_value = "127.0.0.1")]
+        target_address: IpAddr,
+        /// Name this node by `NAME` in its facts instead of the hostname (on a cluster: the
+        /// Kubernetes node name).
+        #[arg(long, env = "LOADLAB_NODE_NAME")]
+        node_name: Option<String>,
     },
 }
 

@@ -256,12 +256,22 @@ impl RunProgress {
         match event {
             Event::Started {
                 experiment_id,
-                node,
+                nodes,
                 runs,
+                resumed,
             } => {
-                self.runs = *runs;
-                eprintln!("{}", facts_line(node));
-                eprintln!("experiment {experiment_id}: {runs} runs");
+                self.runs = *runs + *resumed;
+                let mut seen = std::collections::BTreeSet::new();
+                for node in nodes.iter().filter(|n| seen.insert(n.hostname.clone())) {
+                    eprintln!("{}", facts_line(node));
+                }
+                if *resumed > 0 {
+                    eprintln!(
+                        "experiment {experiment_id}: {runs} runs to go, {resumed} stored already"
+                    );
+                } else {
+                    eprintln!("experiment {experiment_id}: {runs} runs");
+                }
             }
             Event::RunStarted { cohort, .. } => self.current = cohort.clone(),
             Event::Progress {

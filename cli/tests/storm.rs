@@ -1,6 +1,8 @@
 //! `loadlab storm` as a user runs it: JSON output, and errors that come from the generator's
 //! own limits.
 
+const LOCALHOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 use std::process::Command;
 
 use loadlab_agent::nginx::{NginxSettings, NginxTarget, find_nginx};
@@ -11,7 +13,7 @@ async fn nginx() -> NginxTarget {
         reuseport: false,
         backlog: None,
     };
-    NginxTarget::start(&find_nginx().unwrap(), &settings, 2)
+    NginxTarget::start(&find_nginx().unwrap(), &settings, 2, LOCALHOST)
         .await
         .unwrap()
 }

@@ -6,10 +6,11 @@ pub mod local;
 pub mod orchestrator;
 pub mod placement;
 pub mod plan;
+pub mod pods;
 pub mod spec;
 pub mod status;
 
-pub use orchestrator::{Ending, Endpoints, Event, run_experiment};
+pub use orchestrator::{Ending, Endpoints, Event, Fleet, RunOptions, run_experiment};
 pub use spec::{Experiment, ExperimentFile, SpecError, parse_experiment};
 
 #[derive(Debug, thiserror::Error)]

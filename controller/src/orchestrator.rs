@@ -30,8 +30,12 @@ use crate::spec::{ExperimentFile, NginxSpec};
 pub enum Event {
     Started {
         experiment_id: Uuid,
-        node: Box<v1::NodeFacts>,
+        /// Every node under test, described.
+        nodes: Vec<v1::NodeFacts>,
+        /// Runs this invocation will make (fewer than planned when resuming).
         runs: usize,
+        /// Runs already stored by an earlier invocation.
+        resumed: usize,
     },
     RunStarted {
         run: PlannedRun,
@@ -51,11 +55,38 @@ pub enum Event {
     },
 }
 
-/// The agent and generator an experiment uses.
+/// The agent and generator of one node.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
     pub agent: AgentClient<Channel>,
     pub loadgen: LoadgenClient<Channel>,
+}
+
+/// Everything an experiment drives: the agents of each cohort's nodes and the generators.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    /// Per cohort, in the spec's order, the agents of its nodes.
+    pub cohorts: Vec<Vec<AgentClient<Channel>>>,
+    /// The generators; every storm is split evenly over all of them, started together.
+    pub generators: Vec<LoadgenClient<Channel>>,
+}
+
+impl Fleet {
+    /// One node for every cohort, its generator running `generators` storms side by side.
+    pub fn single(endpoints: Endpoints, cohorts: usize, generators: u32) -> Self {
+        Self {
+            cohorts: vec![vec![endpoints.agent]; cohorts],
+            generators: vec![endpoints.loadgen; generators.max(1) as usize],
+        }
+    }
+}
+
+/// How an invocation relates to stored results.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Store under this id. When an experiment with this id is stored already, continue it:
+    /// runs stored as succeeded are not repeated, failed ones are tried again as a new attempt.
+    pub experiment_id: Option<Uuid>,
 }
 
 /// How an experiment ended.
@@ -65,31 +96,48 @@ pub enum Ending {
     Interrupted,
 }
 
-/// Runs the whole experiment and returns its id. Nothing is stored until the node has been
+/// Runs the whole experiment and returns its id. Nothing is stored until every node has been
 /// described and can run targets; after that every run is stored as it ends, failed or not.
 pub async fn run_experiment(
     file: &ExperimentFile,
     store: &Store,
-    endpoints: Endpoints,
+    fleet: Fleet,
+    options: RunOptions,
     cancel: CancellationToken,
     mut on_event: impl FnMut(Event),
 ) -> Result<(Uuid, Ending), Error> {
-    let Endpoints {
-        mut agent,
-        mut loadgen,
-    } = endpoints;
-    let facts = agent
-        .describe(v1::DescribeRequest {})
-        .await
-        .map_err(|status| Error::Agent(status.message().to_string()))?
-        .into_inner();
-    if facts.nginx_version.is_empty() {
-        return Err(Error::Preflight(
-            "nginx not found on the node: install it with `apt-get install nginx-light` (or set LOADLAB_NGINX)".into(),
+    if fleet.cohorts.len() != file.spec.cohorts.len()
+        || fleet.cohorts.iter().any(Vec::is_empty)
+        || fleet.generators.is_empty()
+    {
+        return Err(Error::Internal(
+            "every cohort needs at least one node and the experiment a generator".into(),
         ));
     }
-    let node = node_record(&facts);
-    let experiment_id = Uuid::new_v4();
+    let Fleet {
+        cohorts: mut agents,
+        generators,
+    } = fleet;
+    let mut facts: Vec<Vec<v1::NodeFacts>> = Vec::with_capacity(agents.len());
+    for cohort_agents in &mut agents {
+        let mut described = Vec::with_capacity(cohort_agents.len());
+        for agent in cohort_agents.iter_mut() {
+            let node = agent
+                .describe(v1::DescribeRequest {})
+                .await
+                .map_err(|status| Error::Agent(status.message().to_string()))?
+                .into_inner();
+            if node.nginx_version.is_empty() {
+                return Err(Error::Preflight(format!(
+                    "nginx not found on node {}: install it with `apt-get install nginx-light` (or set LOADLAB_NGINX)",
+                    node.hostname
+                )));
+            }
+            described.push(node);
+        }
+        facts.push(described);
+    }
+    let experiment_id = options.experiment_id.unwrap_or_else(Uuid::new_v4);
     store
         .create_experiment(&NewExperiment {
             id: experiment_id,
@@ -99,15 +147,44 @@ pub async fn run_experiment(
             cohorts: file.spec.cohorts.iter().map(|c| c.name.clone()).collect(),
         })
         .await?;
-    let plan = schedule(file.spec.cohorts.len(), file.spec.repetitions);
+    let stored = if options.experiment_id.is_some() {
+        store.experiment_runs(experiment_id).await?
+    } else {
+        Vec::new()
+    };
+    let nodes_per_cohort: Vec<usize> = agents.iter().map(Vec::len).collect();
+    let plan = schedule(&nodes_per_cohort, file.spec.repetitions);
+    let attempts_so_far = |planned: &PlannedRun| -> (bool, i32) {
+        let cohort = &file.spec.cohorts[planned.cohort].name;
+        let hostname = &facts[planned.cohort][planned.node].hostname;
+        let same: Vec<&RunRecord> = stored
+            .iter()
+            .filter(|r| {
+                &r.cohort == cohort
+                    && r.repetition == planned.repetition as i32
+                    && &r.node.hostname == hostname
+            })
+            .collect();
+        let done = same
+            .iter()
+            .any(|r| matches!(r.outcome, RunOutcome::Succeeded));
+        (done, same.iter().map(|r| r.attempt).max().unwrap_or(0))
+    };
+    let resumed = plan.iter().filter(|p| attempts_so_far(p).0).count();
     on_event(Event::Started {
         experiment_id,
-        node: Box::new(facts.clone()),
-        runs: plan.len(),
+        nodes: facts.iter().flatten().cloned().collect(),
+        runs: plan.len() - resumed,
+        resumed,
     });
 
     let mut ending = Ending::Completed;
+    let mut loadgens = generators;
     for planned in plan {
+        let (done, previous_attempts) = attempts_so_far(&planned);
+        if done {
+            continue;
+        }
         if cancel.is_cancelled() {
             ending = Ending::Interrupted;
             break;
@@ -118,12 +195,13 @@ pub async fn run_experiment(
             cohort: cohort.name.clone(),
         });
         let nginx = file.spec.nginx_for(cohort);
+        let node = node_record(&facts[planned.cohort][planned.node]);
         let mut attempt = RunAttempt {
             file,
             planned,
             nginx,
-            agent: &mut agent,
-            loadgen: &mut loadgen,
+            agent: &mut agents[planned.cohort][planned.node],
+            loadgens: &mut loadgens,
             cancel: &cancel,
             on_event: &mut on_event,
         };
@@ -138,6 +216,7 @@ pub async fn run_experiment(
             nginx,
             started_at,
         )?;
+        record.attempt = previous_attempts + 1;
         match measured {
             Ok(measurement) => measurement.fill(&mut record),
             Err(RunError::Interrupted) => {
@@ -180,7 +259,7 @@ struct RunAttempt<'a, F> {
     planned: PlannedRun,
     nginx: NginxSpec,
     agent: &'a mut AgentClient<Channel>,
-    loadgen: &'a mut LoadgenClient<Channel>,
+    loadgens: &'a mut [LoadgenClient<Channel>],
     cancel: &'a CancellationToken,
     on_event: &'a mut F,
 }
@@ -280,7 +359,7 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
         spec: v1::StormSpec,
         warmup: bool,
     ) -> Result<v1::StormSummary, RunError> {
-        let generators = self.file.spec.load.generators.max(1);
+        let generators = self.loadgens.len() as u32;
         let length = Duration::from_millis(spec.duration_ms);
         let start_at_unix_ns = if generators > 1 {
             let start = std::time::SystemTime::now() + GENERATOR_START_LEAD;
@@ -300,7 +379,7 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
                 start_at_unix_ns,
                 ..spec.clone()
             };
-            let mut loadgen = self.loadgen.clone();
+            let mut loadgen = self.loadgens[index as usize].clone();
             let events = events.clone();
             tokio::spawn(async move {
                 let stream = loadgen.run(spec).await;

@@ -11,20 +11,32 @@ pub struct PlannedRun {
     pub repetition: u32,
     /// Index into the experiment's cohorts.
     pub cohort: usize,
+    /// Index into the cohort's nodes.
+    pub node: usize,
 }
 
-/// Every (repetition, cohort) pair once; each repetition runs all cohorts, rotated by one
-/// position per repetition.
-pub fn schedule(cohorts: usize, repetitions: u32) -> Vec<PlannedRun> {
-    let mut runs = Vec::with_capacity(cohorts * repetitions as usize);
+/// Every (repetition, cohort, node) once; each repetition runs every node of every cohort,
+/// the cohorts rotated by one position per repetition and their nodes alternating with the
+/// other cohorts' (A1 B1 A2 B2 ...), so a cohort's runs never bunch together.
+pub fn schedule(nodes_per_cohort: &[usize], repetitions: u32) -> Vec<PlannedRun> {
+    let cohorts = nodes_per_cohort.len();
+    let widest = nodes_per_cohort.iter().copied().max().unwrap_or(0);
+    let mut runs =
+        Vec::with_capacity(nodes_per_cohort.iter().sum::<usize>() * repetitions as usize);
     for repetition in 1..=repetitions {
         let shift = (repetition as usize - 1) % cohorts.max(1);
-        for position in 0..cohorts {
-            runs.push(PlannedRun {
-                sequence: runs.len() as u32,
-                repetition,
-                cohort: (position + shift) % cohorts,
-            });
+        for node in 0..widest {
+            for position in 0..cohorts {
+                let cohort = (position + shift) % cohorts;
+                if node < nodes_per_cohort[cohort] {
+                    runs.push(PlannedRun {
+                        sequence: runs.len() as u32,
+                        repetition,
+                        cohort,
+                        node,
+                    });
+                }
+            }
         }
     }
     runs
@@ -35,7 +47,7 @@ mod tests {
     use super::*;
 
     fn order(cohorts: usize, repetitions: u32) -> Vec<usize> {
-        schedule(cohorts, repetitions)
+        schedule(&vec![1; cohorts], repetitions)
             .iter()
             .map(|r| r.cohort)
             .collect()
@@ -46,12 +58,31 @@ mod tests {
         assert_eq!(order(2, 3), vec![0, 1, 1, 0, 0, 1]);
         assert_eq!(order(3, 3), vec![0, 1, 2, 1, 2, 0, 2, 0, 1]);
         assert_eq!(order(1, 2), vec![0, 0]);
-        assert!(schedule(0, 3).is_empty());
+        assert!(schedule(&[], 3).is_empty());
+    }
+
+    #[test]
+    fn nodes_of_cohorts_alternate_and_each_runs_every_repetition() {
+        let runs: Vec<(u32, usize, usize)> = schedule(&[2, 1], 2)
+            .iter()
+            .map(|r| (r.repetition, r.cohort, r.node))
+            .collect();
+        assert_eq!(
+            runs,
+            vec![
+                (1, 0, 0),
+                (1, 1, 0),
+                (1, 0, 1),
+                (2, 1, 0),
+                (2, 0, 0),
+                (2, 0, 1)
+            ]
+        );
     }
 
     #[test]
     fn every_cohort_runs_once_per_repetition_in_sequence_order() {
-        let runs = schedule(4, 5);
+        let runs = schedule(&[1; 4], 5);
         assert_eq!(runs.len(), 20);
         for (i, run) in runs.iter().enumerate() {
             assert_eq!(run.sequence as usize, i);

@@ -1,5 +1,7 @@
 //! The storm engine against a real nginx: its counts must agree with nginx's own.
 
+const LOCALHOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
 use std::time::Duration;
 
 use loadlab_agent::counters::fetch_stub_status;
@@ -16,9 +18,14 @@ async fn nginx(workers: u32) -> NginxTarget {
         reuseport: false,
         backlog: None,
     };
-    NginxTarget::start(&find_nginx().expect("nginx installed"), &settings, 2)
-        .await
-        .expect("nginx starts")
+    NginxTarget::start(
+        &find_nginx().expect("nginx installed"),
+        &settings,
+        2,
+        LOCALHOST,
+    )
+    .await
+    .expect("nginx starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,12 +29,19 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 println!("{}", render::facts_line(&facts));
             }
         }
-        AgentCommand::Serve { listen, token_file } => {
+        AgentCommand::Serve {
+            listen,
+            token_file,
+            target_address,
+            node_name,
+        } => {
             let token = server_token(listen, token_file.as_deref())?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            let agent = AgentService::new();
+            let agent = AgentService::new()
+                .with_target_address(target_address)
+                .with_node_name(node_name);
             let stop = interrupt_token();
             eprintln!("loadlab agent listening on {}", listener.local_addr()?);
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);

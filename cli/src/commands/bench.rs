@@ -14,6 +14,8 @@ use tokio::net::TcpListener;
 use tokio::process::Command;
 
 use crate::args::{BenchArgs, BenchCommand, BenchLoadgenArgs};
+
+const LOCALHOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 use crate::render::thousands;
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
@@ -221,7 +223,7 @@ async fn loadgen(args: BenchLoadgenArgs) -> anyhow::Result<()> {
         reuseport: false,
         backlog: None,
     };
-    let target = NginxTarget::start(&find_nginx()?, &settings, threads as u32).await?;
+    let target = NginxTarget::start(&find_nginx()?, &settings, threads as u32, LOCALHOST).await?;
     let url = format!("http://{}/", target.endpoint());
     let duration = args.duration.0;
     println!(
@@ -312,7 +314,7 @@ async fn loadgen(args: BenchLoadgenArgs) -> anyhow::Result<()> {
     println!(
         "\nopen loop against the same nginx (rate as a share of loadlab's closed-loop median)"
     );
-    let target = NginxTarget::start(&find_nginx()?, &settings, threads as u32).await?;
+    let target = NginxTarget::start(&find_nginx()?, &settings, threads as u32, LOCALHOST).await?;
     let url = format!("http://{}/", target.endpoint());
     for share in [0.5, 0.9] {
         let rate = (loadlab_rate * share).max(1.0);

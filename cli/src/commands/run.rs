@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use loadlab_controller::local::LocalNode;
-use loadlab_controller::{Ending, parse_experiment, run_experiment};
+use loadlab_controller::{Ending, Fleet, RunOptions, parse_experiment, run_experiment};
 use loadlab_results::Database;
 use loadlab_results::report::build_report;
 
@@ -41,9 +41,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         std::io::stderr().is_terminal(),
         file.spec.cohorts.iter().map(|c| c.name.clone()).collect(),
     );
-    let outcome = run_experiment(&file, &store, node.endpoints().await?, cancel, |event| {
-        progress.show(&event)
-    })
+    let fleet = Fleet::single(
+        node.endpoints().await?,
+        file.spec.cohorts.len(),
+        file.spec.load.generators,
+    );
+    let outcome = run_experiment(
+        &file,
+        &store,
+        fleet,
+        RunOptions::default(),
+        cancel,
+        |event| progress.show(&event),
+    )
     .await;
     // Stop nginx targets and servers before reporting, whatever happened.
     node.shutdown().await;

@@ -1,0 +1,410 @@
+//! What the controller creates for an experiment, as pure functions: the token Secret, one
+//! agent pod per node under test and the generator pods. Every object is owned by its
+//! `Experiment`, so deleting the experiment deletes them.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HostPathVolumeSource,
+    ObjectFieldSelector, Pod, PodSpec, Probe, SecretVolumeSource, SecurityContext, TCPSocketAction,
+    Toleration, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::Resource;
+
+use crate::spec::Experiment;
+
+pub const AGENT_PORT: u16 = 7700;
+pub const LOADGEN_PORT: u16 = 7701;
+pub const EXPERIMENT_LABEL: &str = "loadlab.dev/experiment";
+pub const COHORT_LABEL: &str = "loadlab.dev/cohort";
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+pub const TOKEN_KEY: &str = "token";
+const TOKEN_DIR: &str = "/etc/loadlab/token";
+
+/// How the controller's pods are made, from the chart's values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodSettings {
+    /// The `loadlab` image; agents and generators are the same binary.
+    pub image: String,
+    pub image_pull_policy: Option<String>,
+}
+
+/// The agent needs to start nginx (which switches its workers to an unprivileged user), load
+/// BPF programs and read kernel stacks and symbols: nothing more.
+const AGENT_CAPABILITIES: [&str; 6] = [
+    "BPF",
+    "PERFMON",
+    "SYSLOG",
+    "SYS_RESOURCE",
+    "SETUID",
+    "SETGID",
+];
+
+pub fn token_secret_name(experiment: &Experiment) -> String {
+    bounded_name(&experiment_name(experiment), "token", "")
+}
+
+pub fn agent_pod_name(experiment: &Experiment, node: &str) -> String {
+    bounded_name(&experiment_name(experiment), "agent", &short_hash(node))
+}
+
+pub fn loadgen_pod_name(experiment: &Experiment, index: usize) -> String {
+    bounded_name(&experiment_name(experiment), "loadgen", &index.to_string())
+}
+
+/// The Secret holding the bearer token agents and generators require.
+pub fn token_secret(experiment: &Experiment, token: &str) -> Secret {
+    Secret {
+        metadata: owned_metadata(experiment, token_secret_name(experiment), "token", None),
+        data: Some(BTreeMap::from([(
+            TOKEN_KEY.to_string(),
+            ByteString(token.as_bytes().to_vec()),
+        )])),
+        type_: Some("Opaque".into()),
+        ..Secret::default()
+    }
+}
+
+/// The agent pod of one node under test, pinned to it. nginx targets run inside it, started by
+/// the agent for each run (see ARCHITECTURE.md), listening on the pod's address.
+pub fn agent_pod(experiment: &Experiment, cohort: &str, node: &str, settings: &PodSettings) -> Pod {
+    let mut container = loadlab_container(
+        "agent",
+        settings,
+        vec![
+            "agent".into(),
+            "serve".into(),
+            "--listen".into(),
+            format!("0.0.0.0:{AGENT_PORT}"),
+            "--token-file".into(),
+            format!("{TOKEN_DIR}/{TOKEN_KEY}"),
+        ],
+        AGENT_PORT,
+    );
+    container.env = Some(vec![
+        field_env("LOADLAB_TARGET_ADDRESS", "status.podIP"),
+        field_env("LOADLAB_NODE_NAME", "spec.nodeName"),
+    ]);
+    container.security_context = Some(SecurityContext {
+        run_as_user: Some(0),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: Some(AGENT_CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+        }),
+        ..SecurityContext::default()
+    });
+    container
+        .volume_mounts
+        .get_or_insert_default()
+        .push(VolumeMount {
+            name: "tracefs".into(),
+            mount_path: "/sys/kernel/tracing".into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    let mut volumes = vec![token_volume(experiment)];
+    volumes.push(Volume {
+        name: "tracefs".into(),
+        host_path: Some(HostPathVolumeSource {
+            path: "/sys/kernel/tracing".into(),
+            type_: Some("Directory".into()),
+        }),
+        ..Volume::default()
+    });
+    Pod {
+        metadata: owned_metadata(
+            experiment,
+            agent_pod_name(experiment, node),
+            "agent",
+            Some(cohort),
+        ),
+        spec: Some(PodSpec {
+            node_name: Some(node.to_string()),
+            containers: vec![container],
+            volumes: Some(volumes),
+            ..pinned_pod_spec()
+        }),
+        ..Pod::default()
+    }
+}
+
+/// A generator pod. It may load only the agents' addresses given here.
+pub fn loadgen_pod(
+    experiment: &Experiment,
+    index: usize,
+    node: &str,
+    targets: &[IpAddr],
+    settings: &PodSettings,
+) -> Pod {
+    let mut args = vec![
+        "loadgen".into(),
+        "serve".into(),
+        "--listen".into(),
+        format!("0.0.0.0:{LOADGEN_PORT}"),
+        "--token-file".into(),
+        format!("{TOKEN_DIR}/{TOKEN_KEY}"),
+    ];
+    for target in targets {
+        args.push("--allow".into());
+        args.push(target.to_string());
+    }
+    let mut container = loadlab_container("loadgen", settings, args, LOADGEN_PORT);
+    container.security_context = Some(SecurityContext {
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        ..SecurityContext::default()
+    });
+    Pod {
+        metadata: owned_metadata(
+            experiment,
+            loadgen_pod_name(experiment, index),
+            "loadgen",
+            None,
+        ),
+        spec: Some(PodSpec {
+            node_name: Some(node.to_string()),
+            containers: vec![container],
+            volumes: Some(vec![token_volume(experiment)]),
+            ..pinned_pod_spec()
+        }),
+        ..Pod::default()
+    }
+}
+
+/// The labels that find an experiment's pods.
+pub fn selector(experiment: &Experiment, component: &str) -> String {
+    format!(
+        "{EXPERIMENT_LABEL}={},{COMPONENT_LABEL}={component}",
+        experiment_name(experiment)
+    )
+}
+
+fn experiment_name(experiment: &Experiment) -> String {
+    experiment.metadata.name.clone().unwrap_or_default()
+}
+
+/// A pod that runs once on the node it names. A restarted agent would have lost its targets,
+/// so a pod that dies is a failure the controller reports rather than something to retry.
+/// Every taint is tolerated: the user chose these nodes for the experiment.
+fn pinned_pod_spec() -> PodSpec {
+    PodSpec {
+        restart_policy: Some("Never".into()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(15),
+        tolerations: Some(vec![Toleration {
+            operator: Some("Exists".into()),
+            ..Toleration::default()
+        }]),
+        ..PodSpec::default()
+    }
+}
+
+fn loadlab_container(
+    name: &str,
+    settings: &PodSettings,
+    args: Vec<String>,
+    port: u16,
+) -> Container {
+    Container {
+        name: name.into(),
+        image: Some(settings.image.clone()),
+        image_pull_policy: settings.image_pull_policy.clone(),
+        args: Some(args),
+        ports: Some(vec![ContainerPort {
+            name: Some("grpc".into()),
+            container_port: i32::from(port),
+            protocol: Some("TCP".into()),
+            ..ContainerPort::default()
+        }]),
+        readiness_probe: Some(Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(i32::from(port)),
+                host: None,
+            }),
+            period_seconds: Some(2),
+            ..Probe::default()
+        }),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "token".into(),
+            mount_path: TOKEN_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        }]),
+        ..Container::default()
+    }
+}
+
+fn token_volume(experiment: &Experiment) -> Volume {
+    Volume {
+        name: "token".into(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(token_secret_name(experiment)),
+            default_mode: Some(0o400),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                api_version: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+        value: None,
+    }
+}
+
+fn owned_metadata(
+    experiment: &Experiment,
+    name: String,
+    component: &str,
+    cohort: Option<&str>,
+) -> ObjectMeta {
+    let mut labels = BTreeMap::from([
+        ("app.kubernetes.io/name".to_string(), "loadlab".to_string()),
+        (
+            "app.kubernetes.io/managed-by".to_string(),
+            "loadlab-controller".to_string(),
+        ),
+        (COMPONENT_LABEL.to_string(), component.to_string()),
+        (EXPERIMENT_LABEL.to_string(), experiment_name(experiment)),
+    ]);
+    if let Some(cohort) = cohort {
+        labels.insert(COHORT_LABEL.to_string(), cohort.to_string());
+    }
+    ObjectMeta {
+        name: Some(name),
+        namespace: experiment.metadata.namespace.clone(),
+        labels: Some(labels),
+        owner_references: experiment.controller_owner_ref(&()).map(|r| vec![r]),
+        ..ObjectMeta::default()
+    }
+}
+
+/// `{experiment}-{role}[-{suffix}]`, cut to 63 characters (a DNS label, so it is also a valid
+/// hostname and label value) without a trailing '-'.
+fn bounded_name(experiment: &str, role: &str, suffix: &str) -> String {
+    let tail = if suffix.is_empty() {
+        format!("-{role}")
+    } else {
+        format!("-{role}-{suffix}")
+    };
+    let room = 63usize.saturating_sub(tail.len());
+    let head: String = experiment.chars().take(room).collect();
+    format!("{}{tail}", head.trim_end_matches('-'))
+}
+
+/// FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
+fn short_hash(text: &str) -> String {
+    let hash = text.bytes().fold(0x811c_9dc5u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    format!("{hash:08x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_experiment;
+
+    fn experiment(name: &str) -> Experiment {
+        let file = parse_experiment(&format!(
+            "apiVersion: loadlab.dev/v1alpha1\nkind: Experiment\nmetadata: {{ name: {name} }}\nspec:\n  target: {{ nginx: {{}} }}\n  load: {{ connections: 8, duration: 1s }}\n  cohorts: [{{ name: a, kernel: \"6.*\" }}]\n"
+        ))
+        .unwrap();
+        let mut experiment = Experiment::new(name, file.spec);
+        experiment.metadata.namespace = Some("lab".into());
+        experiment.metadata.uid = Some("5b1f0c1e-0000-4000-8000-000000000001".into());
+        experiment
+    }
+
+    fn settings() -> PodSettings {
+        PodSettings {
+            image: "ghcr.io/example/loadlab:0.1.0".into(),
+            image_pull_policy: None,
+        }
+    }
+
+    #[test]
+    fn the_agent_pod_is_pinned_owned_and_least_privileged() {
+        let exp = experiment("epoll");
+        let pod = agent_pod(&exp, "a", "node-1", &settings());
+        let meta = &pod.metadata;
+        assert_eq!(meta.namespace.as_deref(), Some("lab"));
+        assert_eq!(meta.labels.as_ref().unwrap()[COHORT_LABEL], "a");
+        let owner = &meta.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("Experiment", Some(true))
+        );
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some("node-1"));
+        assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+        let container = &spec.containers[0];
+        let security = container.security_context.as_ref().unwrap();
+        assert_eq!(security.privileged, None);
+        let caps = security.capabilities.as_ref().unwrap();
+        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+        assert!(!caps.add.as_ref().unwrap().iter().any(|c| c == "SYS_ADMIN"));
+        let env = container.env.as_ref().unwrap();
+        assert_eq!(
+            env[0]
+                .value_from
+                .as_ref()
+                .unwrap()
+                .field_ref
+                .as_ref()
+                .unwrap()
+                .field_path,
+            "status.podIP"
+        );
+        assert_eq!(agent_pod_name(&exp, "node-1"), meta.name.clone().unwrap());
+    }
+
+    #[test]
+    fn generators_may_load_only_the_agents() {
+        let exp = experiment("epoll");
+        let targets: Vec<IpAddr> = vec!["10.1.0.5".parse().unwrap(), "10.1.0.6".parse().unwrap()];
+        let pod = loadgen_pod(&exp, 1, "gen-node", &targets, &settings());
+        let args = pod.spec.unwrap().containers[0].args.clone().unwrap();
+        assert_eq!(
+            args[args.len() - 4..],
+            ["--allow", "10.1.0.5", "--allow", "10.1.0.6"]
+        );
+        assert_eq!(pod.metadata.name.as_deref(), Some("epoll-loadgen-1"));
+    }
+
+    #[test]
+    fn names_fit_a_dns_label_and_differ_per_node() {
+        let long = "x".repeat(63);
+        let exp = experiment(&long);
+        for name in [
+            agent_pod_name(&exp, "node-a"),
+            loadgen_pod_name(&exp, 12),
+            token_secret_name(&exp),
+        ] {
+            assert!(name.len() <= 63 && !name.contains("--"), "{name}");
+        }
+        assert_ne!(
+            agent_pod_name(&exp, "node-a"),
+            agent_pod_name(&exp, "node-b")
+        );
+        assert_eq!(short_hash("node-a"), short_hash("node-a"));
+    }
+}
