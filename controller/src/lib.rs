@@ -7,6 +7,8 @@ pub mod orchestrator;
 pub mod placement;
 pub mod plan;
 pub mod pods;
+pub mod reconcile;
+pub mod runner;
 pub mod spec;
 pub mod status;
 

@@ -12,7 +12,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
-use crate::orchestrator::Endpoints;
+use crate::orchestrator::{Endpoints, rpc_channel};
 
 /// In-process agent and generator. `shutdown` stops both servers and every nginx target.
 #[derive(Debug)]
@@ -55,12 +55,7 @@ impl LocalNode {
     }
 
     pub async fn endpoints(&self) -> Result<Endpoints, Error> {
-        let url = format!("http://{}", self.address);
-        let channel = tonic::transport::Endpoint::from_shared(url)
-            .map_err(|e| Error::Internal(e.to_string()))?
-            .connect()
-            .await
-            .map_err(|e| Error::Agent(format!("cannot reach the local agent: {e}")))?;
+        let channel = rpc_channel(&self.address.to_string(), None)?;
         Ok(Endpoints {
             agent: AgentClient::new(channel.clone()),
             loadgen: LoadgenClient::new(channel),

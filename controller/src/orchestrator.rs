@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use loadlab_loadgen::StormReport;
 use loadlab_loadgen::grpc::{from_summary, to_summary};
+use loadlab_proto::auth::AttachToken;
 use loadlab_proto::histogram::{encode_histogram, latency_histogram};
 use loadlab_proto::v1::{
     self, agent_client::AgentClient, loadgen_client::LoadgenClient, storm_event,
@@ -18,6 +19,7 @@ use loadlab_results::{
     Store, SymbolRecord,
 };
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
@@ -55,20 +57,35 @@ pub enum Event {
     },
 }
 
+/// A gRPC channel whose every call carries the bearer token (when there is one).
+pub type RpcChannel = InterceptedService<Channel, AttachToken>;
+
+/// Opens a lazily connected channel to `address` (`host:port`) attaching `token` to every call.
+/// Connection errors show up on the first call, named after the address.
+pub fn rpc_channel(address: &str, token: Option<&str>) -> Result<RpcChannel, Error> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| Error::Internal(format!("{address}: {e}")))?
+        .connect_timeout(Duration::from_secs(10))
+        .connect_lazy();
+    let attach =
+        AttachToken::new(token).map_err(|status| Error::Internal(status.message().to_string()))?;
+    Ok(InterceptedService::new(channel, attach))
+}
+
 /// The agent and generator of one node.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
-    pub agent: AgentClient<Channel>,
-    pub loadgen: LoadgenClient<Channel>,
+    pub agent: AgentClient<RpcChannel>,
+    pub loadgen: LoadgenClient<RpcChannel>,
 }
 
 /// Everything an experiment drives: the agents of each cohort's nodes and the generators.
 #[derive(Debug, Clone)]
 pub struct Fleet {
     /// Per cohort, in the spec's order, the agents of its nodes.
-    pub cohorts: Vec<Vec<AgentClient<Channel>>>,
+    pub cohorts: Vec<Vec<AgentClient<RpcChannel>>>,
     /// The generators; every storm is split evenly over all of them, started together.
-    pub generators: Vec<LoadgenClient<Channel>>,
+    pub generators: Vec<LoadgenClient<RpcChannel>>,
 }
 
 impl Fleet {
@@ -258,8 +275,8 @@ struct RunAttempt<'a, F> {
     file: &'a ExperimentFile,
     planned: PlannedRun,
     nginx: NginxSpec,
-    agent: &'a mut AgentClient<Channel>,
-    loadgens: &'a mut [LoadgenClient<Channel>],
+    agent: &'a mut AgentClient<RpcChannel>,
+    loadgens: &'a mut [LoadgenClient<RpcChannel>],
     cancel: &'a CancellationToken,
     on_event: &'a mut F,
 }

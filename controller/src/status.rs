@@ -29,7 +29,9 @@ pub struct ExperimentStatus {
     pub verdict: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cohorts: Vec<CohortStatus>,
+    /// Keyed by type, so the reconciler and the runner each apply their own conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 

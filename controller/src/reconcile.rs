@@ -1,0 +1,460 @@
+//! The `Experiment` reconciler: plan nodes, create the token Secret, the agent pods and the
+//! generator pods (each once, by name), and hand the ready fleet to a runner that drives the
+//! run protocol. Status goes out by server-side apply; the reconciler owns `phase`,
+//! `observedGeneration` and its conditions, the runner owns progress and results.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+use crate::placement::{NodeView, Placement, place};
+use crate::pods::{
+    AGENT_PORT, LOADGEN_PORT, PodSettings, TOKEN_KEY, agent_pod, agent_pod_name, loadgen_pod,
+    loadgen_pod_name, token_secret, token_secret_name,
+};
+use crate::spec::Experiment;
+use crate::status::{ExperimentStatus, Phase};
+
+pub const FINALIZER: &str = "loadlab.dev/cleanup";
+pub const FIELD_MANAGER: &str = "loadlab-controller";
+/// How often a waiting experiment looks again (nodes may join, pods may start).
+pub const WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Finalizer(String),
+}
+
+/// A fleet whose pods are all up, ready for the run protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyFleet {
+    /// Per cohort, in the spec's order: (node name, agent address).
+    pub agents: Vec<Vec<(String, SocketAddr)>>,
+    pub generators: Vec<SocketAddr>,
+    pub token: String,
+}
+
+/// Runs experiments whose fleets are ready. One implementation drives the run protocol and
+/// stores runs; tests use one that records what it was asked.
+pub trait Runner: Send + Sync + 'static {
+    /// Whether this process is running the experiment (`namespace/name`) now.
+    fn is_running(&self, key: &str) -> bool;
+    /// Starts the experiment in the background; it writes its progress to the status.
+    fn start(&self, experiment: Arc<Experiment>, fleet: ReadyFleet);
+    /// Stops the experiment if it runs here (on deletion).
+    fn stop(&self, key: &str);
+}
+
+pub struct Context {
+    pub client: Client,
+    pub pods: PodSettings,
+    pub runner: Arc<dyn Runner>,
+}
+
+pub fn key(experiment: &Experiment) -> String {
+    format!(
+        "{}/{}",
+        experiment.namespace().unwrap_or_default(),
+        experiment.name_any()
+    )
+}
+
+pub async fn reconcile(
+    experiment: Arc<Experiment>,
+    context: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let namespace = experiment.namespace().unwrap_or_else(|| "default".into());
+    let experiments: Api<Experiment> = Api::namespaced(context.client.clone(), &namespace);
+    finalizer(&experiments, FINALIZER, experiment, |event| async {
+        match event {
+            Finalizer::Apply(experiment) => apply(experiment, &context, &namespace).await,
+            Finalizer::Cleanup(experiment) => {
+                // Owner references delete the pods and the Secret; what runs here must stop.
+                context.runner.stop(&key(&experiment));
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(|error| match error {
+        kube::runtime::finalizer::Error::ApplyFailed(inner)
+        | kube::runtime::finalizer::Error::CleanupFailed(inner) => inner,
+        other => ReconcileError::Finalizer(other.to_string()),
+    })
+}
+
+pub fn error_policy(_: Arc<Experiment>, error: &ReconcileError, _: Arc<Context>) -> Action {
+    tracing::warn!(%error, "reconcile failed; retrying");
+    Action::requeue(WAIT)
+}
+
+async fn apply(
+    experiment: Arc<Experiment>,
+    context: &Context,
+    namespace: &str,
+) -> Result<Action, ReconcileError> {
+    let status = experiment.status.clone().unwrap_or_default();
+    if status.phase.is_finished() {
+        return Ok(Action::await_change());
+    }
+    let client = &context.client;
+    let experiments: Api<Experiment> = Api::namespaced(client.clone(), namespace);
+    let mut report = StatusReport::new(&experiment, status.phase);
+
+    if let Err(error) = experiment
+        .spec
+        .validate()
+        .and_then(|()| experiment.spec.require_cluster())
+    {
+        report.phase = Phase::Failed;
+        report.condition("SpecValid", false, "InvalidSpec", error.to_string());
+        report.send(&experiments).await?;
+        return Ok(Action::await_change());
+    }
+    report.condition("SpecValid", true, "Valid", "the spec is valid");
+
+    // A running experiment keeps its nodes even if labels change under it.
+    if context.runner.is_running(&key(&experiment)) {
+        report.phase = Phase::Running;
+        report.send(&experiments).await?;
+        return Ok(Action::requeue(WAIT * 3));
+    }
+
+    let nodes: Api<Node> = Api::all(client.clone());
+    let views: Vec<NodeView> = nodes
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(NodeView::from_node)
+        .collect();
+    let placement = place(&experiment.spec, &views);
+    if !placement.is_ready() {
+        let reason = placement.problems[0].reason();
+        let message: Vec<String> = placement.problems.iter().map(|p| p.to_string()).collect();
+        report.phase = Phase::Pending;
+        report.condition("NodesPlanned", false, reason, message.join("; "));
+        report.send(&experiments).await?;
+        return Ok(Action::requeue(WAIT));
+    }
+    let planned: usize = placement.cohorts.iter().map(|c| c.nodes.len()).sum();
+    report.condition(
+        "NodesPlanned",
+        true,
+        "Planned",
+        format!(
+            "{planned} node(s) under test in {} cohort(s), {} generator(s)",
+            placement.cohorts.len(),
+            placement.generators.len()
+        ),
+    );
+
+    let token = ensure_token(client, namespace, &experiment).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let agents = match ensure_agents(&pods, &experiment, &placement, &context.pods).await? {
+        Pods::Ready(addresses) => addresses,
+        Pods::Waiting(message) => {
+            report.phase = Phase::Pending;
+            report.condition("PodsReady", false, "Waiting", message);
+            report.send(&experiments).await?;
+            return Ok(Action::requeue(WAIT));
+        }
+        Pods::Failed(message) => {
+            report.phase = Phase::Failed;
+            report.condition("PodsReady", false, "PodFailed", message);
+            report.send(&experiments).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let targets: Vec<IpAddr> = agents.iter().flatten().map(|(_, a)| a.ip()).collect();
+    let generators =
+        match ensure_generators(&pods, &experiment, &placement, &targets, &context.pods).await? {
+            Pods::Ready(addresses) => addresses.into_iter().flatten().map(|(_, a)| a).collect(),
+            Pods::Waiting(message) => {
+                report.phase = Phase::Pending;
+                report.condition("PodsReady", false, "Waiting", message);
+                report.send(&experiments).await?;
+                return Ok(Action::requeue(WAIT));
+            }
+            Pods::Failed(message) => {
+                report.phase = Phase::Failed;
+                report.condition("PodsReady", false, "PodFailed", message);
+                report.send(&experiments).await?;
+                return Ok(Action::await_change());
+            }
+        };
+    report.phase = Phase::Running;
+    report.condition("PodsReady", true, "Ready", "agents and generators answer");
+    report.send(&experiments).await?;
+    context.runner.start(
+        experiment.clone(),
+        ReadyFleet {
+            agents,
+            generators,
+            token,
+        },
+    );
+    Ok(Action::requeue(WAIT * 3))
+}
+
+/// The token in the experiment's Secret, creating the Secret with a fresh random token first.
+async fn ensure_token(
+    client: &Client,
+    namespace: &str,
+    experiment: &Experiment,
+) -> Result<String, ReconcileError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let name = token_secret_name(experiment);
+    let existing = match secrets.get_opt(&name).await? {
+        Some(secret) => secret,
+        None => {
+            let token = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            match secrets
+                .create(&PostParams::default(), &token_secret(experiment, &token))
+                .await
+            {
+                Ok(secret) => secret,
+                // Created by a concurrent reconcile: use theirs.
+                Err(kube::Error::Api(status)) if status.code == 409 => secrets.get(&name).await?,
+                Err(error) => return Err(error.into()),
+            }
+        }
+    };
+    let bytes = existing
+        .data
+        .as_ref()
+        .and_then(|d| d.get(TOKEN_KEY))
+        .map(|b| b.0.clone())
+        .unwrap_or_default();
+    Ok(String::from_utf8_lossy(&bytes).trim().to_string())
+}
+
+enum Pods {
+    /// Per group, (node, gRPC address) of every pod.
+    Ready(Vec<Vec<(String, SocketAddr)>>),
+    Waiting(String),
+    Failed(String),
+}
+
+async fn ensure_agents(
+    pods: &Api<Pod>,
+    experiment: &Experiment,
+    placement: &Placement,
+    settings: &PodSettings,
+) -> Result<Pods, ReconcileError> {
+    let mut wanted = Vec::new();
+    for cohort in &placement.cohorts {
+        let group: Vec<(String, Pod)> = cohort
+            .nodes
+            .iter()
+            .map(|node| {
+                (
+                    node.clone(),
+                    agent_pod(experiment, &cohort.cohort, node, settings),
+                )
+            })
+            .collect();
+        wanted.push(group);
+    }
+    ensure_pods(pods, wanted, AGENT_PORT, |node| {
+        agent_pod_name(experiment, node)
+    })
+    .await
+}
+
+async fn ensure_generators(
+    pods: &Api<Pod>,
+    experiment: &Experiment,
+    placement: &Placement,
+    targets: &[IpAddr],
+    settings: &PodSettings,
+) -> Result<Pods, ReconcileError> {
+    let group: Vec<(String, Pod)> = placement
+        .generators
+        .iter()
+        .enumerate()
+        .map(|(i, node)| {
+            (
+                loadgen_pod_name(experiment, i),
+                loadgen_pod(experiment, i, node, targets, settings),
+            )
+        })
+        .collect();
+    ensure_pods(pods, vec![group], LOADGEN_PORT, |name| name.to_string()).await
+}
+
+/// Creates the pods that do not exist yet and reports whether all are ready.
+async fn ensure_pods(
+    pods: &Api<Pod>,
+    wanted: Vec<Vec<(String, Pod)>>,
+    port: u16,
+    name_of: impl Fn(&str) -> String,
+) -> Result<Pods, ReconcileError> {
+    let mut ready = Vec::with_capacity(wanted.len());
+    let mut waiting = Vec::new();
+    for group in wanted {
+        let mut addresses = Vec::with_capacity(group.len());
+        for (key, pod) in group {
+            let name = name_of(&key);
+            let current = match pods.get_opt(&name).await? {
+                Some(existing) => existing,
+                None => match pods.create(&PostParams::default(), &pod).await {
+                    Ok(created) => created,
+                    Err(kube::Error::Api(status)) if status.code == 409 => pods.get(&name).await?,
+                    Err(error) => return Err(error.into()),
+                },
+            };
+            match pod_state(&current) {
+                PodState::Ready(ip) => addresses.push((key, SocketAddr::new(ip, port))),
+                PodState::Waiting(why) => waiting.push(format!("{name}: {why}")),
+                PodState::Failed(why) => {
+                    let node = current
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.clone())
+                        .unwrap_or_default();
+                    return Ok(Pods::Failed(format!(
+                        "pod {name} on node {node} failed: {why}"
+                    )));
+                }
+            }
+        }
+        ready.push(addresses);
+    }
+    if waiting.is_empty() {
+        Ok(Pods::Ready(ready))
+    } else {
+        Ok(Pods::Waiting(format!("waiting for {}", waiting.join("; "))))
+    }
+}
+
+enum PodState {
+    Ready(IpAddr),
+    Waiting(String),
+    Failed(String),
+}
+
+/// A pod is ready when Running, Ready and addressed; failed when it ended or cannot start
+/// (image errors, crash loops).
+fn pod_state(pod: &Pod) -> PodState {
+    let Some(status) = pod.status.as_ref() else {
+        return PodState::Waiting("not scheduled yet".into());
+    };
+    let phase = status.phase.as_deref().unwrap_or("Pending");
+    if phase == "Failed" || phase == "Succeeded" {
+        let why = status
+            .message
+            .clone()
+            .or_else(|| status.reason.clone())
+            .unwrap_or_else(|| format!("ended ({phase})"));
+        return PodState::Failed(why);
+    }
+    for container in status.container_statuses.iter().flatten() {
+        let state = container.state.as_ref();
+        if let Some(waiting) = state.and_then(|s| s.waiting.as_ref()) {
+            let reason = waiting.reason.as_deref().unwrap_or_default();
+            if matches!(
+                reason,
+                "ErrImagePull"
+                    | "ImagePullBackOff"
+                    | "CrashLoopBackOff"
+                    | "CreateContainerConfigError"
+                    | "InvalidImageName"
+            ) {
+                let message = waiting.message.as_deref().unwrap_or_default();
+                return PodState::Failed(format!("{reason} {message}").trim().to_string());
+            }
+        }
+        if let Some(ended) = state.and_then(|s| s.terminated.as_ref()) {
+            return PodState::Failed(format!(
+                "container {} exited with {}{}",
+                container.name,
+                ended.exit_code,
+                ended
+                    .message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    let is_ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let ip = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok());
+    match (phase, is_ready, ip) {
+        ("Running", true, Some(ip)) => PodState::Ready(ip),
+        _ => PodState::Waiting(format!("{phase}, not ready")),
+    }
+}
+
+/// The reconciler's part of the status, sent whole by server-side apply.
+struct StatusReport {
+    name: String,
+    phase: Phase,
+    generation: Option<i64>,
+    status: ExperimentStatus,
+}
+
+impl StatusReport {
+    fn new(experiment: &Experiment, phase: Phase) -> Self {
+        Self {
+            name: experiment.name_any(),
+            phase,
+            generation: experiment.metadata.generation,
+            status: experiment.status.clone().unwrap_or_default(),
+        }
+    }
+
+    fn condition(&mut self, type_: &str, holds: bool, reason: &str, message: impl Into<String>) {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        self.status
+            .set_condition(type_, holds, reason, message, &now);
+    }
+
+    async fn send(self, experiments: &Api<Experiment>) -> Result<(), ReconcileError> {
+        let conditions: BTreeMap<&str, _> = self
+            .status
+            .conditions
+            .iter()
+            .filter(|c| OWN_CONDITIONS.contains(&c.type_.as_str()))
+            .map(|c| (c.type_.as_str(), c))
+            .collect();
+        let patch = json!({
+            "apiVersion": "loadlab.dev/v1alpha1",
+            "kind": "Experiment",
+            "status": {
+                "phase": self.phase,
+                "observedGeneration": self.generation,
+                "conditions": conditions.values().collect::<Vec<_>>(),
+            }
+        });
+        experiments
+            .patch_status(
+                &self.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+const OWN_CONDITIONS: [&str; 3] = ["SpecValid", "NodesPlanned", "PodsReady"];

@@ -1,0 +1,318 @@
+//! Drives a cluster experiment whose pods are ready: the same run protocol as `loadlab run`,
+//! over gRPC to the agent and generator pods, runs stored in Postgres under the
+//! `Experiment`'s uid. Progress, the per-cohort summary and the verdict go to the status; when
+//! the experiment ends its pods are deleted.
+//!
+//! After a controller restart the reconciler starts the runner again; the store already holds
+//! the finished runs under the same id, so only the missing ones run.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use loadlab_proto::v1::{agent_client::AgentClient, loadgen_client::LoadgenClient};
+use loadlab_results::report::{ExperimentReport, build_report};
+use loadlab_results::{RunOutcome, Store};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::orchestrator::{Event, Fleet, RunOptions, rpc_channel, run_experiment};
+use crate::pods::EXPERIMENT_LABEL;
+use crate::reconcile::{ReadyFleet, Runner, key};
+use crate::spec::{API_VERSION, Experiment, ExperimentFile, KIND, Metadata};
+use crate::status::{CohortStatus, Phase};
+use crate::{Ending, Error};
+
+pub const RUNNER_MANAGER: &str = "loadlab-runner";
+
+/// Runs experiments in this process, one task each.
+pub struct ProtocolRunner {
+    client: Client,
+    store: Store,
+    running: Arc<Mutex<HashMap<String, CancellationToken>>>,
+}
+
+impl ProtocolRunner {
+    pub fn new(client: Client, store: Store) -> Self {
+        Self {
+            client,
+            store,
+            running: Arc::default(),
+        }
+    }
+
+    /// Stops every experiment (on shutdown or lost leadership); stored runs stay, and the next
+    /// leader resumes from them.
+    pub fn stop_all(&self) {
+        for token in self.lock().values() {
+            token.cancel();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+        self.running
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Runner for ProtocolRunner {
+    fn is_running(&self, key: &str) -> bool {
+        self.lock().contains_key(key)
+    }
+
+    fn start(&self, experiment: Arc<Experiment>, fleet: ReadyFleet) {
+        let name = key(&experiment);
+        let cancel = CancellationToken::new();
+        {
+            let mut running = self.lock();
+            if running.contains_key(&name) {
+                return;
+            }
+            running.insert(name.clone(), cancel.clone());
+        }
+        let client = self.client.clone();
+        let store = self.store.clone();
+        let running = self.running.clone();
+        tokio::spawn(async move {
+            let namespace = experiment.namespace().unwrap_or_else(|| "default".into());
+            let experiments: Api<Experiment> = Api::namespaced(client.clone(), &namespace);
+            let outcome = drive(&experiments, &store, &experiment, fleet, cancel.clone()).await;
+            let finished = match outcome {
+                Ok((_, Ending::Interrupted)) => None,
+                Ok((id, Ending::Completed)) => {
+                    Some(finish(&experiments, &store, &experiment, id).await)
+                }
+                Err(error) => Some(
+                    write_status(
+                        &experiments,
+                        &experiment.name_any(),
+                        json!({
+                            "phase": Phase::Failed,
+                            "conditions": [completed(false, "RunFailed", &error.to_string())],
+                        }),
+                    )
+                    .await,
+                ),
+            };
+            if let Some(Err(error)) = &finished {
+                tracing::warn!(experiment = %experiment.name_any(), %error, "writing the final status");
+            }
+            if finished.is_some() {
+                delete_pods(&client, &namespace, &experiment.name_any()).await;
+            }
+            running
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&name);
+        });
+    }
+
+    fn stop(&self, key: &str) {
+        if let Some(token) = self.lock().remove(key) {
+            token.cancel();
+        }
+    }
+}
+
+/// The experiment as the orchestrator reads it.
+pub fn experiment_file(experiment: &Experiment) -> ExperimentFile {
+    ExperimentFile {
+        api_version: API_VERSION.into(),
+        kind: KIND.into(),
+        metadata: Metadata {
+            name: experiment.name_any(),
+            namespace: experiment.namespace(),
+            labels: experiment.labels().clone(),
+            annotations: Default::default(),
+        },
+        spec: experiment.spec.clone(),
+    }
+}
+
+/// The results id: the resource's uid, so a restarted controller continues the same experiment.
+pub fn results_id(experiment: &Experiment) -> Uuid {
+    experiment
+        .uid()
+        .and_then(|uid| Uuid::parse_str(&uid).ok())
+        .unwrap_or_else(Uuid::new_v4)
+}
+
+async fn drive(
+    experiments: &Api<Experiment>,
+    store: &Store,
+    experiment: &Experiment,
+    ready: ReadyFleet,
+    cancel: CancellationToken,
+) -> Result<(Uuid, Ending), Error> {
+    let token = Some(ready.token.as_str());
+    let mut fleet = Fleet {
+        cohorts: Vec::with_capacity(ready.agents.len()),
+        generators: Vec::with_capacity(ready.generators.len()),
+    };
+    for cohort in &ready.agents {
+        let mut agents = Vec::with_capacity(cohort.len());
+        for (_, address) in cohort {
+            agents.push(AgentClient::new(rpc_channel(&address.to_string(), token)?));
+        }
+        fleet.cohorts.push(agents);
+    }
+    for address in &ready.generators {
+        fleet.generators.push(LoadgenClient::new(rpc_channel(
+            &address.to_string(),
+            token,
+        )?));
+    }
+    let file = experiment_file(experiment);
+    let id = results_id(experiment);
+    let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
+    let name = experiment.name_any();
+    let reporter = {
+        let experiments = experiments.clone();
+        tokio::spawn(async move {
+            let (mut planned, mut stored, mut failed) = (0usize, 0usize, 0usize);
+            while let Some(event) = received.recv().await {
+                match event {
+                    Event::Started { runs, resumed, .. } => {
+                        planned = runs + resumed;
+                        stored = resumed;
+                    }
+                    Event::RunFinished { record, .. } => {
+                        stored += 1;
+                        if matches!(record.outcome, RunOutcome::Failed { .. }) {
+                            failed += 1;
+                        }
+                    }
+                    _ => continue,
+                }
+                let progress = json!({
+                    "resultsId": id.to_string(),
+                    "progress": format!("{stored}/{planned}"),
+                    "runsPlanned": planned,
+                    "runsStored": stored,
+                    "runsFailed": failed,
+                });
+                if let Err(error) = write_status(&experiments, &name, progress).await {
+                    tracing::warn!(experiment = %name, %error, "writing progress");
+                }
+            }
+        })
+    };
+    let outcome = run_experiment(
+        &file,
+        store,
+        fleet,
+        RunOptions {
+            experiment_id: Some(id),
+        },
+        cancel,
+        move |event| {
+            if matches!(event, Event::Started { .. } | Event::RunFinished { .. }) {
+                let _ = events.send(event);
+            }
+        },
+    )
+    .await;
+    let _ = reporter.await;
+    outcome
+}
+
+async fn finish(
+    experiments: &Api<Experiment>,
+    store: &Store,
+    experiment: &Experiment,
+    id: Uuid,
+) -> Result<(), kube::Error> {
+    let report = match store.experiment(id).await {
+        Ok(row) => match store.experiment_runs(id).await {
+            Ok(runs) => build_report(row, &runs).ok(),
+            Err(_) => None,
+        },
+        Err(_) => None,
+    };
+    let (cohorts, verdict) = report.as_ref().map(summarize).unwrap_or_default();
+    write_status(
+        experiments,
+        &experiment.name_any(),
+        json!({
+            "phase": Phase::Succeeded,
+            "cohorts": cohorts,
+            "verdict": verdict,
+            "conditions": [completed(true, "AllRunsStored", "every planned run is stored")],
+        }),
+    )
+    .await
+}
+
+/// Per-cohort lines and one verdict line, e.g. `patched: faster +61.2% [+55.0%, +67.8%]`.
+pub fn summarize(report: &ExperimentReport) -> (Vec<CohortStatus>, Option<String>) {
+    let mut verdicts = Vec::new();
+    let cohorts = report
+        .cohorts
+        .iter()
+        .map(|cohort| {
+            let versus = cohort.comparison.as_ref().map(|c| {
+                let percent = |r: f64| format!("{:+.1}%", (r - 1.0) * 100.0);
+                let interval = c
+                    .ci95
+                    .map(|(low, high)| format!(" [{}, {}]", percent(low), percent(high)))
+                    .unwrap_or_default();
+                format!("{} {}{interval}", c.verdict.as_str(), percent(c.ratio))
+            });
+            if let Some(line) = &versus {
+                verdicts.push(format!("{}: {line}", cohort.name));
+            }
+            CohortStatus {
+                name: cohort.name.clone(),
+                nodes: Vec::new(),
+                runs: cohort.runs_succeeded as u32,
+                connections_per_second: cohort.summary.map(|s| s.mean),
+                versus_baseline: versus,
+            }
+        })
+        .collect();
+    let verdict = (!verdicts.is_empty()).then(|| verdicts.join("; "));
+    (cohorts, verdict)
+}
+
+/// The runner's own condition.
+fn completed(done: bool, reason: &str, message: &str) -> serde_json::Value {
+    json!({
+        "type": "Completed",
+        "status": if done { "True" } else { "False" },
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    })
+}
+
+async fn write_status(
+    experiments: &Api<Experiment>,
+    name: &str,
+    status: serde_json::Value,
+) -> Result<(), kube::Error> {
+    let patch = json!({ "apiVersion": API_VERSION, "kind": KIND, "status": status });
+    experiments
+        .patch_status(
+            name,
+            &PatchParams::apply(RUNNER_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map(|_| ())
+}
+
+/// A finished experiment frees its nodes: agent and generator pods go (the Secret stays with
+/// the resource).
+async fn delete_pods(client: &Client, namespace: &str, experiment: &str) {
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = ListParams::default().labels(&format!("{EXPERIMENT_LABEL}={experiment}"));
+    if let Err(error) = pods
+        .delete_collection(&DeleteParams::default(), &selector)
+        .await
+    {
+        tracing::warn!(%experiment, %error, "deleting the experiment's pods");
+    }
+}

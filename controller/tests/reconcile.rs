@@ -1,0 +1,424 @@
+//! Reconcile scenarios against a mock Kubernetes API server (tower-test): an in-memory API
+//! that keeps nodes, Secrets and pods, records every request, and answers as the API server
+//! does (404 for what is missing, the stored object otherwise).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use http::{Request, Response, StatusCode};
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::{Client, ResourceExt};
+use loadlab_controller::pods::PodSettings;
+use loadlab_controller::reconcile::{Context, FINALIZER, ReadyFleet, Runner, reconcile};
+use loadlab_controller::{Experiment, parse_experiment};
+use serde_json::{Value, json};
+
+#[derive(Default)]
+struct Cluster {
+    nodes: Vec<Value>,
+    /// By path, e.g. `/api/v1/namespaces/lab/pods/x`.
+    objects: BTreeMap<String, Value>,
+    /// Every request: (method, path, body).
+    requests: Vec<(String, String, Value)>,
+}
+
+impl Cluster {
+    fn created(&self, kind: &str) -> Vec<Value> {
+        self.requests
+            .iter()
+            .filter(|(m, p, _)| m == "POST" && p.ends_with(kind))
+            .map(|(_, _, body)| body.clone())
+            .collect()
+    }
+
+    fn status_patches(&self) -> Vec<Value> {
+        self.requests
+            .iter()
+            .filter(|(m, p, _)| m == "PATCH" && p.ends_with("/status"))
+            .map(|(_, _, body)| body["status"].clone())
+            .collect()
+    }
+
+    fn set_pod_status(&mut self, name: &str, status: Value) {
+        let path = format!("/api/v1/namespaces/lab/pods/{name}");
+        self.objects.get_mut(&path).expect("pod exists")["status"] = status;
+    }
+
+    fn pod_names(&self) -> Vec<String> {
+        self.objects
+            .keys()
+            .filter_map(|p| p.strip_prefix("/api/v1/namespaces/lab/pods/"))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+fn answer(
+    cluster: &Mutex<Cluster>,
+    experiment: &Value,
+    request: Request<Vec<u8>>,
+) -> (StatusCode, Value) {
+    let method = request.method().to_string();
+    let path = request.uri().path().to_string();
+    let body: Value = serde_json::from_slice(request.body()).unwrap_or(Value::Null);
+    let mut cluster = cluster.lock().unwrap();
+    cluster
+        .requests
+        .push((method.clone(), path.clone(), body.clone()));
+    let not_found = (
+        StatusCode::NOT_FOUND,
+        json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404, "message": format!("{path} not found") }),
+    );
+    match method.as_str() {
+        "GET" if path == "/api/v1/nodes" => (
+            StatusCode::OK,
+            json!({ "kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": cluster.nodes }),
+        ),
+        "GET" => match cluster.objects.get(&path) {
+            Some(object) => (StatusCode::OK, object.clone()),
+            None => not_found,
+        },
+        "POST" => {
+            let name = body["metadata"]["name"].as_str().unwrap().to_string();
+            let at = format!("{path}/{name}");
+            if cluster.objects.contains_key(&at) {
+                return (
+                    StatusCode::CONFLICT,
+                    json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "AlreadyExists", "code": 409, "message": "exists" }),
+                );
+            }
+            cluster.objects.insert(at, body.clone());
+            (StatusCode::CREATED, body)
+        }
+        "PATCH" | "DELETE" if path.contains("/experiments/") => {
+            (StatusCode::OK, experiment.clone())
+        }
+        "DELETE" => (
+            StatusCode::OK,
+            json!({ "kind": "Status", "apiVersion": "v1", "status": "Success" }),
+        ),
+        _ => not_found,
+    }
+}
+
+/// A client whose API server is `cluster`.
+fn client_for(cluster: Arc<Mutex<Cluster>>, experiment: &Experiment) -> Client {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let experiment = serde_json::to_value(experiment).unwrap();
+    tokio::spawn(async move {
+        while let Some((request, respond)) = handle.next_request().await {
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect_bytes().await.unwrap().to_vec();
+            let (status, value) = answer(&cluster, &experiment, Request::from_parts(parts, bytes));
+            let response = Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&value).unwrap()))
+                .unwrap();
+            respond.send_response(response);
+        }
+    });
+    Client::new(service, "lab")
+}
+
+#[derive(Default)]
+struct RecordingRunner {
+    started: Mutex<Vec<(String, ReadyFleet)>>,
+    stopped: Mutex<Vec<String>>,
+}
+
+impl Runner for RecordingRunner {
+    fn is_running(&self, key: &str) -> bool {
+        self.started.lock().unwrap().iter().any(|(k, _)| k == key)
+    }
+
+    fn start(&self, experiment: Arc<Experiment>, fleet: ReadyFleet) {
+        self.started
+            .lock()
+            .unwrap()
+            .push((loadlab_controller::reconcile::key(&experiment), fleet));
+    }
+
+    fn stop(&self, key: &str) {
+        self.stopped.lock().unwrap().push(key.to_string());
+    }
+}
+
+fn node(name: &str, kernel: &str, ready: bool) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": { "name": name },
+        "status": {
+            "nodeInfo": {
+                "kernelVersion": kernel, "architecture": "amd64", "bootID": "", "containerRuntimeVersion": "",
+                "kubeProxyVersion": "", "kubeletVersion": "", "machineID": "", "operatingSystem": "linux",
+                "osImage": "", "systemUUID": ""
+            },
+            "conditions": [{ "type": "Ready", "status": if ready { "True" } else { "False" } }]
+        }
+    })
+}
+
+fn running(ip: &str) -> Value {
+    json!({
+        "phase": "Running", "podIP": ip,
+        "conditions": [{ "type": "Ready", "status": "True" }],
+        "containerStatuses": [{ "name": "agent", "ready": true, "restartCount": 0, "image": "i", "imageID": "",
+                                "state": { "running": {} } }]
+    })
+}
+
+fn experiment(finalized: bool) -> Experiment {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/epoll-refcount.yaml"
+    ))
+    .unwrap();
+    let spec = parse_experiment(&text).unwrap().spec;
+    let mut experiment = Experiment::new("epoll-refcount", spec);
+    experiment.metadata.namespace = Some("lab".into());
+    experiment.metadata.uid = Some("0d6c3f7e-6f43-4c36-9a4f-1f2b4f7d7a01".into());
+    experiment.metadata.generation = Some(1);
+    if finalized {
+        experiment.metadata.finalizers = Some(vec![FINALIZER.into()]);
+    }
+    experiment
+}
+
+fn seed_fleet() -> Vec<Value> {
+    vec![
+        node("old-1", "6.1.0-47-cloud-amd64", true),
+        node("new-1", "6.1.0-56-cloud-amd64", true),
+        node("gen-1", "6.12.57+deb12-cloud-amd64", true),
+    ]
+}
+
+struct Harness {
+    cluster: Arc<Mutex<Cluster>>,
+    runner: Arc<RecordingRunner>,
+}
+
+impl Harness {
+    fn new(nodes: Vec<Value>) -> Self {
+        Self {
+            cluster: Arc::new(Mutex::new(Cluster {
+                nodes,
+                ..Cluster::default()
+            })),
+            runner: Arc::default(),
+        }
+    }
+
+    async fn reconcile(&self, experiment: Experiment) -> Action {
+        let context = Arc::new(Context {
+            client: client_for(self.cluster.clone(), &experiment),
+            pods: PodSettings {
+                image: "registry.example/loadlab:test".into(),
+                image_pull_policy: None,
+            },
+            runner: self.runner.clone(),
+        });
+        reconcile(Arc::new(experiment), context).await.unwrap()
+    }
+
+    fn cluster(&self) -> std::sync::MutexGuard<'_, Cluster> {
+        self.cluster.lock().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_new_experiment_first_gets_the_finalizer() {
+    let harness = Harness::new(seed_fleet());
+    harness.reconcile(experiment(false)).await;
+    let cluster = harness.cluster();
+    assert_eq!(cluster.requests.len(), 1, "{:?}", cluster.requests);
+    let (method, path, body) = &cluster.requests[0];
+    assert_eq!(method, "PATCH");
+    assert!(
+        path.ends_with("/namespaces/lab/experiments/epoll-refcount"),
+        "{path}"
+    );
+    assert!(body.to_string().contains(FINALIZER), "{body}");
+}
+
+#[tokio::test]
+async fn pods_are_created_once_and_the_run_starts_when_all_are_ready() {
+    let harness = Harness::new(seed_fleet());
+    harness.reconcile(experiment(true)).await;
+    {
+        let cluster = harness.cluster();
+        assert_eq!(cluster.created("/secrets").len(), 1);
+        let agents = cluster.created("/pods");
+        assert_eq!(
+            agents.len(),
+            2,
+            "one agent per node under test, generators wait"
+        );
+        let nodes: Vec<&str> = agents
+            .iter()
+            .map(|p| p["spec"]["nodeName"].as_str().unwrap())
+            .collect();
+        assert_eq!(nodes, vec!["old-1", "new-1"]);
+        let status = cluster.status_patches().pop().unwrap();
+        assert_eq!(status["phase"], "Pending");
+        let pods_ready = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "PodsReady")
+            .unwrap();
+        assert_eq!(pods_ready["reason"], "Waiting");
+    }
+
+    // Reconciling again with the pods still starting creates nothing new.
+    harness.reconcile(experiment(true)).await;
+    assert_eq!(harness.cluster().created("/pods").len(), 2);
+    assert_eq!(harness.cluster().created("/secrets").len(), 1);
+
+    // Agents up: the generator pod is created, allowed to load only the agents.
+    {
+        let mut cluster = harness.cluster();
+        let names = cluster.pod_names();
+        for (i, name) in names.iter().enumerate() {
+            cluster.set_pod_status(name, running(&format!("10.0.0.{}", i + 10)));
+        }
+    }
+    harness.reconcile(experiment(true)).await;
+    let generators: Vec<Value> = harness
+        .cluster()
+        .created("/pods")
+        .into_iter()
+        .filter(|p| p["metadata"]["labels"]["app.kubernetes.io/component"] == "loadgen")
+        .collect();
+    assert_eq!(generators.len(), 2, "load.generators is 2");
+    assert!(generators.iter().all(|g| g["spec"]["nodeName"] == "gen-1"));
+    let args = generators[0]["spec"]["containers"][0]["args"].to_string();
+    assert!(
+        args.contains("10.0.0.10") && args.contains("10.0.0.11"),
+        "{args}"
+    );
+    assert!(harness.runner.started.lock().unwrap().is_empty());
+
+    // Everything up: the runner gets the fleet, the status says Running.
+    {
+        let mut cluster = harness.cluster();
+        for name in cluster.pod_names() {
+            if name.contains("loadgen") {
+                let ip = format!("10.0.1.{}", name.chars().last().unwrap());
+                cluster.set_pod_status(&name, running(&ip));
+            }
+        }
+    }
+    harness.reconcile(experiment(true)).await;
+    let started = harness.runner.started.lock().unwrap().clone();
+    assert_eq!(started.len(), 1);
+    let (key, fleet) = &started[0];
+    assert_eq!(key, "lab/epoll-refcount");
+    assert_eq!(fleet.agents.len(), 2);
+    assert_eq!(fleet.agents[0][0].0, "old-1");
+    assert_eq!(fleet.agents[0][0].1.port(), 7700);
+    assert_eq!(fleet.generators.len(), 2);
+    assert!(fleet.generators.iter().all(|g| g.port() == 7701));
+    assert_eq!(fleet.token.len(), 64);
+    let cluster = harness.cluster();
+    assert_eq!(cluster.status_patches().pop().unwrap()["phase"], "Running");
+    assert_eq!(cluster.created("/pods").len(), 4, "nothing created twice");
+}
+
+#[tokio::test]
+async fn a_cohort_without_nodes_is_a_condition_that_names_it() {
+    let harness = Harness::new(vec![
+        node("old-1", "6.1.0-47-cloud-amd64", true),
+        node("new-1", "6.1.0-56-cloud-amd64", false),
+        node("gen-1", "6.12.57+deb12-cloud-amd64", true),
+    ]);
+    let action = harness.reconcile(experiment(true)).await;
+    assert_eq!(action, Action::requeue(loadlab_controller::reconcile::WAIT));
+    let cluster = harness.cluster();
+    assert!(cluster.created("/pods").is_empty());
+    let status = cluster.status_patches().pop().unwrap();
+    assert_eq!(status["phase"], "Pending");
+    let planned = status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "NodesPlanned")
+        .unwrap()
+        .clone();
+    assert_eq!(planned["status"], "False");
+    assert_eq!(planned["reason"], "CohortWithoutNodes");
+    let message = planned["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"patched\"") && message.contains("new-1 (NotReady)"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_pod_fails_the_experiment_and_is_named() {
+    let harness = Harness::new(seed_fleet());
+    harness.reconcile(experiment(true)).await;
+    {
+        let mut cluster = harness.cluster();
+        let name = cluster.pod_names()[0].clone();
+        cluster.set_pod_status(
+            &name,
+            json!({
+                "phase": "Pending",
+                "containerStatuses": [{ "name": "agent", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+                    "state": { "waiting": { "reason": "ImagePullBackOff", "message": "pull access denied" } } }]
+            }),
+        );
+    }
+    let action = harness.reconcile(experiment(true)).await;
+    assert_eq!(action, Action::await_change());
+    let status = harness.cluster().status_patches().pop().unwrap();
+    assert_eq!(status["phase"], "Failed");
+    let message = status["conditions"].to_string();
+    assert!(
+        message.contains("ImagePullBackOff pull access denied"),
+        "{message}"
+    );
+    assert!(message.contains("on node"), "{message}");
+    assert!(harness.runner.started.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_invalid_spec_fails_without_touching_the_cluster() {
+    let harness = Harness::new(seed_fleet());
+    let mut bad = experiment(true);
+    bad.spec.cohorts[1].name = "unpatched".into();
+    harness.reconcile(bad).await;
+    let cluster = harness.cluster();
+    assert!(
+        cluster
+            .requests
+            .iter()
+            .all(|(m, p, _)| m == "PATCH" && p.ends_with("/status"))
+    );
+    let status = cluster.status_patches().pop().unwrap();
+    assert_eq!(status["phase"], "Failed");
+    assert!(status["conditions"].to_string().contains("another cohort"));
+}
+
+#[tokio::test]
+async fn deletion_stops_the_run_and_removes_the_finalizer() {
+    let harness = Harness::new(seed_fleet());
+    let mut deleting = experiment(true);
+    deleting.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    harness.reconcile(deleting.clone()).await;
+    assert_eq!(
+        harness.runner.stopped.lock().unwrap().clone(),
+        vec!["lab/epoll-refcount".to_string()]
+    );
+    let cluster = harness.cluster();
+    let (method, path, body) = cluster.requests.last().unwrap();
+    assert_eq!(method, "PATCH");
+    assert!(path.ends_with("/experiments/epoll-refcount"), "{path}");
+    assert!(body.to_string().contains("remove"), "{body}");
+    assert!(cluster.created("/pods").is_empty());
+    let _ = deleting.name_any();
+}
