@@ -42,6 +42,35 @@ pub enum Command {
     Bench(BenchArgs),
     /// Print the Experiment CustomResourceDefinition (YAML), for `kubectl apply -f -`.
     Crd,
+    /// Run in a cluster: reconcile Experiment resources and serve the REST API (what the Helm
+    /// chart deploys).
+    Controller(ControllerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Address of the REST API and /metrics.
+    #[arg(long, env = "LOADLAB_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// The loadlab image agent and generator pods run.
+    #[arg(long, env = "LOADLAB_IMAGE")]
+    pub image: String,
+    /// imagePullPolicy of those pods (Always, IfNotPresent, Never); the cluster's default when
+    /// absent.
+    #[arg(long, env = "LOADLAB_IMAGE_PULL_POLICY")]
+    pub image_pull_policy: Option<String>,
+    /// Namespace of the leader lease: the controller's own.
+    #[arg(long, env = "LOADLAB_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// This replica's name in the leader lease (its pod name).
+    #[arg(long, env = "LOADLAB_IDENTITY")]
+    pub identity: Option<String>,
+    /// Seconds a leader lease lasts without renewal.
+    #[arg(long, env = "LOADLAB_LEASE_SECONDS", default_value_t = 15)]
+    pub lease_seconds: u64,
+    /// Bearer token for ingest over HTTP, as for `loadlab serve`.
+    #[arg(long, env = "LOADLAB_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
 }
 
 #[derive(Debug, Args)]

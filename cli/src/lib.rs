@@ -45,6 +45,7 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Db(args) => commands::db::run(args).await,
             Command::Bench(args) => commands::bench::run(args).await,
             Command::Crd => commands::crd::run(),
+            Command::Controller(args) => commands::controller::run(args).await,
         }
     });
     match result {

@@ -2,7 +2,9 @@
 //! drives agents and generators through the run protocol and stores every run.
 
 pub mod crd;
+pub mod leader;
 pub mod local;
+pub mod operator;
 pub mod orchestrator;
 pub mod placement;
 pub mod plan;
