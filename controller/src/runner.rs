@@ -73,6 +73,11 @@ impl Runner for ProtocolRunner {
             }
             running.insert(name.clone(), cancel.clone());
         }
+        let nodes: Vec<Vec<String>> = fleet
+            .agents
+            .iter()
+            .map(|cohort| cohort.iter().map(|(node, _)| node.clone()).collect())
+            .collect();
         let client = self.client.clone();
         let store = self.store.clone();
         let running = self.running.clone();
@@ -83,7 +88,7 @@ impl Runner for ProtocolRunner {
             let finished = match outcome {
                 Ok((_, Ending::Interrupted)) => None,
                 Ok((id, Ending::Completed)) => {
-                    Some(finish(&experiments, &store, &experiment, id).await)
+                    Some(finish(&experiments, &store, &experiment, id, &nodes).await)
                 }
                 Err(error) => Some(
                     write_status(
@@ -224,6 +229,7 @@ async fn finish(
     store: &Store,
     experiment: &Experiment,
     id: Uuid,
+    nodes: &[Vec<String>],
 ) -> Result<(), kube::Error> {
     let report = match store.experiment(id).await {
         Ok(row) => match store.experiment_runs(id).await {
@@ -232,7 +238,11 @@ async fn finish(
         },
         Err(_) => None,
     };
-    let (cohorts, verdict) = report.as_ref().map(summarize).unwrap_or_default();
+    let (mut cohorts, verdict) = report.as_ref().map(summarize).unwrap_or_default();
+    // The report lists cohorts in the spec's order, as the fleet does.
+    for (cohort, names) in cohorts.iter_mut().zip(nodes) {
+        cohort.nodes = names.clone();
+    }
     write_status(
         experiments,
         &experiment.name_any(),

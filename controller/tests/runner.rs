@@ -126,6 +126,8 @@ async fn a_cluster_experiment_runs_over_grpc_is_stored_reported_and_resumes() {
     let last = statuses.last().unwrap();
     assert_eq!(last["phase"], "Succeeded");
     assert_eq!(last["cohorts"].as_array().unwrap().len(), 2);
+    assert_eq!(last["cohorts"][1]["nodes"][0], "node-b");
+    assert_eq!(last["cohorts"][1]["runs"], 2);
     assert!(
         last["verdict"].as_str().unwrap().starts_with("patched: "),
         "{last}"
