@@ -13,7 +13,9 @@ use loadlab_controller::{Experiment, parse_experiment};
 #[tokio::test]
 #[ignore = "needs cluster"]
 async fn the_crd_installs_and_the_seed_experiment_round_trips() {
-    let client = Client::try_default().await.expect("a cluster in KUBECONFIG");
+    let client = Client::try_default()
+        .await
+        .expect("a cluster in KUBECONFIG");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let crd = Experiment::crd();
     let name = crd.metadata.name.clone().unwrap();
@@ -41,7 +43,10 @@ async fn the_crd_installs_and_the_seed_experiment_round_trips() {
     let experiments: Api<Experiment> = Api::default_namespaced(client);
     let probe = format!("crd-probe-{}", uuid::Uuid::new_v4().simple());
     let created = experiments
-        .create(&PostParams::default(), &Experiment::new(&probe, spec.clone()))
+        .create(
+            &PostParams::default(),
+            &Experiment::new(&probe, spec.clone()),
+        )
         .await
         .unwrap();
     assert_eq!(created.spec, spec);
