@@ -163,36 +163,14 @@ async fn apply(
     let token = ensure_token(client, namespace, &experiment).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let agents = match ensure_agents(&pods, &experiment, &placement, &context.pods).await? {
-        Pods::Ready(addresses) => addresses,
-        Pods::Waiting(message) => {
-            report.phase = Phase::Pending;
-            report.condition("PodsReady", false, "Waiting", message);
-            report.send(&experiments).await?;
-            return Ok(Action::requeue(WAIT));
-        }
-        Pods::Failed(message) => {
-            report.phase = Phase::Failed;
-            report.condition("PodsReady", false, "PodFailed", message);
-            report.send(&experiments).await?;
-            return Ok(Action::await_change());
-        }
+        Ok(addresses) => addresses,
+        Err(not_ready) => return report.pods_not_ready(not_ready, &experiments).await,
     };
     let targets: Vec<IpAddr> = agents.iter().flatten().map(|(_, a)| a.ip()).collect();
     let generators =
         match ensure_generators(&pods, &experiment, &placement, &targets, &context.pods).await? {
-            Pods::Ready(addresses) => addresses.into_iter().flatten().map(|(_, a)| a).collect(),
-            Pods::Waiting(message) => {
-                report.phase = Phase::Pending;
-                report.condition("PodsReady", false, "Waiting", message);
-                report.send(&experiments).await?;
-                return Ok(Action::requeue(WAIT));
-            }
-            Pods::Failed(message) => {
-                report.phase = Phase::Failed;
-                report.condition("PodsReady", false, "PodFailed", message);
-                report.send(&experiments).await?;
-                return Ok(Action::await_change());
-            }
+            Ok(addresses) => addresses.into_iter().flatten().map(|(_, a)| a).collect(),
+            Err(not_ready) => return report.pods_not_ready(not_ready, &experiments).await,
         };
     report.phase = Phase::Running;
     report.condition("PodsReady", true, "Ready", "agents and generators answer");
@@ -244,9 +222,10 @@ async fn ensure_token(
     Ok(String::from_utf8_lossy(&bytes).trim().to_string())
 }
 
-enum Pods {
-    /// Per group, (node, gRPC address) of every pod.
-    Ready(Vec<Vec<(String, SocketAddr)>>),
+/// Per group, (node, gRPC address) of every pod, once all are ready.
+type Pods = Result<Vec<Vec<(String, SocketAddr)>>, NotReady>;
+
+enum NotReady {
     Waiting(String),
     Failed(String),
 }
@@ -328,18 +307,21 @@ async fn ensure_pods(
                         .as_ref()
                         .and_then(|s| s.node_name.clone())
                         .unwrap_or_default();
-                    return Ok(Pods::Failed(format!(
+                    return Ok(Err(NotReady::Failed(format!(
                         "pod {name} on node {node} failed: {why}"
-                    )));
+                    ))));
                 }
             }
         }
         ready.push(addresses);
     }
     if waiting.is_empty() {
-        Ok(Pods::Ready(ready))
+        Ok(Ok(ready))
     } else {
-        Ok(Pods::Waiting(format!("waiting for {}", waiting.join("; "))))
+        Ok(Err(NotReady::Waiting(format!(
+            "waiting for {}",
+            waiting.join("; ")
+        ))))
     }
 }
 
@@ -427,6 +409,28 @@ impl StatusReport {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         self.status
             .set_condition(type_, holds, reason, message, &now);
+    }
+
+    /// Pods still starting: wait and look again. A pod that failed: the experiment fails.
+    async fn pods_not_ready(
+        mut self,
+        not_ready: NotReady,
+        experiments: &Api<Experiment>,
+    ) -> Result<Action, ReconcileError> {
+        let action = match not_ready {
+            NotReady::Waiting(message) => {
+                self.phase = Phase::Pending;
+                self.condition("PodsReady", false, "Waiting", message);
+                Action::requeue(WAIT)
+            }
+            NotReady::Failed(message) => {
+                self.phase = Phase::Failed;
+                self.condition("PodsReady", false, "PodFailed", message);
+                Action::await_change()
+            }
+        };
+        self.send(experiments).await?;
+        Ok(action)
     }
 
     async fn send(self, experiments: &Api<Experiment>) -> Result<(), ReconcileError> {
