@@ -146,6 +146,10 @@ pub struct RunArgs {
     /// Print the final report as JSON on stdout instead of a table.
     #[arg(long, env = "LOADLAB_JSON")]
     pub json: bool,
+    /// Continue a stored experiment of this file that was interrupted: runs already stored
+    /// as succeeded are not repeated.
+    #[arg(long, value_name = "EXPERIMENT")]
+    pub resume: Option<uuid::Uuid>,
 }
 
 #[derive(Debug, Args)]

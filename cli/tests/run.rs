@@ -238,3 +238,74 @@ async fn an_unreachable_database_is_one_clear_line() {
     );
     assert!(errors[0].contains("cannot connect"), "{errors:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_runs_only_what_is_missing_and_refuses_strangers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, store) = scratch().await;
+    let plain = TINY.replace(
+        "  collect: { lockContention: true, cpuProfile: { frequencyHz: 199 } }\n",
+        "",
+    );
+    assert_ne!(plain, TINY);
+    let output = loadlab(dir.path(), &plain, &url, &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM experiments")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let kept = store.experiment_runs(id).await.unwrap()[0].id;
+    // As if the process had died during the second run.
+    sqlx::query("DELETE FROM runs WHERE experiment_id = $1 AND sequence = 1")
+        .bind(id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE experiments SET status = 'interrupted' WHERE id = $1")
+        .bind(id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+
+    let resumed = Command::new(env!("CARGO_BIN_EXE_loadlab"))
+        .args(["run", dir.path().join("experiment.yaml").to_str().unwrap()])
+        .args(["--resume", &id.to_string()])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("1 runs to go, 1 stored already"),
+        "{stderr}"
+    );
+    let runs = store.experiment_runs(id).await.unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].id, kept, "the stored run is kept, not repeated");
+    assert_eq!(runs[1].sequence, 1);
+    assert_eq!(runs[1].outcome, RunOutcome::Succeeded);
+    assert_eq!(store.experiment(id).await.unwrap().status, "completed");
+
+    for (resume, says) in [
+        (uuid::Uuid::new_v4().to_string(), "no such experiment"),
+        (id.to_string(), "not \"other\""),
+    ] {
+        let other = plain.replace("name: tiny", "name: other");
+        let file = dir.path().join("other.yaml");
+        std::fs::write(&file, &other).unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_loadlab"))
+            .args(["run", file.to_str().unwrap(), "--resume", &resume])
+            .env("DATABASE_URL", &url)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let errors = error_lines(&output);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains(says), "{errors:?}");
+    }
+    assert_eq!(store.experiment_runs(id).await.unwrap().len(), 2);
+}

@@ -155,7 +155,7 @@ pub async fn run_experiment(
         facts.push(described);
     }
     let experiment_id = options.experiment_id.unwrap_or_else(Uuid::new_v4);
-    store
+    let created = store
         .create_experiment(&NewExperiment {
             id: experiment_id,
             name: file.metadata.name.clone(),
@@ -164,6 +164,9 @@ pub async fn run_experiment(
             cohorts: file.spec.cohorts.iter().map(|c| c.name.clone()).collect(),
         })
         .await?;
+    if !created {
+        store.reopen_experiment(experiment_id).await?;
+    }
     let stored = if options.experiment_id.is_some() {
         store.experiment_runs(experiment_id).await?
     } else {

@@ -320,6 +320,15 @@ impl Store {
         Ok(created.rows_affected() == 1)
     }
 
+    /// Marks a stored experiment as running again (it is being resumed).
+    pub async fn reopen_experiment(&self, id: Uuid) -> Result<(), Error> {
+        sqlx::query("UPDATE experiments SET status = 'running', finished_at = NULL WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn finish_experiment(&self, id: Uuid, status: ExperimentStatus) -> Result<(), Error> {
         let updated =
             sqlx::query("UPDATE experiments SET status = $2, finished_at = now() WHERE id = $1")

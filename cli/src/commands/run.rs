@@ -35,6 +35,26 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .open()
         .await
         .with_context(|| format!("results database ({})", database.describe()))?;
+    if let Some(id) = args.resume {
+        let stored = store.experiment(id).await.map_err(|error| match error {
+            loadlab_results::Error::NotFound(_) => {
+                anyhow::anyhow!(
+                    "--resume {id}: no such experiment in {}",
+                    database.describe()
+                )
+            }
+            other => other.into(),
+        })?;
+        let cohorts: Vec<String> = file.spec.cohorts.iter().map(|c| c.name.clone()).collect();
+        anyhow::ensure!(
+            stored.name == file.metadata.name && stored.cohorts == cohorts,
+            "--resume {id}: that experiment is {:?} with cohorts {}, not {:?} with cohorts {}",
+            stored.name,
+            stored.cohorts.join(", "),
+            file.metadata.name,
+            cohorts.join(", ")
+        );
+    }
     let node = LocalNode::start().await?;
     let cancel = interrupt_token();
     let mut progress = RunProgress::new(
@@ -50,7 +70,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         &file,
         &store,
         fleet,
-        RunOptions::default(),
+        RunOptions {
+            experiment_id: args.resume,
+        },
         cancel,
         |event| progress.show(&event),
     )
