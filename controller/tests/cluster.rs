@@ -55,3 +55,54 @@ async fn the_crd_installs_and_the_seed_experiment_round_trips() {
         .await
         .unwrap();
 }
+
+/// With the chart installed (`helm install loadlab helm/loadlab`) and nodes whose kernels match
+/// the seed experiment's cohorts, the experiment runs to the end and reports a verdict.
+#[tokio::test]
+#[ignore = "needs cluster"]
+async fn the_seed_experiment_runs_on_the_cluster() {
+    let client = Client::try_default()
+        .await
+        .expect("a cluster in KUBECONFIG");
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/epoll-refcount.yaml"
+    ))
+    .unwrap();
+    let spec = parse_experiment(&text).unwrap().spec;
+    let experiments: Api<Experiment> = Api::default_namespaced(client);
+    let name = format!(
+        "epoll-refcount-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    experiments
+        .create(&PostParams::default(), &Experiment::new(&name, spec))
+        .await
+        .unwrap();
+    let finished = |experiment: Option<&Experiment>| {
+        experiment
+            .and_then(|e| e.status.as_ref())
+            .is_some_and(|s| s.phase.is_finished())
+    };
+    // Five repetitions of two cohorts of 35 s each, plus pod start-up.
+    let ended = tokio::time::timeout(
+        Duration::from_secs(30 * 60),
+        await_condition(experiments.clone(), &name, finished),
+    )
+    .await
+    .expect("the experiment ends within 30 minutes")
+    .unwrap()
+    .unwrap();
+    let status = ended.status.unwrap();
+    assert_eq!(
+        status.phase,
+        loadlab_controller::status::Phase::Succeeded,
+        "{:?}",
+        status.conditions
+    );
+    assert!(status.verdict.is_some());
+    experiments
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+}
