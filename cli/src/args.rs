@@ -150,6 +150,10 @@ pub struct RunArgs {
     /// as succeeded are not repeated.
     #[arg(long, value_name = "EXPERIMENT")]
     pub resume: Option<uuid::Uuid>,
+    /// File whose first line is the bearer token the agent hosts and generators require
+    /// (cohorts of `nodes`).
+    #[arg(long, env = "LOADLAB_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

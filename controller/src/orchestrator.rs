@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::Error;
 use crate::plan::{PlannedRun, schedule};
-use crate::spec::{ExperimentFile, NginxSpec};
+use crate::spec::{ExperimentFile, ExperimentSpec, NginxSpec};
 
 /// What an experiment reports while it runs.
 #[derive(Debug, Clone)]
@@ -89,6 +89,31 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// The agent hosts and generators an experiment names (`nodes`, `generators`), every call
+    /// carrying `token` when there is one.
+    pub fn hosts(spec: &ExperimentSpec, token: Option<&str>) -> Result<Self, Error> {
+        let cohorts = spec
+            .cohorts
+            .iter()
+            .map(|cohort| {
+                cohort
+                    .nodes
+                    .iter()
+                    .map(|address| Ok(AgentClient::new(rpc_channel(address, token)?)))
+                    .collect::<Result<Vec<_>, Error>>()
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let generators = spec
+            .generators
+            .iter()
+            .map(|address| Ok(LoadgenClient::new(rpc_channel(address, token)?)))
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Self {
+            cohorts,
+            generators,
+        })
+    }
+
     /// One node for every cohort, its generator running `generators` storms side by side.
     pub fn single(endpoints: Endpoints, cohorts: usize, generators: u32) -> Self {
         Self {
@@ -136,13 +161,23 @@ pub async fn run_experiment(
         generators,
     } = fleet;
     let mut facts: Vec<Vec<v1::NodeFacts>> = Vec::with_capacity(agents.len());
-    for cohort_agents in &mut agents {
+    for (cohort, cohort_agents) in file.spec.cohorts.iter().zip(&mut agents) {
         let mut described = Vec::with_capacity(cohort_agents.len());
-        for agent in cohort_agents.iter_mut() {
+        for (index, agent) in cohort_agents.iter_mut().enumerate() {
             let node = agent
                 .describe(v1::DescribeRequest {})
                 .await
-                .map_err(|status| Error::Agent(status.message().to_string()))?
+                .map_err(|status| {
+                    let at = cohort
+                        .nodes
+                        .get(index)
+                        .map_or_else(|| format!("node {}", index + 1), |a| a.clone());
+                    Error::Agent(format!(
+                        "cohort {}, {at}: {}",
+                        cohort.name,
+                        status.message()
+                    ))
+                })?
                 .into_inner();
             if node.nginx_version.is_empty() {
                 return Err(Error::Preflight(format!(
@@ -200,6 +235,7 @@ pub async fn run_experiment(
 
     let mut ending = Ending::Completed;
     let mut loadgens = generators;
+    let retries = i32::try_from(file.spec.retries).unwrap_or(0);
     for planned in plan {
         let (done, previous_attempts) = attempts_so_far(&planned);
         if done {
@@ -216,43 +252,53 @@ pub async fn run_experiment(
         });
         let nginx = file.spec.nginx_for(cohort);
         let node = node_record(&facts[planned.cohort][planned.node]);
-        let mut attempt = RunAttempt {
-            file,
-            planned,
-            nginx,
-            agent: &mut agents[planned.cohort][planned.node],
-            loadgens: &mut loadgens,
-            cancel: &cancel,
-            on_event: &mut on_event,
-        };
-        let started_at = Utc::now();
-        let measured = attempt.execute().await;
-        let mut record = unmeasured_run(
-            experiment_id,
-            &cohort.name,
-            planned,
-            &node,
-            file,
-            nginx,
-            started_at,
-        )?;
-        record.attempt = previous_attempts + 1;
-        match measured {
-            Ok(measurement) => measurement.fill(&mut record),
-            Err(RunError::Interrupted) => {
-                ending = Ending::Interrupted;
+        // A failed attempt is stored with its reason, then tried again up to `retries` times.
+        for attempt_number in (previous_attempts + 1)..=(previous_attempts + 1 + retries) {
+            let mut attempt = RunAttempt {
+                file,
+                planned,
+                nginx,
+                agent: &mut agents[planned.cohort][planned.node],
+                loadgens: &mut loadgens,
+                cancel: &cancel,
+                on_event: &mut on_event,
+            };
+            let started_at = Utc::now();
+            let measured = attempt.execute().await;
+            let mut record = unmeasured_run(
+                experiment_id,
+                &cohort.name,
+                planned,
+                &node,
+                file,
+                nginx,
+                started_at,
+            )?;
+            record.attempt = attempt_number;
+            match measured {
+                Ok(measurement) => measurement.fill(&mut record),
+                Err(RunError::Interrupted) => {
+                    ending = Ending::Interrupted;
+                    break;
+                }
+                Err(RunError::Failed(reason)) => {
+                    tracing::warn!(cohort = %cohort.name, repetition = planned.repetition, attempt = attempt_number, reason = %reason, "run failed");
+                    record.outcome = RunOutcome::Failed { reason };
+                }
+            }
+            let succeeded = matches!(record.outcome, RunOutcome::Succeeded);
+            store.record_run(&record).await?;
+            on_event(Event::RunFinished {
+                run: planned,
+                record: Box::new(record),
+            });
+            if succeeded {
                 break;
             }
-            Err(RunError::Failed(reason)) => {
-                tracing::warn!(cohort = %cohort.name, repetition = planned.repetition, reason = %reason, "run failed");
-                record.outcome = RunOutcome::Failed { reason };
-            }
         }
-        store.record_run(&record).await?;
-        on_event(Event::RunFinished {
-            run: planned,
-            record: Box::new(record),
-        });
+        if ending == Ending::Interrupted {
+            break;
+        }
     }
     let status = match ending {
         Ending::Completed => ExperimentStatus::Completed,

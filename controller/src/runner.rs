@@ -177,21 +177,28 @@ async fn drive(
     let reporter = {
         let experiments = experiments.clone();
         tokio::spawn(async move {
-            let (mut planned, mut stored, mut failed) = (0usize, 0usize, 0usize);
+            let (mut planned, mut resumed, mut failed) = (0usize, 0usize, 0usize);
+            // A planned run counts once, however many attempts it took.
+            let mut finished = std::collections::BTreeSet::new();
             while let Some(event) = received.recv().await {
                 match event {
-                    Event::Started { runs, resumed, .. } => {
-                        planned = runs + resumed;
-                        stored = resumed;
+                    Event::Started {
+                        runs,
+                        resumed: earlier,
+                        ..
+                    } => {
+                        planned = runs + earlier;
+                        resumed = earlier;
                     }
-                    Event::RunFinished { record, .. } => {
-                        stored += 1;
+                    Event::RunFinished { run, record } => {
+                        finished.insert(run.sequence);
                         if matches!(record.outcome, RunOutcome::Failed { .. }) {
                             failed += 1;
                         }
                     }
                     _ => continue,
                 }
+                let stored = resumed + finished.len();
                 let progress = json!({
                     "resultsId": id.to_string(),
                     "progress": format!("{stored}/{planned}"),

@@ -72,11 +72,30 @@ pub struct ExperimentSpec {
     pub cohorts: Vec<CohortSpec>,
     #[serde(default = "default_repetitions")]
     pub repetitions: u32,
+    /// How many times a failed run is tried again before the experiment moves on; every
+    /// attempt is stored with its reason.
+    #[serde(default = "one")]
+    pub retries: u32,
     /// The cohort others are compared with; the first cohort when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<String>,
     #[serde(default)]
     pub collect: CollectSpec,
+    /// Without a cluster, for cohorts of `nodes`: the generators (`loadlab loadgen serve`) as
+    /// `host:port`; every storm is split over all of them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generators: Vec<String>,
+}
+
+/// Where an experiment's cohorts run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CohortKind {
+    /// This machine, agent and generator in process (`local: true`).
+    Local,
+    /// Cluster nodes chosen by the controller (`kernel`, `nodeSelector`, `nodeNames`).
+    Cluster,
+    /// Hosts running `loadlab agent serve`, reached over the network (`nodes`).
+    Hosts,
 }
 
 /// What the agent collects over each measured window besides counters (always collected).
@@ -270,6 +289,10 @@ pub struct CohortSpec {
     /// Nodes with these names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_names: Vec<String>,
+    /// Without a cluster: the agents (`loadlab agent serve`) of the cohort's hosts, as
+    /// `host:port`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
     /// Settings that differ from the experiment's target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetOverride>,
@@ -433,14 +456,14 @@ impl ExperimentFile {
         self.spec.validate()
     }
 
-    /// For `loadlab run`: every cohort must run on this machine.
+    /// For `loadlab run`: cohorts on this machine or on agent hosts, not cluster nodes.
     pub fn require_local(&self) -> Result<(), SpecError> {
-        match self.spec.cohorts.iter().position(|c| !c.local) {
-            Some(i) => Err(SpecError::at(
-                format!("spec.cohorts[{i}]"),
-                "selects cluster nodes; `loadlab run` runs cohorts on this machine (`local: true`): apply this experiment to a cluster with `kubectl apply -f`",
+        match self.spec.kind() {
+            CohortKind::Cluster => Err(SpecError::at(
+                "spec.cohorts[0]",
+                "selects cluster nodes; `loadlab run` runs cohorts on this machine (`local: true`) or on agent hosts (`nodes`): apply this experiment to a cluster with `kubectl apply -f`",
             )),
-            None => Ok(()),
+            CohortKind::Local | CohortKind::Hosts => Ok(()),
         }
     }
 
@@ -455,19 +478,30 @@ impl ExperimentFile {
 }
 
 impl ExperimentSpec {
-    /// Whether the cohorts run on this machine rather than on cluster nodes.
+    /// Where the cohorts run (all cohorts of a valid spec are of one kind).
+    pub fn kind(&self) -> CohortKind {
+        self.cohorts
+            .first()
+            .map_or(CohortKind::Local, CohortSpec::kind)
+    }
+
+    /// Whether the cohorts run on this machine.
     pub fn is_local(&self) -> bool {
-        self.cohorts.first().is_some_and(|c| c.local)
+        self.kind() == CohortKind::Local
     }
 
     /// For a cluster: every cohort must select nodes.
     pub fn require_cluster(&self) -> Result<(), SpecError> {
-        match self.cohorts.iter().position(|c| c.local) {
-            Some(i) => Err(SpecError::at(
-                format!("spec.cohorts[{i}].local"),
+        match self.kind() {
+            CohortKind::Cluster => Ok(()),
+            CohortKind::Local => Err(SpecError::at(
+                "spec.cohorts[0].local",
                 "a cluster runs cohorts on its nodes: select them with `kernel`, `nodeSelector` or `nodeNames`",
             )),
-            None => Ok(()),
+            CohortKind::Hosts => Err(SpecError::at(
+                "spec.cohorts[0].nodes",
+                "agent hosts are for `loadlab run`; on a cluster select nodes with `kernel`, `nodeSelector` or `nodeNames`",
+            )),
         }
     }
 
@@ -547,6 +581,12 @@ impl ExperimentSpec {
                 ),
             ));
         }
+        if self.retries > 10 {
+            return Err(SpecError::at(
+                "spec.retries",
+                format!("must be at most 10, got {}", self.retries),
+            ));
+        }
         if self.cohorts.is_empty() {
             return Err(SpecError::at(
                 "spec.cohorts",
@@ -563,12 +603,43 @@ impl ExperimentSpec {
                 ));
             }
             cohort.validate_placement(&field)?;
-            if i > 0 && cohort.local != self.cohorts[0].local {
+            if i > 0 && cohort.kind() != self.cohorts[0].kind() {
                 return Err(SpecError::at(
                     field,
-                    "local and cluster cohorts cannot be mixed in one experiment",
+                    "local, cluster and host cohorts cannot be mixed in one experiment",
                 ));
             }
+        }
+        match (self.kind(), self.generators.is_empty()) {
+            (CohortKind::Hosts, true) => {
+                return Err(SpecError::at(
+                    "spec.generators",
+                    "cohorts of agent hosts need generators: `generators: [\"host:port\"]` (`loadlab loadgen serve`)",
+                ));
+            }
+            (CohortKind::Local | CohortKind::Cluster, false) => {
+                return Err(SpecError::at(
+                    "spec.generators",
+                    "generator addresses go with cohorts of agent hosts (`nodes`); here use load.generators (a count)",
+                ));
+            }
+            _ => {}
+        }
+        for (i, address) in self.generators.iter().enumerate() {
+            check_address(&format!("spec.generators[{i}]"), address)?;
+        }
+        if !self.generators.is_empty()
+            && load.generators != 1
+            && load.generators as usize != self.generators.len()
+        {
+            return Err(SpecError::at(
+                "spec.load.generators",
+                format!(
+                    "is {} but {} generator addresses are given (leave it out)",
+                    load.generators,
+                    self.generators.len()
+                ),
+            ));
         }
         if let Some(baseline) = &self.baseline
             && !self.cohorts.iter().any(|c| &c.name == baseline)
@@ -602,21 +673,40 @@ impl CohortSpec {
         self.kernel.is_some() || !self.node_selector.is_empty() || !self.node_names.is_empty()
     }
 
+    /// The cohort's kind; a cohort that says more than one is refused by validation.
+    pub fn kind(&self) -> CohortKind {
+        if self.local {
+            CohortKind::Local
+        } else if !self.nodes.is_empty() {
+            CohortKind::Hosts
+        } else {
+            CohortKind::Cluster
+        }
+    }
+
     fn validate_placement(&self, field: &str) -> Result<(), SpecError> {
-        match (self.local, self.selects_cluster_nodes()) {
-            (false, false) => {
-                return Err(SpecError::at(
-                    field,
-                    "say where the cohort runs: `local: true` for this machine, or `kernel`, `nodeSelector` or `nodeNames` for cluster nodes",
-                ));
-            }
-            (true, true) => {
-                return Err(SpecError::at(
-                    field,
-                    "`local: true` runs on this machine and cannot also select cluster nodes",
-                ));
-            }
-            _ => {}
+        let said = [
+            self.local,
+            self.selects_cluster_nodes(),
+            !self.nodes.is_empty(),
+        ]
+        .iter()
+        .filter(|&&said| said)
+        .count();
+        if said == 0 {
+            return Err(SpecError::at(
+                field,
+                "say where the cohort runs: `local: true` for this machine, `nodes: [\"host:port\"]` for agent hosts, or `kernel`, `nodeSelector` or `nodeNames` for cluster nodes",
+            ));
+        }
+        if said > 1 {
+            return Err(SpecError::at(
+                field,
+                "choose one place: `local: true`, agent hosts (`nodes`) or cluster nodes (`kernel`, `nodeSelector`, `nodeNames`)",
+            ));
+        }
+        for (j, address) in self.nodes.iter().enumerate() {
+            check_address(&format!("{field}.nodes[{j}]"), address)?;
         }
         if let Some(pattern) = &self.kernel
             && (pattern.is_empty()
@@ -645,6 +735,24 @@ impl CohortSpec {
             }
         }
         Ok(())
+    }
+}
+
+/// `host:port`, with an IPv6 host in brackets.
+fn check_address(field: &str, address: &str) -> Result<(), SpecError> {
+    let valid = address.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && !host.contains(char::is_whitespace)
+            && port.parse::<u16>().is_ok_and(|p| p > 0)
+            && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')))
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(SpecError::at(
+            field,
+            format!("{address:?} is not host:port (e.g. 10.0.0.5:7700 or [fd00::5]:7700)"),
+        ))
     }
 }
 
@@ -868,12 +976,43 @@ spec:
             "local: true, kernel: x",
         );
         assert!(
-            error_of(&both).message.contains("cannot also"),
+            error_of(&both).message.contains("choose one place"),
             "{}",
             error_of(&both)
         );
         let spaced = cluster.replace("\"6.1.0-47-*\"", "\"6.1 47\"");
         assert_eq!(error_of(&spaced).field, "spec.cohorts[0].kernel");
+    }
+
+    #[test]
+    fn host_cohorts_name_their_agents_and_need_generators() {
+        let hosts = GOOD
+            .replace(
+                "local: true, target: { nginx: { workers: 1 } }",
+                "nodes: [\"10.77.0.2:7700\", \"[fd00::2]:7700\"]",
+            )
+            .replace(
+                "local: true, target: { nginx: { workers: 2, reuseport: true } }",
+                "nodes: [\"host-b:7700\"]",
+            );
+        let with_generators = format!("{hosts}  generators: [\"10.77.0.9:7701\"]\n");
+        let file = parse_experiment(&with_generators).unwrap();
+        assert_eq!(file.spec.kind(), CohortKind::Hosts);
+        file.require_local().unwrap();
+        assert!(file.spec.require_cluster().is_err());
+        assert_eq!(file.spec.cohorts[0].nodes.len(), 2);
+
+        assert_eq!(error_of(&hosts).field, "spec.generators");
+        let bad = with_generators.replace("host-b:7700", "host-b");
+        assert_eq!(error_of(&bad).field, "spec.cohorts[1].nodes[0]");
+        let bad = with_generators.replace("10.77.0.9:7701", "10.77.0.9:0");
+        assert_eq!(error_of(&bad).field, "spec.generators[0]");
+        let stray = format!("{GOOD}  generators: [\"10.77.0.9:7701\"]\n");
+        assert!(
+            error_of(&stray).message.contains("agent hosts"),
+            "{}",
+            error_of(&stray)
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use loadlab_controller::local::LocalNode;
+use loadlab_controller::spec::CohortKind;
 use loadlab_controller::{Ending, Fleet, RunOptions, parse_experiment, run_experiment};
 use loadlab_results::Database;
 use loadlab_results::report::build_report;
@@ -55,17 +56,31 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             cohorts.join(", ")
         );
     }
-    let node = LocalNode::start().await?;
+    let local = match file.spec.kind() {
+        CohortKind::Local => Some(LocalNode::start().await?),
+        CohortKind::Hosts | CohortKind::Cluster => None,
+    };
     let cancel = interrupt_token();
     let mut progress = RunProgress::new(
         std::io::stderr().is_terminal(),
         file.spec.cohorts.iter().map(|c| c.name.clone()).collect(),
     );
-    let fleet = Fleet::single(
-        node.endpoints().await?,
-        file.spec.cohorts.len(),
-        file.spec.load.generators,
-    );
+    let fleet = match &local {
+        Some(node) => Fleet::single(
+            node.endpoints().await?,
+            file.spec.cohorts.len(),
+            file.spec.load.generators,
+        ),
+        None => {
+            let token = args
+                .token_file
+                .as_deref()
+                .map(loadlab_proto::auth::read_token_file)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            Fleet::hosts(&file.spec, token.as_deref())?
+        }
+    };
     let outcome = run_experiment(
         &file,
         &store,
@@ -78,7 +93,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     )
     .await;
     // Stop nginx targets and servers before reporting, whatever happened.
-    node.shutdown().await;
+    if let Some(node) = local {
+        node.shutdown().await;
+    }
     let (experiment_id, ending) = outcome?;
 
     let report = build_report(
