@@ -1,0 +1,437 @@
+//! Fleets without Kubernetes, on one machine: network namespaces joined by a bridge stand in for
+//! hosts. Each test builds its own lab (a hub namespace with a bridge, one namespace per host,
+//! a veth from the root namespace for `loadlab run`), starts `loadlab agent serve` and
+//! `loadlab loadgen serve` inside, and removes everything when it ends. Load stays inside the
+//! lab's namespaces. Needs root; without it each test says so and fails.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use loadlab_results::{Database, RunOutcome, Store};
+use sqlx::postgres::PgConnectOptions;
+
+const TOKEN: &str = "fleet-test-token";
+
+fn sh(args: &[&str]) {
+    let output = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A bridge in a hub namespace; hosts and the root namespace attach to it by veth pairs.
+struct Lab {
+    tag: String,
+    subnet: String,
+    hosts: Vec<String>,
+    processes: Vec<Child>,
+    dir: tempfile::TempDir,
+}
+
+static LABS: AtomicU32 = AtomicU32::new(0);
+
+impl Lab {
+    fn new() -> Self {
+        assert!(
+            nix::unistd::Uid::effective().is_root(),
+            "the fleet tests build network namespaces and need root"
+        );
+        let index = LABS.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("ll{}{index}", std::process::id() % 10_000);
+        let subnet = format!("10.231.{}", (std::process::id() * 7 + index) % 250 + 1);
+        let hub = format!("{tag}hub");
+        sh(&["ip", "netns", "add", &hub]);
+        sh(&["ip", "-n", &hub, "link", "add", "br0", "type", "bridge"]);
+        sh(&["ip", "-n", &hub, "link", "set", "br0", "up"]);
+        let lab = Self {
+            tag,
+            subnet,
+            hosts: Vec::new(),
+            processes: Vec::new(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        // The root namespace's leg, for the orchestrator: .1
+        lab.attach("1", None);
+        std::fs::write(lab.token_file(), TOKEN).unwrap();
+        lab
+    }
+
+    fn hub(&self) -> String {
+        format!("{}hub", self.tag)
+    }
+
+    fn token_file(&self) -> PathBuf {
+        self.dir.path().join("token")
+    }
+
+    /// A veth from `namespace` (the root namespace when None) to the bridge, addressed .`host`.
+    fn attach(&self, host: &str, namespace: Option<&str>) {
+        let outside = format!("{}o{host}", self.tag);
+        let inside = format!("{}i{host}", self.tag);
+        sh(&[
+            "ip", "link", "add", &inside, "type", "veth", "peer", "name", &outside,
+        ]);
+        sh(&["ip", "link", "set", &outside, "netns", &self.hub()]);
+        sh(&[
+            "ip",
+            "-n",
+            &self.hub(),
+            "link",
+            "set",
+            &outside,
+            "master",
+            "br0",
+            "up",
+        ]);
+        let address = format!("{}.{host}/24", self.subnet);
+        match namespace {
+            Some(namespace) => {
+                sh(&["ip", "link", "set", &inside, "netns", namespace]);
+                sh(&[
+                    "ip", "-n", namespace, "addr", "add", &address, "dev", &inside,
+                ]);
+                sh(&["ip", "-n", namespace, "link", "set", &inside, "up"]);
+                sh(&["ip", "-n", namespace, "link", "set", "lo", "up"]);
+            }
+            None => {
+                sh(&["ip", "addr", "add", &address, "dev", &inside]);
+                sh(&["ip", "link", "set", &inside, "up"]);
+            }
+        }
+    }
+
+    /// A new host namespace at .`host`; returns its address.
+    fn host(&mut self, host: u8) -> String {
+        let namespace = format!("{}h{host}", self.tag);
+        sh(&["ip", "netns", "add", &namespace]);
+        self.attach(&host.to_string(), Some(&namespace));
+        self.hosts.push(namespace);
+        format!("{}.{host}", self.subnet)
+    }
+
+    /// Starts `loadlab ARGS` inside the host at `address` and waits for it to say it listens.
+    fn serve(&mut self, address: &str, args: &[&str]) -> usize {
+        let host = address.rsplit('.').next().unwrap();
+        let namespace = format!("{}h{host}", self.tag);
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &namespace, env!("CARGO_BIN_EXE_loadlab")])
+            .args(args)
+            .arg("--token-file")
+            .arg(self.token_file())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while stderr.read_line(&mut line).unwrap() > 0 && !line.contains("listening on") {
+            line.clear();
+        }
+        assert!(
+            line.contains("listening on"),
+            "{args:?} did not start: {line}"
+        );
+        // Keep draining so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in stderr.lines() {});
+        self.processes.push(child);
+        self.processes.len() - 1
+    }
+
+    fn agent(&mut self, address: &str) -> (String, usize) {
+        let listen = format!("{address}:7700");
+        let process = self.serve(
+            address,
+            &[
+                "agent",
+                "serve",
+                "--listen",
+                &listen,
+                "--target-address",
+                address,
+            ],
+        );
+        (listen, process)
+    }
+
+    fn loadgen(&mut self, address: &str, port: u16, targets: &[&str]) -> (String, usize) {
+        let listen = format!("{address}:{port}");
+        let mut args = vec!["loadgen", "serve", "--listen", &listen];
+        for target in targets {
+            args.extend(["--allow", target]);
+        }
+        let process = self.serve(address, &args);
+        (listen, process)
+    }
+
+    fn kill(&mut self, process: usize) {
+        let child = &mut self.processes[process];
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    fn run(&self, yaml: &str, database_url: &str, extra: &[&str]) -> Output {
+        let file = self.dir.path().join("experiment.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_loadlab"))
+            .arg("run")
+            .arg(&file)
+            .arg("--token-file")
+            .arg(self.token_file())
+            .args(extra)
+            .env("DATABASE_URL", database_url)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for child in &mut self.processes {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        for child in &mut self.processes {
+            let _ = child.wait();
+        }
+        // Deleting a namespace deletes its end of each veth, and with it the peer.
+        for namespace in self.hosts.iter().chain([&self.hub()]) {
+            let _ = Command::new("ip")
+                .args(["netns", "del", namespace])
+                .status();
+        }
+    }
+}
+
+/// Hosts a (.10) and b (.20) with agents, a generator host (.30) allowed to load both.
+struct Hosts {
+    agent_a: String,
+    agent_b: String,
+    agent_b_process: usize,
+    generator: String,
+    generator_process: usize,
+}
+
+fn two_hosts_and_a_generator(lab: &mut Lab) -> Hosts {
+    let a = lab.host(10);
+    let b = lab.host(20);
+    let g = lab.host(30);
+    let (agent_a, _) = lab.agent(&a);
+    let (agent_b, agent_b_process) = lab.agent(&b);
+    let (generator, generator_process) = lab.loadgen(&g, 7701, &[&a, &b]);
+    Hosts {
+        agent_a,
+        agent_b,
+        agent_b_process,
+        generator,
+        generator_process,
+    }
+}
+
+fn nginx_targets() -> usize {
+    let output = Command::new("pgrep")
+        .args(["-f", "loadlab-nginx-"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).lines().count()
+}
+
+async fn scratch() -> (String, Store) {
+    let url = Database::from_env().scratch_url().await.unwrap();
+    let store = Store::connect(PgConnectOptions::from_str(&url).unwrap())
+        .await
+        .unwrap();
+    (url, store)
+}
+
+async fn only_experiment(store: &Store) -> uuid::Uuid {
+    sqlx::query_scalar("SELECT id FROM experiments")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+fn experiment(a: &str, b: &str, generators: &[String], duration: &str, repetitions: u32) -> String {
+    format!(
+        r#"
+apiVersion: loadlab.dev/v1alpha1
+kind: Experiment
+metadata: {{ name: fleet }}
+spec:
+  target: {{ nginx: {{ workers: 1 }} }}
+  load: {{ connections: 8, warmup: 200ms, duration: {duration} }}
+  cohorts:
+    - {{ name: host-a, nodes: ["{a}"] }}
+    - {{ name: host-b, nodes: ["{b}"] }}
+  generators: [{}]
+  repetitions: {repetitions}
+"#,
+        generators
+            .iter()
+            .map(|g| format!("\"{g}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_namespaces_two_cohorts_two_generators_count_exactly() {
+    let (url, store) = scratch().await;
+    let mut lab = Lab::new();
+    let a = lab.host(10);
+    let b = lab.host(20);
+    let g = lab.host(30);
+    let (agent_a, _) = lab.agent(&a);
+    let (agent_b, _) = lab.agent(&b);
+    let (gen_1, _) = lab.loadgen(&g, 7701, &[&a, &b]);
+    let (gen_2, _) = lab.loadgen(&g, 7702, &[&a, &b]);
+
+    let output = lab.run(
+        &experiment(&agent_a, &agent_b, &[gen_1, gen_2], "1s", 1),
+        &url,
+        &[],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let runs = store
+        .experiment_runs(only_experiment(&store).await)
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 2);
+    let completed: i64 = runs.iter().map(|r| r.completed_connections).sum();
+    let accepts: u64 = runs.iter().map(|r| r.counters.nginx_accepts).sum();
+    assert!(completed > 0);
+    assert_eq!(
+        completed, accepts as i64,
+        "merged generators = nginx accepts"
+    );
+    for run in &runs {
+        assert_eq!(run.outcome, RunOutcome::Succeeded);
+        assert_eq!(run.completed_connections, run.counters.nginx_accepts as i64);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generator_killed_mid_run_fails_the_run_with_its_reason_and_the_experiment_goes_on() {
+    let (url, store) = scratch().await;
+    let mut lab = Lab::new();
+    let hosts = two_hosts_and_a_generator(&mut lab);
+    let file = lab.dir.path().join("experiment.yaml");
+    std::fs::write(
+        &file,
+        experiment(
+            &hosts.agent_a,
+            &hosts.agent_b,
+            &[hosts.generator.clone()],
+            "60s",
+            1,
+        ),
+    )
+    .unwrap();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_loadlab"))
+        .arg("run")
+        .arg(&file)
+        .arg("--token-file")
+        .arg(lab.token_file())
+        .env("DATABASE_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first run's target is up: its storm is under way (a 60 s window).
+    let mut checks = tokio::time::interval(std::time::Duration::from_millis(20));
+    while nginx_targets() == 0 {
+        checks.tick().await;
+        assert!(run.try_wait().unwrap().is_none(), "loadlab run ended early");
+    }
+    lab.kill(hosts.generator_process);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let status = run.wait().unwrap();
+    assert!(status.success(), "the experiment goes on: {stderr}");
+    assert_eq!(nginx_targets(), 0, "every target was stopped");
+
+    let id = only_experiment(&store).await;
+    let runs = store.experiment_runs(id).await.unwrap();
+    assert_eq!(
+        runs.len(),
+        4,
+        "two planned runs, each tried twice (retries: 1)"
+    );
+    for run in &runs {
+        match &run.outcome {
+            RunOutcome::Failed { reason } => assert!(reason.contains("storm"), "{reason}"),
+            RunOutcome::Succeeded => panic!("a run without its generator succeeded"),
+        }
+        assert_eq!(
+            run.completed_connections, 0,
+            "nothing half-measured is stored"
+        );
+    }
+    let attempts: Vec<i32> = runs.iter().map(|r| r.attempt).collect();
+    assert_eq!(attempts, vec![1, 2, 1, 2]);
+    assert_eq!(store.experiment(id).await.unwrap().status, "completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_is_gone_is_named_before_anything_is_stored() {
+    let (url, store) = scratch().await;
+    let mut lab = Lab::new();
+    let hosts = two_hosts_and_a_generator(&mut lab);
+    lab.kill(hosts.agent_b_process);
+    let output = lab.run(
+        &experiment(&hosts.agent_a, &hosts.agent_b, &[hosts.generator], "1s", 1),
+        &url,
+        &[],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains(&format!("cohort host-b, {}", hosts.agent_b)),
+        "{stderr}"
+    );
+    let experiments: i64 = sqlx::query_scalar("SELECT count(*) FROM experiments")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(experiments, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_is_refused_by_the_hosts() {
+    let (url, _store) = scratch().await;
+    let mut lab = Lab::new();
+    let a = lab.host(10);
+    let g = lab.host(30);
+    let (agent_a, _) = lab.agent(&a);
+    let (generator, _) = lab.loadgen(&g, 7701, &[&a]);
+    let wrong = lab.dir.path().join("wrong");
+    std::fs::write(&wrong, "not-the-token").unwrap();
+    let yaml = experiment(&agent_a, &agent_a, &[generator], "1s", 1);
+    let file = lab.dir.path().join("experiment.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_loadlab"))
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--token-file",
+            wrong.to_str().unwrap(),
+        ])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("wrong token"), "{stderr}");
+}
