@@ -331,7 +331,7 @@ async fn a_generator_killed_mid_run_fails_the_run_with_its_reason_and_the_experi
         experiment(
             &hosts.agent_a,
             &hosts.agent_b,
-            &[hosts.generator.clone()],
+            std::slice::from_ref(&hosts.generator),
             "60s",
             1,
         ),
