@@ -309,3 +309,55 @@ async fn resume_runs_only_what_is_missing_and_refuses_strangers() {
     }
     assert_eq!(store.experiment_runs(id).await.unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_never_listens_fails_its_run_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, store) = scratch().await;
+    // Answers `-v` like nginx, then never listens.
+    let fake = dir.path().join("never-listens");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = -v ]; then echo 'nginx version: nginx/never-listens' >&2; exit 0; fi\necho $$ > {}\nexec sleep 600\n",
+            dir.path().join("pid").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let yaml = TINY
+        .replace(
+            "    - { name: two-workers, local: true, target: { nginx: { workers: 2, reuseport: true } } }\n",
+            "",
+        )
+        .replace("  repetitions: 1\n", "  repetitions: 1\n  retries: 0\n");
+    assert!(yaml.contains("retries: 0") && !yaml.contains("two-workers"));
+    let output = loadlab(
+        dir.path(),
+        &yaml,
+        &url,
+        &[("LOADLAB_NGINX", fake.to_str().unwrap())],
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM experiments")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let runs = store.experiment_runs(id).await.unwrap();
+    assert_eq!(runs.len(), 1);
+    match &runs[0].outcome {
+        RunOutcome::Failed { reason } => {
+            assert!(reason.contains("did not listen"), "{reason}")
+        }
+        RunOutcome::Succeeded => panic!("a target that never listened was measured"),
+    }
+    let pid = std::fs::read_to_string(dir.path().join("pid")).unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{}", pid.trim())).exists(),
+        "the target that never listened was left running"
+    );
+}
