@@ -298,6 +298,14 @@ impl RunProgress {
                 ));
             }
             Event::Progress { .. } => {}
+            Event::StoreUnavailable { error } => {
+                if self.live {
+                    clear_line();
+                }
+                eprintln!(
+                    "results database unavailable ({error}): the finished run is kept and written when it answers"
+                );
+            }
             Event::RunFinished { run, record } => {
                 if self.live {
                     clear_line();

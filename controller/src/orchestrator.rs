@@ -55,6 +55,11 @@ pub enum Event {
         run: PlannedRun,
         record: Box<RunRecord>,
     },
+    /// The results database does not answer; the finished run waits and is written as soon
+    /// as it does.
+    StoreUnavailable {
+        error: String,
+    },
 }
 
 /// A gRPC channel whose every call carries the bearer token (when there is one).
@@ -287,7 +292,7 @@ pub async fn run_experiment(
                 }
             }
             let succeeded = matches!(record.outcome, RunOutcome::Succeeded);
-            store.record_run(&record).await?;
+            record_run_patiently(store, &record, &cancel, &mut on_event).await?;
             on_event(Event::RunFinished {
                 run: planned,
                 record: Box::new(record),
@@ -306,6 +311,60 @@ pub async fn run_experiment(
     };
     store.finish_experiment(experiment_id, status).await?;
     Ok((experiment_id, ending))
+}
+
+/// How long a finished run waits for an unreachable database before the experiment gives up.
+const STORE_PATIENCE: Duration = Duration::from_secs(600);
+
+/// Whether a database error may go away by itself: the connection, not the data, is at fault.
+fn is_transient(error: &loadlab_results::Error) -> bool {
+    match error {
+        loadlab_results::Error::Connect(_) => true,
+        loadlab_results::Error::Query(error) => match error {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
+            // Class 08: connection exceptions; class 57: the server is shutting down.
+            sqlx::Error::Database(db) => db
+                .code()
+                .is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Writes a run, waiting out a database restart: a measured run is never dropped because the
+/// database blinked. Writing is idempotent by run id, so a retry after an unclear failure
+/// cannot store it twice.
+async fn record_run_patiently(
+    store: &Store,
+    record: &RunRecord,
+    cancel: &CancellationToken,
+    on_event: &mut impl FnMut(Event),
+) -> Result<(), Error> {
+    let deadline = tokio::time::Instant::now() + STORE_PATIENCE;
+    let mut told = false;
+    loop {
+        match store.record_run(record).await {
+            Ok(_) => return Ok(()),
+            Err(error)
+                if is_transient(&error)
+                    && tokio::time::Instant::now() < deadline
+                    && !cancel.is_cancelled() =>
+            {
+                if !told {
+                    on_event(Event::StoreUnavailable {
+                        error: error.to_string(),
+                    });
+                    told = true;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = cancel.cancelled() => {}
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
 }
 
 /// How far ahead several generators are given their shared start instant.

@@ -108,6 +108,20 @@ impl PrivateCluster {
         Ok(())
     }
 
+    /// Stops the cluster (fast shutdown: open sessions are ended), if it runs.
+    pub fn stop(&self) -> Result<(), Error> {
+        let bin = postgres_bin_dir()?;
+        let owner = ClusterOwner::for_this_process()?;
+        let output = owner
+            .command(bin.join("pg_ctl"))
+            .arg("stop")
+            .args(["-m", "fast", "-w", "-t", "60"])
+            .arg("-D")
+            .arg(&self.data_dir)
+            .output();
+        check(output, "pg_ctl stop", None)
+    }
+
     fn initdb(&self, bin: &Path, owner: &ClusterOwner) -> Result<(), Error> {
         if self.data_dir.exists() {
             // A half-made cluster from an interrupted initdb: start over.
