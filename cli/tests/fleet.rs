@@ -317,6 +317,12 @@ async fn three_namespaces_two_cohorts_two_generators_count_exactly() {
     for run in &runs {
         assert_eq!(run.outcome, RunOutcome::Succeeded);
         assert_eq!(run.completed_connections, run.counters.nginx_accepts as i64);
+        // Measured and stored with the run; its size depends on the machine, not asserted.
+        assert!(
+            run.generator_skew_us.is_some_and(|skew| skew >= 0),
+            "{:?}",
+            run.generator_skew_us
+        );
     }
 }
 

@@ -396,6 +396,7 @@ struct Measurement {
     /// Connections of the warm-up storm, which runs before the capture opens.
     warmup_connections: u64,
     summary: v1::StormSummary,
+    generator_skew_us: Option<u64>,
     capture: v1::Capture,
 }
 
@@ -442,7 +443,7 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
         };
         let mut warmup_connections = 0;
         if !load.warmup.0.is_zero() {
-            let warmup = self.storm(spec(load.warmup.0), true).await?;
+            let (warmup, _) = self.storm(spec(load.warmup.0), true).await?;
             warmup_connections = warmup.completed_connections + warmup.failed_connections;
         }
         let handle = self
@@ -461,7 +462,7 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
             .map_err(failed("starting the capture"))?
             .into_inner();
         let started_at = Utc::now();
-        let summary = self.storm(spec(load.duration.0), false).await?;
+        let (summary, generator_skew_us) = self.storm(spec(load.duration.0), false).await?;
         let capture = self
             .agent
             .stop_capture(handle)
@@ -473,17 +474,20 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
             finished_at: Utc::now(),
             warmup_connections,
             summary,
+            generator_skew_us,
             capture,
         })
     }
 
     /// Runs one storm on `generators` generators at once (a shared start instant, load split
     /// evenly) and merges their summaries exactly.
+    /// Returns the merged summary and, with several generators, how far apart they started
+    /// (µs; each measures its lateness against the shared instant on its own clock).
     async fn storm(
         &mut self,
         spec: v1::StormSpec,
         warmup: bool,
-    ) -> Result<v1::StormSummary, RunError> {
+    ) -> Result<(v1::StormSummary, Option<u64>), RunError> {
         let generators = self.loadgens.len() as u32;
         let length = Duration::from_millis(spec.duration_ms);
         let start_at_unix_ns = if generators > 1 {
@@ -534,6 +538,7 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
         let mut latest = vec![(0u64, 0u64); generators as usize];
         let mut merged: Option<StormReport> = None;
         let mut summaries = 0;
+        let mut lateness = Vec::with_capacity(generators as usize);
         while let Some((index, item)) = received.recv().await {
             match item?.event {
                 Some(storm_event::Event::Progress(progress)) => {
@@ -549,6 +554,7 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
                     });
                 }
                 Some(storm_event::Event::Summary(summary)) => {
+                    lateness.push(summary.start_lateness_us);
                     let report =
                         from_summary(&summary).map_err(|e| RunError::Failed(e.to_string()))?;
                     match merged.as_mut() {
@@ -564,7 +570,11 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
         }
         match merged {
             Some(report) if summaries == generators => {
-                to_summary(&report).map_err(|e| RunError::Failed(e.to_string()))
+                let skew = (generators > 1).then(|| {
+                    lateness.iter().max().unwrap_or(&0) - lateness.iter().min().unwrap_or(&0)
+                });
+                let summary = to_summary(&report).map_err(|e| RunError::Failed(e.to_string()))?;
+                Ok((summary, skew))
             }
             _ => Err(RunError::Failed(format!(
                 "{} of {generators} generators ended the storm without a summary",
@@ -643,6 +653,7 @@ impl Measurement {
                 })
                 .collect(),
         });
+        record.generator_skew_us = self.generator_skew_us.map(to_i64);
         record.cpu_profile_unavailable =
             Some(self.capture.cpu_profile_unavailable.clone()).filter(|reason| !reason.is_empty());
         record.counters = WindowCounters {
@@ -715,6 +726,7 @@ fn unmeasured_run(
         lock_contention_unavailable: None,
         cpu_profile: None,
         cpu_profile_unavailable: None,
+        generator_skew_us: None,
     })
 }
 

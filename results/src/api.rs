@@ -347,6 +347,7 @@ struct RunSummary {
     counters: WindowCounters,
     lock_contention_unavailable: Option<String>,
     cpu_profile_unavailable: Option<String>,
+    generator_skew_us: Option<i64>,
 }
 
 impl RunSummary {
@@ -387,6 +388,7 @@ impl RunSummary {
             counters: run.counters,
             lock_contention_unavailable: run.lock_contention_unavailable,
             cpu_profile_unavailable: run.cpu_profile_unavailable,
+            generator_skew_us: run.generator_skew_us,
         }
     }
 }

@@ -83,6 +83,9 @@ pub fn validate_run(run: &RunRecord, experiment: &ExperimentRow) -> Result<(), S
     if counts.iter().any(|c| *c < 0) {
         return Err("connection counts must not be negative".into());
     }
+    if run.generator_skew_us.is_some_and(|skew| skew < 0) {
+        return Err("generator_skew_us must not be negative".into());
+    }
     for (name, value) in [
         ("window_seconds", run.window_seconds),
         ("connections_per_second", run.connections_per_second),

@@ -155,6 +155,10 @@ pub struct RunRecord {
     /// Why a CPU profile was asked for and not collected.
     #[serde(default)]
     pub cpu_profile_unavailable: Option<String>,
+    /// With several generators: how far apart they started (µs), each measured against the
+    /// shared start instant on its own clock.
+    #[serde(default)]
+    pub generator_skew_us: Option<i64>,
 }
 
 /// A CPU profile of a run's window.
@@ -465,9 +469,9 @@ impl Store {
                 completed_connections, failed_connections, warmup_connections,
                 connections_per_second, errors, connect_histogram, first_byte_histogram,
                 total_histogram, completed_per_second, counters, lock_contention_unavailable,
-                cpu_profile_unavailable)
+                cpu_profile_unavailable, generator_skew_us)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                     $18, $19, $20, $21, $22, $23, $24, $25, $26)
+                     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(run.id)
@@ -500,6 +504,7 @@ impl Store {
         .bind(Json(&run.counters))
         .bind(&run.lock_contention_unavailable)
         .bind(&run.cpu_profile_unavailable)
+        .bind(run.generator_skew_us)
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -664,5 +669,6 @@ fn run_from_row(row: &sqlx::postgres::PgRow) -> Result<RunRecord, Error> {
         lock_contention_unavailable: row.try_get("lock_contention_unavailable")?,
         cpu_profile: None,
         cpu_profile_unavailable: row.try_get("cpu_profile_unavailable")?,
+        generator_skew_us: row.try_get("generator_skew_us")?,
     })
 }

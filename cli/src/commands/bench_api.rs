@@ -191,6 +191,7 @@ pub async fn run(args: BenchApiArgs) -> anyhow::Result<()> {
                 lock_contention_unavailable: None,
                 cpu_profile: None,
                 cpu_profile_unavailable: None,
+                generator_skew_us: None,
             };
             bodies.push(serde_json::to_string(&run)?);
         }

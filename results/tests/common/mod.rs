@@ -96,6 +96,7 @@ pub fn run(experiment_id: Uuid, cohort: &str, repetition: i32, conn_per_sec: f64
             }],
         }),
         cpu_profile_unavailable: None,
+        generator_skew_us: None,
     }
 }
 
