@@ -154,6 +154,9 @@ pub struct RunArgs {
     /// (cohorts of `nodes`).
     #[arg(long, env = "LOADLAB_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// Reach the agent hosts and generators over TLS, trusting this PEM CA certificate.
+    #[arg(long, env = "LOADLAB_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -238,7 +241,20 @@ pub enum AgentCommand {
         /// Kubernetes node name).
         #[arg(long, env = "LOADLAB_NODE_NAME")]
         node_name: Option<String>,
+        #[command(flatten)]
+        tls: TlsServerArgs,
     },
+}
+
+/// TLS for a gRPC server: both files, or neither (plain HTTP/2).
+#[derive(Debug, Args)]
+pub struct TlsServerArgs {
+    /// PEM certificate (chain) the server presents; with --tls-key.
+    #[arg(long, env = "LOADLAB_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "LOADLAB_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -261,6 +277,8 @@ pub enum LoadgenCommand {
         /// beyond loopback.
         #[arg(long, env = "LOADLAB_LOADGEN_TOKEN_FILE")]
         token_file: Option<PathBuf>,
+        #[command(flatten)]
+        tls: TlsServerArgs,
     },
 }
 

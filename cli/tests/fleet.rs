@@ -441,3 +441,76 @@ async fn a_wrong_token_is_refused_by_the_hosts() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("wrong token"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_carries_the_fleet_and_a_client_without_the_ca_gets_nowhere() {
+    let (url, store) = scratch().await;
+    let mut lab = Lab::new();
+    let a = lab.host(10);
+    let g = lab.host(30);
+    let certified = rcgen::generate_simple_self_signed(vec![a.clone(), g.clone()]).unwrap();
+    let cert = lab.dir.path().join("cert.pem");
+    let key = lab.dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let agent = format!("{a}:7700");
+    lab.serve(
+        &a,
+        &[
+            "agent",
+            "serve",
+            "--listen",
+            &agent,
+            "--target-address",
+            &a,
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+        ],
+    );
+    let generator = format!("{g}:7701");
+    lab.serve(
+        &g,
+        &[
+            "loadgen",
+            "serve",
+            "--listen",
+            &generator,
+            "--allow",
+            &a,
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+        ],
+    );
+    let yaml = experiment(&agent, &agent, &[generator], "1s", 1);
+
+    let output = lab.run(&yaml, &url, &["--tls-ca", cert]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let runs = store
+        .experiment_runs(only_experiment(&store).await)
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 2);
+    assert!(runs.iter().all(|r| r.outcome == RunOutcome::Succeeded));
+
+    // Plain HTTP/2 against the TLS servers: refused before anything is stored.
+    let output = lab.run(&yaml, &url, &[]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(errors[0].contains("cohort host-a"), "{stderr}");
+    let experiments: i64 = sqlx::query_scalar("SELECT count(*) FROM experiments")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(experiments, 1);
+}

@@ -14,7 +14,7 @@ pub mod runner;
 pub mod spec;
 pub mod status;
 
-pub use orchestrator::{Ending, Endpoints, Event, Fleet, RunOptions, run_experiment};
+pub use orchestrator::{Connection, Ending, Endpoints, Event, Fleet, RunOptions, run_experiment};
 pub use spec::{Experiment, ExperimentFile, SpecError, parse_experiment};
 
 #[derive(Debug, thiserror::Error)]

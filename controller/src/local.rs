@@ -12,7 +12,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
-use crate::orchestrator::{Endpoints, rpc_channel};
+use crate::orchestrator::{Connection, Endpoints, rpc_channel};
 
 /// In-process agent and generator. `shutdown` stops both servers and every nginx target.
 #[derive(Debug)]
@@ -55,7 +55,7 @@ impl LocalNode {
     }
 
     pub async fn endpoints(&self) -> Result<Endpoints, Error> {
-        let channel = rpc_channel(&self.address.to_string(), None)?;
+        let channel = rpc_channel(&self.address.to_string(), &Connection::default())?;
         Ok(Endpoints {
             agent: AgentClient::new(channel.clone()),
             loadgen: LoadgenClient::new(channel),

@@ -65,16 +65,44 @@ pub enum Event {
 /// A gRPC channel whose every call carries the bearer token (when there is one).
 pub type RpcChannel = InterceptedService<Channel, AttachToken>;
 
-/// Opens a lazily connected channel to `address` (`host:port`) attaching `token` to every call.
-/// Connection errors show up on the first call, named after the address.
-pub fn rpc_channel(address: &str, token: Option<&str>) -> Result<RpcChannel, Error> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .map_err(|e| Error::Internal(format!("{address}: {e}")))?
-        .connect_timeout(Duration::from_secs(10))
-        .connect_lazy();
-    let attach =
-        AttachToken::new(token).map_err(|status| Error::Internal(status.message().to_string()))?;
-    Ok(InterceptedService::new(channel, attach))
+/// How agents and generators beyond this process are reached.
+#[derive(Debug, Clone, Default)]
+pub struct Connection {
+    /// Sent as `authorization: Bearer` on every call.
+    pub token: Option<String>,
+    /// TLS, trusting this PEM CA certificate; plain HTTP/2 without one.
+    pub tls_ca: Option<Vec<u8>>,
+}
+
+/// Opens a lazily connected channel to `address` (`host:port`). Connection errors show up on
+/// the first call.
+pub fn rpc_channel(address: &str, connection: &Connection) -> Result<RpcChannel, Error> {
+    let invalid = |e: &dyn std::fmt::Display| Error::Preflight(format!("{address}: {e}"));
+    let scheme = if connection.tls_ca.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
+        .map_err(|e| invalid(&e))?
+        .connect_timeout(Duration::from_secs(10));
+    if let Some(ca) = &connection.tls_ca {
+        let host = address
+            .rsplit_once(':')
+            .map_or(address, |(host, _)| host)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        endpoint = endpoint
+            .tls_config(
+                tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                    .domain_name(host),
+            )
+            .map_err(|e| invalid(&e))?;
+    }
+    let attach = AttachToken::new(connection.token.as_deref())
+        .map_err(|status| Error::Preflight(status.message().to_string()))?;
+    Ok(InterceptedService::new(endpoint.connect_lazy(), attach))
 }
 
 /// The agent and generator of one node.
@@ -94,9 +122,8 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// The agent hosts and generators an experiment names (`nodes`, `generators`), every call
-    /// carrying `token` when there is one.
-    pub fn hosts(spec: &ExperimentSpec, token: Option<&str>) -> Result<Self, Error> {
+    /// The agent hosts and generators an experiment names (`nodes`, `generators`).
+    pub fn hosts(spec: &ExperimentSpec, connection: &Connection) -> Result<Self, Error> {
         let cohorts = spec
             .cohorts
             .iter()
@@ -104,14 +131,14 @@ impl Fleet {
                 cohort
                     .nodes
                     .iter()
-                    .map(|address| Ok(AgentClient::new(rpc_channel(address, token)?)))
+                    .map(|address| Ok(AgentClient::new(rpc_channel(address, connection)?)))
                     .collect::<Result<Vec<_>, Error>>()
             })
             .collect::<Result<Vec<_>, Error>>()?;
         let generators = spec
             .generators
             .iter()
-            .map(|address| Ok(LoadgenClient::new(rpc_channel(address, token)?)))
+            .map(|address| Ok(LoadgenClient::new(rpc_channel(address, connection)?)))
             .collect::<Result<Vec<_>, Error>>()?;
         Ok(Self {
             cohorts,

@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::orchestrator::{Event, Fleet, RunOptions, rpc_channel, run_experiment};
+use crate::orchestrator::{Connection, Event, Fleet, RunOptions, rpc_channel, run_experiment};
 use crate::pods::EXPERIMENT_LABEL;
 use crate::reconcile::{ReadyFleet, Runner, key};
 use crate::spec::{API_VERSION, Experiment, ExperimentFile, KIND, Metadata};
@@ -152,7 +152,10 @@ async fn drive(
     ready: ReadyFleet,
     cancel: CancellationToken,
 ) -> Result<(Uuid, Ending), Error> {
-    let token = Some(ready.token.as_str());
+    let connection = Connection {
+        token: Some(ready.token.clone()),
+        tls_ca: None,
+    };
     let mut fleet = Fleet {
         cohorts: Vec::with_capacity(ready.agents.len()),
         generators: Vec::with_capacity(ready.generators.len()),
@@ -160,14 +163,17 @@ async fn drive(
     for cohort in &ready.agents {
         let mut agents = Vec::with_capacity(cohort.len());
         for (_, address) in cohort {
-            agents.push(AgentClient::new(rpc_channel(&address.to_string(), token)?));
+            agents.push(AgentClient::new(rpc_channel(
+                &address.to_string(),
+                &connection,
+            )?));
         }
         fleet.cohorts.push(agents);
     }
     for address in &ready.generators {
         fleet.generators.push(LoadgenClient::new(rpc_channel(
             &address.to_string(),
-            token,
+            &connection,
         )?));
     }
     let file = experiment_file(experiment);

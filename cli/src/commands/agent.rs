@@ -7,7 +7,7 @@ use loadlab_agent::grpc::facts_to_proto;
 use loadlab_agent::nginx::{find_nginx, nginx_version};
 
 use crate::args::{AgentArgs, AgentCommand};
-use crate::commands::{DrainWithin, interrupt_token, server_token};
+use crate::commands::{DrainWithin, grpc_server, interrupt_token, server_token};
 use crate::render;
 use loadlab_proto::auth::RequireToken;
 use loadlab_proto::v1::agent_server::AgentServer;
@@ -34,6 +34,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             token_file,
             target_address,
             node_name,
+            tls,
         } => {
             let token = server_token(listen, token_file.as_deref())?;
             let listener = tokio::net::TcpListener::bind(listen)
@@ -45,7 +46,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
             let stop = interrupt_token();
             eprintln!("loadlab agent listening on {}", listener.local_addr()?);
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            let mut server = tonic::transport::Server::builder();
+            let mut server = grpc_server(&tls)?;
             match token {
                 Some(token) => {
                     server

@@ -4,7 +4,7 @@ use anyhow::Context;
 use loadlab_loadgen::{LoadgenService, TargetPolicy};
 
 use crate::args::{LoadgenArgs, LoadgenCommand};
-use crate::commands::{DrainWithin, interrupt_token, server_token};
+use crate::commands::{DrainWithin, grpc_server, interrupt_token, server_token};
 use loadlab_proto::auth::RequireToken;
 use loadlab_proto::v1::loadgen_server::LoadgenServer;
 
@@ -14,6 +14,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<ExitCode> {
             listen,
             allow,
             token_file,
+            tls,
         } => {
             let token = server_token(listen, token_file.as_deref())?;
             let listener = tokio::net::TcpListener::bind(listen)
@@ -24,7 +25,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<ExitCode> {
             eprintln!("loadlab loadgen listening on {}", listener.local_addr()?);
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
             let service = LoadgenService::new(policy);
-            let mut server = tonic::transport::Server::builder();
+            let mut server = grpc_server(&tls)?;
             match token {
                 Some(token) => {
                     server

@@ -53,6 +53,22 @@ pub fn server_token(
     }
 }
 
+/// A gRPC server builder, with TLS when the certificate and key are given.
+pub fn grpc_server(tls: &crate::args::TlsServerArgs) -> anyhow::Result<tonic::transport::Server> {
+    use anyhow::Context;
+    let server = tonic::transport::Server::builder();
+    let (Some(cert), Some(key)) = (&tls.tls_cert, &tls.tls_key) else {
+        return Ok(server);
+    };
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+    server
+        .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+        .with_context(|| format!("TLS with {} and {}", cert.display(), key.display()))
+}
+
 /// How long open connections may keep a server alive after a stop signal.
 pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 

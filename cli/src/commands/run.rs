@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use loadlab_controller::local::LocalNode;
 use loadlab_controller::spec::CohortKind;
-use loadlab_controller::{Ending, Fleet, RunOptions, parse_experiment, run_experiment};
+use loadlab_controller::{Connection, Ending, Fleet, RunOptions, parse_experiment, run_experiment};
 use loadlab_results::Database;
 use loadlab_results::report::build_report;
 
@@ -78,7 +78,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .map(loadlab_proto::auth::read_token_file)
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
-            Fleet::hosts(&file.spec, token.as_deref())?
+            let tls_ca = args
+                .tls_ca
+                .as_deref()
+                .map(|path| {
+                    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+                })
+                .transpose()?;
+            Fleet::hosts(&file.spec, &Connection { token, tls_ca })?
         }
     };
     let outcome = run_experiment(
