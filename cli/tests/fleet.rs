@@ -168,6 +168,18 @@ impl Lab {
         (listen, process)
     }
 
+    /// Processes running in a host namespace.
+    fn pids(&self, namespace: &str) -> Vec<i32> {
+        let output = Command::new("ip")
+            .args(["netns", "pids", namespace])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
     fn kill(&mut self, process: usize) {
         let child = &mut self.processes[process];
         let _ = child.kill();
@@ -199,6 +211,15 @@ impl Drop for Lab {
         }
         for child in &mut self.processes {
             let _ = child.wait();
+        }
+        // Whatever outlived its agent (an nginx whose agent was killed) goes with the lab.
+        for namespace in &self.hosts {
+            for pid in self.pids(namespace) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
         }
         // Deleting a namespace deletes its end of each veth, and with it the peer.
         for namespace in self.hosts.iter().chain([&self.hub()]) {
@@ -513,4 +534,78 @@ async fn tls_carries_the_fleet_and_a_client_without_the_ca_gets_nowhere() {
         .await
         .unwrap();
     assert_eq!(experiments, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_mid_run_fails_that_cohorts_runs_and_the_other_cohort_goes_on() {
+    let (url, store) = scratch().await;
+    let mut lab = Lab::new();
+    let hosts = two_hosts_and_a_generator(&mut lab);
+    let file = lab.dir.path().join("experiment.yaml");
+    std::fs::write(
+        &file,
+        experiment(
+            &hosts.agent_a,
+            &hosts.agent_b,
+            std::slice::from_ref(&hosts.generator),
+            "3s",
+            2,
+        ),
+    )
+    .unwrap();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_loadlab"))
+        .arg("run")
+        .arg(&file)
+        .arg("--token-file")
+        .arg(lab.token_file())
+        .env("DATABASE_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(run.stderr.take().unwrap());
+    let mut seen = String::new();
+    let mut line = String::new();
+    // The schedule is host-a, host-b, then host-b, host-a: wait for host-a's first run.
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        seen.push_str(&line);
+        if line.starts_with("[1/4 rep 1]") {
+            break;
+        }
+        line.clear();
+    }
+    // host-b's target is up (nginx beside the agent in its namespace): kill the agent.
+    let b = format!("{}h20", lab.tag);
+    let mut checks = tokio::time::interval(std::time::Duration::from_millis(20));
+    while lab.pids(&b).len() < 2 {
+        checks.tick().await;
+    }
+    lab.kill(hosts.agent_b_process);
+    std::io::Read::read_to_string(stderr.get_mut(), &mut seen).unwrap();
+    let status = run.wait().unwrap();
+    assert!(status.success(), "the experiment goes on: {seen}");
+
+    let runs = store
+        .experiment_runs(only_experiment(&store).await)
+        .await
+        .unwrap();
+    let (a, b): (Vec<_>, Vec<_>) = runs.iter().partition(|r| r.cohort == "host-a");
+    assert_eq!(a.len(), 2, "{seen}");
+    assert!(a.iter().all(|r| r.outcome == RunOutcome::Succeeded));
+    assert_eq!(
+        b.len(),
+        4,
+        "two planned runs on host-b, each tried twice: {seen}"
+    );
+    for run in &b {
+        assert!(
+            matches!(&run.outcome, RunOutcome::Failed { .. }),
+            "{:?}",
+            run.outcome
+        );
+        assert_eq!(
+            run.completed_connections, 0,
+            "nothing half-measured is stored"
+        );
+    }
 }
