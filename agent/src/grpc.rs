@@ -223,6 +223,19 @@ impl agent_server::Agent for AgentService {
             backlog: (spec.backlog > 0).then_some(spec.backlog),
         };
         let binary = find_nginx()?;
+        // Runs on a node are sequential: a target still here belongs to a run whose caller went
+        // away (killed or cut off) and would only take CPU and a port from this one.
+        let stale: Vec<_> = {
+            let mut state = self.state.lock().await;
+            state.captures.clear();
+            state.targets.drain().collect()
+        };
+        for (id, target) in stale {
+            tracing::warn!(target_id = %id, "stopping a target left by an earlier run");
+            if let Err(error) = target.stop().await {
+                tracing::warn!(target_id = %id, error = %error, "stopping a stale nginx target");
+            }
+        }
         let cpus = logical_cpus(&self.proc)?;
         let target = NginxTarget::start(&binary, &settings, cpus, self.target_address).await?;
         let id = uuid::Uuid::new_v4().to_string();

@@ -609,3 +609,106 @@ async fn an_agent_killed_mid_run_fails_that_cohorts_runs_and_the_other_cohort_go
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_orchestrator_resumes_without_repeating_runs() {
+    let (url, store) = scratch().await;
+    let mut lab = Lab::new();
+    let hosts = two_hosts_and_a_generator(&mut lab);
+    let file = lab.dir.path().join("experiment.yaml");
+    std::fs::write(
+        &file,
+        experiment(
+            &hosts.agent_a,
+            &hosts.agent_b,
+            std::slice::from_ref(&hosts.generator),
+            "2s",
+            2,
+        ),
+    )
+    .unwrap();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_loadlab"))
+        .arg("run")
+        .arg(&file)
+        .arg("--token-file")
+        .arg(lab.token_file())
+        .env("DATABASE_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(run.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut id = None;
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        if let Some(rest) = line.strip_prefix("experiment ") {
+            id = rest
+                .split(':')
+                .next()
+                .map(|s| uuid::Uuid::parse_str(s).unwrap());
+        }
+        if line.starts_with("[2/4 rep 1]") {
+            break;
+        }
+        line.clear();
+    }
+    let id = id.expect("the experiment id is announced");
+    // The third run (host-b's, repetitions rotate) has its target listening beside the
+    // agent, so its storm is under way: kill loadlab outright.
+    let b = format!("{}h20", lab.tag);
+    let listeners = || {
+        let output = Command::new("ip")
+            .args(["netns", "exec", &b, "ss", "-Hltn"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).lines().count()
+    };
+    let mut checks = tokio::time::interval(std::time::Duration::from_millis(20));
+    while listeners() < 2 {
+        checks.tick().await;
+    }
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let before: Vec<uuid::Uuid> = store
+        .experiment_runs(id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(before.len(), 2);
+
+    let output = lab.run(
+        &std::fs::read_to_string(&file).unwrap(),
+        &url,
+        &["--resume", &id.to_string()],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("2 runs to go, 2 stored already"),
+        "{stderr}"
+    );
+    let runs = store.experiment_runs(id).await.unwrap();
+    assert_eq!(runs.len(), 4, "{stderr}");
+    assert!(runs.iter().all(|r| r.outcome == RunOutcome::Succeeded));
+    assert!(before.iter().all(|id| runs.iter().any(|r| &r.id == id)));
+    let mut keys: Vec<(String, i32)> = runs
+        .iter()
+        .map(|r| (r.cohort.clone(), r.repetition))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 4, "no run repeated");
+    assert_eq!(store.experiment(id).await.unwrap().status, "completed");
+    // The target the killed run left behind was stopped by the next PrepareTarget: only the
+    // agents are left in their namespaces.
+    for host in ["h10", "h20"] {
+        let namespace = format!("{}{host}", lab.tag);
+        assert_eq!(
+            lab.pids(&namespace).len(),
+            1,
+            "{namespace}: a stale nginx is running"
+        );
+    }
+}
