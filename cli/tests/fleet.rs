@@ -168,6 +168,25 @@ impl Lab {
         (listen, process)
     }
 
+    /// TCP listeners in host .`host`: its agent's, plus its nginx target's while one runs.
+    fn listeners(&self, host: u8) -> usize {
+        let namespace = format!("{}h{host}", self.tag);
+        let output = Command::new("ip")
+            .args(["netns", "exec", &namespace, "ss", "-Hltn"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).lines().count()
+    }
+
+    /// Waits until host .`host` has its nginx target listening, i.e. a run is under way there.
+    async fn target_up(&self, host: u8, run: &mut Child) {
+        let mut checks = tokio::time::interval(std::time::Duration::from_millis(20));
+        while self.listeners(host) < 2 {
+            checks.tick().await;
+            assert!(run.try_wait().unwrap().is_none(), "loadlab run ended early");
+        }
+    }
+
     /// Processes running in a host namespace.
     fn pids(&self, namespace: &str) -> Vec<i32> {
         let output = Command::new("ip")
@@ -253,14 +272,6 @@ fn two_hosts_and_a_generator(lab: &mut Lab) -> Hosts {
         generator,
         generator_process,
     }
-}
-
-fn nginx_targets() -> usize {
-    let output = Command::new("pgrep")
-        .args(["-f", "loadlab-nginx-"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout).lines().count()
 }
 
 async fn scratch() -> (String, Store) {
@@ -374,18 +385,20 @@ async fn a_generator_killed_mid_run_fails_the_run_with_its_reason_and_the_experi
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The first run's target is up: its storm is under way (a 60 s window).
-    let mut checks = tokio::time::interval(std::time::Duration::from_millis(20));
-    while nginx_targets() == 0 {
-        checks.tick().await;
-        assert!(run.try_wait().unwrap().is_none(), "loadlab run ended early");
-    }
+    // The first run's target (host-a) is up: its storm is under way (a 60 s window).
+    lab.target_up(10, &mut run).await;
     lab.kill(hosts.generator_process);
     let mut stderr = String::new();
     std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     let status = run.wait().unwrap();
     assert!(status.success(), "the experiment goes on: {stderr}");
-    assert_eq!(nginx_targets(), 0, "every target was stopped");
+    for host in [10, 20] {
+        assert_eq!(
+            lab.listeners(host),
+            1,
+            "host .{host}: a target was left running"
+        );
+    }
 
     let id = only_experiment(&store).await;
     let runs = store.experiment_runs(id).await.unwrap();
@@ -574,12 +587,8 @@ async fn an_agent_killed_mid_run_fails_that_cohorts_runs_and_the_other_cohort_go
         }
         line.clear();
     }
-    // host-b's target is up (nginx beside the agent in its namespace): kill the agent.
-    let b = format!("{}h20", lab.tag);
-    let mut checks = tokio::time::interval(std::time::Duration::from_millis(20));
-    while lab.pids(&b).len() < 2 {
-        checks.tick().await;
-    }
+    // host-b's target is up: kill its agent.
+    lab.target_up(20, &mut run).await;
     lab.kill(hosts.agent_b_process);
     std::io::Read::read_to_string(stderr.get_mut(), &mut seen).unwrap();
     let status = run.wait().unwrap();
@@ -655,18 +664,7 @@ async fn a_killed_orchestrator_resumes_without_repeating_runs() {
     let id = id.expect("the experiment id is announced");
     // The third run (host-b's, repetitions rotate) has its target listening beside the
     // agent, so its storm is under way: kill loadlab outright.
-    let b = format!("{}h20", lab.tag);
-    let listeners = || {
-        let output = Command::new("ip")
-            .args(["netns", "exec", &b, "ss", "-Hltn"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&output.stdout).lines().count()
-    };
-    let mut checks = tokio::time::interval(std::time::Duration::from_millis(20));
-    while listeners() < 2 {
-        checks.tick().await;
-    }
+    lab.target_up(20, &mut run).await;
     run.kill().unwrap();
     run.wait().unwrap();
     let before: Vec<uuid::Uuid> = store
