@@ -5,11 +5,12 @@
 //! lab's namespaces. Needs root; without it each test says so and fails.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use loadlab_results::cluster::PrivateCluster;
 use loadlab_results::{Database, RunOutcome, Store};
 use sqlx::postgres::PgConnectOptions;
 
@@ -116,6 +117,10 @@ impl Lab {
 
     /// Starts `loadlab ARGS` inside the host at `address` and waits for it to say it listens.
     fn serve(&mut self, address: &str, args: &[&str]) -> usize {
+        self.serve_with(address, args, &[])
+    }
+
+    fn serve_with(&mut self, address: &str, args: &[&str], env: &[(&str, &Path)]) -> usize {
         let host = address.rsplit('.').next().unwrap();
         let namespace = format!("{}h{host}", self.tag);
         let mut child = Command::new("ip")
@@ -123,6 +128,7 @@ impl Lab {
             .args(args)
             .arg("--token-file")
             .arg(self.token_file())
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -708,5 +714,141 @@ async fn a_killed_orchestrator_resumes_without_repeating_runs() {
             1,
             "{namespace}: a stale nginx is running"
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_never_listens_fails_its_run_with_the_reason_and_is_not_left_running() {
+    let (url, store) = scratch().await;
+    let mut lab = Lab::new();
+    let a = lab.host(10);
+    let g = lab.host(30);
+    // Answers `-v` like nginx, then never listens.
+    let fake = lab.dir.path().join("never-listens");
+    let pid_file = lab.dir.path().join("pid");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = -v ]; then echo 'nginx version: nginx/never-listens' >&2; exit 0; fi\necho $$ > {}\nexec sleep 600\n",
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let agent = format!("{a}:7700");
+    lab.serve_with(
+        &a,
+        &["agent", "serve", "--listen", &agent, "--target-address", &a],
+        &[("LOADLAB_NGINX", &fake)],
+    );
+    let (generator, _) = lab.loadgen(&g, 7701, &[&a]);
+    let yaml = experiment(&agent, &agent, &[generator], "1s", 1)
+        .replace("  repetitions: 1\n", "  repetitions: 1\n  retries: 0\n")
+        .replace(
+            &format!("    - {{ name: host-b, nodes: [\"{agent}\"] }}\n"),
+            "",
+        );
+    assert!(
+        yaml.contains("retries: 0") && !yaml.contains("host-b"),
+        "{yaml}"
+    );
+    let output = lab.run(&yaml, &url, &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let runs = store
+        .experiment_runs(only_experiment(&store).await)
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 1);
+    match &runs[0].outcome {
+        RunOutcome::Failed { reason } => {
+            assert!(reason.contains("did not listen"), "{reason}")
+        }
+        RunOutcome::Succeeded => panic!("a target that never listened was measured"),
+    }
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{}", pid.trim())).exists(),
+        "the target that never listened was left running"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_mid_experiment_loses_no_run() {
+    let mut lab = Lab::new();
+    let hosts = two_hosts_and_a_generator(&mut lab);
+    // loadlab creates and starts its private cluster here; the test stops and starts it.
+    let data = tempfile::tempdir().unwrap();
+    // The cluster's owner (postgres, when the tests run as root) must reach its directory.
+    std::fs::set_permissions(
+        data.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let cluster = PrivateCluster::in_data_dir(data.path());
+    let _stopped = Stopped(&cluster);
+    let file = lab.dir.path().join("experiment.yaml");
+    std::fs::write(
+        &file,
+        experiment(
+            &hosts.agent_a,
+            &hosts.agent_b,
+            std::slice::from_ref(&hosts.generator),
+            "1s",
+            2,
+        ),
+    )
+    .unwrap();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_loadlab"))
+        .arg("run")
+        .arg(&file)
+        .arg("--token-file")
+        .arg(lab.token_file())
+        .env_remove("DATABASE_URL")
+        .env("LOADLAB_DATA_DIR", data.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(run.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let mut restarted = false;
+    for line in stderr.lines() {
+        let line = line.unwrap();
+        if line.starts_with("[1/4 rep 1]") {
+            // The first run is stored; the database goes away while the second one runs.
+            cluster.stop().unwrap();
+        }
+        if line.starts_with("results database unavailable") {
+            cluster.ensure_running().unwrap();
+            restarted = true;
+        }
+        seen.push(line);
+    }
+    let status = run.wait().unwrap();
+    let seen = seen.join("\n");
+    assert!(status.success(), "{seen}");
+    assert!(restarted, "no run waited for the database: {seen}");
+
+    let store = Store::connect(cluster.connect_options("loadlab"))
+        .await
+        .unwrap();
+    let runs = store
+        .experiment_runs(only_experiment(&store).await)
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 4, "{seen}");
+    assert!(runs.iter().all(|r| r.outcome == RunOutcome::Succeeded));
+}
+
+/// Stops a private cluster when the test ends, however it ends.
+struct Stopped<'a>(&'a PrivateCluster);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.stop();
     }
 }
