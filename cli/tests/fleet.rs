@@ -211,6 +211,21 @@ impl Lab {
         let _ = child.wait();
     }
 
+    /// Starts `loadlab run FILE` with the lab's token, stderr piped; `database` says where
+    /// results go.
+    fn spawn_run(&self, file: &Path, database: impl FnOnce(&mut Command)) -> Child {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_loadlab"));
+        command
+            .arg("run")
+            .arg(file)
+            .arg("--token-file")
+            .arg(self.token_file())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        database(&mut command);
+        command.spawn().unwrap()
+    }
+
     fn run(&self, yaml: &str, database_url: &str, extra: &[&str]) -> Output {
         let file = self.dir.path().join("experiment.yaml");
         std::fs::write(&file, yaml).unwrap();
@@ -381,16 +396,9 @@ async fn a_generator_killed_mid_run_fails_the_run_with_its_reason_and_the_experi
         ),
     )
     .unwrap();
-    let mut run = Command::new(env!("CARGO_BIN_EXE_loadlab"))
-        .arg("run")
-        .arg(&file)
-        .arg("--token-file")
-        .arg(lab.token_file())
-        .env("DATABASE_URL", &url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut run = lab.spawn_run(&file, |command| {
+        command.env("DATABASE_URL", &url);
+    });
     // The first run's target (host-a) is up: its storm is under way (a 60 s window).
     lab.target_up(10, &mut run).await;
     lab.kill(hosts.generator_process);
@@ -572,16 +580,9 @@ async fn an_agent_killed_mid_run_fails_that_cohorts_runs_and_the_other_cohort_go
         ),
     )
     .unwrap();
-    let mut run = Command::new(env!("CARGO_BIN_EXE_loadlab"))
-        .arg("run")
-        .arg(&file)
-        .arg("--token-file")
-        .arg(lab.token_file())
-        .env("DATABASE_URL", &url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut run = lab.spawn_run(&file, |command| {
+        command.env("DATABASE_URL", &url);
+    });
     let mut stderr = BufReader::new(run.stderr.take().unwrap());
     let mut seen = String::new();
     let mut line = String::new();
@@ -642,16 +643,9 @@ async fn a_killed_orchestrator_resumes_without_repeating_runs() {
         ),
     )
     .unwrap();
-    let mut run = Command::new(env!("CARGO_BIN_EXE_loadlab"))
-        .arg("run")
-        .arg(&file)
-        .arg("--token-file")
-        .arg(lab.token_file())
-        .env("DATABASE_URL", &url)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut run = lab.spawn_run(&file, |command| {
+        command.env("DATABASE_URL", &url);
+    });
     let mut stderr = BufReader::new(run.stderr.take().unwrap());
     let mut line = String::new();
     let mut id = None;
@@ -802,17 +796,11 @@ async fn a_database_restart_mid_experiment_loses_no_run() {
         ),
     )
     .unwrap();
-    let mut run = Command::new(env!("CARGO_BIN_EXE_loadlab"))
-        .arg("run")
-        .arg(&file)
-        .arg("--token-file")
-        .arg(lab.token_file())
-        .env_remove("DATABASE_URL")
-        .env("LOADLAB_DATA_DIR", data.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut run = lab.spawn_run(&file, |command| {
+        command
+            .env_remove("DATABASE_URL")
+            .env("LOADLAB_DATA_DIR", data.path());
+    });
     let stderr = BufReader::new(run.stderr.take().unwrap());
     let mut seen = Vec::new();
     let mut restarted = false;
