@@ -279,6 +279,22 @@ struct Hosts {
     generator_process: usize,
 }
 
+impl Hosts {
+    /// Writes the two-cohort experiment over these hosts into the lab's directory.
+    fn experiment_file(&self, lab: &Lab, duration: &str, repetitions: u32) -> PathBuf {
+        let file = lab.dir.path().join("experiment.yaml");
+        let yaml = experiment(
+            &self.agent_a,
+            &self.agent_b,
+            std::slice::from_ref(&self.generator),
+            duration,
+            repetitions,
+        );
+        std::fs::write(&file, yaml).unwrap();
+        file
+    }
+}
+
 fn two_hosts_and_a_generator(lab: &mut Lab) -> Hosts {
     let a = lab.host(10);
     let b = lab.host(20);
@@ -384,18 +400,7 @@ async fn a_generator_killed_mid_run_fails_the_run_with_its_reason_and_the_experi
     let (url, store) = scratch().await;
     let mut lab = Lab::new();
     let hosts = two_hosts_and_a_generator(&mut lab);
-    let file = lab.dir.path().join("experiment.yaml");
-    std::fs::write(
-        &file,
-        experiment(
-            &hosts.agent_a,
-            &hosts.agent_b,
-            std::slice::from_ref(&hosts.generator),
-            "60s",
-            1,
-        ),
-    )
-    .unwrap();
+    let file = hosts.experiment_file(&lab, "60s", 1);
     let mut run = lab.spawn_run(&file, |command| {
         command.env("DATABASE_URL", &url);
     });
@@ -568,18 +573,7 @@ async fn an_agent_killed_mid_run_fails_that_cohorts_runs_and_the_other_cohort_go
     let (url, store) = scratch().await;
     let mut lab = Lab::new();
     let hosts = two_hosts_and_a_generator(&mut lab);
-    let file = lab.dir.path().join("experiment.yaml");
-    std::fs::write(
-        &file,
-        experiment(
-            &hosts.agent_a,
-            &hosts.agent_b,
-            std::slice::from_ref(&hosts.generator),
-            "3s",
-            2,
-        ),
-    )
-    .unwrap();
+    let file = hosts.experiment_file(&lab, "3s", 2);
     let mut run = lab.spawn_run(&file, |command| {
         command.env("DATABASE_URL", &url);
     });
@@ -631,18 +625,7 @@ async fn a_killed_orchestrator_resumes_without_repeating_runs() {
     let (url, store) = scratch().await;
     let mut lab = Lab::new();
     let hosts = two_hosts_and_a_generator(&mut lab);
-    let file = lab.dir.path().join("experiment.yaml");
-    std::fs::write(
-        &file,
-        experiment(
-            &hosts.agent_a,
-            &hosts.agent_b,
-            std::slice::from_ref(&hosts.generator),
-            "2s",
-            2,
-        ),
-    )
-    .unwrap();
+    let file = hosts.experiment_file(&lab, "2s", 2);
     let mut run = lab.spawn_run(&file, |command| {
         command.env("DATABASE_URL", &url);
     });
@@ -784,18 +767,7 @@ async fn a_database_restart_mid_experiment_loses_no_run() {
     .unwrap();
     let cluster = PrivateCluster::in_data_dir(data.path());
     let _stopped = Stopped(&cluster);
-    let file = lab.dir.path().join("experiment.yaml");
-    std::fs::write(
-        &file,
-        experiment(
-            &hosts.agent_a,
-            &hosts.agent_b,
-            std::slice::from_ref(&hosts.generator),
-            "1s",
-            2,
-        ),
-    )
-    .unwrap();
+    let file = hosts.experiment_file(&lab, "1s", 2);
     let mut run = lab.spawn_run(&file, |command| {
         command
             .env_remove("DATABASE_URL")

@@ -1,15 +1,12 @@
-use std::future::IntoFuture;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::args::ControllerArgs;
+use crate::commands::interrupt_token;
+use crate::commands::serve::Api;
 use anyhow::Context;
 use loadlab_controller::operator::{OperatorConfig, run_operator};
 use loadlab_controller::pods::PodSettings;
-use loadlab_results::Database;
-use loadlab_results::api::{ApiState, app};
-
-use crate::args::ControllerArgs;
-use crate::commands::{DrainWithin, interrupt_token};
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
@@ -30,35 +27,16 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     let client = kube::Client::try_default().await.map_err(|error| {
         anyhow::anyhow!("no Kubernetes API to talk to (in-cluster config or KUBECONFIG): {error}")
     })?;
-    let database = Database::from_env();
-    let store = database
-        .open()
-        .await
-        .with_context(|| format!("results database ({})", database.describe()))?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let api = Api::open(args.listen, args.api_token.as_deref()).await?;
     eprintln!(
         "loadlab controller {identity}: API on http://{}/api/v1 · results in {}",
-        listener.local_addr()?,
-        database.describe()
+        api.address, api.database
     );
-    let mut state = ApiState::new(store.clone());
-    match args.api_token.as_deref().map(str::trim) {
-        Some("") => anyhow::bail!("LOADLAB_API_TOKEN is set but empty"),
-        Some(token) => state = state.with_ingest_token(token),
-        None => {}
-    }
+    let store = api.store.clone();
     let stop = interrupt_token();
-    let api = {
+    let serving = {
         let stop = stop.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, app(state))
-                .with_graceful_shutdown(stop.clone().cancelled_owned())
-                .into_future()
-                .drain_within(&stop)
-                .await
-        })
+        tokio::spawn(async move { api.serve(&stop).await })
     };
     let config = OperatorConfig {
         pods: PodSettings {
@@ -71,7 +49,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     };
     let operated = run_operator(client, store, config, stop.clone()).await;
     stop.cancel();
-    api.await.context("the API server task")??;
+    serving.await.context("the API server task")??;
     operated?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,39 +1,73 @@
+use std::future::IntoFuture;
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use loadlab_results::Database;
 use loadlab_results::api::{ApiState, app};
+use loadlab_results::{Database, Store};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::args::ServeArgs;
-use std::future::IntoFuture;
-
 use crate::commands::{DrainWithin, interrupt_token};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let database = Database::from_env();
-    let store = database
-        .open()
-        .await
-        .with_context(|| format!("results database ({})", database.describe()))?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let api = Api::open(args.listen, args.api_token.as_deref()).await?;
     eprintln!(
         "loadlab API on http://{}/api/v1/experiments · results in {}",
-        listener.local_addr()?,
-        database.describe()
+        api.address, api.database
     );
-    let mut state = ApiState::new(store);
-    match args.api_token.as_deref().map(str::trim) {
-        Some("") => anyhow::bail!("LOADLAB_API_TOKEN is set but empty"),
-        Some(token) => state = state.with_ingest_token(token),
-        None => eprintln!("ingest is off (set LOADLAB_API_TOKEN to accept runs over HTTP)"),
+    if args.api_token.is_none() {
+        eprintln!("ingest is off (set LOADLAB_API_TOKEN to accept runs over HTTP)");
     }
     let stop = interrupt_token();
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .into_future()
-        .drain_within(&stop)
-        .await?;
+    api.serve(&stop).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The REST API, ready to serve: its database open and its address bound.
+pub struct Api {
+    pub store: Store,
+    pub address: SocketAddr,
+    /// Where the results are, for people.
+    pub database: String,
+    listener: TcpListener,
+    state: ApiState,
+}
+
+impl Api {
+    /// Opens the results database (`DATABASE_URL` or the private cluster) and binds `listen`.
+    /// A token turns on ingest over HTTP.
+    pub async fn open(listen: SocketAddr, api_token: Option<&str>) -> anyhow::Result<Self> {
+        let database = Database::from_env();
+        let store = database
+            .open()
+            .await
+            .with_context(|| format!("results database ({})", database.describe()))?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let mut state = ApiState::new(store.clone());
+        match api_token.map(str::trim) {
+            Some("") => anyhow::bail!("LOADLAB_API_TOKEN is set but empty"),
+            Some(token) => state = state.with_ingest_token(token),
+            None => {}
+        }
+        Ok(Self {
+            store,
+            address: listener.local_addr()?,
+            database: database.describe(),
+            listener,
+            state,
+        })
+    }
+
+    /// Serves until `stop`, then gives open connections a bounded time to finish.
+    pub async fn serve(self, stop: &CancellationToken) -> anyhow::Result<()> {
+        axum::serve(self.listener, app(self.state))
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .into_future()
+            .drain_within(stop)
+            .await
+    }
 }
