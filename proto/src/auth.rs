@@ -7,9 +7,10 @@ use tonic::metadata::MetadataValue;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
-/// Checks `authorization: Bearer <token>` on every call.
+/// Checks `authorization: Bearer <token>` on every call (or lets every call through when built
+/// without a token, for a server that listens on loopback only).
 #[derive(Clone)]
-pub struct RequireToken(Arc<str>);
+pub struct RequireToken(Option<Arc<str>>);
 
 impl std::fmt::Debug for RequireToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -19,7 +20,12 @@ impl std::fmt::Debug for RequireToken {
 
 impl RequireToken {
     pub fn new(token: &str) -> Self {
-        Self(token.into())
+        Self(Some(token.into()))
+    }
+
+    /// Requires `token` when there is one; without one, every call passes.
+    pub fn when_given(token: Option<&str>) -> Self {
+        Self(token.map(Into::into))
     }
 }
 
@@ -30,13 +36,16 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 impl Interceptor for RequireToken {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(expected) = &self.0 else {
+            return Ok(request);
+        };
         let presented = request
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
         match presented {
-            Some(token) if same(token.as_bytes(), self.0.as_bytes()) => Ok(request),
+            Some(token) if same(token.as_bytes(), expected.as_bytes()) => Ok(request),
             Some(_) => Err(Status::unauthenticated("wrong token")),
             None => Err(Status::unauthenticated("this service needs a bearer token")),
         }
@@ -112,6 +121,10 @@ mod tests {
         assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
         let missing = check.call(request_with(None)).unwrap_err();
         assert_eq!(missing.code(), tonic::Code::Unauthenticated);
+        let mut open = RequireToken::when_given(None);
+        assert!(open.call(request_with(None)).is_ok());
+        let mut given = RequireToken::when_given(Some("s3cret"));
+        assert!(given.call(request_with(None)).is_err());
     }
 
     #[test]

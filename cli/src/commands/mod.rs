@@ -38,35 +38,52 @@ pub fn interrupt_token() -> CancellationToken {
     token
 }
 
-/// The token a gRPC server requires: from `--token-file`, and required beyond loopback (an
-/// agent starts processes and a generator makes load: neither answers strangers).
-pub fn server_token(
-    listen: std::net::SocketAddr,
-    token_file: Option<&std::path::Path>,
-) -> anyhow::Result<Option<String>> {
-    match token_file {
-        Some(path) => Ok(Some(
-            loadlab_proto::auth::read_token_file(path).map_err(anyhow::Error::msg)?,
-        )),
-        None if listen.ip().is_loopback() => Ok(None),
-        None => anyhow::bail!("listening on {listen} (beyond loopback) needs --token-file"),
-    }
+/// What `agent serve` and `loadgen serve` share: the bound socket, the token check (a token is
+/// required beyond loopback: an agent starts processes and a generator makes load, neither
+/// answers strangers), TLS when certificate and key are given, and the stop signal.
+pub struct GrpcListener {
+    pub server: tonic::transport::Server,
+    pub incoming: tokio_stream::wrappers::TcpListenerStream,
+    pub check: loadlab_proto::auth::RequireToken,
+    pub stop: CancellationToken,
 }
 
-/// A gRPC server builder, with TLS when the certificate and key are given.
-pub fn grpc_server(tls: &crate::args::TlsServerArgs) -> anyhow::Result<tonic::transport::Server> {
-    use anyhow::Context;
-    let server = tonic::transport::Server::builder();
-    let (Some(cert), Some(key)) = (&tls.tls_cert, &tls.tls_key) else {
-        return Ok(server);
-    };
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-    };
-    let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
-    server
-        .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
-        .with_context(|| format!("TLS with {} and {}", cert.display(), key.display()))
+impl GrpcListener {
+    pub async fn bind(
+        what: &str,
+        listen: std::net::SocketAddr,
+        token_file: Option<&std::path::Path>,
+        tls: &crate::args::TlsServerArgs,
+    ) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let token = match token_file {
+            Some(path) => {
+                Some(loadlab_proto::auth::read_token_file(path).map_err(anyhow::Error::msg)?)
+            }
+            None if listen.ip().is_loopback() => None,
+            None => anyhow::bail!("listening on {listen} (beyond loopback) needs --token-file"),
+        };
+        let mut server = tonic::transport::Server::builder();
+        if let (Some(cert), Some(key)) = (&tls.tls_cert, &tls.tls_key) {
+            let read = |path: &std::path::Path| {
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+            };
+            let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+            server = server
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .with_context(|| format!("TLS with {} and {}", cert.display(), key.display()))?;
+        }
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        eprintln!("loadlab {what} listening on {}", listener.local_addr()?);
+        Ok(Self {
+            server,
+            incoming: tokio_stream::wrappers::TcpListenerStream::new(listener),
+            check: loadlab_proto::auth::RequireToken::when_given(token.as_deref()),
+            stop: interrupt_token(),
+        })
+    }
 }
 
 /// How long open connections may keep a server alive after a stop signal.
