@@ -17,8 +17,8 @@ use serde_json::json;
 
 use crate::placement::{NodeView, Placement, place};
 use crate::pods::{
-    AGENT_PORT, LOADGEN_PORT, PodSettings, TOKEN_KEY, agent_pod, agent_pod_name, loadgen_pod,
-    loadgen_pod_name, token_secret, token_secret_name,
+    AGENT_PORT, LOADGEN_PORT, PodSettings, TOKEN_KEY, agent_pod, loadgen_pod, token_secret,
+    token_secret_name,
 };
 use crate::spec::Experiment;
 use crate::status::{ExperimentStatus, Phase};
@@ -250,10 +250,7 @@ async fn ensure_agents(
             .collect();
         wanted.push(group);
     }
-    ensure_pods(pods, wanted, AGENT_PORT, |node| {
-        agent_pod_name(experiment, node)
-    })
-    .await
+    ensure_pods(pods, wanted, AGENT_PORT).await
 }
 
 async fn ensure_generators(
@@ -269,27 +266,27 @@ async fn ensure_generators(
         .enumerate()
         .map(|(i, node)| {
             (
-                loadgen_pod_name(experiment, i),
+                node.clone(),
                 loadgen_pod(experiment, i, node, targets, settings),
             )
         })
         .collect();
-    ensure_pods(pods, vec![group], LOADGEN_PORT, |name| name.to_string()).await
+    ensure_pods(pods, vec![group], LOADGEN_PORT).await
 }
 
-/// Creates the pods that do not exist yet and reports whether all are ready.
+/// Creates the pods (per group: node and pod) that do not exist yet, by name, and reports
+/// whether all are ready, each ready one as (its node, its gRPC address).
 async fn ensure_pods(
     pods: &Api<Pod>,
     wanted: Vec<Vec<(String, Pod)>>,
     port: u16,
-    name_of: impl Fn(&str) -> String,
 ) -> Result<Pods, ReconcileError> {
     let mut ready = Vec::with_capacity(wanted.len());
     let mut waiting = Vec::new();
     for group in wanted {
         let mut addresses = Vec::with_capacity(group.len());
         for (key, pod) in group {
-            let name = name_of(&key);
+            let name = pod.metadata.name.clone().unwrap_or_default();
             let current = match pods.get_opt(&name).await? {
                 Some(existing) => existing,
                 None => match pods.create(&PostParams::default(), &pod).await {
