@@ -343,22 +343,6 @@ pub async fn run_experiment(
 /// How long a finished run waits for an unreachable database before the experiment gives up.
 const STORE_PATIENCE: Duration = Duration::from_secs(600);
 
-/// Whether a database error may go away by itself: the connection, not the data, is at fault.
-fn is_transient(error: &loadlab_results::Error) -> bool {
-    match error {
-        loadlab_results::Error::Connect(_) => true,
-        loadlab_results::Error::Query(error) => match error {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
-            // Class 08: connection exceptions; class 57: the server is shutting down.
-            sqlx::Error::Database(db) => db
-                .code()
-                .is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
 /// Writes a run, waiting out a database restart: a measured run is never dropped because the
 /// database blinked. Writing is idempotent by run id, so a retry after an unclear failure
 /// cannot store it twice.
@@ -374,7 +358,7 @@ async fn record_run_patiently(
         match store.record_run(record).await {
             Ok(_) => return Ok(()),
             Err(error)
-                if is_transient(&error)
+                if error.is_transient()
                     && tokio::time::Instant::now() < deadline
                     && !cancel.is_cancelled() =>
             {

@@ -38,3 +38,40 @@ pub enum Error {
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
 }
+
+impl Error {
+    /// Whether the error may go away by itself (the connection, not the data, is at fault), so
+    /// the same write is worth trying again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Connect(_) => true,
+            Error::Query(error) => match error {
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
+                // Class 08: connection exceptions; class 57: the server is shutting down.
+                sqlx::Error::Database(db) => db
+                    .code()
+                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Error;
+
+    #[test]
+    fn only_connection_trouble_is_transient() {
+        assert!(Error::Connect(sqlx::Error::PoolTimedOut).is_transient());
+        assert!(Error::Query(sqlx::Error::PoolTimedOut).is_transient());
+        assert!(
+            Error::Query(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into()))
+                .is_transient()
+        );
+        assert!(!Error::Query(sqlx::Error::RowNotFound).is_transient());
+        assert!(!Error::NotFound("experiment x".into()).is_transient());
+        assert!(!Error::Corrupt("histogram".into()).is_transient());
+    }
+}
