@@ -54,7 +54,7 @@ impl LocalNode {
         self.address
     }
 
-    pub async fn endpoints(&self) -> Result<Endpoints, Error> {
+    pub fn endpoints(&self) -> Result<Endpoints, Error> {
         let channel = rpc_channel(&self.address.to_string(), &Connection::default())?;
         Ok(Endpoints {
             agent: AgentClient::new(channel.clone()),

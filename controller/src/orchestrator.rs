@@ -122,28 +122,39 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// The agent hosts and generators an experiment names (`nodes`, `generators`).
-    pub fn hosts(spec: &ExperimentSpec, connection: &Connection) -> Result<Self, Error> {
-        let cohorts = spec
-            .cohorts
-            .iter()
+    /// Clients for agents and generators at these addresses (`host:port`): per cohort, the
+    /// agents of its nodes; then the generators.
+    pub fn connect(
+        agents: impl IntoIterator<Item = impl IntoIterator<Item = impl AsRef<str>>>,
+        generators: impl IntoIterator<Item = impl AsRef<str>>,
+        connection: &Connection,
+    ) -> Result<Self, Error> {
+        let cohorts = agents
+            .into_iter()
             .map(|cohort| {
                 cohort
-                    .nodes
-                    .iter()
-                    .map(|address| Ok(AgentClient::new(rpc_channel(address, connection)?)))
+                    .into_iter()
+                    .map(|a| Ok(AgentClient::new(rpc_channel(a.as_ref(), connection)?)))
                     .collect::<Result<Vec<_>, Error>>()
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        let generators = spec
-            .generators
-            .iter()
-            .map(|address| Ok(LoadgenClient::new(rpc_channel(address, connection)?)))
+        let generators = generators
+            .into_iter()
+            .map(|g| Ok(LoadgenClient::new(rpc_channel(g.as_ref(), connection)?)))
             .collect::<Result<Vec<_>, Error>>()?;
         Ok(Self {
             cohorts,
             generators,
         })
+    }
+
+    /// The agent hosts and generators an experiment names (`nodes`, `generators`).
+    pub fn hosts(spec: &ExperimentSpec, connection: &Connection) -> Result<Self, Error> {
+        Self::connect(
+            spec.cohorts.iter().map(|c| &c.nodes),
+            &spec.generators,
+            connection,
+        )
     }
 
     /// One node for every cohort, its generator running `generators` storms side by side.

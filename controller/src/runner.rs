@@ -11,14 +11,13 @@ use std::sync::{Arc, Mutex};
 
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
-use loadlab_proto::v1::{agent_client::AgentClient, loadgen_client::LoadgenClient};
 use loadlab_results::report::{ExperimentReport, build_report};
 use loadlab_results::{RunOutcome, Store};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::orchestrator::{Connection, Event, Fleet, RunOptions, rpc_channel, run_experiment};
+use crate::orchestrator::{Connection, Event, Fleet, RunOptions, run_experiment};
 use crate::pods::EXPERIMENT_LABEL;
 use crate::reconcile::{ReadyFleet, Runner, key};
 use crate::spec::{API_VERSION, Experiment, ExperimentFile, KIND, Metadata};
@@ -156,26 +155,14 @@ async fn drive(
         token: Some(ready.token.clone()),
         tls_ca: None,
     };
-    let mut fleet = Fleet {
-        cohorts: Vec::with_capacity(ready.agents.len()),
-        generators: Vec::with_capacity(ready.generators.len()),
-    };
-    for cohort in &ready.agents {
-        let mut agents = Vec::with_capacity(cohort.len());
-        for (_, address) in cohort {
-            agents.push(AgentClient::new(rpc_channel(
-                &address.to_string(),
-                &connection,
-            )?));
-        }
-        fleet.cohorts.push(agents);
-    }
-    for address in &ready.generators {
-        fleet.generators.push(LoadgenClient::new(rpc_channel(
-            &address.to_string(),
-            &connection,
-        )?));
-    }
+    let fleet = Fleet::connect(
+        ready
+            .agents
+            .iter()
+            .map(|cohort| cohort.iter().map(|(_, address)| address.to_string())),
+        ready.generators.iter().map(ToString::to_string),
+        &connection,
+    )?;
     let file = experiment_file(experiment);
     let id = results_id(experiment);
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();

@@ -67,7 +67,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     let fleet = match &local {
         Some(node) => Fleet::single(
-            node.endpoints().await?,
+            node.endpoints()?,
             file.spec.cohorts.len(),
             file.spec.load.generators,
         ),
