@@ -319,6 +319,13 @@ async fn scratch() -> (String, Store) {
     (url, store)
 }
 
+async fn stored_experiments(store: &Store) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM experiments")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
 async fn only_experiment(store: &Store) -> uuid::Uuid {
     sqlx::query_scalar("SELECT id FROM experiments")
         .fetch_one(store.pool())
@@ -460,10 +467,7 @@ async fn an_agent_that_is_gone_is_named_before_anything_is_stored() {
         errors[0].contains(&format!("cohort host-b, {}", hosts.agent_b)),
         "{stderr}"
     );
-    let experiments: i64 = sqlx::query_scalar("SELECT count(*) FROM experiments")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+    let experiments = stored_experiments(&store).await;
     assert_eq!(experiments, 0);
 }
 
@@ -561,10 +565,7 @@ async fn tls_carries_the_fleet_and_a_client_without_the_ca_gets_nowhere() {
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("cohort host-a"), "{stderr}");
-    let experiments: i64 = sqlx::query_scalar("SELECT count(*) FROM experiments")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+    let experiments = stored_experiments(&store).await;
     assert_eq!(experiments, 1);
 }
 

@@ -485,11 +485,6 @@ impl ExperimentSpec {
             .map_or(CohortKind::Local, CohortSpec::kind)
     }
 
-    /// Whether the cohorts run on this machine.
-    pub fn is_local(&self) -> bool {
-        self.kind() == CohortKind::Local
-    }
-
     /// For a cluster: every cohort must select nodes.
     pub fn require_cluster(&self) -> Result<(), SpecError> {
         match self.kind() {
@@ -951,7 +946,7 @@ spec:
                 "nodeSelector: { hw: big }, nodeNames: [n1]",
             );
         let file = parse_experiment(&cluster).unwrap();
-        assert!(!file.spec.is_local());
+        assert_eq!(file.spec.kind(), CohortKind::Cluster);
         assert_eq!(file.spec.cohorts[0].kernel.as_deref(), Some("6.1.0-47-*"));
         assert_eq!(file.spec.cohorts[1].node_names, vec!["n1".to_string()]);
         file.spec.require_cluster().unwrap();

@@ -10,6 +10,16 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, CustomResourceExt};
 use loadlab_controller::{Experiment, parse_experiment};
 
+/// The spec of the bundled seed experiment.
+fn seed_spec() -> loadlab_controller::spec::ExperimentSpec {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/epoll-refcount.yaml"
+    ))
+    .unwrap();
+    parse_experiment(&text).unwrap().spec
+}
+
 #[tokio::test]
 #[ignore = "needs cluster"]
 async fn the_crd_installs_and_the_seed_experiment_round_trips() {
@@ -34,12 +44,7 @@ async fn the_crd_installs_and_the_seed_experiment_round_trips() {
     .expect("the CRD is established within a minute")
     .unwrap();
 
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/epoll-refcount.yaml"
-    ))
-    .unwrap();
-    let spec = parse_experiment(&text).unwrap().spec;
+    let spec = seed_spec();
     let experiments: Api<Experiment> = Api::default_namespaced(client);
     let probe = format!("crd-probe-{}", uuid::Uuid::new_v4().simple());
     let created = experiments
@@ -64,12 +69,7 @@ async fn the_seed_experiment_runs_on_the_cluster() {
     let client = Client::try_default()
         .await
         .expect("a cluster in KUBECONFIG");
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/epoll-refcount.yaml"
-    ))
-    .unwrap();
-    let spec = parse_experiment(&text).unwrap().spec;
+    let spec = seed_spec();
     let experiments: Api<Experiment> = Api::default_namespaced(client);
     let name = format!(
         "epoll-refcount-{}",

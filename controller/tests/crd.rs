@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use loadlab_controller::crd::{CHART_COPY, crd_yaml};
+use loadlab_controller::spec::CohortKind;
 use loadlab_controller::{Experiment, parse_experiment};
 
 fn repository() -> PathBuf {
@@ -35,7 +36,7 @@ fn every_example_is_a_valid_experiment() {
         }
         let text = std::fs::read_to_string(&path).unwrap();
         let file = parse_experiment(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        if file.spec.is_local() {
+        if file.spec.kind() != CohortKind::Cluster {
             file.require_local().unwrap();
         } else {
             file.spec.require_cluster().unwrap();
