@@ -14,6 +14,11 @@ command -v wrk >/dev/null 2>&1 || missing+=(wrk)   # the peer `loadlab bench loa
 command -v unzip >/dev/null 2>&1 || missing+=(unzip)
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)   # the fleet tests' network namespaces
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+# Virtual-machine cohorts: QEMU boots the kernels, busybox is the guests' userland, xz unpacks
+# modules that ship compressed.
+command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
+[ -x /bin/busybox ] || missing+=(busybox-static)
+command -v xz >/dev/null 2>&1 || missing+=(xz-utils)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -124,7 +124,8 @@ pub enum LockstatError {
     Failed(String),
 }
 
-fn find_bpftrace() -> Option<PathBuf> {
+/// Finds bpftrace: `$LOADLAB_BPFTRACE`, then `PATH`, then `/usr/bin` and `/usr/sbin`.
+pub fn find_bpftrace() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("LOADLAB_BPFTRACE") {
         return Some(PathBuf::from(path)).filter(|p| p.is_file());
     }

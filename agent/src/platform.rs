@@ -102,21 +102,35 @@ pub fn read_platform(proc: &Path, sys: &Path) -> Platform {
             ))
         })
         .collect();
+    let cmdline = read_trimmed(&proc.join("cmdline")).unwrap_or_default();
     Platform {
-        cmdline: read_trimmed(&proc.join("cmdline")).unwrap_or_default(),
         cpu_vulnerabilities,
         scaling_governor: read_trimmed(&cpu.join("cpu0/cpufreq/scaling_governor"))
             .unwrap_or_else(|| "none".into()),
         smt,
         numa_nodes,
-        virtualization: virtualization(&cpuinfo, &dmi),
+        virtualization: virtualization(&cpuinfo, &dmi, &cmdline),
         nic_drivers,
         sysctls,
+        cmdline,
     }
 }
 
-/// Judges virtualization from the CPU's `hypervisor` flag and the DMI vendor and product.
-pub fn virtualization(cpuinfo: &str, dmi: &str) -> String {
+/// Said of a guest whose CPUs QEMU emulates: its timings say little about its kernel.
+pub const EMULATED: &str = "emulated (QEMU TCG)";
+
+/// Judges virtualization from the CPU's `hypervisor` flag and the DMI vendor and product. A
+/// guest loadlab booted is told how on its command line (`loadlab.accel=`): from inside, an
+/// emulated CPU looks like any virtual one.
+pub fn virtualization(cpuinfo: &str, dmi: &str, cmdline: &str) -> String {
+    match cmdline
+        .split_whitespace()
+        .find_map(|arg| arg.strip_prefix("loadlab.accel="))
+    {
+        Some("tcg") => return EMULATED.into(),
+        Some("kvm") => return "virtual machine (QEMU/KVM)".into(),
+        _ => {}
+    }
     let hypervisor_flag = cpuinfo
         .lines()
         .filter(|l| l.starts_with("flags"))
@@ -150,16 +164,24 @@ mod tests {
         let guest = "flags\t\t: fpu vme hypervisor lahf_lm\n";
         let metal = "flags\t\t: fpu vme lahf_lm\n";
         assert_eq!(
-            virtualization(guest, ""),
+            virtualization(guest, "", ""),
             "virtual machine (hypervisor CPU flag)"
         );
         assert_eq!(
-            virtualization(guest, "QEMU Standard PC (Q35 + ICH9, 2009)"),
+            virtualization(guest, "QEMU Standard PC (Q35 + ICH9, 2009)", "quiet"),
             "virtual machine (QEMU)"
         );
         assert_eq!(
-            virtualization(metal, "Dell Inc. PowerEdge R650"),
+            virtualization(metal, "Dell Inc. PowerEdge R650", ""),
             "bare metal"
+        );
+        assert_eq!(
+            virtualization(guest, "QEMU Standard PC", "console=ttyS0 loadlab.accel=tcg"),
+            EMULATED
+        );
+        assert_eq!(
+            virtualization(guest, "QEMU Standard PC", "loadlab.accel=kvm quiet"),
+            "virtual machine (QEMU/KVM)"
         );
     }
 

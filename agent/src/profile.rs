@@ -51,7 +51,8 @@ pub struct CpuProfile {
     pub top_symbols: Vec<SymbolSamples>,
 }
 
-fn find_perf() -> Option<PathBuf> {
+/// Finds perf: `$LOADLAB_PERF`, then `PATH`, then `/usr/bin`.
+pub fn find_perf() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("LOADLAB_PERF") {
         return Some(PathBuf::from(path)).filter(|p| p.is_file());
     }

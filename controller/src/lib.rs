@@ -2,6 +2,7 @@
 //! drives agents and generators through the run protocol and stores every run.
 
 pub mod crd;
+pub mod guests;
 pub mod leader;
 pub mod local;
 pub mod operator;
@@ -25,6 +26,8 @@ pub enum Error {
     Preflight(String),
     #[error("agent: {0}")]
     Agent(String),
+    #[error(transparent)]
+    Vm(#[from] loadlab_vm::Error),
     #[error(transparent)]
     Results(#[from] loadlab_results::Error),
     #[error("internal error: {0}")]

@@ -117,8 +117,9 @@ pub struct Endpoints {
 pub struct Fleet {
     /// Per cohort, in the spec's order, the agents of its nodes.
     pub cohorts: Vec<Vec<AgentClient<RpcChannel>>>,
-    /// The generators; every storm is split evenly over all of them, started together.
-    pub generators: Vec<LoadgenClient<RpcChannel>>,
+    /// Per cohort, the generators that load its nodes; every storm is split evenly over them,
+    /// started together. Most fleets share one set; a virtual machine brings its own.
+    pub generators: Vec<Vec<LoadgenClient<RpcChannel>>>,
 }
 
 impl Fleet {
@@ -138,13 +139,13 @@ impl Fleet {
                     .collect::<Result<Vec<_>, Error>>()
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        let generators = generators
+        let shared = generators
             .into_iter()
             .map(|g| Ok(LoadgenClient::new(rpc_channel(g.as_ref(), connection)?)))
             .collect::<Result<Vec<_>, Error>>()?;
         Ok(Self {
+            generators: vec![shared; cohorts.len()],
             cohorts,
-            generators,
         })
     }
 
@@ -157,11 +158,25 @@ impl Fleet {
         )
     }
 
+    /// One node per cohort with its own generator (a virtual machine's), running `generators`
+    /// storms side by side.
+    pub fn own_generators(nodes: Vec<Endpoints>, generators: u32) -> Self {
+        let copies = generators.max(1) as usize;
+        let (cohorts, generators) = nodes
+            .into_iter()
+            .map(|node| (vec![node.agent], vec![node.loadgen; copies]))
+            .unzip();
+        Self {
+            cohorts,
+            generators,
+        }
+    }
+
     /// One node for every cohort, its generator running `generators` storms side by side.
     pub fn single(endpoints: Endpoints, cohorts: usize, generators: u32) -> Self {
         Self {
             cohorts: vec![vec![endpoints.agent]; cohorts],
-            generators: vec![endpoints.loadgen; generators.max(1) as usize],
+            generators: vec![vec![endpoints.loadgen; generators.max(1) as usize]; cohorts],
         }
     }
 }
@@ -193,10 +208,11 @@ pub async fn run_experiment(
 ) -> Result<(Uuid, Ending), Error> {
     if fleet.cohorts.len() != file.spec.cohorts.len()
         || fleet.cohorts.iter().any(Vec::is_empty)
-        || fleet.generators.is_empty()
+        || fleet.generators.len() != fleet.cohorts.len()
+        || fleet.generators.iter().any(Vec::is_empty)
     {
         return Err(Error::Internal(
-            "every cohort needs at least one node and the experiment a generator".into(),
+            "every cohort needs at least one node and a generator".into(),
         ));
     }
     let Fleet {
@@ -302,7 +318,7 @@ pub async fn run_experiment(
                 planned,
                 nginx,
                 agent: &mut agents[planned.cohort][planned.node],
-                loadgens: &mut loadgens,
+                loadgens: &mut loadgens[planned.cohort],
                 cancel: &cancel,
                 on_event: &mut on_event,
             };

@@ -96,6 +96,8 @@ pub enum CohortKind {
     Cluster,
     /// Hosts running `loadlab agent serve`, reached over the network (`nodes`).
     Hosts,
+    /// A virtual machine on this machine booting the cohort's kernel (`vm`; `loadlab run` only).
+    Vm,
 }
 
 /// What the agent collects over each measured window besides counters (always collected).
@@ -293,9 +295,52 @@ pub struct CohortSpec {
     /// `host:port`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<String>,
+    /// A virtual machine on this machine that boots this kernel, with agent, nginx and
+    /// generator inside (`loadlab run` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmSpec>,
     /// Settings that differ from the experiment's target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetOverride>,
+}
+
+/// A cohort's virtual machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VmSpec {
+    /// A kernel image (`vmlinuz`, `bzImage`) path, or a Debian kernel package name such as
+    /// `linux-image-6.1.0-47-cloud-amd64-unsigned`, downloaded once into loadlab's cache.
+    pub kernel: String,
+    #[serde(default = "default_vm_cpus")]
+    pub cpus: u32,
+    #[serde(default = "default_vm_memory_mib", rename = "memoryMiB")]
+    pub memory_mib: u32,
+    /// `auto` tries KVM and falls back to emulation (TCG) when KVM does not boot the guest.
+    #[serde(default)]
+    pub accel: Accel,
+}
+
+/// How a virtual machine's CPUs are provided.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+pub const MAX_VM_CPUS: u32 = 64;
+/// Below this the guest cannot hold its root file system (loadlab, nginx, bpftrace, perf and
+/// their libraries) in memory.
+pub const MIN_VM_MEMORY_MIB: u32 = 1024;
+
+fn default_vm_cpus() -> u32 {
+    2
+}
+
+fn default_vm_memory_mib() -> u32 {
+    2048
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -463,7 +508,7 @@ impl ExperimentFile {
                 "spec.cohorts[0]",
                 "selects cluster nodes; `loadlab run` runs cohorts on this machine (`local: true`) or on agent hosts (`nodes`): apply this experiment to a cluster with `kubectl apply -f`",
             )),
-            CohortKind::Local | CohortKind::Hosts => Ok(()),
+            CohortKind::Local | CohortKind::Hosts | CohortKind::Vm => Ok(()),
         }
     }
 
@@ -496,6 +541,10 @@ impl ExperimentSpec {
             CohortKind::Hosts => Err(SpecError::at(
                 "spec.cohorts[0].nodes",
                 "agent hosts are for `loadlab run`; on a cluster select nodes with `kernel`, `nodeSelector` or `nodeNames`",
+            )),
+            CohortKind::Vm => Err(SpecError::at(
+                "spec.cohorts[0].vm",
+                "virtual machines are for `loadlab run` on one machine; on a cluster select nodes with `kernel`, `nodeSelector` or `nodeNames`",
             )),
         }
     }
@@ -601,7 +650,7 @@ impl ExperimentSpec {
             if i > 0 && cohort.kind() != self.cohorts[0].kind() {
                 return Err(SpecError::at(
                     field,
-                    "local, cluster and host cohorts cannot be mixed in one experiment",
+                    "local, cluster, host and vm cohorts cannot be mixed in one experiment",
                 ));
             }
         }
@@ -612,7 +661,7 @@ impl ExperimentSpec {
                     "cohorts of agent hosts need generators: `generators: [\"host:port\"]` (`loadlab loadgen serve`)",
                 ));
             }
-            (CohortKind::Local | CohortKind::Cluster, false) => {
+            (CohortKind::Local | CohortKind::Cluster | CohortKind::Vm, false) => {
                 return Err(SpecError::at(
                     "spec.generators",
                     "generator addresses go with cohorts of agent hosts (`nodes`); here use load.generators (a count)",
@@ -674,6 +723,8 @@ impl CohortSpec {
             CohortKind::Local
         } else if !self.nodes.is_empty() {
             CohortKind::Hosts
+        } else if self.vm.is_some() {
+            CohortKind::Vm
         } else {
             CohortKind::Cluster
         }
@@ -684,6 +735,7 @@ impl CohortSpec {
             self.local,
             self.selects_cluster_nodes(),
             !self.nodes.is_empty(),
+            self.vm.is_some(),
         ]
         .iter()
         .filter(|&&said| said)
@@ -691,17 +743,20 @@ impl CohortSpec {
         if said == 0 {
             return Err(SpecError::at(
                 field,
-                "say where the cohort runs: `local: true` for this machine, `nodes: [\"host:port\"]` for agent hosts, or `kernel`, `nodeSelector` or `nodeNames` for cluster nodes",
+                "say where the cohort runs: `local: true` for this machine, `nodes: [\"host:port\"]` for agent hosts, `vm: { kernel: ... }` for a virtual machine, or `kernel`, `nodeSelector` or `nodeNames` for cluster nodes",
             ));
         }
         if said > 1 {
             return Err(SpecError::at(
                 field,
-                "choose one place: `local: true`, agent hosts (`nodes`) or cluster nodes (`kernel`, `nodeSelector`, `nodeNames`)",
+                "choose one place: `local: true`, agent hosts (`nodes`), a virtual machine (`vm`) or cluster nodes (`kernel`, `nodeSelector`, `nodeNames`)",
             ));
         }
         for (j, address) in self.nodes.iter().enumerate() {
             check_address(&format!("{field}.nodes[{j}]"), address)?;
+        }
+        if let Some(vm) = &self.vm {
+            vm.validate(&format!("{field}.vm"))?;
         }
         if let Some(pattern) = &self.kernel
             && (pattern.is_empty()
@@ -728,6 +783,33 @@ impl CohortSpec {
                     format!("{name:?} is not a node name"),
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl VmSpec {
+    fn validate(&self, field: &str) -> Result<(), SpecError> {
+        if self.kernel.trim().is_empty() || self.kernel.contains(char::is_control) {
+            return Err(SpecError::at(
+                format!("{field}.kernel"),
+                "a kernel image path or a Debian kernel package name (e.g. linux-image-6.1.0-47-cloud-amd64-unsigned)",
+            ));
+        }
+        if self.cpus == 0 || self.cpus > MAX_VM_CPUS {
+            return Err(SpecError::at(
+                format!("{field}.cpus"),
+                format!("must be between 1 and {MAX_VM_CPUS}, got {}", self.cpus),
+            ));
+        }
+        if self.memory_mib < MIN_VM_MEMORY_MIB {
+            return Err(SpecError::at(
+                format!("{field}.memoryMiB"),
+                format!(
+                    "must be at least {MIN_VM_MEMORY_MIB} (the guest's files live in memory), got {}",
+                    self.memory_mib
+                ),
+            ));
         }
         Ok(())
     }

@@ -2,11 +2,13 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use loadlab_controller::guests::{BootEvent, GuestFleet};
 use loadlab_controller::local::LocalNode;
 use loadlab_controller::spec::CohortKind;
 use loadlab_controller::{Connection, Ending, Fleet, RunOptions, parse_experiment, run_experiment};
 use loadlab_results::Database;
 use loadlab_results::report::build_report;
+use loadlab_vm::Accelerator;
 
 use crate::INTERRUPTED;
 use crate::args::RunArgs;
@@ -56,22 +58,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             cohorts.join(", ")
         );
     }
+    let cancel = interrupt_token();
     let local = match file.spec.kind() {
         CohortKind::Local => Some(LocalNode::start().await?),
-        CohortKind::Hosts | CohortKind::Cluster => None,
+        CohortKind::Hosts | CohortKind::Cluster | CohortKind::Vm => None,
     };
-    let cancel = interrupt_token();
+    let guests = match file.spec.kind() {
+        CohortKind::Vm => Some(boot_guests(&file.spec, &cancel).await?),
+        _ => None,
+    };
     let mut progress = RunProgress::new(
         std::io::stderr().is_terminal(),
         file.spec.cohorts.iter().map(|c| c.name.clone()).collect(),
     );
-    let fleet = match &local {
-        Some(node) => Fleet::single(
+    let fleet = match (&local, &guests) {
+        (Some(node), _) => Fleet::single(
             node.endpoints()?,
             file.spec.cohorts.len(),
             file.spec.load.generators,
         ),
-        None => {
+        (None, Some(guests)) => guests.fleet(file.spec.load.generators)?,
+        (None, None) => {
             let token = args
                 .token_file
                 .as_deref()
@@ -103,6 +110,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(node) = local {
         node.shutdown().await;
     }
+    if let Some(guests) = guests {
+        if outcome.is_err() {
+            for (kernel, console) in guests.console_tails() {
+                eprintln!("last console lines of the {kernel} guest:\n{console}");
+            }
+        }
+        guests.shutdown().await;
+    }
     let (experiment_id, ending) = outcome?;
 
     let report = build_report(
@@ -125,4 +140,39 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from(INTERRUPTED)
         }
     })
+}
+
+/// Boots the experiment's virtual machines, saying what happens: a cold boot under emulation
+/// takes a while.
+async fn boot_guests(
+    spec: &loadlab_controller::spec::ExperimentSpec,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<GuestFleet> {
+    let loadlab = std::env::current_exe().context("cannot find the loadlab binary")?;
+    let cache = loadlab_results::cluster::default_data_dir();
+    let fleet = GuestFleet::boot(spec, loadlab, &cache, cancel, |event| match event {
+        BootEvent::Booting { cohort, kernel } => {
+            eprintln!("cohort {cohort}: booting {kernel}");
+        }
+        BootEvent::Booted {
+            cohort,
+            release,
+            accelerator,
+            took,
+        } => {
+            let note = match accelerator {
+                Accelerator::Kvm => "",
+                Accelerator::Tcg => {
+                    " (emulated: lock evidence holds, connection rates say little about the kernel)"
+                }
+            };
+            eprintln!(
+                "cohort {cohort}: {release} up under {} in {:.1} s{note}",
+                accelerator.name().to_uppercase(),
+                took.as_secs_f64()
+            );
+        }
+    })
+    .await?;
+    Ok(fleet)
 }

@@ -1,0 +1,128 @@
+//! Cohorts of virtual machines: one guest per cohort booting the cohort's kernel, its agent
+//! and generator reached through loopback ports. The guests live as long as this value.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use loadlab_proto::v1::{agent_client::AgentClient, loadgen_client::LoadgenClient};
+use loadlab_vm::{Accelerator, AcceleratorChoice, Guest, GuestTools, VmConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::Error;
+use crate::orchestrator::{Connection, Endpoints, Fleet, rpc_channel};
+use crate::spec::{Accel, ExperimentSpec};
+
+/// What booting tells the person waiting.
+#[derive(Debug, Clone)]
+pub enum BootEvent {
+    Booting {
+        cohort: String,
+        kernel: String,
+    },
+    Booted {
+        cohort: String,
+        release: String,
+        accelerator: Accelerator,
+        took: Duration,
+    },
+}
+
+/// The running guests of an experiment, in cohort order.
+#[derive(Debug)]
+pub struct GuestFleet {
+    guests: Vec<Guest>,
+}
+
+impl GuestFleet {
+    /// Boots one guest per cohort, one after another (booting under emulation takes all the
+    /// CPU there is). `loadlab` is the binary that runs inside the guests; kernel packages are
+    /// cached under `cache`.
+    pub async fn boot(
+        spec: &ExperimentSpec,
+        loadlab: PathBuf,
+        cache: &Path,
+        cancel: &CancellationToken,
+        mut on_event: impl FnMut(BootEvent),
+    ) -> Result<Self, Error> {
+        let tools = GuestTools::find(loadlab)?;
+        let mut guests = Vec::with_capacity(spec.cohorts.len());
+        for cohort in &spec.cohorts {
+            let Some(vm) = &cohort.vm else {
+                return Err(Error::Internal(format!("cohort {} has no vm", cohort.name)));
+            };
+            on_event(BootEvent::Booting {
+                cohort: cohort.name.clone(),
+                kernel: vm.kernel.clone(),
+            });
+            let config = VmConfig {
+                kernel: vm.kernel.clone(),
+                cpus: vm.cpus,
+                memory_mib: vm.memory_mib,
+                accelerator: match vm.accel {
+                    Accel::Auto => AcceleratorChoice::Auto,
+                    Accel::Kvm => AcceleratorChoice::Kvm,
+                    Accel::Tcg => AcceleratorChoice::Tcg,
+                },
+                hostname: guest_hostname(&cohort.name),
+            };
+            let guest = Guest::boot(&config, &tools, cache, cancel)
+                .await
+                .map_err(|error| match error {
+                    loadlab_vm::Error::Interrupted => Error::Vm(error),
+                    other => Error::Preflight(format!("cohort {}: {other}", cohort.name)),
+                })?;
+            on_event(BootEvent::Booted {
+                cohort: cohort.name.clone(),
+                release: guest.kernel.release.clone(),
+                accelerator: guest.accelerator,
+                took: guest.boot_time,
+            });
+            guests.push(guest);
+        }
+        Ok(Self { guests })
+    }
+
+    /// Clients for each guest's agent and generator; each cohort is loaded by its own guest's
+    /// generator, so load never crosses between guests.
+    pub fn fleet(&self, generators: u32) -> Result<Fleet, Error> {
+        let nodes = self
+            .guests
+            .iter()
+            .map(|guest| {
+                let connection = Connection {
+                    token: Some(guest.token.clone()),
+                    tls_ca: None,
+                };
+                Ok(Endpoints {
+                    agent: AgentClient::new(rpc_channel(&guest.agent.to_string(), &connection)?),
+                    loadgen: LoadgenClient::new(rpc_channel(
+                        &guest.loadgen.to_string(),
+                        &connection,
+                    )?),
+                })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Fleet::own_generators(nodes, generators))
+    }
+
+    /// The last console lines of every guest, for a failed run's diagnosis.
+    pub fn console_tails(&self) -> Vec<(String, String)> {
+        self.guests
+            .iter()
+            .map(|g| (g.kernel.release.clone(), g.console_tail()))
+            .collect()
+    }
+
+    pub async fn shutdown(self) {
+        for guest in self.guests {
+            guest.shutdown().await;
+        }
+    }
+}
+
+/// A guest's hostname names its node in the results: the cohort's name, marked as a VM.
+fn guest_hostname(cohort: &str) -> String {
+    let mut name: String = cohort.chars().take(60).collect();
+    name = name.trim_end_matches('-').to_string();
+    format!("{name}-vm")
+}

@@ -1,0 +1,55 @@
+//! Kernels as nodes on one machine. A cohort's `vm` names a kernel (an image or a Debian
+//! package); loadlab builds a guest around it (busybox, loadlab, nginx, the tracing tools, the
+//! network modules the kernel lacks), boots it under QEMU, and reaches the guest's agent and
+//! generator through ports forwarded on this machine's loopback. The guest's network is
+//! QEMU's user-mode network with `restrict=on`: it reaches nothing, and the load it makes stays
+//! inside it.
+
+pub mod cpio;
+pub mod kernel;
+pub mod modules;
+pub mod qemu;
+pub mod rootfs;
+
+pub use kernel::Kernel;
+pub use qemu::{Accelerator, AcceleratorChoice, Guest, VmConfig};
+pub use rootfs::GuestTools;
+
+/// The guest's address on QEMU's user-mode network, and that network's gateway.
+pub const GUEST_ADDRESS: &str = "10.0.2.15";
+pub const GUEST_GATEWAY: &str = "10.0.2.2";
+/// Where the guest's agent and generator listen (inside the guest).
+pub const AGENT_PORT: u16 = 7700;
+pub const LOADGEN_PORT: u16 = 7701;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kernel: {0}")]
+    Kernel(String),
+    #[error("guest modules: {0}")]
+    Modules(String),
+    #[error("{0}")]
+    Tools(String),
+    #[error("guest file system: {0}")]
+    Io(String),
+    #[error(
+        "qemu-system-x86_64 not found: `apt-get install qemu-system-x86` (or set LOADLAB_QEMU)"
+    )]
+    QemuMissing,
+    #[error("the guest booting {kernel} stopped ({status}); its last console lines:\n{console}")]
+    BootFailed {
+        kernel: String,
+        status: String,
+        console: String,
+    },
+    #[error(
+        "the agent in the guest booting {kernel} did not answer within {seconds} s; its last console lines:\n{console}"
+    )]
+    NeverAnswered {
+        kernel: String,
+        seconds: u64,
+        console: String,
+    },
+    #[error("interrupted while booting the guest")]
+    Interrupted,
+}
