@@ -274,7 +274,8 @@ impl agent_server::Agent for AgentService {
         let endpoint = self.endpoint_of(&target_id).await?;
         // Tracing attaches first, so the whole window is traced.
         let locks = if request.lock_contention {
-            let capture = LockCapture::start().await;
+            let epmutex = self.data_symbols().await.address_of("epmutex");
+            let capture = LockCapture::start(epmutex).await;
             if let Err(error) = &capture {
                 tracing::warn!(error = %error, "lock contention not collected");
             }
@@ -353,6 +354,7 @@ impl agent_server::Agent for AgentService {
                         ctl_del: report.epoll_calls.ctl_del,
                         ctl_mod: report.epoll_calls.ctl_mod,
                         wait: report.epoll_calls.wait,
+                        epmutex_acquisitions: report.epoll_calls.epmutex_acquisitions,
                     }),
                     String::new(),
                 ),

@@ -65,6 +65,9 @@ pub struct EpollCalls {
     pub ctl_mod: u64,
     /// epoll_wait and epoll_pwait.
     pub wait: u64,
+    /// Acquisitions of the global `epmutex` by any task, when the kernel has one: every close
+    /// of an epoll-watched file takes it on kernels without the epoll refcount patch.
+    pub epmutex_acquisitions: Option<u64>,
 }
 
 /// What a lock capture returns.
@@ -74,7 +77,16 @@ pub struct LockReport {
     pub epoll_calls: EpollCalls,
 }
 
-fn program() -> String {
+/// The bpftrace program; with the address of the global `epmutex`, it also counts every
+/// `mutex_lock` of it.
+fn program(epmutex: Option<u64>) -> String {
+    let epmutex_probe = epmutex
+        .map(|address| {
+            format!(
+                "kprobe:mutex_lock /arg0 == {address:#x}/ {{ @epmutex_acquisitions = count(); }}\n"
+            )
+        })
+        .unwrap_or_default();
     format!(
         r#"tracepoint:lock:contention_begin {{
   @stack[tid] = kstack({STACK_DEPTH});
@@ -92,7 +104,7 @@ tracepoint:lock:contention_end /@start[tid]/ {{
 tracepoint:syscalls:sys_enter_epoll_ctl /comm == "{TARGET_COMM}"/ {{ @epoll_ctl[args->op] = count(); }}
 tracepoint:syscalls:sys_enter_epoll_wait /comm == "{TARGET_COMM}"/ {{ @epoll_wait = count(); }}
 tracepoint:syscalls:sys_enter_epoll_pwait /comm == "{TARGET_COMM}"/ {{ @epoll_wait = count(); }}
-END {{ clear(@start); clear(@stack); clear(@addr); clear(@flags); }}
+{epmutex_probe}END {{ clear(@start); clear(@stack); clear(@addr); clear(@flags); }}
 "#
     )
 }
@@ -142,18 +154,21 @@ pub struct LockCapture {
     child: Child,
     stdout: BufReader<ChildStdout>,
     window_ended: bool,
+    epmutex_traced: bool,
 }
 
 impl LockCapture {
     /// Starts tracing and returns once the probes are attached, so the window starts traced.
-    pub async fn start() -> Result<Self, LockstatError> {
+    /// `epmutex`: the address of the kernel's global `epmutex`, whose acquisitions are then
+    /// counted too.
+    pub async fn start(epmutex: Option<u64>) -> Result<Self, LockstatError> {
         let bpftrace = find_bpftrace().ok_or(LockstatError::Missing)?;
         if !nix::unistd::Uid::effective().is_root() {
             return Err(LockstatError::NotPrivileged);
         }
         let mut child = Command::new(bpftrace)
             .args(["-f", "json", "-e"])
-            .arg(program())
+            .arg(program(epmutex))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -169,6 +184,7 @@ impl LockCapture {
             child,
             stdout: BufReader::new(stdout),
             window_ended: false,
+            epmutex_traced: epmutex.is_some(),
         };
         let attached = tokio::time::timeout(ATTACH_DEADLINE, capture.wait_attached()).await;
         match attached {
@@ -238,9 +254,14 @@ impl LockCapture {
                 ));
             }
         }
+        let mut epoll_calls = parse_epoll_calls(&output)?;
+        if self.epmutex_traced {
+            // bpftrace prints no map for a count that never happened.
+            epoll_calls.epmutex_acquisitions.get_or_insert(0);
+        }
         Ok(LockReport {
             contentions: parse_maps(&output, symbols)?,
-            epoll_calls: parse_epoll_calls(&output)?,
+            epoll_calls,
         })
     }
 }
@@ -253,6 +274,9 @@ pub fn parse_epoll_calls(output: &str) -> Result<EpollCalls, LockstatError> {
             .map_err(|e| LockstatError::Failed(format!("unreadable bpftrace output: {e}")))?;
         if let Some(wait) = value["data"]["@epoll_wait"].as_u64() {
             calls.wait = wait;
+        }
+        if let Some(taken) = value["data"]["@epmutex_acquisitions"].as_u64() {
+            calls.epmutex_acquisitions = Some(taken);
         }
         if let Some(ops) = value["data"]["@epoll_ctl"].as_object() {
             for (op, count) in ops {
@@ -295,6 +319,14 @@ impl DataSymbols {
             .collect();
         symbols.sort();
         Self(symbols)
+    }
+
+    /// The address of a data symbol, such as `epmutex`.
+    pub fn address_of(&self, symbol: &str) -> Option<u64> {
+        self.0
+            .iter()
+            .find(|(_, name)| name == symbol)
+            .map(|(address, _)| *address)
     }
 
     /// The symbol a lock address lies in: exact, or within the first 256 bytes of a symbol
@@ -464,6 +496,23 @@ mod tests {
     }
 
     #[test]
+    fn epmutex_acquisitions_are_read_when_counted() {
+        let output = "{\"type\": \"map\", \"data\": {\"@epmutex_acquisitions\": 977}}\n";
+        assert_eq!(
+            parse_epoll_calls(output).unwrap().epmutex_acquisitions,
+            Some(977)
+        );
+        assert_eq!(parse_epoll_calls("").unwrap().epmutex_acquisitions, None);
+        assert!(program(Some(0xffff_ffff_82a0_1000)).contains(
+            "kprobe:mutex_lock /arg0 == 0xffffffff82a01000/ { @epmutex_acquisitions = count(); }"
+        ));
+        assert!(!program(None).contains("mutex_lock"));
+        let symbols = DataSymbols::parse("ffffffff82a01000 d epmutex\nffffffff82a02000 D other\n");
+        assert_eq!(symbols.address_of("epmutex"), Some(0xffff_ffff_82a0_1000));
+        assert_eq!(symbols.address_of("epnested_mutex"), None);
+    }
+
+    #[test]
     fn epoll_calls_are_read_by_op() {
         let output = "{\"type\": \"map\", \"data\": {\"@epoll_ctl\": {\"1\": 1000, \"3\": 7}}}\n{\"type\": \"map\", \"data\": {\"@epoll_wait\": 2500}}\n";
         assert_eq!(
@@ -472,7 +521,8 @@ mod tests {
                 ctl_add: 1000,
                 ctl_del: 0,
                 ctl_mod: 7,
-                wait: 2500
+                wait: 2500,
+                epmutex_acquisitions: None,
             }
         );
         assert_eq!(parse_epoll_calls("").unwrap(), EpollCalls::default());

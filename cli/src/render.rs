@@ -482,6 +482,17 @@ pub fn report_table(report: &ExperimentReport) -> String {
                     "    nginx epoll calls per 1,000 connections: ctl add {:.0} · mod {:.0} · del {:.0} · wait {:.0}",
                     rates.ctl_add, rates.ctl_mod, rates.ctl_del, rates.wait
                 );
+                if let Some(taken) = rates.epmutex_acquisitions {
+                    let _ = writeln!(
+                        out,
+                        "    global epmutex taken {taken:.0} times per 1,000 connections (by any task){}",
+                        if taken >= 1.0 {
+                            ": closes take the global mutex, the path the epoll refcount patch removes"
+                        } else {
+                            ""
+                        }
+                    );
+                }
             }
             for reason in &cohort.lock_contention_unavailable {
                 let _ = writeln!(out, "    {reason}");

@@ -713,6 +713,7 @@ impl Measurement {
                 ctl_del: e.ctl_del,
                 ctl_mod: e.ctl_mod,
                 wait: e.wait,
+                epmutex_acquisitions: e.epmutex_acquisitions,
             }),
         };
     }

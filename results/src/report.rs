@@ -74,6 +74,10 @@ pub struct EpollRates {
     pub ctl_del: f64,
     pub ctl_mod: f64,
     pub wait: f64,
+    /// Acquisitions of the kernel's global `epmutex` per 1,000 connections, over the runs of
+    /// kernels that have one: non-zero means closes take the global mutex (no refcount patch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epmutex_acquisitions: Option<f64>,
 }
 
 /// A symbol's share of all CPU samples (idle included), as `perf report` shows it.
@@ -179,6 +183,8 @@ fn cohort_report<'a>(
     };
     let mut symbol_samples: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut epoll_totals = (EpollCounts::default(), 0u64);
+    // Acquisitions and the connections of the runs that counted them.
+    let mut epmutex_totals: Option<(u64, u64)> = None;
     let mut cpu_time_ns = 0.0;
     let mut locks: Vec<(LockSummary, BTreeMap<String, u64>)> = Vec::new();
     let mut lock_runs = 0;
@@ -221,6 +227,11 @@ fn cohort_report<'a>(
             totals.ctl_del += epoll.ctl_del;
             totals.ctl_mod += epoll.ctl_mod;
             totals.wait += epoll.wait;
+            if let Some(taken) = epoll.epmutex_acquisitions {
+                let (acquisitions, traced) = epmutex_totals.get_or_insert((0, 0));
+                *acquisitions += taken;
+                *traced += run.completed_connections.max(0) as u64;
+            }
             *connections += run.completed_connections.max(0) as u64;
         }
         if let Some(profile) = &run.cpu_profile {
@@ -308,6 +319,9 @@ fn cohort_report<'a>(
             ctl_del: per_thousand(epoll.ctl_del),
             ctl_mod: per_thousand(epoll.ctl_mod),
             wait: per_thousand(epoll.wait),
+            epmutex_acquisitions: epmutex_totals
+                .filter(|(_, traced)| *traced > 0)
+                .map(|(taken, traced)| taken as f64 * 1000.0 / traced as f64),
         });
     }
     if report.cpu_profile_samples > 0 {

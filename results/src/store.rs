@@ -276,6 +276,9 @@ pub struct EpollCounts {
     pub ctl_del: u64,
     pub ctl_mod: u64,
     pub wait: u64,
+    /// Acquisitions of the kernel's global `epmutex`, where it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epmutex_acquisitions: Option<u64>,
 }
 
 impl Store {

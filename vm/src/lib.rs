@@ -21,6 +21,8 @@ pub const GUEST_GATEWAY: &str = "10.0.2.2";
 /// Where the guest's agent and generator listen (inside the guest).
 pub const AGENT_PORT: u16 = 7700;
 pub const LOADGEN_PORT: u16 = 7701;
+/// What the guest's init prints on its console once the agent and the generator listen.
+pub const READY_LINE: &str = "loadlab-guest: agent and generator listening";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

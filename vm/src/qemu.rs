@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::kernel::{self, Kernel};
 use crate::modules::{self, NETWORK_MODULES};
 use crate::rootfs::{GuestIdentity, GuestTools, RootFs};
-use crate::{AGENT_PORT, Error, GUEST_ADDRESS, LOADGEN_PORT};
+use crate::{AGENT_PORT, Error, GUEST_ADDRESS, LOADGEN_PORT, READY_LINE};
 
 /// How the guest's CPUs are provided, as asked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -251,13 +251,6 @@ struct Running {
     boot_time: Duration,
 }
 
-/// What the guest's console has shown so far.
-#[derive(Debug, Clone, Copy, Default)]
-struct Readiness {
-    agent: bool,
-    loadgen: bool,
-}
-
 impl Launch<'_> {
     async fn run(&self, cancel: &CancellationToken) -> Result<Running, Error> {
         let started = Instant::now();
@@ -299,7 +292,7 @@ impl Launch<'_> {
             _ => Error::Io(format!("{}: {e}", self.qemu.display())),
         })?;
         let console = Console::default();
-        let (ready_tx, mut ready_rx) = watch::channel(Readiness::default());
+        let (ready_tx, mut ready_rx) = watch::channel(false);
         let ready_tx = Arc::new(ready_tx);
         if let Some(stdout) = process.stdout.take() {
             tokio::spawn(read_console(
@@ -314,7 +307,7 @@ impl Launch<'_> {
         let deadline = self.accelerator.boot_deadline();
         let kernel = self.kernel.release.clone();
         let outcome = tokio::select! {
-            ready = ready_rx.wait_for(|r| r.agent && r.loadgen) => match ready {
+            ready = ready_rx.wait_for(|ready| *ready) => match ready {
                 Ok(_) => Ok(()),
                 // The console closed: the process is gone; its exit status says more.
                 Err(_) => Err(None),
@@ -370,7 +363,7 @@ fn free_ports() -> Result<(u16, u16), Error> {
 async fn read_console(
     stream: impl AsyncRead + Unpin,
     console: Console,
-    ready: Option<Arc<watch::Sender<Readiness>>>,
+    ready: Option<Arc<watch::Sender<bool>>>,
 ) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
@@ -378,13 +371,10 @@ async fn read_console(
         if line.is_empty() {
             continue;
         }
-        if let Some(ready) = &ready {
-            if line.contains("loadlab agent listening on") {
-                ready.send_modify(|r| r.agent = true);
-            }
-            if line.contains("loadlab loadgen listening on") {
-                ready.send_modify(|r| r.loadgen = true);
-            }
+        if let Some(ready) = &ready
+            && line == READY_LINE
+        {
+            ready.send_replace(true);
         }
         tracing::trace!(target: "loadlab::guest", "{line}");
         console.push(line);

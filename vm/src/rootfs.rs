@@ -10,7 +10,7 @@ use std::process::Command;
 
 use crate::cpio::{Kind, Writer};
 use crate::modules::Module;
-use crate::{AGENT_PORT, Error, GUEST_ADDRESS, GUEST_GATEWAY, LOADGEN_PORT};
+use crate::{AGENT_PORT, Error, GUEST_ADDRESS, GUEST_GATEWAY, LOADGEN_PORT, READY_LINE};
 
 /// Programs copied into the guest at the same path as on this machine.
 #[derive(Debug, Clone)]
@@ -269,7 +269,7 @@ pub fn shared_libraries(ldd: &str) -> Result<Vec<PathBuf>, String> {
 }
 
 /// The guest's PID 1, a busybox shell script. Everything it prints goes to the serial console,
-/// which the host reads: the agent's and generator's "listening" lines tell it the guest is up.
+/// which the host reads: [`READY_LINE`] says the agent and the generator listen.
 pub fn init_script(hostname: &str, modules: &[String], loadlab: &str) -> String {
     let modules = modules
         .iter()
@@ -295,9 +295,25 @@ ip link set eth0 up || echo "loadlab-guest: no network device eth0 (is virtio_ne
 ip addr add {GUEST_ADDRESS}/24 dev eth0
 ip route add default via {GUEST_GATEWAY}
 ulimit -n 1048576
-{loadlab} agent serve --listen 0.0.0.0:{AGENT_PORT} --token-file /etc/loadlab/token --node-name {hostname} &
-{loadlab} loadgen serve --listen 0.0.0.0:{LOADGEN_PORT} --token-file /etc/loadlab/token &
-wait
+{loadlab} agent serve --listen 0.0.0.0:{AGENT_PORT} --token-file /etc/loadlab/token --node-name {hostname} >/var/log/agent.log 2>&1 &
+agent=$!
+{loadlab} loadgen serve --listen 0.0.0.0:{LOADGEN_PORT} --token-file /etc/loadlab/token >/var/log/loadgen.log 2>&1 &
+loadgen=$!
+# Each writes its own log, so their "listening" lines cannot interleave on the console.
+until grep -q "listening on" /var/log/agent.log && grep -q "listening on" /var/log/loadgen.log; do
+  for server in agent loadgen; do
+    eval pid=\$$server
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "loadlab-guest: the $server exited:"
+      cat /var/log/$server.log
+      poweroff -f
+    fi
+  done
+  sleep 0.1
+done
+echo "{READY_LINE}"
+tail -f /var/log/agent.log /var/log/loadgen.log &
+wait $agent $loadgen
 echo "loadlab-guest: agent and generator exited"
 poweroff -f
 "#
