@@ -403,6 +403,20 @@ pub fn report_table(report: &ExperimentReport) -> String {
             runs
         );
     }
+    let emulated: Vec<&str> = report
+        .cohorts
+        .iter()
+        .filter(|c| c.throughput_caveat.is_some())
+        .map(|c| c.name.as_str())
+        .collect();
+    if !emulated.is_empty() {
+        let _ = writeln!(
+            out,
+            "note: {} {}",
+            emulated.join(", "),
+            loadlab_results::report::EMULATED_CAVEAT
+        );
+    }
     let _ = writeln!(
         out,
         "\nverdicts (conn/s; ratio of geometric means, Welch 95% CI on logs):"

@@ -897,16 +897,59 @@ spec:
     }
 
     #[test]
+    fn vm_cohorts_take_defaults_and_refuse_impossible_machines() {
+        let vm = |cohort: &str| {
+            format!(
+                "apiVersion: loadlab.dev/v1alpha1\nkind: Experiment\nmetadata: {{ name: v }}\nspec:\n  target: {{ nginx: {{}} }}\n  load: {{ connections: 8, duration: 1s }}\n  cohorts:\n    - {{ name: a, vm: {cohort} }}\n"
+            )
+        };
+        let file =
+            parse_experiment(&vm("{ kernel: linux-image-6.1.0-47-cloud-amd64-unsigned }")).unwrap();
+        assert_eq!(file.spec.kind(), CohortKind::Vm);
+        file.require_local().unwrap();
+        let error = file.spec.require_cluster().unwrap_err();
+        assert_eq!(error.field, "spec.cohorts[0].vm");
+        let machine = file.spec.cohorts[0].vm.as_ref().unwrap();
+        assert_eq!(
+            (machine.cpus, machine.memory_mib, machine.accel),
+            (2, 2048, Accel::Auto)
+        );
+        let tcg = parse_experiment(&vm(
+            "{ kernel: /boot/vmlinuz, cpus: 1, memoryMiB: 1024, accel: tcg }",
+        ))
+        .unwrap();
+        assert_eq!(tcg.spec.cohorts[0].vm.as_ref().unwrap().accel, Accel::Tcg);
+        for (bad, field) in [
+            ("{ kernel: '' }", "spec.cohorts[0].vm.kernel"),
+            ("{ kernel: k, cpus: 0 }", "spec.cohorts[0].vm.cpus"),
+            (
+                "{ kernel: k, memoryMiB: 256 }",
+                "spec.cohorts[0].vm.memoryMiB",
+            ),
+        ] {
+            assert_eq!(error_of(&vm(bad)).field, field, "{bad}");
+        }
+        let mixed = vm("{ kernel: k } }\n    - { name: b, local: true");
+        let error = error_of(&mixed);
+        assert!(error.message.contains("cannot be mixed"), "{error}");
+        let both = vm("{ kernel: k }, local: true");
+        assert!(error_of(&both).message.contains("choose one place"));
+    }
+
+    #[test]
     fn unknown_fields_are_named_with_their_path() {
         let error = error_of(&GOOD.replace("duration: 10s", "duration: 10s, burst: 5"));
         assert_eq!(error.field, "spec.load.burst");
         assert!(error.message.contains("unknown field `burst`"), "{error}");
         let error = error_of(&GOOD.replace(
             "{ name: one-worker, local: true",
-            "{ name: one-worker, vm: {}, local: true",
+            "{ name: one-worker, container: {}, local: true",
         ));
-        assert_eq!(error.field, "spec.cohorts[0].vm");
-        assert!(error.message.contains("unknown field `vm`"), "{error}");
+        assert_eq!(error.field, "spec.cohorts[0].container");
+        assert!(
+            error.message.contains("unknown field `container`"),
+            "{error}"
+        );
     }
 
     #[test]

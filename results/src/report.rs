@@ -31,6 +31,10 @@ impl Percentiles {
     }
 }
 
+/// How the agent describes a node whose CPUs QEMU emulates (TCG).
+const EMULATED_PREFIX: &str = "emulated";
+pub const EMULATED_CAVEAT: &str = "ran on emulated CPUs (QEMU TCG): connection rates and latencies measure the emulator more than the kernel; lock evidence (which locks, how often, from where) holds";
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CohortReport {
     pub name: String,
@@ -40,6 +44,10 @@ pub struct CohortReport {
     pub failures: Vec<String>,
     /// Per-run conn/s of the succeeded runs, in schedule order.
     pub connections_per_second: Vec<f64>,
+    /// Why the cohort's rates and latencies do not describe its kernel, when they do not
+    /// (runs on emulated CPUs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throughput_caveat: Option<String>,
     pub summary: Option<Summary>,
     /// Against the baseline; absent for the baseline itself.
     pub comparison: Option<Comparison>,
@@ -163,6 +171,7 @@ fn cohort_report<'a>(
         runs_failed: 0,
         failures: Vec::new(),
         connections_per_second: Vec::new(),
+        throughput_caveat: None,
         summary: None,
         comparison: None,
         connect_latency: Percentiles::default(),
@@ -203,6 +212,12 @@ fn cohort_report<'a>(
         report
             .connections_per_second
             .push(run.connections_per_second);
+        if run.node.facts["virtualization"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(EMULATED_PREFIX))
+        {
+            report.throughput_caveat = Some(EMULATED_CAVEAT.into());
+        }
         report.completed_connections += run.completed_connections.max(0) as u64;
         report.failed_connections += run.failed_connections.max(0) as u64;
         for (kind, count) in &run.errors {

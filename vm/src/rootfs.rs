@@ -291,7 +291,10 @@ mount -t bpf bpf /sys/fs/bpf 2>/dev/null
 echo "loadlab-guest: kernel $(uname -r)"
 {modules}hostname {hostname}
 ip link set lo up
-ip link set eth0 up || echo "loadlab-guest: no network device eth0 (is virtio_net built in or shipped as a module?)"
+if ! ip link set eth0 up; then
+  echo "loadlab-guest: no network device eth0: the kernel has no virtio_net built in and none was found among its modules"
+  poweroff -f
+fi
 ip addr add {GUEST_ADDRESS}/24 dev eth0
 ip route add default via {GUEST_GATEWAY}
 ulimit -n 1048576

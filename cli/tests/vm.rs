@@ -1,0 +1,266 @@
+//! Virtual-machine cohorts end to end: the real binary boots Debian's kernels without and with
+//! the epoll refcount patch under QEMU (emulated here: /dev/kvm refuses stock kernels), storms
+//! nginx inside each guest and stores the runs. The kernel packages are downloaded once into
+//! loadlab's cache; tracing inside the guests needs root here too.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::str::FromStr;
+
+use loadlab_results::{Database, Store};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use sqlx::postgres::PgConnectOptions;
+
+const UNPATCHED: &str = "linux-image-6.1.0-47-cloud-amd64-unsigned";
+const PATCHED: &str = "linux-image-6.1.0-56-cloud-amd64-unsigned";
+
+fn experiment(duration: &str, cohorts: &[(&str, &str)]) -> String {
+    let cohorts: String = cohorts
+        .iter()
+        .map(|(name, kernel)| {
+            format!("    - {{ name: {name}, vm: {{ kernel: \"{kernel}\", cpus: 2, memoryMiB: 1536, accel: tcg }} }}\n")
+        })
+        .collect();
+    format!(
+        "apiVersion: loadlab.dev/v1alpha1\nkind: Experiment\nmetadata: {{ name: vm }}\nspec:\n  target: {{ nginx: {{ workers: 2 }} }}\n  load: {{ connections: 8, warmup: 0s, duration: {duration} }}\n  repetitions: 1\n  collect: {{ lockContention: true }}\n  cohorts:\n{cohorts}"
+    )
+}
+
+fn needs_root() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "the VM tests trace kernels and need root"
+    );
+}
+
+async fn scratch() -> (String, Store) {
+    let url = Database::from_env().scratch_url().await.unwrap();
+    let store = Store::connect(PgConnectOptions::from_str(&url).unwrap())
+        .await
+        .unwrap();
+    (url, store)
+}
+
+fn run(dir: &Path, yaml: &str, url: &str, env: &[(&str, &str)]) -> Output {
+    let file = dir.join("experiment.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_loadlab"))
+        .args(["run", "--json"])
+        .arg(&file)
+        .env("DATABASE_URL", url)
+        .envs(env.iter().copied())
+        .output()
+        .expect("loadlab runs")
+}
+
+async fn stored_experiments(store: &Store) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM experiments")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+/// Processes whose parent is `parent`, with their command names.
+fn children_of(parent: u32) -> Vec<(u32, String)> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, so split after its ')'.
+        let Some((head, tail)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let ppid = tail.split_whitespace().nth(1).and_then(|p| p.parse().ok());
+        if ppid == Some(parent) {
+            let comm = head.split_once('(').map(|(_, c)| c.to_string());
+            children.push((pid, comm.unwrap_or_default()));
+        }
+    }
+    children
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unpatched_kernel_takes_the_global_epmutex_on_every_close_and_the_patched_one_never() {
+    needs_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (url, store) = scratch().await;
+    let yaml = experiment("3s", &[("unpatched", UNPATCHED), ("patched", PATCHED)]);
+    let output = run(dir.path(), &yaml, &url, &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains("6.1.0-47-cloud-amd64 up under TCG"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("6.1.0-56-cloud-amd64 up under TCG"),
+        "{stderr}"
+    );
+
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let cohort = |name: &str| -> serde_json::Value {
+        report["cohorts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no cohort {name} in {report}"))
+            .clone()
+    };
+    let (unpatched, patched) = (cohort("unpatched"), cohort("patched"));
+    for c in [&unpatched, &patched] {
+        assert_eq!(c["runs_succeeded"], 1, "{c}");
+        assert!(c["completed_connections"].as_u64().unwrap() > 0, "{c}");
+        assert!(
+            c["throughput_caveat"]
+                .as_str()
+                .unwrap()
+                .contains("emulated"),
+            "an emulated cohort's rates carry the caveat: {c}"
+        );
+    }
+    let taken =
+        |c: &serde_json::Value| c["epoll_calls_per_thousand"]["epmutex_acquisitions"].as_f64();
+    // Every close of an epoll-watched socket takes the global mutex without the patch.
+    let before = taken(&unpatched).expect("6.1.0-47 has a global epmutex to count");
+    assert!(
+        before > 500.0,
+        "{before} acquisitions per 1,000 connections"
+    );
+    assert_eq!(taken(&patched), Some(0.0), "{patched}");
+
+    let id = uuid::Uuid::parse_str(report["experiment"]["id"].as_str().unwrap()).unwrap();
+    let runs = store.experiment_runs(id).await.unwrap();
+    let mut kernels: Vec<(&str, &str, &str)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r.cohort.as_str(),
+                r.node.kernel_release.as_str(),
+                r.node.facts["virtualization"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    kernels.sort();
+    assert_eq!(
+        kernels,
+        [
+            ("patched", "6.1.0-56-cloud-amd64", "emulated (QEMU TCG)"),
+            ("unpatched", "6.1.0-47-cloud-amd64", "emulated (QEMU TCG)")
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupting_a_vm_run_powers_its_guest_off() {
+    needs_root();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("long.yaml");
+    std::fs::write(&file, experiment("10m", &[("unpatched", UNPATCHED)])).unwrap();
+    let (url, store) = scratch().await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadlab"))
+        .arg("run")
+        .arg(&file)
+        .env("DATABASE_URL", &url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    // "experiment <id>: 1 runs" comes once the guest is up and its agent has described it.
+    let mut seen = String::new();
+    let mut line = String::new();
+    let mut experiment_id = None;
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        seen.push_str(&line);
+        if let Some(rest) = line.strip_prefix("experiment ") {
+            experiment_id = rest
+                .split(':')
+                .next()
+                .map(|id| uuid::Uuid::parse_str(id).unwrap());
+            break;
+        }
+        line.clear();
+    }
+    let experiment_id = experiment_id.unwrap_or_else(|| panic!("no experiment line in:\n{seen}"));
+    let guests: Vec<(u32, String)> = children_of(child.id())
+        .into_iter()
+        .filter(|(_, comm)| comm.starts_with("qemu-system"))
+        .collect();
+    assert_eq!(guests.len(), 1, "one guest runs: {guests:?}");
+
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    for (pid, _) in &guests {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "guest {pid} still runs"
+        );
+    }
+    let experiment = store.experiment(experiment_id).await.unwrap();
+    assert_eq!(experiment.status, "interrupted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_kernel_package_or_qemu_is_a_clear_error_before_anything_is_stored() {
+    needs_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (url, store) = scratch().await;
+
+    let missing_package = experiment("1s", &[("a", "linux-image-0.0.0-0-nonexistent-amd64")]);
+    let output = run(dir.path(), &missing_package, &url, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("kernel package linux-image-0.0.0-0-nonexistent-amd64 not found"),
+        "{stderr}"
+    );
+
+    let no_qemu = experiment("1s", &[("a", UNPATCHED)]);
+    let output = run(
+        dir.path(),
+        &no_qemu,
+        &url,
+        &[("LOADLAB_QEMU", "/nonexistent/qemu")],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("apt-get install qemu-system-x86"),
+        "{stderr}"
+    );
+    assert_eq!(stored_experiments(&store).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_that_cannot_boot_its_network_fails_with_its_console() {
+    needs_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (url, store) = scratch().await;
+    // The package's kernel alone, without the modules directory that holds its virtio_net.
+    let cache = loadlab_results::cluster::default_data_dir();
+    let kernel = loadlab_vm::kernel::resolve(UNPATCHED, &cache).unwrap();
+    let bare = dir.path().join("vmlinuz");
+    std::fs::copy(&kernel.image, &bare).unwrap();
+    let yaml = experiment("1s", &[("bare", bare.to_str().unwrap())]);
+    let output = run(dir.path(), &yaml, &url, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cohort bare: the guest booting 6.1.0-47-cloud-amd64 stopped"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("no network device eth0"),
+        "the console says why: {stderr}"
+    );
+    assert_eq!(stored_experiments(&store).await, 0);
+}
