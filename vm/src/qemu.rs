@@ -53,8 +53,9 @@ impl Accelerator {
     /// How long a boot may take until the agent and generator listen.
     fn boot_deadline(self) -> Duration {
         match self {
-            // A guest KVM accepts is up in seconds; one it cannot run hangs silently.
-            Accelerator::Kvm => Duration::from_secs(30),
+            // A guest KVM accepts is up in seconds; one it cannot run hangs silently, and the
+            // wait is paid before falling back to emulation.
+            Accelerator::Kvm => Duration::from_secs(15),
             Accelerator::Tcg => Duration::from_secs(300),
         }
     }
