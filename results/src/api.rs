@@ -25,6 +25,7 @@ use uuid::Uuid;
 use crate::flamegraph::{cohort_folded, differential_svg, flamegraph_svg};
 use crate::fleet::{FleetGroup, GroupBy, compare_fleet};
 use crate::ingest::{validate_experiment, validate_run};
+use crate::memo::Memo;
 use crate::report::{ExperimentReport, Percentiles, build_report};
 use crate::store::{
     ExperimentRow, NewExperiment, NodeRecord, RunOutcome, RunRecord, Store, WindowCounters,
@@ -37,6 +38,10 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// The bearer token ingest requires; ingest is off without one.
     ingest_token: Option<Arc<str>>,
+    /// Comparisons by experiment and baseline, valid at an experiment revision.
+    comparisons: Arc<Memo<(Uuid, String), i64>>,
+    /// Fleet comparisons by query, valid at a revision of all results.
+    fleet_comparisons: Arc<Memo<(String, String, GroupBy, Option<String>), (i64, i64)>>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -54,6 +59,8 @@ impl ApiState {
             store,
             metrics: Arc::default(),
             ingest_token: None,
+            comparisons: Arc::default(),
+            fleet_comparisons: Arc::default(),
         }
     }
 
@@ -433,18 +440,37 @@ async fn comparison(
     State(state): State<ApiState>,
     Path(id): Path<String>,
     raw: Result<Query<ComparisonQuery>, QueryRejection>,
-) -> ApiResult<Json<Comparison>> {
+) -> ApiResult<Response> {
     let q = query(raw)?;
     let mut experiment = state.store.experiment(parse_id(&id)?).await?;
     if let Some(baseline) = q.baseline {
         check_cohort(&experiment, &baseline)?;
         experiment.baseline = baseline;
     }
-    let runs = state.store.experiment_runs(experiment.id).await?;
-    Ok(Json(Comparison {
-        report: build_report(experiment, &runs)?,
-        method: stats::METHOD,
-    }))
+    let key = (experiment.id, experiment.baseline.clone());
+    let revision = experiment.revision;
+    let answer = state
+        .comparisons
+        .get_or_compute(&key, revision, || async {
+            let runs = state.store.experiment_runs(experiment.id).await?;
+            json_bytes(&Comparison {
+                report: build_report(experiment, &runs)?,
+                method: stats::METHOD,
+            })
+        })
+        .await?;
+    Ok(json_response(answer))
+}
+
+fn json_bytes(value: &impl Serialize) -> ApiResult<axum::body::Bytes> {
+    serde_json::to_vec(value)
+        .map(axum::body::Bytes::from)
+        .map_err(|e| ApiError::Internal(Error::Corrupt(format!("answer not serializable: {e}"))))
+}
+
+/// A JSON answer serialized earlier.
+fn json_response(body: axum::body::Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -521,7 +547,7 @@ struct KernelComparison {
 async fn compare_kernels(
     State(state): State<ApiState>,
     raw: Result<Query<KernelCompareQuery>, QueryRejection>,
-) -> ApiResult<Json<KernelComparison>> {
+) -> ApiResult<Response> {
     let q = query(raw)?;
     no_nul(
         "a, b and experiment",
@@ -540,21 +566,24 @@ async fn compare_kernels(
             ApiError::BadRequest(format!("groupBy {text:?} must be cpu, cpu_model or none"))
         })?,
     };
-    let a = state
-        .store
-        .kernel_runs(&q.a, q.experiment.as_deref())
+    let revision = state.store.results_revision().await?;
+    let key = (q.a, q.b, group_by, q.experiment);
+    let answer = state
+        .fleet_comparisons
+        .get_or_compute(&key, revision, || async {
+            let (a, b, _, experiment) = &key;
+            let a_runs = state.store.kernel_runs(a, experiment.as_deref()).await?;
+            let b_runs = state.store.kernel_runs(b, experiment.as_deref()).await?;
+            json_bytes(&KernelComparison {
+                groups: compare_fleet(&a_runs, &b_runs, group_by),
+                a: a.clone(),
+                b: b.clone(),
+                group_by,
+                method: stats::METHOD,
+            })
+        })
         .await?;
-    let b = state
-        .store
-        .kernel_runs(&q.b, q.experiment.as_deref())
-        .await?;
-    Ok(Json(KernelComparison {
-        groups: compare_fleet(&a, &b, group_by),
-        a: q.a,
-        b: q.b,
-        group_by,
-        method: stats::METHOD,
-    }))
+    Ok(json_response(answer))
 }
 
 /// A run with its CPU profile can be large; anything past this is refused.

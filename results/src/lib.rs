@@ -7,6 +7,7 @@ pub mod database;
 pub mod flamegraph;
 pub mod fleet;
 pub mod ingest;
+pub mod memo;
 pub mod report;
 pub mod stats;
 pub mod store;

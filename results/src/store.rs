@@ -61,6 +61,9 @@ pub struct ExperimentRow {
     pub status: String,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Bumped by every write to the experiment or its runs (not part of the API's answers).
+    #[serde(skip)]
+    pub revision: i64,
 }
 
 /// A node as measured. Its id is derived from the facts that make measurements comparable.
@@ -329,7 +332,7 @@ impl Store {
 
     /// Marks a stored experiment as running again (it is being resumed).
     pub async fn reopen_experiment(&self, id: Uuid) -> Result<(), Error> {
-        sqlx::query("UPDATE experiments SET status = 'running', finished_at = NULL WHERE id = $1")
+        sqlx::query("UPDATE experiments SET status = 'running', finished_at = NULL, revision = revision + 1 WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -338,7 +341,7 @@ impl Store {
 
     pub async fn finish_experiment(&self, id: Uuid, status: ExperimentStatus) -> Result<(), Error> {
         let updated =
-            sqlx::query("UPDATE experiments SET status = $2, finished_at = now() WHERE id = $1")
+            sqlx::query("UPDATE experiments SET status = $2, finished_at = now(), revision = revision + 1 WHERE id = $1")
                 .bind(id)
                 .bind(status.as_str())
                 .execute(&self.pool)
@@ -351,7 +354,7 @@ impl Store {
 
     pub async fn experiment(&self, id: Uuid) -> Result<ExperimentRow, Error> {
         let row = sqlx::query(
-            "SELECT id, name, baseline, cohorts, status, created_at, finished_at
+            "SELECT id, name, baseline, cohorts, status, created_at, finished_at, revision
              FROM experiments WHERE id = $1",
         )
         .bind(id)
@@ -369,7 +372,7 @@ impl Store {
         offset: i64,
     ) -> Result<Vec<ExperimentRow>, Error> {
         let rows = sqlx::query(
-            "SELECT id, name, baseline, cohorts, status, created_at, finished_at FROM experiments
+            "SELECT id, name, baseline, cohorts, status, created_at, finished_at, revision FROM experiments
              WHERE ($1::text IS NULL OR name = $1)
              ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
         )
@@ -546,8 +549,25 @@ impl Store {
                 .await?;
             }
         }
+        if inserted {
+            sqlx::query("UPDATE experiments SET revision = revision + 1 WHERE id = $1")
+                .bind(run.experiment_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(inserted)
+    }
+
+    /// A value that changes whenever any stored run or experiment does: the number of
+    /// experiments and the sum of their revisions, read in one snapshot.
+    pub async fn results_revision(&self) -> Result<(i64, i64), Error> {
+        let row = sqlx::query(
+            "SELECT count(*) AS experiments, coalesce(sum(revision), 0)::bigint AS revisions FROM experiments",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("experiments")?, row.try_get("revisions")?))
     }
 
     /// Every run of an experiment, in schedule order.
@@ -631,6 +651,7 @@ fn experiment_from_row(row: &sqlx::postgres::PgRow) -> Result<ExperimentRow, Err
         status: row.try_get("status")?,
         created_at: row.try_get("created_at")?,
         finished_at: row.try_get("finished_at")?,
+        revision: row.try_get("revision")?,
     })
 }
 

@@ -464,3 +464,47 @@ async fn without_a_token_ingest_is_off() {
     let (status, body) = post(&app, "/api/v1/runs", Some("anything"), "{}".into()).await;
     assert_error(status, &body, StatusCode::FORBIDDEN, "LOADLAB_API_TOKEN");
 }
+
+/// One router, so answers computed once can be reused between requests.
+async fn get_json_from(app: &axum::Router, uri: &str) -> Value {
+    let response = app
+        .clone()
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK, "{uri}");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test]
+async fn answers_are_reused_only_while_nothing_they_come_from_changed() {
+    let (store, id) = seeded_faster_patched().await;
+    let app = app(ApiState::new(store.clone()));
+    let comparison = format!("/api/v1/experiments/{id}/comparison");
+    let fleet = "/api/v1/kernels/compare?a=*&b=*&groupBy=none";
+    let succeeded = |body: &Value| body["cohorts"][0]["runs_succeeded"].as_u64().unwrap();
+    let fleet_runs = |body: &Value| body["groups"][0]["a"]["runs"].as_u64().unwrap();
+
+    let before = get_json_from(&app, &comparison).await;
+    let fleet_before = get_json_from(&app, fleet).await;
+    assert_eq!(succeeded(&before), 3);
+    assert_eq!(get_json_from(&app, &comparison).await, before);
+    assert_eq!(fleet_runs(&fleet_before), 6);
+
+    store
+        .record_run(&run(id, "unpatched", 4, 1005.0))
+        .await
+        .unwrap();
+    assert_eq!(succeeded(&get_json_from(&app, &comparison).await), 4);
+    assert_eq!(fleet_runs(&get_json_from(&app, fleet).await), 7);
+
+    // A run of another experiment changes the fleet answer, not this comparison's.
+    let other = experiment(&store).await;
+    store
+        .record_run(&run(other.id, "unpatched", 1, 990.0))
+        .await
+        .unwrap();
+    assert_eq!(succeeded(&get_json_from(&app, &comparison).await), 4);
+    assert_eq!(fleet_runs(&get_json_from(&app, fleet).await), 8);
+}
