@@ -41,8 +41,11 @@ pub struct ApiState {
     /// Comparisons by experiment and baseline, valid at an experiment revision.
     comparisons: Arc<Memo<(Uuid, String), i64>>,
     /// Fleet comparisons by query, valid at a revision of all results.
-    fleet_comparisons: Arc<Memo<(String, String, GroupBy, Option<String>), (i64, i64)>>,
+    fleet_comparisons: Arc<Memo<FleetQuery, (i64, i64)>>,
 }
+
+/// Kernel patterns a and b, the grouping, and the experiment name filter.
+type FleetQuery = (String, String, GroupBy, Option<String>);
 
 impl std::fmt::Debug for ApiState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
