@@ -133,12 +133,38 @@ pub fn build_report(
     experiment: ExperimentRow,
     runs: &[RunRecord],
 ) -> Result<ExperimentReport, Error> {
+    let mut cohorts: Vec<CohortAccumulator> = experiment
+        .cohorts
+        .iter()
+        .map(|name| CohortAccumulator::new(name))
+        .collect();
+    for run in runs {
+        if let Some(cohort) = cohorts.iter_mut().find(|c| c.report.name == run.cohort) {
+            cohort.add(run)?;
+        }
+    }
+    Ok(assemble_report(experiment, cohorts))
+}
+
+/// The report from each cohort's folded runs, in the experiment's cohort order (a cohort
+/// without an accumulator has no runs yet).
+pub fn assemble_report(
+    experiment: ExperimentRow,
+    mut accumulators: Vec<CohortAccumulator>,
+) -> ExperimentReport {
+    let mut nodes: Vec<NodeRecord> = Vec::new();
     let mut cohorts: Vec<CohortReport> = Vec::new();
     for name in &experiment.cohorts {
-        cohorts.push(cohort_report(
-            name,
-            runs.iter().filter(|r| &r.cohort == name),
-        )?);
+        let accumulator = match accumulators.iter().position(|a| &a.report.name == name) {
+            Some(index) => accumulators.swap_remove(index),
+            None => CohortAccumulator::new(name),
+        };
+        for node in &accumulator.nodes {
+            if !nodes.iter().any(|n| n.id() == node.id()) {
+                nodes.push(node.clone());
+            }
+        }
+        cohorts.push(accumulator.finish());
     }
     let baseline_values = cohorts
         .iter()
@@ -148,65 +174,107 @@ pub fn build_report(
     for cohort in cohorts.iter_mut().filter(|c| c.name != experiment.baseline) {
         cohort.comparison = compare(&baseline_values, &cohort.connections_per_second);
     }
-    let mut nodes: Vec<NodeRecord> = Vec::new();
-    for run in runs {
-        if !nodes.iter().any(|n| n.id() == run.node.id()) {
-            nodes.push(run.node.clone());
-        }
-    }
-    Ok(ExperimentReport {
+    ExperimentReport {
         experiment,
         cohorts,
         nodes,
-    })
+    }
 }
 
-fn cohort_report<'a>(
-    name: &str,
-    runs: impl Iterator<Item = &'a RunRecord>,
-) -> Result<CohortReport, Error> {
-    let mut report = CohortReport {
-        name: name.to_string(),
-        runs_succeeded: 0,
-        runs_failed: 0,
-        failures: Vec::new(),
-        connections_per_second: Vec::new(),
-        throughput_caveat: None,
-        summary: None,
-        comparison: None,
-        connect_latency: Percentiles::default(),
-        total_latency: Percentiles::default(),
-        completed_connections: 0,
-        failed_connections: 0,
-        errors: BTreeMap::new(),
-        nginx_accepts: 0,
-        tcp_passive_opens: 0,
-        mean_cpu_busy_share: 0.0,
-        locks: Vec::new(),
-        epoll_share_of_contention: None,
-        lock_contention_unavailable: Vec::new(),
-        epoll_calls_per_thousand: None,
-        cpu_symbols: Vec::new(),
-        cpu_profile_samples: 0,
-        cpu_profile_unavailable: Vec::new(),
-    };
-    let mut symbol_samples: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let mut epoll_totals = (EpollCounts::default(), 0u64);
-    // Acquisitions and the connections of the runs that counted them.
-    let mut epmutex_totals: Option<(u64, u64)> = None;
-    let mut cpu_time_ns = 0.0;
-    let mut locks: Vec<(LockSummary, BTreeMap<String, u64>)> = Vec::new();
-    let mut lock_runs = 0;
-    let mut connect = latency_histogram();
-    let mut total = latency_histogram();
-    let mut busy = Vec::new();
-    for run in runs {
+/// A cohort's runs folded so far: everything its report is computed from. Adding a run is
+/// constant work whatever came before, so the store keeps one per cohort, updated in the same
+/// transaction as each run it writes, and a report needs no run read back.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CohortAccumulator {
+    /// The counts and lists, complete; the derived figures are filled in by `finish`.
+    report: CohortReport,
+    /// Runs folded in, succeeded or not.
+    runs: u64,
+    /// Self and total samples by symbol.
+    symbol_samples: BTreeMap<String, (u64, u64)>,
+    epoll: EpollCounts,
+    /// Completed connections of the runs whose epoll calls were traced.
+    epoll_connections: u64,
+    /// Global epmutex acquisitions and the connections of the runs that counted them.
+    epmutex: Option<(u64, u64)>,
+    /// Window × CPUs of the runs whose lock contention was traced.
+    cpu_time_ns: f64,
+    lock_runs: u64,
+    /// Per lock: its summary so far and wait by caller.
+    locks: Vec<(LockSummary, BTreeMap<String, u64>)>,
+    #[serde(with = "histogram_base64")]
+    connect: Histogram<u64>,
+    #[serde(with = "histogram_base64")]
+    total: Histogram<u64>,
+    busy: Vec<f64>,
+    /// The nodes the runs ran on, first seen first.
+    nodes: Vec<NodeRecord>,
+}
+
+impl CohortAccumulator {
+    pub fn new(name: &str) -> Self {
+        Self {
+            report: CohortReport {
+                name: name.to_string(),
+                runs_succeeded: 0,
+                runs_failed: 0,
+                failures: Vec::new(),
+                connections_per_second: Vec::new(),
+                throughput_caveat: None,
+                summary: None,
+                comparison: None,
+                connect_latency: Percentiles::default(),
+                total_latency: Percentiles::default(),
+                completed_connections: 0,
+                failed_connections: 0,
+                errors: BTreeMap::new(),
+                nginx_accepts: 0,
+                tcp_passive_opens: 0,
+                mean_cpu_busy_share: 0.0,
+                locks: Vec::new(),
+                epoll_share_of_contention: None,
+                lock_contention_unavailable: Vec::new(),
+                epoll_calls_per_thousand: None,
+                cpu_symbols: Vec::new(),
+                cpu_profile_samples: 0,
+                cpu_profile_unavailable: Vec::new(),
+            },
+            runs: 0,
+            symbol_samples: BTreeMap::new(),
+            epoll: EpollCounts::default(),
+            epoll_connections: 0,
+            epmutex: None,
+            cpu_time_ns: 0.0,
+            lock_runs: 0,
+            locks: Vec::new(),
+            connect: latency_histogram(),
+            total: latency_histogram(),
+            busy: Vec::new(),
+            nodes: Vec::new(),
+        }
+    }
+
+    pub fn cohort(&self) -> &str {
+        &self.report.name
+    }
+
+    /// How many runs were folded in.
+    pub fn runs(&self) -> u64 {
+        self.runs
+    }
+
+    pub fn add(&mut self, run: &RunRecord) -> Result<(), Error> {
+        self.runs += 1;
+        if !self.nodes.iter().any(|n| n.id() == run.node.id()) {
+            self.nodes.push(run.node.clone());
+        }
+        let report = &mut self.report;
         if let RunOutcome::Failed { reason } = &run.outcome {
             report.runs_failed += 1;
             report
                 .failures
                 .push(format!("repetition {}: {reason}", run.repetition));
-            continue;
+            return Ok(());
         }
         report.runs_succeeded += 1;
         report
@@ -225,7 +293,7 @@ fn cohort_report<'a>(
         }
         report.nginx_accepts += run.counters.nginx_accepts;
         report.tcp_passive_opens += run.counters.tcp_passive_opens;
-        busy.push(run.counters.cpu_busy_share);
+        self.busy.push(run.counters.cpu_busy_share);
         if let Some(reason) = &run.lock_contention_unavailable
             && !report.lock_contention_unavailable.contains(reason)
         {
@@ -237,35 +305,37 @@ fn cohort_report<'a>(
             report.cpu_profile_unavailable.push(reason.clone());
         }
         if let Some(epoll) = run.counters.epoll {
-            let (totals, connections) = &mut epoll_totals;
-            totals.ctl_add += epoll.ctl_add;
-            totals.ctl_del += epoll.ctl_del;
-            totals.ctl_mod += epoll.ctl_mod;
-            totals.wait += epoll.wait;
+            self.epoll.ctl_add += epoll.ctl_add;
+            self.epoll.ctl_del += epoll.ctl_del;
+            self.epoll.ctl_mod += epoll.ctl_mod;
+            self.epoll.wait += epoll.wait;
             if let Some(taken) = epoll.epmutex_acquisitions {
-                let (acquisitions, traced) = epmutex_totals.get_or_insert((0, 0));
+                let (acquisitions, traced) = self.epmutex.get_or_insert((0, 0));
                 *acquisitions += taken;
                 *traced += run.completed_connections.max(0) as u64;
             }
-            *connections += run.completed_connections.max(0) as u64;
+            self.epoll_connections += run.completed_connections.max(0) as u64;
         }
         if let Some(profile) = &run.cpu_profile {
             report.cpu_profile_samples += profile.samples.max(0) as u64;
             for symbol in &profile.top_symbols {
-                let entry = symbol_samples.entry(symbol.symbol.clone()).or_default();
+                let entry = self
+                    .symbol_samples
+                    .entry(symbol.symbol.clone())
+                    .or_default();
                 entry.0 += symbol.self_samples.max(0) as u64;
                 entry.1 += symbol.total_samples.max(0) as u64;
             }
         }
         if run.lock_contention_unavailable.is_none() {
-            lock_runs += 1;
-            cpu_time_ns += run.window_seconds * 1e9 * f64::from(run.node.logical_cpus.max(1));
+            self.lock_runs += 1;
+            self.cpu_time_ns += run.window_seconds * 1e9 * f64::from(run.node.logical_cpus.max(1));
         }
         for lock in &run.locks {
-            let index = match locks.iter().position(|(l, _)| l.lock == lock.lock) {
+            let index = match self.locks.iter().position(|(l, _)| l.lock == lock.lock) {
                 Some(index) => index,
                 None => {
-                    locks.push((
+                    self.locks.push((
                         LockSummary {
                             lock: lock.lock.clone(),
                             lock_type: lock.lock_type.clone(),
@@ -279,85 +349,128 @@ fn cohort_report<'a>(
                         },
                         BTreeMap::new(),
                     ));
-                    locks.len() - 1
+                    self.locks.len() - 1
                 }
             };
-            let (summary, callers) = &mut locks[index];
+            let (summary, callers) = &mut self.locks[index];
             summary.count += lock.count.max(0) as u64;
             summary.wait_ns += lock.wait_ns.max(0) as u64;
             summary.max_wait_ns = summary.max_wait_ns.max(lock.max_wait_ns.max(0) as u64);
             summary.epoll |= lock.epoll;
             *callers.entry(lock.caller.clone()).or_default() += lock.wait_ns.max(0) as u64;
         }
-        add_encoded(&mut connect, &run.connect_histogram)?;
-        add_encoded(&mut total, &run.total_histogram)?;
+        add_encoded(&mut self.connect, &run.connect_histogram)?;
+        add_encoded(&mut self.total, &run.total_histogram)?;
+        Ok(())
     }
-    report.summary = summarize(&report.connections_per_second);
-    report.connect_latency = Percentiles::of(&connect);
-    report.total_latency = Percentiles::of(&total);
-    report.mean_cpu_busy_share = summarize(&busy).map(|s| s.mean).unwrap_or(0.0);
-    let all_wait: u64 = locks.iter().map(|(l, _)| l.wait_ns).sum();
-    let epoll_wait: u64 = locks
-        .iter()
-        .filter(|(l, _)| l.epoll)
-        .map(|(l, _)| l.wait_ns)
-        .sum();
-    if lock_runs > 0 {
-        report.epoll_share_of_contention =
-            (all_wait > 0).then(|| epoll_wait as f64 / all_wait as f64);
-    }
-    for (summary, callers) in &mut locks {
-        summary.top_caller = callers
+
+    /// The cohort's report (its comparison with the baseline is the experiment's to add).
+    pub fn finish(self) -> CohortReport {
+        let Self {
+            mut report,
+            symbol_samples,
+            epoll,
+            epoll_connections,
+            epmutex,
+            cpu_time_ns,
+            lock_runs,
+            mut locks,
+            connect,
+            total,
+            busy,
+            ..
+        } = self;
+        report.summary = summarize(&report.connections_per_second);
+        report.connect_latency = Percentiles::of(&connect);
+        report.total_latency = Percentiles::of(&total);
+        report.mean_cpu_busy_share = summarize(&busy).map(|s| s.mean).unwrap_or(0.0);
+        let all_wait: u64 = locks.iter().map(|(l, _)| l.wait_ns).sum();
+        let epoll_wait: u64 = locks
             .iter()
-            .max_by_key(|(_, wait)| **wait)
-            .map(|(c, _)| c.clone())
-            .unwrap_or_default();
-        if cpu_time_ns > 0.0 {
-            summary.share_of_cpu_time = summary.wait_ns as f64 / cpu_time_ns;
+            .filter(|(l, _)| l.epoll)
+            .map(|(l, _)| l.wait_ns)
+            .sum();
+        if lock_runs > 0 {
+            report.epoll_share_of_contention =
+                (all_wait > 0).then(|| epoll_wait as f64 / all_wait as f64);
         }
-        if report.completed_connections > 0 {
-            summary.per_thousand_connections =
-                summary.count as f64 * 1000.0 / report.completed_connections as f64;
+        for (summary, callers) in &mut locks {
+            summary.top_caller = callers
+                .iter()
+                .max_by_key(|(_, wait)| **wait)
+                .map(|(c, _)| c.clone())
+                .unwrap_or_default();
+            if cpu_time_ns > 0.0 {
+                summary.share_of_cpu_time = summary.wait_ns as f64 / cpu_time_ns;
+            }
+            if report.completed_connections > 0 {
+                summary.per_thousand_connections =
+                    summary.count as f64 * 1000.0 / report.completed_connections as f64;
+            }
         }
-    }
-    locks.sort_by(|a, b| {
-        b.0.wait_ns
-            .cmp(&a.0.wait_ns)
-            .then_with(|| a.0.lock.cmp(&b.0.lock))
-    });
-    report.locks = locks.into_iter().take(TOP_LOCKS).map(|(l, _)| l).collect();
-    let (epoll, epoll_connections) = epoll_totals;
-    if epoll_connections > 0 {
-        let per_thousand = |calls: u64| calls as f64 * 1000.0 / epoll_connections as f64;
-        report.epoll_calls_per_thousand = Some(EpollRates {
-            ctl_add: per_thousand(epoll.ctl_add),
-            ctl_del: per_thousand(epoll.ctl_del),
-            ctl_mod: per_thousand(epoll.ctl_mod),
-            wait: per_thousand(epoll.wait),
-            epmutex_acquisitions: epmutex_totals
-                .filter(|(_, traced)| *traced > 0)
-                .map(|(taken, traced)| taken as f64 * 1000.0 / traced as f64),
+        locks.sort_by(|a, b| {
+            b.0.wait_ns
+                .cmp(&a.0.wait_ns)
+                .then_with(|| a.0.lock.cmp(&b.0.lock))
         });
+        report.locks = locks.into_iter().take(TOP_LOCKS).map(|(l, _)| l).collect();
+        if epoll_connections > 0 {
+            let per_thousand = |calls: u64| calls as f64 * 1000.0 / epoll_connections as f64;
+            report.epoll_calls_per_thousand = Some(EpollRates {
+                ctl_add: per_thousand(epoll.ctl_add),
+                ctl_del: per_thousand(epoll.ctl_del),
+                ctl_mod: per_thousand(epoll.ctl_mod),
+                wait: per_thousand(epoll.wait),
+                epmutex_acquisitions: epmutex
+                    .filter(|(_, traced)| *traced > 0)
+                    .map(|(taken, traced)| taken as f64 * 1000.0 / traced as f64),
+            });
+        }
+        if report.cpu_profile_samples > 0 {
+            let all = report.cpu_profile_samples as f64;
+            let mut symbols: Vec<CpuSymbolShare> = symbol_samples
+                .into_iter()
+                .map(|(symbol, (self_samples, total_samples))| CpuSymbolShare {
+                    symbol,
+                    self_share: self_samples as f64 / all,
+                    total_share: total_samples as f64 / all,
+                })
+                .collect();
+            symbols.sort_by(|a, b| {
+                b.self_share
+                    .total_cmp(&a.self_share)
+                    .then_with(|| a.symbol.cmp(&b.symbol))
+            });
+            symbols.truncate(TOP_CPU_SYMBOLS);
+            report.cpu_symbols = symbols;
+        }
+        report
     }
-    if report.cpu_profile_samples > 0 {
-        let all = report.cpu_profile_samples as f64;
-        let mut symbols: Vec<CpuSymbolShare> = symbol_samples
-            .into_iter()
-            .map(|(symbol, (self_samples, total_samples))| CpuSymbolShare {
-                symbol,
-                self_share: self_samples as f64 / all,
-                total_share: total_samples as f64 / all,
-            })
-            .collect();
-        symbols.sort_by(|a, b| {
-            b.self_share
-                .total_cmp(&a.self_share)
-                .then_with(|| a.symbol.cmp(&b.symbol))
-        });
-        symbols.truncate(TOP_CPU_SYMBOLS);
-        report.cpu_symbols = symbols;
+}
+
+/// A histogram in an accumulator's JSON: its HdrHistogram V2 encoding, base64.
+mod histogram_base64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use hdrhistogram::Histogram;
+    use loadlab_proto::histogram::{decode_histogram, encode_histogram};
+    use serde::{Deserialize, Deserializer, Serializer, de};
+
+    pub fn serialize<S: Serializer>(
+        histogram: &Histogram<u64>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let bytes = encode_histogram(histogram).map_err(serde::ser::Error::custom)?;
+        serializer.serialize_str(&STANDARD.encode(bytes))
     }
-    Ok(report)
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Histogram<u64>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let bytes = STANDARD.decode(text).map_err(de::Error::custom)?;
+        decode_histogram(&bytes).map_err(de::Error::custom)
+    }
 }
 
 fn add_encoded(into: &mut Histogram<u64>, bytes: &[u8]) -> Result<(), Error> {
