@@ -23,7 +23,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::flamegraph::{cohort_folded, differential_svg, flamegraph_svg};
-use crate::fleet::{FleetGroup, GroupBy, compare_fleet};
+use crate::fleet::{FleetGroup, FleetRuns, GroupBy, compare_fleet};
 use crate::ingest::{validate_experiment, validate_run};
 use crate::memo::Memo;
 use crate::report::{ExperimentReport, Percentiles, build_report};
@@ -40,12 +40,16 @@ pub struct ApiState {
     ingest_token: Option<Arc<str>>,
     /// Comparisons by experiment and baseline, valid at an experiment revision.
     comparisons: Arc<Memo<(Uuid, String), i64>>,
-    /// Fleet comparisons by query, valid at a revision of all results.
-    fleet_comparisons: Arc<Memo<FleetQuery, (i64, i64)>>,
+    /// The runs of two kernel patterns (and an experiment name), summed per kernel and
+    /// hardware, valid at a revision of all results; every grouping is computed from them.
+    fleet_runs: Arc<Memo<FleetQuery, (i64, i64), FleetRunPair>>,
+    /// Fleet comparisons by query and grouping, at the same revisions.
+    fleet_comparisons: Arc<Memo<(FleetQuery, GroupBy), (i64, i64)>>,
 }
 
-/// Kernel patterns a and b, the grouping, and the experiment name filter.
-type FleetQuery = (String, String, GroupBy, Option<String>);
+/// Kernel patterns a and b, and the experiment name filter.
+type FleetQuery = (String, String, Option<String>);
+type FleetRunPair = Arc<(Vec<FleetRuns>, Vec<FleetRuns>)>;
 
 impl std::fmt::Debug for ApiState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -63,6 +67,7 @@ impl ApiState {
             metrics: Arc::default(),
             ingest_token: None,
             comparisons: Arc::default(),
+            fleet_runs: Arc::default(),
             fleet_comparisons: Arc::default(),
         }
     }
@@ -455,9 +460,15 @@ async fn comparison(
     let answer = state
         .comparisons
         .get_or_compute(&key, revision, || async {
-            let runs = state.store.experiment_runs(experiment.id).await?;
+            let report = match state.store.summarized_report(&experiment).await? {
+                Some(report) => report,
+                None => {
+                    let runs = state.store.experiment_runs(experiment.id).await?;
+                    build_report(experiment, &runs)?
+                }
+            };
             json_bytes(&Comparison {
-                report: build_report(experiment, &runs)?,
+                report,
                 method: stats::METHOD,
             })
         })
@@ -570,17 +581,26 @@ async fn compare_kernels(
         })?,
     };
     let revision = state.store.results_revision().await?;
-    let key = (q.a, q.b, group_by, q.experiment);
+    let key = (q.a, q.b, q.experiment);
     let answer = state
         .fleet_comparisons
-        .get_or_compute(&key, revision, || async {
-            let (a, b, _, experiment) = &key;
-            let a_runs = state.store.kernel_runs(a, experiment.as_deref()).await?;
-            let b_runs = state.store.kernel_runs(b, experiment.as_deref()).await?;
+        .get_or_compute(&(key.clone(), group_by), revision, || async {
+            let runs = state
+                .fleet_runs
+                .get_or_compute(&key, revision, || async {
+                    let (a, b, experiment) = &key;
+                    // Two scans of the runs, side by side on two connections.
+                    let pair = tokio::try_join!(
+                        state.store.kernel_runs(a, experiment.as_deref()),
+                        state.store.kernel_runs(b, experiment.as_deref())
+                    )?;
+                    Ok::<_, Error>(Arc::new(pair))
+                })
+                .await?;
             json_bytes(&KernelComparison {
-                groups: compare_fleet(&a_runs, &b_runs, group_by),
-                a: a.clone(),
-                b: b.clone(),
+                groups: compare_fleet(&runs.0, &runs.1, group_by),
+                a: key.0.clone(),
+                b: key.1.clone(),
                 group_by,
                 method: stats::METHOD,
             })

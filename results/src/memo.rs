@@ -15,14 +15,15 @@ use tokio::sync::OnceCell;
 /// How many answers are kept; past this, entries are dropped (an arbitrary one per insert).
 const CAPACITY: usize = 4096;
 
-type Slot = Arc<OnceCell<Bytes>>;
+type Slot<V> = Arc<OnceCell<V>>;
 
+/// Values of type `V` (serialized answers by default) by key, each valid at one revision.
 #[derive(Debug)]
-pub struct Memo<K, R> {
-    entries: Mutex<HashMap<K, (R, Slot)>>,
+pub struct Memo<K, R, V = Bytes> {
+    entries: Mutex<HashMap<K, (R, Slot<V>)>>,
 }
 
-impl<K, R> Default for Memo<K, R> {
+impl<K, R, V> Default for Memo<K, R, V> {
     fn default() -> Self {
         Self {
             entries: Mutex::default(),
@@ -30,18 +31,13 @@ impl<K, R> Default for Memo<K, R> {
     }
 }
 
-impl<K: Eq + Hash + Clone, R: PartialEq + Clone> Memo<K, R> {
+impl<K: Eq + Hash + Clone, R: PartialEq + Clone, V: Clone> Memo<K, R, V> {
     /// The answer for `key` at `revision`: the stored one when it was computed at this
     /// revision, else `compute`'s (errors are returned, not kept).
-    pub async fn get_or_compute<E, F, Fut>(
-        &self,
-        key: &K,
-        revision: R,
-        compute: F,
-    ) -> Result<Bytes, E>
+    pub async fn get_or_compute<E, F, Fut>(&self, key: &K, revision: R, compute: F) -> Result<V, E>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Bytes, E>>,
+        Fut: Future<Output = Result<V, E>>,
     {
         let slot = {
             let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -54,7 +50,7 @@ impl<K: Eq + Hash + Clone, R: PartialEq + Clone> Memo<K, R> {
                     {
                         entries.remove(&evicted);
                     }
-                    let slot = Slot::default();
+                    let slot = Slot::<V>::default();
                     entries.insert(key.clone(), (revision, slot.clone()));
                     slot
                 }

@@ -150,21 +150,34 @@ pub fn build_report(
 /// without an accumulator has no runs yet).
 pub fn assemble_report(
     experiment: ExperimentRow,
-    mut accumulators: Vec<CohortAccumulator>,
+    accumulators: Vec<CohortAccumulator>,
+) -> ExperimentReport {
+    let finished = accumulators
+        .into_iter()
+        .map(|a| (a.nodes.clone(), a.finish()))
+        .collect();
+    assemble_finished(experiment, finished)
+}
+
+/// The report from each cohort's finished report and the nodes of its runs, in the
+/// experiment's cohort order (a cohort missing here has no runs yet).
+pub fn assemble_finished(
+    experiment: ExperimentRow,
+    mut finished: Vec<(Vec<NodeRecord>, CohortReport)>,
 ) -> ExperimentReport {
     let mut nodes: Vec<NodeRecord> = Vec::new();
     let mut cohorts: Vec<CohortReport> = Vec::new();
     for name in &experiment.cohorts {
-        let accumulator = match accumulators.iter().position(|a| &a.report.name == name) {
-            Some(index) => accumulators.swap_remove(index),
-            None => CohortAccumulator::new(name),
+        let (cohort_nodes, report) = match finished.iter().position(|(_, r)| &r.name == name) {
+            Some(index) => finished.swap_remove(index),
+            None => (Vec::new(), CohortAccumulator::new(name).finish()),
         };
-        for node in &accumulator.nodes {
+        for node in cohort_nodes {
             if !nodes.iter().any(|n| n.id() == node.id()) {
-                nodes.push(node.clone());
+                nodes.push(node);
             }
         }
-        cohorts.push(accumulator.finish());
+        cohorts.push(report);
     }
     let baseline_values = cohorts
         .iter()
@@ -261,6 +274,11 @@ impl CohortAccumulator {
     /// How many runs were folded in.
     pub fn runs(&self) -> u64 {
         self.runs
+    }
+
+    /// The nodes the runs ran on, first seen first.
+    pub fn nodes(&self) -> &[NodeRecord] {
+        &self.nodes
     }
 
     pub fn add(&mut self, run: &RunRecord) -> Result<(), Error> {

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::Error;
 use crate::fleet::{FleetRuns, like_pattern};
+use crate::report::{CohortAccumulator, CohortReport, ExperimentReport, assemble_finished};
 use crate::stats::Sums;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -554,9 +555,49 @@ impl Store {
                 .bind(run.experiment_id)
                 .execute(&mut *tx)
                 .await?;
+            fold_into_cohort_summary(&mut tx, run).await?;
         }
         tx.commit().await?;
         Ok(inserted)
+    }
+
+    /// An experiment's report from its cohort summaries, when they hold every stored run of it
+    /// (runs written before summaries existed are not in them); `None` otherwise.
+    pub async fn summarized_report(
+        &self,
+        experiment: &ExperimentRow,
+    ) -> Result<Option<ExperimentReport>, Error> {
+        let rows = sqlx::query(
+            "SELECT runs, report, nodes, (SELECT count(*) FROM runs WHERE experiment_id = $1) AS stored
+             FROM cohort_summaries WHERE experiment_id = $1",
+        )
+        .bind(experiment.id)
+        .fetch_all(&self.pool)
+        .await?;
+        let stored: i64 = match rows.first() {
+            Some(row) => row.try_get("stored")?,
+            None => {
+                let stored: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM runs WHERE experiment_id = $1")
+                        .bind(experiment.id)
+                        .fetch_one(&self.pool)
+                        .await?;
+                stored
+            }
+        };
+        let mut folded = 0;
+        let mut finished = Vec::with_capacity(rows.len());
+        for row in &rows {
+            folded += row.try_get::<i64, _>("runs")?;
+            let corrupt = |e: sqlx::Error| Error::Corrupt(format!("cohort summary: {e}"));
+            let report: CohortReport = row.try_get::<Json<_>, _>("report").map_err(corrupt)?.0;
+            let nodes: Vec<NodeRecord> = row.try_get::<Json<_>, _>("nodes").map_err(corrupt)?.0;
+            finished.push((nodes, report));
+        }
+        if folded != stored {
+            return Ok(None);
+        }
+        Ok(Some(assemble_finished(experiment.clone(), finished)))
     }
 
     /// A value that changes whenever any stored run or experiment does: the number of
@@ -640,6 +681,72 @@ fn node_from_row(row: &sqlx::postgres::PgRow) -> Result<NodeRecord, Error> {
         memory_bytes: row.try_get("memory_bytes")?,
         facts: row.try_get("facts")?,
     })
+}
+
+/// Folds a run just inserted into its cohort's summary, in the run's transaction. The row is
+/// created first (an empty accumulator) so that concurrent runs of one cohort wait for each
+/// other on it and fold one after another. A cohort whose earlier runs were stored before
+/// summaries existed gets none: its reports read its runs.
+async fn fold_into_cohort_summary(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    run: &RunRecord,
+) -> Result<(), Error> {
+    let created = sqlx::query(
+        "INSERT INTO cohort_summaries (experiment_id, cohort, runs, accumulator, report, nodes)
+         VALUES ($1, $2, 0, $3, 'null', '[]') ON CONFLICT (experiment_id, cohort) DO NOTHING",
+    )
+    .bind(run.experiment_id)
+    .bind(&run.cohort)
+    .bind(Json(CohortAccumulator::new(&run.cohort)))
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if created {
+        let earlier: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM runs WHERE experiment_id = $1 AND cohort = $2 AND id <> $3",
+        )
+        .bind(run.experiment_id)
+        .bind(&run.cohort)
+        .bind(run.id)
+        .fetch_one(&mut **tx)
+        .await?;
+        if earlier > 0 {
+            sqlx::query("DELETE FROM cohort_summaries WHERE experiment_id = $1 AND cohort = $2")
+                .bind(run.experiment_id)
+                .bind(&run.cohort)
+                .execute(&mut **tx)
+                .await?;
+            return Ok(());
+        }
+    }
+    let row = sqlx::query(
+        "SELECT accumulator FROM cohort_summaries
+         WHERE experiment_id = $1 AND cohort = $2 FOR UPDATE",
+    )
+    .bind(run.experiment_id)
+    .bind(&run.cohort)
+    .fetch_one(&mut **tx)
+    .await?;
+    let mut accumulator = row
+        .try_get::<Json<CohortAccumulator>, _>("accumulator")
+        .map_err(|e| Error::Corrupt(format!("cohort summary: {e}")))?
+        .0;
+    accumulator.add(run)?;
+    let report = accumulator.clone().finish();
+    sqlx::query(
+        "UPDATE cohort_summaries SET runs = $3, accumulator = $4, report = $5, nodes = $6
+         WHERE experiment_id = $1 AND cohort = $2",
+    )
+    .bind(run.experiment_id)
+    .bind(&run.cohort)
+    .bind(accumulator.runs() as i64)
+    .bind(Json(&accumulator))
+    .bind(Json(&report))
+    .bind(Json(accumulator.nodes()))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 fn experiment_from_row(row: &sqlx::postgres::PgRow) -> Result<ExperimentRow, Error> {

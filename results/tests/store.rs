@@ -98,3 +98,79 @@ async fn unknown_experiments_are_not_found() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn cohort_summaries_give_the_report_the_runs_give() {
+    let (store, id) = seeded_faster_patched().await;
+    let mut failed = run(id, "patched", 4, 0.0);
+    failed.outcome = RunOutcome::Failed {
+        reason: "storm: connection refused".into(),
+    };
+    store.record_run(&failed).await.unwrap();
+    // Written twice, folded once.
+    let again = run(id, "unpatched", 4, 1005.0);
+    assert!(store.record_run(&again).await.unwrap());
+    assert!(!store.record_run(&again).await.unwrap());
+
+    let experiment = store.experiment(id).await.unwrap();
+    let from_runs = build_report(
+        experiment.clone(),
+        &store.experiment_runs(id).await.unwrap(),
+    )
+    .unwrap();
+    let summarized = store
+        .summarized_report(&experiment)
+        .await
+        .unwrap()
+        .expect("every run is in a summary");
+    assert_eq!(summarized, from_runs);
+    assert_eq!(summarized.cohorts[0].runs_succeeded, 4);
+    assert_eq!(summarized.cohorts[1].runs_failed, 1);
+}
+
+#[tokio::test]
+async fn runs_written_at_once_are_all_folded() {
+    let store = store().await;
+    let experiment = experiment(&store).await;
+    let mut writes = Vec::new();
+    for repetition in 1..=12 {
+        let store = store.clone();
+        let record = run(
+            experiment.id,
+            "patched",
+            repetition,
+            1000.0 + f64::from(repetition),
+        );
+        writes.push(tokio::spawn(async move { store.record_run(&record).await }));
+    }
+    for write in writes {
+        assert!(write.await.unwrap().unwrap());
+    }
+    let row = store.experiment(experiment.id).await.unwrap();
+    let report = store.summarized_report(&row).await.unwrap().unwrap();
+    assert_eq!(report.cohorts[1].runs_succeeded, 12);
+    assert_eq!(report.cohorts[0].runs_succeeded, 0);
+}
+
+#[tokio::test]
+async fn runs_without_a_summary_make_the_report_read_the_runs() {
+    let (store, id) = seeded_faster_patched().await;
+    // As if these runs had been stored before summaries existed.
+    sqlx::query("DELETE FROM cohort_summaries WHERE experiment_id = $1")
+        .bind(id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store
+        .record_run(&run(id, "patched", 4, 1600.0))
+        .await
+        .unwrap();
+    let experiment = store.experiment(id).await.unwrap();
+    assert!(
+        store
+            .summarized_report(&experiment)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
