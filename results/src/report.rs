@@ -166,6 +166,7 @@ pub fn assemble_finished(
     mut finished: Vec<(Vec<NodeRecord>, CohortReport)>,
 ) -> ExperimentReport {
     let mut nodes: Vec<NodeRecord> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut cohorts: Vec<CohortReport> = Vec::new();
     for name in &experiment.cohorts {
         let (cohort_nodes, report) = match finished.iter().position(|(_, r)| &r.name == name) {
@@ -173,7 +174,7 @@ pub fn assemble_finished(
             None => (Vec::new(), CohortAccumulator::new(name).finish()),
         };
         for node in cohort_nodes {
-            if !nodes.iter().any(|n| n.id() == node.id()) {
+            if seen.insert(node.id()) {
                 nodes.push(node);
             }
         }
@@ -283,7 +284,8 @@ impl CohortAccumulator {
 
     pub fn add(&mut self, run: &RunRecord) -> Result<(), Error> {
         self.runs += 1;
-        if !self.nodes.iter().any(|n| n.id() == run.node.id()) {
+        let id = run.node.id();
+        if !self.nodes.iter().any(|n| n.id() == id) {
             self.nodes.push(run.node.clone());
         }
         let report = &mut self.report;

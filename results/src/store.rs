@@ -405,21 +405,34 @@ impl Store {
         kernel_glob: &str,
         experiment_name: Option<&str>,
     ) -> Result<Vec<FleetRuns>, Error> {
-        let rows = sqlx::query(
-            "SELECT n.kernel_release, n.cpu_model, n.logical_cpus, count(*) AS n,
-                    sum(r.connections_per_second) AS sum,
-                    sum(r.connections_per_second ^ 2) AS sum_squares,
-                    sum(ln(r.connections_per_second)) AS sum_logs,
-                    sum(ln(r.connections_per_second) ^ 2) AS sum_log_squares
-             FROM runs r JOIN nodes n ON n.id = r.node_id
-             WHERE r.status = 'succeeded' AND r.connections_per_second > 0 AND n.kernel_release LIKE $1
-               AND ($2::text IS NULL OR r.experiment_id IN (SELECT id FROM experiments WHERE name = $2))
-             GROUP BY n.kernel_release, n.cpu_model, n.logical_cpus",
-        )
-        .bind(like_pattern(kernel_glob))
-        .bind(experiment_name)
-        .fetch_all(&self.pool)
-        .await?;
+        // Across all experiments the per-node sums answer; one experiment's runs are summed
+        // from the runs themselves.
+        let query = match experiment_name {
+            None => sqlx::query(
+                "SELECT n.kernel_release, n.cpu_model, n.logical_cpus, sum(s.runs)::bigint AS n,
+                        sum(s.sum) AS sum, sum(s.sum_squares) AS sum_squares,
+                        sum(s.sum_logs) AS sum_logs, sum(s.sum_log_squares) AS sum_log_squares
+                 FROM node_sums s JOIN nodes n ON n.id = s.node_id
+                 WHERE s.runs > 0 AND n.kernel_release LIKE $1
+                 GROUP BY n.kernel_release, n.cpu_model, n.logical_cpus",
+            )
+            .bind(like_pattern(kernel_glob)),
+            Some(name) => sqlx::query(
+                "SELECT n.kernel_release, n.cpu_model, n.logical_cpus, count(*) AS n,
+                        sum(r.connections_per_second) AS sum,
+                        sum(r.connections_per_second ^ 2) AS sum_squares,
+                        sum(ln(r.connections_per_second)) AS sum_logs,
+                        sum(ln(r.connections_per_second) ^ 2) AS sum_log_squares
+                 FROM runs r JOIN nodes n ON n.id = r.node_id
+                 WHERE r.status = 'succeeded' AND r.connections_per_second > 0
+                   AND n.kernel_release LIKE $1
+                   AND r.experiment_id IN (SELECT id FROM experiments WHERE name = $2)
+                 GROUP BY n.kernel_release, n.cpu_model, n.logical_cpus",
+            )
+            .bind(like_pattern(kernel_glob))
+            .bind(name),
+        };
+        let rows = query.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| {
                 Ok(FleetRuns {
@@ -549,6 +562,29 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+        }
+        if inserted
+            && matches!(run.outcome, RunOutcome::Succeeded)
+            && run.connections_per_second > 0.0
+        {
+            let rate = run.connections_per_second;
+            sqlx::query(
+                "INSERT INTO node_sums (node_id, runs, sum, sum_squares, sum_logs, sum_log_squares)
+                 VALUES ($1, 1, $2, $3, $4, $5)
+                 ON CONFLICT (node_id) DO UPDATE SET
+                   runs = node_sums.runs + 1,
+                   sum = node_sums.sum + EXCLUDED.sum,
+                   sum_squares = node_sums.sum_squares + EXCLUDED.sum_squares,
+                   sum_logs = node_sums.sum_logs + EXCLUDED.sum_logs,
+                   sum_log_squares = node_sums.sum_log_squares + EXCLUDED.sum_log_squares",
+            )
+            .bind(&node_id)
+            .bind(rate)
+            .bind(rate * rate)
+            .bind(rate.ln())
+            .bind(rate.ln() * rate.ln())
+            .execute(&mut *tx)
+            .await?;
         }
         if inserted {
             sqlx::query("UPDATE experiments SET revision = revision + 1 WHERE id = $1")

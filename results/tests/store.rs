@@ -174,3 +174,29 @@ async fn runs_without_a_summary_make_the_report_read_the_runs() {
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn per_node_sums_agree_with_the_runs_they_sum() {
+    let (store, id) = seeded_faster_patched().await;
+    let mut failed = run(id, "patched", 4, 0.0);
+    failed.outcome = RunOutcome::Failed {
+        reason: "refused".into(),
+    };
+    store.record_run(&failed).await.unwrap();
+    // Every run is in the one experiment named "epoll": both ways of summing see the same runs.
+    let from_node_sums = store.kernel_runs("*", None).await.unwrap();
+    let from_runs = store.kernel_runs("*", Some("epoll")).await.unwrap();
+    assert_eq!(from_node_sums.len(), 1);
+    assert_eq!(from_runs.len(), 1);
+    let (a, b) = (&from_node_sums[0].sums, &from_runs[0].sums);
+    assert_eq!(a.n, 6);
+    assert_eq!(a.n, b.n);
+    for (x, y) in [
+        (a.sum, b.sum),
+        (a.sum_squares, b.sum_squares),
+        (a.sum_logs, b.sum_logs),
+        (a.sum_log_squares, b.sum_log_squares),
+    ] {
+        assert!((x - y).abs() <= 1e-9 * x.abs().max(1.0), "{x} vs {y}");
+    }
+}
