@@ -16,11 +16,12 @@ use sqlx::postgres::PgConnectOptions;
 const UNPATCHED: &str = "linux-image-6.1.0-47-cloud-amd64-unsigned";
 const PATCHED: &str = "linux-image-6.1.0-56-cloud-amd64-unsigned";
 
-fn experiment(duration: &str, cohorts: &[(&str, &str)]) -> String {
+/// Cohorts as (name, kernel, more `vm` settings such as `, generator: host`).
+fn experiment(duration: &str, cohorts: &[(&str, &str, &str)]) -> String {
     let cohorts: String = cohorts
         .iter()
-        .map(|(name, kernel)| {
-            format!("    - {{ name: {name}, vm: {{ kernel: \"{kernel}\", cpus: 2, memoryMiB: 1536, accel: tcg }} }}\n")
+        .map(|(name, kernel, more)| {
+            format!("    - {{ name: {name}, vm: {{ kernel: \"{kernel}\", cpus: 2, memoryMiB: 1536, accel: tcg{more} }} }}\n")
         })
         .collect();
     format!(
@@ -43,16 +44,31 @@ async fn scratch() -> (String, Store) {
     (url, store)
 }
 
-fn run(dir: &Path, yaml: &str, url: &str, env: &[(&str, &str)]) -> Output {
+/// Runs the experiment; returns what it printed and its process id.
+fn run(dir: &Path, yaml: &str, url: &str, env: &[(&str, &str)]) -> (Output, u32) {
     let file = dir.join("experiment.yaml");
     std::fs::write(&file, yaml).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_loadlab"))
+    let child = Command::new(env!("CARGO_BIN_EXE_loadlab"))
         .args(["run", "--json"])
         .arg(&file)
         .env("DATABASE_URL", url)
         .envs(env.iter().copied())
-        .output()
-        .expect("loadlab runs")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("loadlab runs");
+    let pid = child.id();
+    (child.wait_with_output().unwrap(), pid)
+}
+
+/// Network namespaces a loadlab process created for its guests and left behind.
+fn namespaces_left_by(pid: u32) -> Vec<String> {
+    let listed = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .filter(|l| l.starts_with(&format!("loadlab-vm-{pid}-")))
+        .map(str::to_string)
+        .collect()
 }
 
 async fn stored_experiments(store: &Store) -> i64 {
@@ -90,8 +106,20 @@ async fn the_unpatched_kernel_takes_the_global_epmutex_on_every_close_and_the_pa
     needs_root();
     let dir = tempfile::tempdir().unwrap();
     let (url, store) = scratch().await;
-    let yaml = experiment("3s", &[("unpatched", UNPATCHED), ("patched", PATCHED)]);
-    let output = run(dir.path(), &yaml, &url, &[]);
+    // One generator on this machine over the guest's tap, one inside its guest.
+    let yaml = experiment(
+        "3s",
+        &[
+            ("unpatched", UNPATCHED, ", generator: host"),
+            ("patched", PATCHED, ""),
+        ],
+    );
+    let (output, pid) = run(dir.path(), &yaml, &url, &[]);
+    assert!(
+        namespaces_left_by(pid).is_empty(),
+        "{:?}",
+        namespaces_left_by(pid)
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "stderr:\n{stderr}");
@@ -163,7 +191,9 @@ async fn interrupting_a_vm_run_powers_its_guest_off() {
     needs_root();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("long.yaml");
-    std::fs::write(&file, experiment("10m", &[("unpatched", UNPATCHED)])).unwrap();
+    // User-mode networking: the guest is reached through ports forwarded on loopback.
+    let yaml = experiment("10m", &[("unpatched", UNPATCHED, ", network: user")]);
+    std::fs::write(&file, yaml).unwrap();
     let (url, store) = scratch().await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_loadlab"))
         .arg("run")
@@ -215,8 +245,8 @@ async fn a_missing_kernel_package_or_qemu_is_a_clear_error_before_anything_is_st
     let dir = tempfile::tempdir().unwrap();
     let (url, store) = scratch().await;
 
-    let missing_package = experiment("1s", &[("a", "linux-image-0.0.0-0-nonexistent-amd64")]);
-    let output = run(dir.path(), &missing_package, &url, &[]);
+    let missing_package = experiment("1s", &[("a", "linux-image-0.0.0-0-nonexistent-amd64", "")]);
+    let (output, _) = run(dir.path(), &missing_package, &url, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
@@ -224,8 +254,8 @@ async fn a_missing_kernel_package_or_qemu_is_a_clear_error_before_anything_is_st
         "{stderr}"
     );
 
-    let no_qemu = experiment("1s", &[("a", UNPATCHED)]);
-    let output = run(
+    let no_qemu = experiment("1s", &[("a", UNPATCHED, "")]);
+    let (output, _) = run(
         dir.path(),
         &no_qemu,
         &url,
@@ -250,8 +280,12 @@ async fn a_guest_that_cannot_boot_its_network_fails_with_its_console() {
     let kernel = loadlab_vm::kernel::resolve(UNPATCHED, &cache).unwrap();
     let bare = dir.path().join("vmlinuz");
     std::fs::copy(&kernel.image, &bare).unwrap();
-    let yaml = experiment("1s", &[("bare", bare.to_str().unwrap())]);
-    let output = run(dir.path(), &yaml, &url, &[]);
+    let yaml = experiment("1s", &[("bare", bare.to_str().unwrap(), "")]);
+    let (output, pid) = run(dir.path(), &yaml, &url, &[]);
+    assert!(
+        namespaces_left_by(pid).is_empty(),
+        "a failed boot removes its network"
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(

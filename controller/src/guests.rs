@@ -5,12 +5,18 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use loadlab_proto::v1::{agent_client::AgentClient, loadgen_client::LoadgenClient};
-use loadlab_vm::{Accelerator, AcceleratorChoice, Guest, GuestTools, VmConfig};
+use std::net::{IpAddr, SocketAddr};
+
+use loadlab_loadgen::{LoadgenService, TargetPolicy};
+use loadlab_vm::{Accelerator, AcceleratorChoice, Guest, GuestTools, NetworkChoice, VmConfig};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::orchestrator::{Connection, Endpoints, Fleet, rpc_channel};
-use crate::spec::{Accel, ExperimentSpec};
+use crate::spec::{Accel, ExperimentSpec, GeneratorPlace, VmNetwork};
 
 /// What booting tells the person waiting.
 #[derive(Debug, Clone)]
@@ -31,6 +37,44 @@ pub enum BootEvent {
 #[derive(Debug)]
 pub struct GuestFleet {
     guests: Vec<Guest>,
+    /// Per cohort, whether its generator runs on this machine.
+    generator_here: Vec<bool>,
+    /// The generator on this machine, allowed to load exactly those guests.
+    host_generator: Option<HostGenerator>,
+}
+
+/// A generator served in this process on loopback, for cohorts whose generator runs here.
+#[derive(Debug)]
+struct HostGenerator {
+    address: SocketAddr,
+    stop: CancellationToken,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl HostGenerator {
+    async fn start(allowed: Vec<IpAddr>) -> Result<Self, Error> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| Error::Internal(format!("cannot listen on loopback: {e}")))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let stop = CancellationToken::new();
+        let policy = TargetPolicy::loopback_only().and_allow(allowed);
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(LoadgenService::new(policy).into_server())
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    stop.clone().cancelled_owned(),
+                ),
+        );
+        Ok(Self {
+            address,
+            stop,
+            server,
+        })
+    }
 }
 
 impl GuestFleet {
@@ -63,6 +107,11 @@ impl GuestFleet {
                     Accel::Kvm => AcceleratorChoice::Kvm,
                     Accel::Tcg => AcceleratorChoice::Tcg,
                 },
+                network: match vm.network {
+                    VmNetwork::Auto => NetworkChoice::Auto,
+                    VmNetwork::Tap => NetworkChoice::Tap,
+                    VmNetwork::User => NetworkChoice::User,
+                },
                 hostname: guest_hostname(&cohort.name),
             };
             let guest = Guest::boot(&config, &tools, cache, cancel)
@@ -79,7 +128,37 @@ impl GuestFleet {
             });
             guests.push(guest);
         }
-        Ok(Self { guests })
+        let generator_here: Vec<bool> = spec
+            .cohorts
+            .iter()
+            .map(|c| {
+                c.vm.as_ref()
+                    .is_some_and(|vm| vm.generator == GeneratorPlace::Host)
+            })
+            .collect();
+        let mut allowed = Vec::new();
+        for ((cohort, guest), here) in spec.cohorts.iter().zip(&guests).zip(&generator_here) {
+            if !here {
+                continue;
+            }
+            let address = guest.address().ok_or_else(|| {
+                Error::Preflight(format!(
+                    "cohort {}: `generator: host` loads the guest over a tap network, which needs root, /dev/net/tun and iproute2",
+                    cohort.name
+                ))
+            })?;
+            allowed.push(IpAddr::V4(address));
+        }
+        let host_generator = if allowed.is_empty() {
+            None
+        } else {
+            Some(HostGenerator::start(allowed).await?)
+        };
+        Ok(Self {
+            guests,
+            generator_here,
+            host_generator,
+        })
     }
 
     /// Clients for each guest's agent and generator; each cohort is loaded by its own guest's
@@ -88,17 +167,21 @@ impl GuestFleet {
         let nodes = self
             .guests
             .iter()
-            .map(|guest| {
+            .zip(&self.generator_here)
+            .map(|(guest, here)| {
                 let connection = Connection {
                     token: Some(guest.token.clone()),
                     tls_ca: None,
                 };
+                let loadgen = match (&self.host_generator, here) {
+                    (Some(host), true) => {
+                        rpc_channel(&host.address.to_string(), &Connection::default())?
+                    }
+                    _ => rpc_channel(&guest.loadgen.to_string(), &connection)?,
+                };
                 Ok(Endpoints {
                     agent: AgentClient::new(rpc_channel(&guest.agent.to_string(), &connection)?),
-                    loadgen: LoadgenClient::new(rpc_channel(
-                        &guest.loadgen.to_string(),
-                        &connection,
-                    )?),
+                    loadgen: LoadgenClient::new(loadgen),
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;
@@ -114,6 +197,10 @@ impl GuestFleet {
     }
 
     pub async fn shutdown(self) {
+        if let Some(host) = self.host_generator {
+            host.stop.cancel();
+            let _ = host.server.await;
+        }
         for guest in self.guests {
             guest.shutdown().await;
         }

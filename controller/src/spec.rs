@@ -318,6 +318,31 @@ pub struct VmSpec {
     /// `auto` tries KVM and falls back to emulation (TCG) when KVM does not boot the guest.
     #[serde(default)]
     pub accel: Accel,
+    /// `tap`: a tap device in a network namespace the run creates (needs root); `user`: QEMU's
+    /// user-mode network, reached through loopback-forwarded ports; `auto`: tap when possible.
+    #[serde(default)]
+    pub network: VmNetwork,
+    /// Where the cohort's generator runs: inside the guest (`guest`, the least noise under
+    /// emulation) or on this machine, loading the guest over its tap network (`host`).
+    #[serde(default)]
+    pub generator: GeneratorPlace,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VmNetwork {
+    #[default]
+    Auto,
+    Tap,
+    User,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GeneratorPlace {
+    #[default]
+    Guest,
+    Host,
 }
 
 /// How a virtual machine's CPUs are provided.
@@ -802,6 +827,12 @@ impl VmSpec {
                 format!("must be between 1 and {MAX_VM_CPUS}, got {}", self.cpus),
             ));
         }
+        if self.generator == GeneratorPlace::Host && self.network == VmNetwork::User {
+            return Err(SpecError::at(
+                format!("{field}.generator"),
+                "a generator on this machine loads the guest over its tap network: use `network: tap` or `auto`, or `generator: guest`",
+            ));
+        }
         if self.memory_mib < MIN_VM_MEMORY_MIB {
             return Err(SpecError::at(
                 format!("{field}.memoryMiB"),
@@ -925,6 +956,10 @@ spec:
             (
                 "{ kernel: k, memoryMiB: 256 }",
                 "spec.cohorts[0].vm.memoryMiB",
+            ),
+            (
+                "{ kernel: k, network: user, generator: host }",
+                "spec.cohorts[0].vm.generator",
             ),
         ] {
             assert_eq!(error_of(&vm(bad)).field, field, "{bad}");

@@ -1,23 +1,25 @@
 //! Kernels as nodes on one machine. A cohort's `vm` names a kernel (an image or a Debian
 //! package); loadlab builds a guest around it (busybox, loadlab, nginx, the tracing tools, the
 //! network modules the kernel lacks), boots it under QEMU, and reaches the guest's agent and
-//! generator through ports forwarded on this machine's loopback. The guest's network is
-//! QEMU's user-mode network with `restrict=on`: it reaches nothing, and the load it makes stays
-//! inside it.
+//! generator over the guest's network: a tap in a network namespace the run creates (root), or
+//! QEMU's user-mode network with `restrict=on` and ports forwarded on loopback. Either way the
+//! guest's link reaches nothing but this machine.
 
 pub mod cpio;
 pub mod kernel;
 pub mod modules;
+pub mod network;
 pub mod qemu;
 pub mod rootfs;
 
 pub use kernel::Kernel;
+pub use network::NetworkChoice;
 pub use qemu::{Accelerator, AcceleratorChoice, Guest, VmConfig};
 pub use rootfs::GuestTools;
 
 /// The guest's address on QEMU's user-mode network, and that network's gateway.
-pub const GUEST_ADDRESS: &str = "10.0.2.15";
-pub const GUEST_GATEWAY: &str = "10.0.2.2";
+pub const GUEST_ADDRESS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 2, 15);
+pub const GUEST_GATEWAY: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 2, 2);
 /// Where the guest's agent and generator listen (inside the guest).
 pub const AGENT_PORT: u16 = 7700;
 pub const LOADGEN_PORT: u16 = 7701;
@@ -34,6 +36,8 @@ pub enum Error {
     Tools(String),
     #[error("guest file system: {0}")]
     Io(String),
+    #[error("guest network: {0}")]
+    Network(String),
     #[error(
         "qemu-system-x86_64 not found: `apt-get install qemu-system-x86` (or set LOADLAB_QEMU)"
     )]

@@ -14,8 +14,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::kernel::{self, Kernel};
 use crate::modules::{self, NETWORK_MODULES};
+use crate::network::{NetworkChoice, TapNetwork, tap_possible};
+use crate::rootfs::GuestAddressing;
 use crate::rootfs::{GuestIdentity, GuestTools, RootFs};
-use crate::{AGENT_PORT, Error, GUEST_ADDRESS, LOADGEN_PORT, READY_LINE};
+use crate::{AGENT_PORT, Error, GUEST_ADDRESS, GUEST_GATEWAY, LOADGEN_PORT, READY_LINE};
 
 /// How the guest's CPUs are provided, as asked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -69,6 +71,7 @@ pub struct VmConfig {
     pub cpus: u32,
     pub memory_mib: u32,
     pub accelerator: AcceleratorChoice,
+    pub network: NetworkChoice,
     /// The guest's hostname, which names it as a node in the results.
     pub hostname: String,
 }
@@ -101,11 +104,13 @@ impl Console {
     }
 }
 
-/// A running guest. Dropping it kills the virtual machine and removes its files.
+/// A running guest. Dropping it kills the virtual machine and removes its files and network.
 #[derive(Debug)]
 pub struct Guest {
     process: Child,
     _files: tempfile::TempDir,
+    /// Dropped after the process: the namespace goes once QEMU is killed.
+    network: Option<TapNetwork>,
     console: Console,
     pub kernel: Kernel,
     pub accelerator: Accelerator,
@@ -115,6 +120,14 @@ pub struct Guest {
     /// The bearer token both require.
     pub token: String,
     pub boot_time: Duration,
+}
+
+impl Guest {
+    /// The guest's own address, when this machine reaches it directly (tap network): nginx in
+    /// the guest listens there, so a generator here can load it.
+    pub fn address(&self) -> Option<Ipv4Addr> {
+        self.network.as_ref().map(|n| n.guest_address)
+    }
 }
 
 /// Finds QEMU: `$LOADLAB_QEMU`, then `PATH`.
@@ -165,7 +178,34 @@ impl Guest {
                 Vec::new()
             }
         };
+        let network = match config.network {
+            NetworkChoice::User => None,
+            NetworkChoice::Auto if !tap_possible() => None,
+            NetworkChoice::Tap if !tap_possible() => {
+                return Err(Error::Network(
+                    "a tap network needs root, /dev/net/tun and iproute2 (`network: user` needs none)".into(),
+                ));
+            }
+            NetworkChoice::Auto | NetworkChoice::Tap => Some(
+                tokio::task::spawn_blocking(TapNetwork::create)
+                    .await
+                    .map_err(|e| Error::Network(e.to_string()))??,
+            ),
+        };
+        let addressing = match &network {
+            Some(tap) => GuestAddressing {
+                address: tap.guest_address,
+                gateway: tap.host_address,
+                target_on_address: true,
+            },
+            None => GuestAddressing {
+                address: GUEST_ADDRESS,
+                gateway: GUEST_GATEWAY,
+                target_on_address: false,
+            },
+        };
         let identity = GuestIdentity {
+            addressing,
             hostname: config.hostname.clone(),
             token: format!(
                 "{}{}",
@@ -199,12 +239,14 @@ impl Guest {
                 archive: &archive,
                 config,
                 accelerator,
+                network: network.as_ref(),
             };
             match launch.run(cancel).await {
                 Ok(running) => {
                     return Ok(Self {
                         process: running.process,
                         _files: files,
+                        network,
                         console: running.console,
                         kernel,
                         accelerator,
@@ -242,6 +284,7 @@ struct Launch<'a> {
     archive: &'a Path,
     config: &'a VmConfig,
     accelerator: Accelerator,
+    network: Option<&'a TapNetwork>,
 }
 
 struct Running {
@@ -255,15 +298,38 @@ struct Running {
 impl Launch<'_> {
     async fn run(&self, cancel: &CancellationToken) -> Result<Running, Error> {
         let started = Instant::now();
-        let (agent_port, loadgen_port) = free_ports()?;
-        let network = format!(
-            "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{agent_port}-{GUEST_ADDRESS}:{AGENT_PORT},hostfwd=tcp:127.0.0.1:{loadgen_port}-{GUEST_ADDRESS}:{LOADGEN_PORT}"
-        );
+        let (netdev, agent, loadgen) = match self.network {
+            Some(tap) => (
+                tap.qemu_netdev(),
+                SocketAddr::from((tap.guest_address, AGENT_PORT)),
+                SocketAddr::from((tap.guest_address, LOADGEN_PORT)),
+            ),
+            None => {
+                let (agent_port, loadgen_port) = free_ports()?;
+                (
+                    format!(
+                        "user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{agent_port}-{GUEST_ADDRESS}:{AGENT_PORT},hostfwd=tcp:127.0.0.1:{loadgen_port}-{GUEST_ADDRESS}:{LOADGEN_PORT}"
+                    ),
+                    SocketAddr::from((Ipv4Addr::LOCALHOST, agent_port)),
+                    SocketAddr::from((Ipv4Addr::LOCALHOST, loadgen_port)),
+                )
+            }
+        };
         let cmdline = format!(
             "console=ttyS0 panic=-1 quiet loadlab.accel={}",
             self.accelerator.name()
         );
-        let mut command = Command::new(self.qemu);
+        // With a tap, QEMU runs inside the namespace that holds it.
+        let mut command = match self.network {
+            Some(tap) => {
+                let mut command = Command::new("ip");
+                command
+                    .args(["netns", "exec", &tap.namespace])
+                    .arg(self.qemu);
+                command
+            }
+            None => Command::new(self.qemu),
+        };
         command
             .args(self.accelerator.qemu_args())
             .args(["-smp", &self.config.cpus.to_string()])
@@ -281,7 +347,7 @@ impl Launch<'_> {
                 "stdio",
                 "-no-reboot",
             ])
-            .args(["-netdev", &network])
+            .args(["-netdev", &netdev])
             .args(["-device", "virtio-net-pci,netdev=net0,romfile="])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -324,8 +390,8 @@ impl Launch<'_> {
             Ok(()) => Ok(Running {
                 process,
                 console,
-                agent: SocketAddr::from((Ipv4Addr::LOCALHOST, agent_port)),
-                loadgen: SocketAddr::from((Ipv4Addr::LOCALHOST, loadgen_port)),
+                agent,
+                loadgen,
                 boot_time: started.elapsed(),
             }),
             Err(status) => {

@@ -5,12 +5,13 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::cpio::{Kind, Writer};
 use crate::modules::Module;
-use crate::{AGENT_PORT, Error, GUEST_ADDRESS, GUEST_GATEWAY, LOADGEN_PORT, READY_LINE};
+use crate::{AGENT_PORT, Error, LOADGEN_PORT, READY_LINE};
 
 /// Programs copied into the guest at the same path as on this machine.
 #[derive(Debug, Clone)]
@@ -51,6 +52,17 @@ pub struct GuestIdentity {
     pub hostname: String,
     /// The bearer token its agent and generator require.
     pub token: String,
+    pub addressing: GuestAddressing,
+}
+
+/// The guest's address on its network, and where its nginx listens.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestAddressing {
+    pub address: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    /// nginx listens on the guest's address, so a generator outside the guest can load it
+    /// (the generator inside is allowed that address); on loopback otherwise.
+    pub target_on_address: bool,
 }
 
 #[derive(Debug)]
@@ -129,8 +141,8 @@ impl RootFs {
         root.bytes(
             "etc/hosts",
             format!(
-                "127.0.0.1 localhost\n{GUEST_ADDRESS} {}\n",
-                identity.hostname
+                "127.0.0.1 localhost\n{} {}\n",
+                identity.addressing.address, identity.hostname
             )
             .into_bytes(),
             0o644,
@@ -138,7 +150,13 @@ impl RootFs {
         let loadlab = tools.loadlab.to_string_lossy();
         root.bytes(
             "init",
-            init_script(&identity.hostname, &module_names, &loadlab).into_bytes(),
+            init_script(
+                &identity.hostname,
+                &module_names,
+                &loadlab,
+                &identity.addressing,
+            )
+            .into_bytes(),
             0o755,
         );
         Ok(root)
@@ -270,7 +288,25 @@ pub fn shared_libraries(ldd: &str) -> Result<Vec<PathBuf>, String> {
 
 /// The guest's PID 1, a busybox shell script. Everything it prints goes to the serial console,
 /// which the host reads: [`READY_LINE`] says the agent and the generator listen.
-pub fn init_script(hostname: &str, modules: &[String], loadlab: &str) -> String {
+pub fn init_script(
+    hostname: &str,
+    modules: &[String],
+    loadlab: &str,
+    addressing: &GuestAddressing,
+) -> String {
+    let GuestAddressing {
+        address,
+        gateway,
+        target_on_address,
+    } = *addressing;
+    let (target, allow) = if target_on_address {
+        (
+            format!(" --target-address {address}"),
+            format!(" --allow {address}"),
+        )
+    } else {
+        (String::new(), String::new())
+    };
     let modules = modules
         .iter()
         .map(|m| format!("insmod {m} || echo \"loadlab-guest: insmod {m} failed\"\n"))
@@ -295,12 +331,12 @@ if ! ip link set eth0 up; then
   echo "loadlab-guest: no network device eth0: the kernel has no virtio_net built in and none was found among its modules"
   poweroff -f
 fi
-ip addr add {GUEST_ADDRESS}/24 dev eth0
-ip route add default via {GUEST_GATEWAY}
+ip addr add {address}/24 dev eth0
+ip route add default via {gateway}
 ulimit -n 1048576
-{loadlab} agent serve --listen 0.0.0.0:{AGENT_PORT} --token-file /etc/loadlab/token --node-name {hostname} >/var/log/agent.log 2>&1 &
+{loadlab} agent serve --listen 0.0.0.0:{AGENT_PORT} --token-file /etc/loadlab/token --node-name {hostname}{target} >/var/log/agent.log 2>&1 &
 agent=$!
-{loadlab} loadgen serve --listen 0.0.0.0:{LOADGEN_PORT} --token-file /etc/loadlab/token >/var/log/loadgen.log 2>&1 &
+{loadlab} loadgen serve --listen 0.0.0.0:{LOADGEN_PORT} --token-file /etc/loadlab/token{allow} >/var/log/loadgen.log 2>&1 &
 loadgen=$!
 # Each writes its own log, so their "listening" lines cannot interleave on the console.
 until grep -q "listening on" /var/log/agent.log && grep -q "listening on" /var/log/loadgen.log; do
@@ -352,6 +388,11 @@ mod tests {
 
     #[test]
     fn init_loads_modules_in_order_then_starts_agent_and_generator() {
+        let tap = GuestAddressing {
+            address: Ipv4Addr::new(10, 233, 7, 2),
+            gateway: Ipv4Addr::new(10, 233, 7, 1),
+            target_on_address: true,
+        };
         let script = init_script(
             "patched-vm",
             &[
@@ -359,7 +400,17 @@ mod tests {
                 "/lib/loadlab-modules/02-virtio_net.ko".into(),
             ],
             "/usr/local/bin/loadlab",
+            &tap,
         );
+        assert!(script.contains("ip addr add 10.233.7.2/24 dev eth0"));
+        assert!(script.contains("--target-address 10.233.7.2"));
+        assert!(script.contains("--allow 10.233.7.2"));
+        let user = GuestAddressing {
+            target_on_address: false,
+            ..tap
+        };
+        let loopback = init_script("g", &[], "/l", &user);
+        assert!(!loopback.contains("--target-address") && !loopback.contains("--allow"));
         let first = script.find("01-virtio.ko").unwrap();
         let second = script.find("02-virtio_net.ko").unwrap();
         let network = script.find("ip link set eth0 up").unwrap();
@@ -383,6 +434,11 @@ mod tests {
         let identity = GuestIdentity {
             hostname: "guest".into(),
             token: "secret".into(),
+            addressing: GuestAddressing {
+                address: Ipv4Addr::new(10, 0, 2, 15),
+                gateway: Ipv4Addr::new(10, 0, 2, 2),
+                target_on_address: false,
+            },
         };
         let module = Module {
             name: "virtio_net".into(),
