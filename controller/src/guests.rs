@@ -5,16 +5,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use loadlab_proto::v1::{agent_client::AgentClient, loadgen_client::LoadgenClient};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use loadlab_loadgen::{LoadgenService, TargetPolicy};
 use loadlab_vm::{Accelerator, AcceleratorChoice, Guest, GuestTools, NetworkChoice, VmConfig};
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
+
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
+use crate::local::LoopbackServer;
 use crate::orchestrator::{Connection, Endpoints, Fleet, rpc_channel};
 use crate::spec::{Accel, ExperimentSpec, GeneratorPlace, VmNetwork};
 
@@ -39,42 +38,9 @@ pub struct GuestFleet {
     guests: Vec<Guest>,
     /// Per cohort, whether its generator runs on this machine.
     generator_here: Vec<bool>,
-    /// The generator on this machine, allowed to load exactly those guests.
-    host_generator: Option<HostGenerator>,
-}
-
-/// A generator served in this process on loopback, for cohorts whose generator runs here.
-#[derive(Debug)]
-struct HostGenerator {
-    address: SocketAddr,
-    stop: CancellationToken,
-    server: JoinHandle<Result<(), tonic::transport::Error>>,
-}
-
-impl HostGenerator {
-    async fn start(allowed: Vec<IpAddr>) -> Result<Self, Error> {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| Error::Internal(format!("cannot listen on loopback: {e}")))?;
-        let address = listener
-            .local_addr()
-            .map_err(|e| Error::Internal(e.to_string()))?;
-        let stop = CancellationToken::new();
-        let policy = TargetPolicy::loopback_only().and_allow(allowed);
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(LoadgenService::new(policy).into_server())
-                .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listener),
-                    stop.clone().cancelled_owned(),
-                ),
-        );
-        Ok(Self {
-            address,
-            stop,
-            server,
-        })
-    }
+    /// The generator served in this process for those cohorts, allowed to load exactly their
+    /// guests.
+    host_generator: Option<LoopbackServer>,
 }
 
 impl GuestFleet {
@@ -152,7 +118,14 @@ impl GuestFleet {
         let host_generator = if allowed.is_empty() {
             None
         } else {
-            Some(HostGenerator::start(allowed).await?)
+            let policy = TargetPolicy::loopback_only().and_allow(allowed);
+            Some(
+                LoopbackServer::start(
+                    tonic::transport::Server::builder()
+                        .add_service(LoadgenService::new(policy).into_server()),
+                )
+                .await?,
+            )
         };
         Ok(Self {
             guests,
@@ -198,8 +171,7 @@ impl GuestFleet {
 
     pub async fn shutdown(self) {
         if let Some(host) = self.host_generator {
-            host.stop.cancel();
-            let _ = host.server.await;
+            host.stop().await;
         }
         for guest in self.guests {
             guest.shutdown().await;
