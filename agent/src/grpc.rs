@@ -284,7 +284,17 @@ impl agent_server::Agent for AgentService {
             None
         };
         let profile = if request.cpu_profile_hz > 0 {
-            let profiler = Profiler::start(request.cpu_profile_hz).await;
+            let processes = if request.cpu_profile_target_only {
+                let state = self.state.lock().await;
+                let target = state
+                    .targets
+                    .get(&target_id)
+                    .ok_or_else(|| Status::not_found(format!("no target {target_id}")))?;
+                Some(target.processes(&self.proc))
+            } else {
+                None
+            };
+            let profiler = Profiler::start(request.cpu_profile_hz, processes.as_deref()).await;
             if let Err(error) = &profiler {
                 tracing::warn!(error = %error, "CPU profile not collected");
             }

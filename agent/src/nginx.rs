@@ -233,6 +233,16 @@ impl NginxTarget {
         self.workers
     }
 
+    /// The master's process id and its children's (the workers), read from `proc`.
+    pub fn processes(&self, proc: &Path) -> Vec<u32> {
+        let Some(master) = self.child.id() else {
+            return Vec::new();
+        };
+        let mut processes = vec![master];
+        processes.extend(children_of(proc, master));
+        processes
+    }
+
     pub fn prefix(&self) -> &Path {
         self.prefix.path()
     }
@@ -289,9 +299,45 @@ fn free_port(address: IpAddr) -> Result<SocketAddr, Error> {
         .map_err(|source| Error::Bind { source })
 }
 
+/// Processes whose parent is `parent`, from `proc`'s `<pid>/stat` files.
+pub fn children_of(proc: &Path, parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(proc) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // "pid (comm) state ppid ...": the command may hold spaces and parentheses.
+            let (_, after) = stat.rsplit_once(')')?;
+            let ppid: u32 = after.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == parent).then_some(pid)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn children_are_found_by_their_parent() {
+        let proc = tempfile::tempdir().unwrap();
+        for (pid, stat) in [
+            ("100", "100 (nginx) S 1 100 100 0"),
+            ("101", "101 (nginx: worker (a)) S 100 100 100 0"),
+            ("102", "102 (nginx) S 100 100 100 0"),
+            ("200", "200 (other) S 101 200 200 0"),
+        ] {
+            std::fs::create_dir(proc.path().join(pid)).unwrap();
+            std::fs::write(proc.path().join(pid).join("stat"), stat).unwrap();
+        }
+        std::fs::create_dir(proc.path().join("self")).unwrap();
+        let mut children = children_of(proc.path(), 100);
+        children.sort_unstable();
+        assert_eq!(children, [101, 102]);
+    }
 
     #[test]
     fn config_carries_the_cohort_settings() {

@@ -77,8 +77,9 @@ pub struct Profiler {
 
 impl Profiler {
     /// Starts perf with events disabled, then enables them and waits for perf's ack, so the
-    /// profile starts with the window.
-    pub async fn start(frequency_hz: u32) -> Result<Self, ProfileError> {
+    /// profile starts with the window. With `processes`, only those are sampled; otherwise
+    /// every CPU.
+    pub async fn start(frequency_hz: u32, processes: Option<&[u32]>) -> Result<Self, ProfileError> {
         let perf = find_perf().ok_or(ProfileError::Missing)?;
         if !nix::unistd::Uid::effective().is_root() {
             return Err(ProfileError::NotPrivileged);
@@ -102,19 +103,22 @@ impl Profiler {
             .read_write(true)
             .open_receiver(&ack_path)
             .map_err(|e| failed("ack FIFO", &e))?;
+        let scope = match processes {
+            Some(pids) if !pids.is_empty() => {
+                let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+                vec!["-p".to_string(), pids.join(",")]
+            }
+            Some(_) => {
+                return Err(ProfileError::Failed(
+                    "the target has no processes to profile".into(),
+                ));
+            }
+            None => vec!["-a".to_string()],
+        };
         let child = Command::new(&perf)
-            .args([
-                "record",
-                "-e",
-                "cpu-clock",
-                "-F",
-                &frequency_hz.to_string(),
-                "-a",
-                "-g",
-                "-D",
-                "-1",
-                "--quiet",
-            ])
+            .args(["record", "-e", "cpu-clock", "-F", &frequency_hz.to_string()])
+            .args(&scope)
+            .args(["-g", "-D", "-1", "--quiet"])
             .arg(format!(
                 "--control=fifo:{},{}",
                 control_path.display(),

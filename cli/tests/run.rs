@@ -309,3 +309,40 @@ async fn resume_runs_only_what_is_missing_and_refuses_strangers() {
     }
     assert_eq!(store.experiment_runs(id).await.unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_scoped_profile_samples_only_nginx() {
+    let can_profile =
+        nix::unistd::Uid::effective().is_root() && Path::new("/usr/bin/perf").exists();
+    let dir = tempfile::tempdir().unwrap();
+    let (url, store) = scratch().await;
+    let yaml = TINY
+        .replace(
+            "cpuProfile: { frequencyHz: 199 }",
+            "cpuProfile: { frequencyHz: 199, scope: target }",
+        )
+        .replace("lockContention: true", "lockContention: false");
+    assert_ne!(yaml, TINY);
+    let output = loadlab(dir.path(), &yaml, &url, &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM experiments")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    for run in store.experiment_runs(id).await.unwrap() {
+        if !can_profile {
+            assert!(run.cpu_profile_unavailable.is_some());
+            continue;
+        }
+        let profile = run.cpu_profile.expect("a CPU profile");
+        assert!(profile.samples > 0);
+        // Every stack is an nginx process's (the first field is the command).
+        for (stack, _) in &profile.folded {
+            assert!(stack.starts_with("nginx"), "{stack}");
+        }
+    }
+}

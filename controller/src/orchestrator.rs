@@ -495,6 +495,12 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
                     .collect
                     .cpu_profile
                     .map_or(0, |p| p.frequency_hz),
+                cpu_profile_target_only: self
+                    .file
+                    .spec
+                    .collect
+                    .cpu_profile
+                    .is_some_and(|p| p.scope == crate::spec::ProfileScope::Target),
             })
             .await
             .map_err(failed("starting the capture"))?

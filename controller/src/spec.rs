@@ -118,6 +118,18 @@ pub struct CpuProfileSpec {
     /// Samples per second per CPU; 499 avoids lockstep with 100 Hz and 1000 Hz timers.
     #[serde(default = "default_profile_hz")]
     pub frequency_hz: u32,
+    /// `system`: every CPU, whatever runs there (idle included); `target`: only the nginx
+    /// target's processes.
+    #[serde(default)]
+    pub scope: ProfileScope,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ProfileScope {
+    #[default]
+    System,
+    Target,
 }
 
 fn default_profile_hz() -> u32 {
