@@ -87,6 +87,29 @@ pub enum BenchCommand {
     Api(BenchApiArgs),
     /// Times cluster planning (cohorts by kernel, generator placement) over a synthetic fleet.
     Plan(BenchPlanArgs),
+    /// The same storm with the agent's capture on and off, alternating: the rate it costs.
+    Agent(BenchAgentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchAgentArgs {
+    /// Rounds; each runs the storm once with the capture and once without, alternating which
+    /// goes first.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: u32,
+    /// Measured window of each run (after a 1 s warm-up).
+    #[arg(short, long, default_value = "5s", value_parser = Span::parse)]
+    pub duration: Span,
+    #[arg(short, long, default_value_t = 64)]
+    pub connections: u32,
+    #[arg(long, default_value_t = 1)]
+    pub nginx_workers: u32,
+    /// Capture lock contention.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub lock_contention: bool,
+    /// CPU profile frequency; 0 for none.
+    #[arg(long, default_value_t = 499)]
+    pub cpu_profile_hz: u32,
 }
 
 #[derive(Debug, Args)]

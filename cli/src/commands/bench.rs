@@ -23,18 +23,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchCommand::Loadgen(args) => loadgen(args).await?,
         BenchCommand::Api(args) => super::bench_api::run(args).await?,
         BenchCommand::Plan(args) => super::bench_plan::run(args)?,
+        BenchCommand::Agent(args) => super::bench_agent::run(args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// One tool's run, as measured from outside.
 #[derive(Debug, Clone, Copy, Default)]
-struct Measured {
+pub(super) struct Measured {
     connections: f64,
     per_second: f64,
     errors: f64,
-    user_seconds: f64,
-    system_seconds: f64,
+    pub(super) user_seconds: f64,
+    pub(super) system_seconds: f64,
     peak_rss_kib: u64,
 }
 
@@ -57,7 +58,7 @@ fn find_wrk() -> anyhow::Result<PathBuf> {
 }
 
 /// Runs a child to its end, measuring its CPU time and peak resident memory.
-async fn measure_child(mut command: Command) -> anyhow::Result<(String, Measured)> {
+pub(super) async fn measure_child(mut command: Command) -> anyhow::Result<(String, Measured)> {
     let before = getrusage(UsageWho::RUSAGE_CHILDREN)?;
     let mut child = command
         .stdout(Stdio::piped())
@@ -172,7 +173,7 @@ async fn run_wrk(
     Ok(measured)
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub(super) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     if n == 0 {

@@ -1,5 +1,6 @@
 pub mod agent;
 pub mod bench;
+pub mod bench_agent;
 pub mod bench_api;
 pub mod bench_plan;
 pub mod compare;

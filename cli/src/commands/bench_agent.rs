@@ -1,0 +1,137 @@
+//! `loadlab bench agent`: the same storm with the agent's capture on and off, alternating which
+//! goes first, several rounds; prints the conn/s ratio on/off and the CPU the capture costs.
+//! Each run is a whole `loadlab run` of a one-cohort experiment on this machine, stored in a
+//! scratch database.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, bail};
+use loadlab_results::Database;
+use tokio::process::Command;
+
+use super::bench::{measure_child, median};
+use crate::args::BenchAgentArgs;
+
+/// One run as measured: its rate and the CPU the whole run used per second of its window.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    per_second: f64,
+    cpu_per_window_second: f64,
+}
+
+fn experiment(args: &BenchAgentArgs, capture: bool) -> String {
+    let mut collect = Vec::new();
+    if capture && args.lock_contention {
+        collect.push("lockContention: true".to_string());
+    }
+    if capture && args.cpu_profile_hz > 0 {
+        collect.push(format!(
+            "cpuProfile: {{ frequencyHz: {} }}",
+            args.cpu_profile_hz
+        ));
+    }
+    let mut yaml = format!(
+        "apiVersion: loadlab.dev/v1alpha1\nkind: Experiment\nmetadata: {{ name: bench-agent-{} }}\nspec:\n  target: {{ nginx: {{ workers: {} }} }}\n  load: {{ connections: {}, warmup: 1s, duration: {} }}\n  cohorts:\n    - {{ name: node, local: true }}\n  repetitions: 1\n",
+        if capture { "on" } else { "off" },
+        args.nginx_workers,
+        args.connections,
+        args.duration
+    );
+    if !collect.is_empty() {
+        let _ = writeln!(yaml, "  collect: {{ {} }}", collect.join(", "));
+    }
+    yaml
+}
+
+async fn run_once(
+    file: &std::path::Path,
+    database_url: &str,
+    window_seconds: f64,
+) -> anyhow::Result<Round> {
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .args(["run", "--json"])
+        .arg(file)
+        .env("DATABASE_URL", database_url);
+    let (out, measured) = measure_child(command).await?;
+    let report: serde_json::Value =
+        serde_json::from_str(&out).context("loadlab run printed no JSON report")?;
+    let cohort = &report["cohorts"][0];
+    for unavailable in ["lock_contention_unavailable", "cpu_profile_unavailable"] {
+        if let Some(reason) = cohort[unavailable].as_array().and_then(|r| r.first()) {
+            bail!("the capture was not collected, so there is nothing to compare: {reason}");
+        }
+    }
+    let per_second = cohort["connections_per_second"][0]
+        .as_f64()
+        .context("the run measured no rate")?;
+    Ok(Round {
+        per_second,
+        cpu_per_window_second: (measured.user_seconds + measured.system_seconds) / window_seconds,
+    })
+}
+
+pub async fn run(args: BenchAgentArgs) -> anyhow::Result<()> {
+    if args.rounds == 0 || (!args.lock_contention && args.cpu_profile_hz == 0) {
+        bail!("bench agent needs at least one round and something to capture");
+    }
+    let database = Database::from_env();
+    let url = database
+        .scratch_url()
+        .await
+        .with_context(|| format!("a scratch database on {}", database.describe()))?;
+    let dir = tempfile::tempdir()?;
+    let (off_file, on_file) = (dir.path().join("off.yaml"), dir.path().join("on.yaml"));
+    std::fs::write(&off_file, experiment(&args, false))?;
+    std::fs::write(&on_file, experiment(&args, true))?;
+    let window = args.duration.0.as_secs_f64();
+    println!(
+        "bench agent · {} rounds · {} each · {} connections · nginx workers {} · capture: {}{}",
+        args.rounds,
+        args.duration,
+        args.connections,
+        args.nginx_workers,
+        if args.lock_contention {
+            "lock contention "
+        } else {
+            ""
+        },
+        if args.cpu_profile_hz > 0 {
+            format!("+ CPU profile at {} Hz", args.cpu_profile_hz)
+        } else {
+            String::new()
+        }
+    );
+    let mut ratios = Vec::new();
+    let mut extra_cpu = Vec::new();
+    for round in 1..=args.rounds {
+        // Alternate which goes first, so drift over the rounds hits both alike.
+        let on_first = round % 2 == 0;
+        let (first, second) = if on_first {
+            (&on_file, &off_file)
+        } else {
+            (&off_file, &on_file)
+        };
+        let a = run_once(first, &url, window).await?;
+        let b = run_once(second, &url, window).await?;
+        let (on, off) = if on_first { (a, b) } else { (b, a) };
+        let ratio = on.per_second / off.per_second;
+        println!(
+            "round {round}: off {:>9.0} conn/s, {:.2} CPU s/s · on {:>9.0} conn/s, {:.2} CPU s/s · ratio {ratio:.3}",
+            off.per_second, off.cpu_per_window_second, on.per_second, on.cpu_per_window_second
+        );
+        ratios.push(ratio);
+        extra_cpu.push(on.cpu_per_window_second - off.cpu_per_window_second);
+    }
+    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    println!(
+        "conn/s on/off: min {min:.3} · median {:.3} · max {max:.3} (goal: median >= 0.98)",
+        median(&mut ratios)
+    );
+    println!(
+        "CPU the capture adds (whole run with capture minus without, per second of window): median {:.3} CPU s/s",
+        median(&mut extra_cpu)
+    );
+    Ok(())
+}
