@@ -13,9 +13,10 @@ use tonic::{Request, Response, Status};
 use crate::Error;
 use crate::counters::{NginxStatus, NodeCounters, fetch_stub_status, read_node_counters};
 use crate::facts::{NodeFacts, Presence, describe_from, logical_cpus};
-use crate::lockstat::{Contention, DataSymbols, LockCapture, LockstatError};
+use crate::lockstat::{Contention, DataSymbols};
 use crate::nginx::{NginxSettings, NginxTarget, find_nginx, nginx_version};
-use crate::profile::{CpuProfile, ProfileError, Profiler};
+use crate::profile::CpuProfile;
+use crate::traces::{TraceRequest, Traces};
 
 /// The opening snapshot of a capture.
 #[derive(Debug)]
@@ -24,8 +25,7 @@ struct OpenCapture {
     started: Instant,
     nginx: NginxStatus,
     node: NodeCounters,
-    locks: Option<Result<LockCapture, LockstatError>>,
-    profile: Option<Result<Profiler, ProfileError>>,
+    traces: Traces,
 }
 
 #[derive(Debug, Default)]
@@ -273,35 +273,25 @@ impl agent_server::Agent for AgentService {
         let target_id = request.target_id;
         let endpoint = self.endpoint_of(&target_id).await?;
         // Tracing attaches first, so the whole window is traced.
-        let locks = if request.lock_contention {
-            let epmutex = self.data_symbols().await.address_of("epmutex");
-            let capture = LockCapture::start(epmutex).await;
-            if let Err(error) = &capture {
-                tracing::warn!(error = %error, "lock contention not collected");
-            }
-            Some(capture)
+        let profile_processes = if request.cpu_profile_hz > 0 && request.cpu_profile_target_only {
+            let state = self.state.lock().await;
+            let target = state
+                .targets
+                .get(&target_id)
+                .ok_or_else(|| Status::not_found(format!("no target {target_id}")))?;
+            Some(target.processes(&self.proc))
         } else {
             None
         };
-        let profile = if request.cpu_profile_hz > 0 {
-            let processes = if request.cpu_profile_target_only {
-                let state = self.state.lock().await;
-                let target = state
-                    .targets
-                    .get(&target_id)
-                    .ok_or_else(|| Status::not_found(format!("no target {target_id}")))?;
-                Some(target.processes(&self.proc))
-            } else {
-                None
-            };
-            let profiler = Profiler::start(request.cpu_profile_hz, processes.as_deref()).await;
-            if let Err(error) = &profiler {
-                tracing::warn!(error = %error, "CPU profile not collected");
-            }
-            Some(profiler)
-        } else {
-            None
-        };
+        let traces = Traces::start(
+            &TraceRequest {
+                lock_contention: request.lock_contention,
+                cpu_profile_hz: request.cpu_profile_hz,
+                profile_processes,
+            },
+            self.data_symbols().await,
+        )
+        .await;
         // stub_status first, node counters second: the opening status request is then not in
         // the node-wide TCP deltas (see `stop_capture` for the closing order).
         let nginx = fetch_stub_status(endpoint).await?;
@@ -311,8 +301,7 @@ impl agent_server::Agent for AgentService {
             started: Instant::now(),
             nginx,
             node,
-            locks,
-            profile,
+            traces,
         };
         let id = uuid::Uuid::new_v4().to_string();
         self.state.lock().await.captures.insert(id.clone(), capture);
@@ -333,51 +322,36 @@ impl agent_server::Agent for AgentService {
             .ok_or_else(|| Status::not_found(format!("no open capture {id:?} on this agent")))?;
         let mut opened = opened;
         let window = opened.started.elapsed();
-        // End every trace first, so they cover the same window; collect afterwards.
-        if let Some(Ok(profiler)) = opened.profile.as_mut()
-            && let Err(error) = profiler.end_window().await
-        {
-            opened.profile = Some(Err(error));
-        }
-        if let Some(Ok(locks)) = opened.locks.as_mut()
-            && let Err(error) = locks.end_window()
-        {
-            opened.locks = Some(Err(error));
-        }
+        opened.traces.end_window().await;
         let node = read_node_counters(&self.proc)?;
         let endpoint = self.endpoint_of(&opened.target_id).await?;
         let nginx = fetch_stub_status(endpoint).await?;
         // The closing status request is itself one accepted connection and one request.
         let own_request = 1;
-        let (locks, epoll_calls, lock_contention_unavailable) = match opened.locks {
+        let traced = opened.traces.collect(self.data_symbols().await).await;
+        let (locks, epoll_calls, lock_contention_unavailable) = match traced.locks {
             None => (Vec::new(), None, String::new()),
             Some(Err(error)) => (Vec::new(), None, error.to_string()),
-            Some(Ok(capture)) => match capture.stop(self.data_symbols().await).await {
-                Ok(report) => (
-                    report
-                        .contentions
-                        .into_iter()
-                        .map(contention_to_proto)
-                        .collect(),
-                    Some(v1::EpollCalls {
-                        ctl_add: report.epoll_calls.ctl_add,
-                        ctl_del: report.epoll_calls.ctl_del,
-                        ctl_mod: report.epoll_calls.ctl_mod,
-                        wait: report.epoll_calls.wait,
-                        epmutex_acquisitions: report.epoll_calls.epmutex_acquisitions,
-                    }),
-                    String::new(),
-                ),
-                Err(error) => (Vec::new(), None, error.to_string()),
-            },
+            Some(Ok(report)) => (
+                report
+                    .contentions
+                    .into_iter()
+                    .map(contention_to_proto)
+                    .collect(),
+                Some(v1::EpollCalls {
+                    ctl_add: report.epoll_calls.ctl_add,
+                    ctl_del: report.epoll_calls.ctl_del,
+                    ctl_mod: report.epoll_calls.ctl_mod,
+                    wait: report.epoll_calls.wait,
+                    epmutex_acquisitions: report.epoll_calls.epmutex_acquisitions,
+                }),
+                String::new(),
+            ),
         };
-        let (cpu_profile, cpu_profile_unavailable) = match opened.profile {
+        let (cpu_profile, cpu_profile_unavailable) = match traced.profile {
             None => (None, String::new()),
             Some(Err(error)) => (None, error.to_string()),
-            Some(Ok(profiler)) => match profiler.stop().await {
-                Ok(profile) => (Some(profile_to_proto(profile)), String::new()),
-                Err(error) => (None, error.to_string()),
-            },
+            Some(Ok(profile)) => (Some(profile_to_proto(profile)), String::new()),
         };
         let cpu = node.cpu.shares_since(&opened.node.cpu);
         let tcp = node.tcp.since(&opened.node.tcp);

@@ -8,6 +8,7 @@ pub mod lockstat;
 pub mod nginx;
 pub mod platform;
 pub mod profile;
+pub mod traces;
 
 use std::path::PathBuf;
 

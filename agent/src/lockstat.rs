@@ -52,6 +52,8 @@ const EPOLL_FRAMES: [&str; 9] = [
 const CALLER_FRAMES: usize = 3;
 /// Stack depth kept per contention; deeper walks cost more per event.
 const STACK_DEPTH: u32 = 6;
+/// Open contentions kept per thread; deeper nesting is not traced.
+const MAX_NESTING: u32 = 4;
 const ATTACH_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The process name whose epoll system calls are counted: the target.
@@ -79,6 +81,12 @@ pub struct LockReport {
 
 /// The bpftrace program; with the address of the global `epmutex`, it also counts every
 /// `mutex_lock` of it.
+///
+/// Contentions nest: a mutex's slow path may contend on its own spinlock while the mutex
+/// contention is open. Each thread keeps a small stack of open contentions, so the inner one
+/// and the outer one are both counted, each with its own wait. A second `contention_begin` on
+/// the lock already on top (a mutex that stops spinning and goes to sleep) continues that
+/// contention, so its wait includes the spinning.
 fn program(epmutex: Option<u64>) -> String {
     let epmutex_probe = epmutex
         .map(|address| {
@@ -89,22 +97,29 @@ fn program(epmutex: Option<u64>) -> String {
         .unwrap_or_default();
     format!(
         r#"tracepoint:lock:contention_begin {{
-  @stack[tid] = kstack({STACK_DEPTH});
-  @addr[tid] = args->lock_addr;
-  @flags[tid] = args->flags;
-  @start[tid] = nsecs;
+  $d = @depth[tid];
+  if ($d > 0 && @addr[tid, $d - 1] == (uint64)args->lock_addr) {{ return; }}
+  if ($d >= {MAX_NESTING}) {{ return; }}
+  @stack[tid, $d] = kstack({STACK_DEPTH});
+  @addr[tid, $d] = (uint64)args->lock_addr;
+  @flags[tid, $d] = args->flags;
+  @start[tid, $d] = nsecs;
+  @depth[tid] = $d + 1;
 }}
-tracepoint:lock:contention_end /@start[tid]/ {{
-  $wait = nsecs - @start[tid];
-  @count[@addr[tid], @flags[tid], @stack[tid]] = count();
-  @wait_ns[@addr[tid], @flags[tid], @stack[tid]] = sum($wait);
-  @max_ns[@addr[tid], @flags[tid], @stack[tid]] = max($wait);
-  delete(@start[tid]); delete(@stack[tid]); delete(@addr[tid]); delete(@flags[tid]);
+tracepoint:lock:contention_end /@depth[tid] > 0/ {{
+  $d = @depth[tid] - 1;
+  if (@addr[tid, $d] != (uint64)args->lock_addr) {{ return; }}
+  $wait = nsecs - @start[tid, $d];
+  @count[@addr[tid, $d], @flags[tid, $d], @stack[tid, $d]] = count();
+  @wait_ns[@addr[tid, $d], @flags[tid, $d], @stack[tid, $d]] = sum($wait);
+  @max_ns[@addr[tid, $d], @flags[tid, $d], @stack[tid, $d]] = max($wait);
+  delete(@start[tid, $d]); delete(@stack[tid, $d]); delete(@addr[tid, $d]); delete(@flags[tid, $d]);
+  if ($d == 0) {{ delete(@depth[tid]); }} else {{ @depth[tid] = $d; }}
 }}
 tracepoint:syscalls:sys_enter_epoll_ctl /comm == "{TARGET_COMM}"/ {{ @epoll_ctl[args->op] = count(); }}
 tracepoint:syscalls:sys_enter_epoll_wait /comm == "{TARGET_COMM}"/ {{ @epoll_wait = count(); }}
 tracepoint:syscalls:sys_enter_epoll_pwait /comm == "{TARGET_COMM}"/ {{ @epoll_wait = count(); }}
-{epmutex_probe}END {{ clear(@start); clear(@stack); clear(@addr); clear(@flags); }}
+{epmutex_probe}END {{ clear(@start); clear(@stack); clear(@addr); clear(@flags); clear(@depth); }}
 "#
     )
 }
@@ -371,6 +386,20 @@ fn strip_offset(frame: &str) -> &str {
 }
 
 /// Reads bpftrace's JSON map lines into contentions, largest total wait first.
+/// A lock address as bpftrace prints it in a map key: a pointer in hex, or an integer in
+/// decimal that kernel addresses make negative.
+fn lock_address(text: &str) -> Option<u64> {
+    let text = text.trim();
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text
+            .parse::<i64>()
+            .map(|signed| signed as u64)
+            .or_else(|_| text.parse::<u64>())
+            .ok(),
+    }
+}
+
 pub fn parse_maps(output: &str, symbols: &DataSymbols) -> Result<Vec<Contention>, LockstatError> {
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut waits: BTreeMap<String, u64> = BTreeMap::new();
@@ -397,7 +426,7 @@ pub fn parse_maps(output: &str, symbols: &DataSymbols) -> Result<Vec<Contention>
         .iter()
         .filter_map(|(key, &count)| {
             let mut parts = key.splitn(3, ',');
-            let address = u64::from_str_radix(parts.next()?.trim_start_matches("0x"), 16).ok()?;
+            let address = lock_address(parts.next()?)?;
             let flags: u32 = parts.next()?.trim().parse().ok()?;
             let frames: Vec<&str> = parts
                 .next()
@@ -463,6 +492,18 @@ mod tests {
 {"type": "map", "data": {"@wait_ns": {"0xffff8881016634e0,1,\n    __pv_queued_spin_lock_slowpath+270\n    _raw_spin_lock_bh+63\n    __inet_hash_connect+596\n    tcp_v4_connect+634\n": 300, "0xffff888101660000,1,\n    __pv_queued_spin_lock_slowpath+270\n    _raw_spin_lock_bh+63\n    __inet_hash_connect+596\n    tcp_v4_connect+634\n": 200, "0xffffffff82a01000,32,\n    osq_lock+80\n    __mutex_lock.constprop.0+400\n    eventpoll_release_file+60\n    __fput+500\n": 7000}}}
 {"type": "map", "data": {"@max_ns": {"0xffff8881016634e0,1,\n    __pv_queued_spin_lock_slowpath+270\n    _raw_spin_lock_bh+63\n    __inet_hash_connect+596\n    tcp_v4_connect+634\n": 150, "0xffff888101660000,1,\n    __pv_queued_spin_lock_slowpath+270\n    _raw_spin_lock_bh+63\n    __inet_hash_connect+596\n    tcp_v4_connect+634\n": 180, "0xffffffff82a01000,32,\n    osq_lock+80\n    __mutex_lock.constprop.0+400\n    eventpoll_release_file+60\n    __fput+500\n": 2000}}}
 "#;
+
+    #[test]
+    fn lock_addresses_read_in_hex_or_signed_decimal() {
+        assert_eq!(
+            lock_address("0xffffffff82a01000"),
+            Some(0xffff_ffff_82a0_1000)
+        );
+        // The same address printed as a signed 64-bit integer.
+        assert_eq!(lock_address("-2103439360"), Some(0xffff_ffff_82a0_1000));
+        assert_eq!(lock_address("4096"), Some(4096));
+        assert_eq!(lock_address("lock"), None);
+    }
 
     #[test]
     fn maps_become_contentions_named_by_symbol_or_caller() {

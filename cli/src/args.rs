@@ -247,6 +247,9 @@ pub enum AgentCommand {
         #[arg(long, env = "LOADLAB_JSON")]
         json: bool,
     },
+    /// Capture kernel lock contention and a CPU profile of the whole node for a while, like
+    /// `perf lock contention -a -- sleep D` (Ctrl-C ends the window early).
+    Capture(AgentCaptureArgs),
     /// Serve the agent over gRPC until interrupted.
     Serve {
         /// Address to listen on.
@@ -267,6 +270,25 @@ pub enum AgentCommand {
         #[command(flatten)]
         tls: TlsServerArgs,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct AgentCaptureArgs {
+    /// How long to capture.
+    #[arg(short, long, env = "LOADLAB_CAPTURE_DURATION", default_value = "5s", value_parser = Span::parse)]
+    pub duration: Span,
+    /// CPU profile sampling frequency in Hz; 0 for no profile.
+    #[arg(long, env = "LOADLAB_CPU_PROFILE_HZ", default_value_t = 499)]
+    pub cpu_profile_hz: u32,
+    /// Leave lock contention out.
+    #[arg(long, env = "LOADLAB_NO_LOCKS")]
+    pub no_locks: bool,
+    /// Rows of locks and of CPU symbols shown (the JSON output has every lock).
+    #[arg(long, env = "LOADLAB_CAPTURE_TOP", default_value_t = 15)]
+    pub top: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long, env = "LOADLAB_JSON")]
+    pub json: bool,
 }
 
 /// TLS for a gRPC server: both files, or neither (plain HTTP/2).

@@ -115,13 +115,13 @@ async fn the_unpatched_kernel_takes_the_global_epmutex_on_every_close_and_the_pa
         ],
     );
     let (output, pid) = run(dir.path(), &yaml, &url, &[]);
-    assert!(
-        namespaces_left_by(pid).is_empty(),
-        "{:?}",
-        namespaces_left_by(pid)
-    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        namespaces_left_by(pid).is_empty(),
+        "{:?}\nstderr:\n{stderr}",
+        namespaces_left_by(pid)
+    );
     assert!(output.status.success(), "stderr:\n{stderr}");
     assert!(
         stderr.contains("6.1.0-47-cloud-amd64 up under TCG"),

@@ -32,10 +32,21 @@ pub enum BootEvent {
     },
 }
 
+/// A guest that stopped by itself while its experiment ran.
+#[derive(Debug, Clone)]
+pub struct StoppedGuest {
+    pub cohort: String,
+    pub kernel: String,
+    /// Its last console lines.
+    pub console: String,
+}
+
 /// The running guests of an experiment, in cohort order.
 #[derive(Debug)]
 pub struct GuestFleet {
     guests: Vec<Guest>,
+    /// The cohort of each guest.
+    cohorts: Vec<String>,
     /// Per cohort, whether its generator runs on this machine.
     generator_here: Vec<bool>,
     /// The generator served in this process for those cohorts, allowed to load exactly their
@@ -129,6 +140,7 @@ impl GuestFleet {
         };
         Ok(Self {
             guests,
+            cohorts: spec.cohorts.iter().map(|c| c.name.clone()).collect(),
             generator_here,
             host_generator,
         })
@@ -159,6 +171,33 @@ impl GuestFleet {
             })
             .collect::<Result<Vec<_>, Error>>()?;
         Ok(Fleet::own_generators(nodes, generators))
+    }
+
+    /// Resolves when the first guest stops by itself (a kernel panic, QEMU crashing), naming it;
+    /// never while every guest runs. Its runs then fail as their calls time out.
+    pub fn first_stopped(&self) -> impl Future<Output = StoppedGuest> + Send + 'static {
+        let watches: Vec<_> = self
+            .guests
+            .iter()
+            .zip(&self.cohorts)
+            .map(|(guest, cohort)| {
+                let (cohort, kernel) = (cohort.clone(), guest.kernel.release.clone());
+                let stopped = guest.stopped();
+                Box::pin(async move {
+                    StoppedGuest {
+                        cohort,
+                        kernel,
+                        console: stopped.await,
+                    }
+                })
+            })
+            .collect();
+        async move {
+            if watches.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            futures::future::select_all(watches).await.0
+        }
     }
 
     /// The last console lines of every guest, for a failed run's diagnosis.

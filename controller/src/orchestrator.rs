@@ -85,7 +85,12 @@ pub fn rpc_channel(address: &str, connection: &Connection) -> Result<RpcChannel,
     };
     let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
         .map_err(|e| invalid(&e))?
-        .connect_timeout(Duration::from_secs(10));
+        .connect_timeout(Duration::from_secs(10))
+        // A node that vanishes without a reset (powered off, a guest that panicked) would
+        // otherwise hold a call until TCP gives up, a quarter of an hour later.
+        .http2_keep_alive_interval(Duration::from_secs(15))
+        .keep_alive_timeout(Duration::from_secs(30))
+        .keep_alive_while_idle(true);
     if let Some(ca) = &connection.tls_ca {
         let host = address
             .rsplit_once(':')
@@ -407,6 +412,8 @@ async fn record_run_patiently(
 
 /// How far ahead several generators are given their shared start instant.
 const GENERATOR_START_LEAD: Duration = Duration::from_millis(250);
+/// How long stopping a target may take before the run moves on without the answer.
+const TARGET_STOP_DEADLINE: Duration = Duration::from_secs(30);
 
 enum RunError {
     Interrupted,
@@ -440,30 +447,37 @@ struct Measurement {
 
 impl<F: FnMut(Event)> RunAttempt<'_, F> {
     async fn execute(&mut self) -> Result<Measurement, RunError> {
-        let target = self
-            .agent
-            .prepare_target(v1::TargetSpec {
-                workers: self.nginx.workers.as_wire(),
-                reuseport: self.nginx.reuseport,
-                backlog: self.nginx.backlog.unwrap_or(0),
-            })
-            .await
-            .map_err(failed("preparing the nginx target"))?
-            .into_inner();
         let cancel = self.cancel.clone();
+        let prepared = self.agent.prepare_target(v1::TargetSpec {
+            workers: self.nginx.workers.as_wire(),
+            reuseport: self.nginx.reuseport,
+            backlog: self.nginx.backlog.unwrap_or(0),
+        });
+        let target = tokio::select! {
+            prepared = prepared => prepared.map_err(failed("preparing the nginx target"))?.into_inner(),
+            () = cancel.cancelled() => return Err(RunError::Interrupted),
+        };
         let result = tokio::select! {
             result = self.measure(&target) => result,
             () = cancel.cancelled() => Err(RunError::Interrupted),
         };
-        // Always stop the target, whatever happened to the measurement.
-        let stopped = self
-            .agent
-            .stop_target(v1::TargetRef {
+        // Always stop the target, whatever happened to the measurement, but never wait long
+        // on an agent that is gone: it stops its targets itself when its caller disappears.
+        let stopped = tokio::time::timeout(
+            TARGET_STOP_DEADLINE,
+            self.agent.stop_target(v1::TargetRef {
                 target_id: target.target_id.clone(),
-            })
-            .await;
-        if let Err(status) = stopped {
-            tracing::warn!(error = %status.message(), target_id = %target.target_id, "nginx target did not stop cleanly");
+            }),
+        )
+        .await;
+        match stopped {
+            Ok(Ok(_)) => {}
+            Ok(Err(status)) => {
+                tracing::warn!(error = %status.message(), target_id = %target.target_id, "nginx target did not stop cleanly");
+            }
+            Err(_) => {
+                tracing::warn!(target_id = %target.target_id, "the agent did not answer the request to stop its nginx target");
+            }
         }
         result
     }

@@ -112,6 +112,8 @@ pub struct Guest {
     /// Dropped after the process: the namespace goes once QEMU is killed.
     network: Option<TapNetwork>,
     console: Console,
+    /// Cancelled when the guest's console closes: QEMU has exited.
+    stopped: CancellationToken,
     pub kernel: Kernel,
     pub accelerator: Accelerator,
     /// The guest's agent and generator, forwarded to this machine's loopback.
@@ -248,6 +250,7 @@ impl Guest {
                         _files: files,
                         network,
                         console: running.console,
+                        stopped: running.stopped,
                         kernel,
                         accelerator,
                         agent: running.agent,
@@ -271,6 +274,16 @@ impl Guest {
         self.console.tail()
     }
 
+    /// Resolves when the guest stops by itself (QEMU exited: a kernel panic, a crash), with its
+    /// last console lines; it never resolves for a guest that keeps running.
+    pub fn stopped(&self) -> impl std::future::Future<Output = String> + Send + 'static {
+        let (stopped, console) = (self.stopped.clone(), self.console.clone());
+        async move {
+            stopped.cancelled().await;
+            console.tail()
+        }
+    }
+
     /// Powers the guest off (it holds nothing worth a clean shutdown).
     pub async fn shutdown(mut self) {
         let _ = self.process.start_kill();
@@ -290,6 +303,7 @@ struct Launch<'a> {
 struct Running {
     process: Child,
     console: Console,
+    stopped: CancellationToken,
     agent: SocketAddr,
     loadgen: SocketAddr,
     boot_time: Duration,
@@ -359,14 +373,16 @@ impl Launch<'_> {
             _ => Error::Io(format!("{}: {e}", self.qemu.display())),
         })?;
         let console = Console::default();
+        let stopped = CancellationToken::new();
         let (ready_tx, mut ready_rx) = watch::channel(false);
         let ready_tx = Arc::new(ready_tx);
         if let Some(stdout) = process.stdout.take() {
-            tokio::spawn(read_console(
-                stdout,
-                console.clone(),
-                Some(ready_tx.clone()),
-            ));
+            let (console, stopped) = (console.clone(), stopped.clone());
+            let ready = Some(ready_tx.clone());
+            tokio::spawn(async move {
+                read_console(stdout, console, ready).await;
+                stopped.cancel();
+            });
         }
         if let Some(stderr) = process.stderr.take() {
             tokio::spawn(read_console(stderr, console.clone(), None));
@@ -390,6 +406,7 @@ impl Launch<'_> {
             Ok(()) => Ok(Running {
                 process,
                 console,
+                stopped,
                 agent,
                 loadgen,
                 boot_time: started.elapsed(),

@@ -27,6 +27,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
                 println!("{}", render::facts_line(&facts));
             }
         }
+        AgentCommand::Capture(capture) => {
+            crate::commands::capture::run(capture, crate::commands::interrupt_token()).await?;
+        }
         AgentCommand::Serve {
             listen,
             token_file,

@@ -3,6 +3,7 @@ pub mod bench;
 pub mod bench_agent;
 pub mod bench_api;
 pub mod bench_plan;
+pub mod capture;
 pub mod compare;
 pub mod controller;
 pub mod crd;

@@ -95,6 +95,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Fleet::hosts(&file.spec, &Connection { token, tls_ca })?
         }
     };
+    // A guest that dies mid-experiment is said at once, with its console: its runs fail only
+    // as their calls time out.
+    let guest_watch = guests.as_ref().map(|guests| {
+        let stopped = guests.first_stopped();
+        tokio::spawn(async move {
+            let guest = stopped.await;
+            render::clear_line();
+            eprintln!(
+                "cohort {}: the {} guest stopped by itself; its remaining runs will fail. Last console lines:\n{}",
+                guest.cohort, guest.kernel, guest.console
+            );
+        })
+    });
     let outcome = run_experiment(
         &file,
         &store,
@@ -109,6 +122,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Stop nginx targets and servers before reporting, whatever happened.
     if let Some(node) = local {
         node.shutdown().await;
+    }
+    if let Some(watch) = guest_watch {
+        watch.abort();
     }
     if let Some(guests) = guests {
         if outcome.is_err() {

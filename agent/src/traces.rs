@@ -1,0 +1,90 @@
+//! The kernel traces of one window: lock contention and a CPU profile, attached before the
+//! window opens and ended together when it closes, so both cover the same span. Used by the
+//! agent's captures of a target and by one-off captures of the whole node.
+
+use crate::lockstat::{DataSymbols, LockCapture, LockReport, LockstatError};
+use crate::profile::{CpuProfile, ProfileError, Profiler};
+
+/// What to trace over a window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceRequest {
+    pub lock_contention: bool,
+    /// Sampling frequency of the CPU profile; 0 for no profile.
+    pub cpu_profile_hz: u32,
+    /// Keep only these processes' samples; every CPU's when `None`.
+    pub profile_processes: Option<Vec<u32>>,
+}
+
+/// Traces that are running. A trace that could not start holds its reason: the window goes on
+/// without it.
+#[derive(Debug)]
+pub struct Traces {
+    locks: Option<Result<LockCapture, LockstatError>>,
+    profile: Option<Result<Profiler, ProfileError>>,
+}
+
+/// What the traces of a window found; `None` for a trace that was not asked for.
+#[derive(Debug)]
+pub struct TraceResults {
+    pub locks: Option<Result<LockReport, LockstatError>>,
+    pub profile: Option<Result<CpuProfile, ProfileError>>,
+}
+
+impl Traces {
+    /// Starts what `request` asks for and returns once every trace is attached, so the window
+    /// starts traced. `symbols` gives the address of the global `epmutex`, whose acquisitions
+    /// are then counted too.
+    pub async fn start(request: &TraceRequest, symbols: &DataSymbols) -> Self {
+        let locks = if request.lock_contention {
+            let capture = LockCapture::start(symbols.address_of("epmutex")).await;
+            if let Err(error) = &capture {
+                tracing::warn!(error = %error, "lock contention not collected");
+            }
+            Some(capture)
+        } else {
+            None
+        };
+        let profile = if request.cpu_profile_hz > 0 {
+            let profiler =
+                Profiler::start(request.cpu_profile_hz, request.profile_processes.as_deref()).await;
+            if let Err(error) = &profiler {
+                tracing::warn!(error = %error, "CPU profile not collected");
+            }
+            Some(profiler)
+        } else {
+            None
+        };
+        Self { locks, profile }
+    }
+
+    /// Ends every trace's window; collecting comes after, so slow collection of one trace does
+    /// not lengthen another's window.
+    pub async fn end_window(&mut self) {
+        if let Some(Ok(profiler)) = self.profile.as_mut()
+            && let Err(error) = profiler.end_window().await
+        {
+            self.profile = Some(Err(error));
+        }
+        if let Some(Ok(locks)) = self.locks.as_mut()
+            && let Err(error) = locks.end_window()
+        {
+            self.locks = Some(Err(error));
+        }
+    }
+
+    /// Ends the window if still open, and reads what every trace found.
+    pub async fn collect(mut self, symbols: &DataSymbols) -> TraceResults {
+        self.end_window().await;
+        let locks = match self.locks {
+            None => None,
+            Some(Err(error)) => Some(Err(error)),
+            Some(Ok(capture)) => Some(capture.stop(symbols).await),
+        };
+        let profile = match self.profile {
+            None => None,
+            Some(Err(error)) => Some(Err(error)),
+            Some(Ok(profiler)) => Some(profiler.stop().await),
+        };
+        TraceResults { locks, profile }
+    }
+}

@@ -1,0 +1,297 @@
+//! The agent's evidence on this machine's own kernel: contention made on purpose on one known
+//! kernel lock is found on top, its count agrees with an independent count of the same
+//! tracepoint, a busy process's profile names its function, and the facts tell whether this
+//! kernel carries the epoll refcount patch. Tracing needs root, bpftrace and perf; without
+//! them the collectors must say why, which is checked instead.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use loadlab_agent::facts::{Presence, describe};
+use loadlab_agent::lockstat::{DataSymbols, find_bpftrace};
+use loadlab_agent::profile::{ProfileError, find_perf};
+use loadlab_agent::traces::{TraceRequest, Traces};
+use tokio::io::AsyncBufReadExt;
+
+/// Tests here trace the whole machine, so they take turns.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn is_root() -> bool {
+    nix::unistd::Uid::effective().is_root()
+}
+
+/// Writers that serialize on one pipe's mutex in the kernel until `stop` is set, and a reader
+/// that drains the pipe so writers never wait for room.
+fn contend_on_one_pipe(stop: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
+    let (mut reader, writer) = std::io::pipe().expect("a pipe");
+    let mut threads = Vec::new();
+    for _ in 0..4 {
+        let mut writer = writer.try_clone().expect("a second pipe writer");
+        let stop = stop.clone();
+        threads.push(std::thread::spawn(move || {
+            let chunk = [b'x'; 64];
+            while !stop.load(Ordering::Relaxed) {
+                writer.write_all(&chunk).expect("pipe write");
+            }
+        }));
+    }
+    drop(writer);
+    threads.push(std::thread::spawn(move || {
+        let mut buffer = vec![0u8; 1 << 16];
+        // Ends when the last writer is gone.
+        while reader.read(&mut buffer).map(|n| n > 0).unwrap_or(false) {}
+    }));
+    threads
+}
+
+async fn contend_for(duration: Duration) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = contend_on_one_pipe(stop.clone());
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    for thread in threads {
+        thread.join().expect("contending thread");
+    }
+}
+
+fn locks_only() -> TraceRequest {
+    TraceRequest {
+        lock_contention: true,
+        ..TraceRequest::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contention_on_one_pipe_mutex_is_found_on_top_with_its_call_path() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let symbols = DataSymbols::read(Path::new("/proc/kallsyms"));
+    let mut traces = Traces::start(&locks_only(), &symbols).await;
+    contend_for(Duration::from_secs(2)).await;
+    traces.end_window().await;
+    let found = traces
+        .collect(&symbols)
+        .await
+        .locks
+        .expect("asked for locks");
+    let report = match found {
+        Ok(report) => report,
+        Err(error) => {
+            assert!(
+                !is_root() || find_bpftrace().is_none(),
+                "root with bpftrace must trace: {error}"
+            );
+            return;
+        }
+    };
+    let top = report
+        .contentions
+        .first()
+        .expect("four writers on one pipe contend");
+    eprintln!("top contention: {top:?}");
+    assert_eq!(top.lock_type, "mutex", "{top:?}");
+    assert!(
+        top.stack.contains("pipe_write") || top.stack.contains("pipe_read"),
+        "the pipe's mutex has the most wait: {top:?}"
+    );
+    assert!(top.caller.contains("pipe_"), "{top:?}");
+    assert!(top.count > 100, "{top:?}");
+    assert!(top.max_wait_ns <= top.wait_ns && top.max_wait_ns > 0);
+}
+
+/// An independent count of `lock:contention_end` by a bpftrace program of its own, printed
+/// when it is interrupted.
+struct IndependentCount {
+    child: tokio::process::Child,
+    stdout: tokio::io::BufReader<tokio::process::ChildStdout>,
+}
+
+impl IndependentCount {
+    async fn start(bpftrace: &Path) -> Self {
+        let mut child = tokio::process::Command::new(bpftrace)
+            .args([
+                "-f",
+                "json",
+                "-e",
+                "tracepoint:lock:contention_end { @n = count(); }",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("bpftrace runs");
+        let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("attached_probes") {
+            line.clear();
+            let read = stdout.read_line(&mut line).await.unwrap();
+            assert!(read > 0, "the independent bpftrace exited before attaching");
+        }
+        Self { child, stdout }
+    }
+
+    async fn stop(mut self) -> u64 {
+        let pid = nix::unistd::Pid::from_raw(self.child.id().unwrap() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let read = self.stdout.read_line(&mut line).await.unwrap();
+            assert!(read > 0, "the independent bpftrace printed no count");
+            let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if let Some(n) = value["data"]["@n"].as_u64() {
+                let _ = self.child.wait().await;
+                return n;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contended_counts_agree_with_an_independent_count_of_the_tracepoint() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(bpftrace) = find_bpftrace().filter(|_| is_root()) else {
+        eprintln!("skipped: counting tracepoints needs root and bpftrace");
+        return;
+    };
+    let symbols = DataSymbols::read(Path::new("/proc/kallsyms"));
+    // The independent count opens first and closes last; the contention happens while both
+    // are attached, so only the machine's background contention can differ.
+    let independent = IndependentCount::start(&bpftrace).await;
+    let mut traces = Traces::start(&locks_only(), &symbols).await;
+    contend_for(Duration::from_secs(2)).await;
+    traces.end_window().await;
+    let independent = independent.stop().await;
+    let report = traces
+        .collect(&symbols)
+        .await
+        .locks
+        .expect("asked for locks")
+        .expect("root with bpftrace traces");
+    let ours: u64 = report.contentions.iter().map(|c| c.count).sum();
+    assert!(
+        independent > 1000,
+        "{independent} contentions: the pipe did not contend"
+    );
+    let difference = ours.abs_diff(independent) as f64 / independent as f64;
+    eprintln!("contentions: loadlab {ours}, bpftrace alone {independent}");
+    assert!(
+        difference <= 0.01,
+        "loadlab counted {ours}, bpftrace alone {independent} ({:.1}% apart)",
+        100.0 * difference
+    );
+}
+
+/// A C program that spins in one named function until killed.
+fn build_busy_loop(dir: &Path) -> std::path::PathBuf {
+    let source = dir.join("busy.c");
+    std::fs::write(
+        &source,
+        "volatile unsigned long counter;\n\
+         __attribute__((noinline)) void loadlab_busy_loop(void) { for (;;) counter++; }\n\
+         int main(void) { loadlab_busy_loop(); return 0; }\n",
+    )
+    .unwrap();
+    let binary = dir.join("busy");
+    let status = std::process::Command::new("cc")
+        .args(["-O1", "-g", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .status()
+        .expect("a C compiler (apt-get install build-essential)");
+    assert!(status.success());
+    binary
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_process_profile_names_its_spinning_function() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut busy = tokio::process::Command::new(build_busy_loop(dir.path()))
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let request = TraceRequest {
+        cpu_profile_hz: 499,
+        profile_processes: Some(vec![busy.id().unwrap()]),
+        ..TraceRequest::default()
+    };
+    let symbols = DataSymbols::default();
+    let mut traces = Traces::start(&request, &symbols).await;
+    // A one-second window: a process that never sleeps gives about 499 samples.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    traces.end_window().await;
+    let found = traces
+        .collect(&symbols)
+        .await
+        .profile
+        .expect("asked for a profile");
+    busy.kill().await.unwrap();
+    let profile = match found {
+        Ok(profile) => profile,
+        Err(error) => {
+            assert!(
+                !is_root() || find_perf().is_none(),
+                "root with perf must profile: {error}"
+            );
+            assert!(matches!(
+                error,
+                ProfileError::Missing | ProfileError::NotPrivileged
+            ));
+            return;
+        }
+    };
+    assert!(profile.samples >= 100, "{} samples", profile.samples);
+    let top = &profile.top_symbols[0];
+    assert_eq!(top.symbol, "loadlab_busy_loop", "{:?}", profile.top_symbols);
+    assert!(
+        top.self_samples as f64 >= 0.8 * profile.samples as f64,
+        "{} of {} samples in the loop",
+        top.self_samples,
+        profile.samples
+    );
+    assert!(
+        profile
+            .folded
+            .keys()
+            .all(|stack| stack.starts_with("busy;")),
+        "only the busy process's samples are kept: {:?}",
+        profile.folded.keys().take(5).collect::<Vec<_>>()
+    );
+}
+
+/// `major.minor` of a release such as `6.18.0-1-amd64`.
+fn version_of(release: &str) -> (u32, u32) {
+    let mut parts = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+#[test]
+fn the_facts_show_whether_this_kernel_carries_the_epoll_refcount_patch() {
+    let facts = describe().unwrap();
+    let refcount = facts
+        .kernel_symbols
+        .iter()
+        .find(|(name, _)| name == "ep_clear_and_put")
+        .map(|(_, presence)| *presence)
+        .expect("ep_clear_and_put is always probed");
+    if !is_root() {
+        // Without root, kallsyms hides addresses but still lists names.
+        return;
+    }
+    // Upstream carries the patch from 6.4 on.
+    if version_of(&facts.kernel_release) >= (6, 4) {
+        assert_eq!(
+            refcount,
+            Presence::Present,
+            "kernel {} carries the patch",
+            facts.kernel_release
+        );
+    }
+    assert_ne!(refcount, Presence::Unknown, "root reads kallsyms");
+}
