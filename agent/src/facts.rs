@@ -34,9 +34,39 @@ pub struct NodeFacts {
     pub platform: Platform,
 }
 
+/// At most this many symbols are probed on request, besides the built-in ones.
+pub const MAX_EXTRA_SYMBOLS: usize = 64;
+
+/// Whether `name` can be a kernel symbol: what a probe request may ask for.
+pub fn check_symbol_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'$'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is not a kernel symbol name (letters, digits, `_`, `.` and `$`, at most 128)"
+        ))
+    }
+}
+
 /// Reads this machine's facts from procfs.
 pub fn describe() -> Result<NodeFacts, Error> {
-    describe_from(Path::new("/proc"))
+    describe_from(Path::new("/proc"), &[])
+}
+
+/// The built-in epoll symbols, then each of `extra` not among them, in order.
+fn probed_names(extra: &[String]) -> Vec<&str> {
+    let mut names: Vec<&str> = EPOLL_SYMBOLS.to_vec();
+    for name in extra {
+        if !names.contains(&name.as_str()) {
+            names.push(name);
+        }
+    }
+    names
 }
 
 /// sysfs for a procfs: `/sys` for `/proc`, a `sys` folder beside any other.
@@ -44,8 +74,9 @@ fn sys_beside(proc: &Path) -> std::path::PathBuf {
     proc.parent().unwrap_or(Path::new("/")).join("sys")
 }
 
-/// Reads facts from a procfs mounted at `proc`.
-pub fn describe_from(proc: &Path) -> Result<NodeFacts, Error> {
+/// Reads facts from a procfs mounted at `proc`, probing the epoll symbols and `extra_symbols`.
+pub fn describe_from(proc: &Path, extra_symbols: &[String]) -> Result<NodeFacts, Error> {
+    let names = probed_names(extra_symbols);
     let read = |relative: &str| {
         let path = proc.join(relative);
         std::fs::read_to_string(&path).map_err(|source| Error::Read { path, source })
@@ -53,10 +84,10 @@ pub fn describe_from(proc: &Path) -> Result<NodeFacts, Error> {
     let cpuinfo = read("cpuinfo")?;
     let (cpu_model, logical_cpus) = parse_cpuinfo(&cpuinfo);
     let kernel_symbols = match read("kallsyms") {
-        Ok(kallsyms) => probe_symbols(&kallsyms, &EPOLL_SYMBOLS),
+        Ok(kallsyms) => probe_symbols(&kallsyms, &names),
         Err(error) => {
             tracing::warn!(error = %error, "kernel symbols unknown");
-            EPOLL_SYMBOLS
+            names
                 .iter()
                 .map(|name| (name.to_string(), Presence::Unknown))
                 .collect()
@@ -213,17 +244,60 @@ mod tests {
     }
 
     #[test]
+    fn extra_symbols_are_probed_after_the_epoll_ones_once_each() {
+        let extra = vec![
+            "tcp_v4_connect".to_string(),
+            "epmutex".to_string(),
+            "no_such_function_here".to_string(),
+        ];
+        assert_eq!(
+            probed_names(&extra),
+            [
+                "ep_clear_and_put",
+                "epmutex",
+                "epnested_mutex",
+                "tcp_v4_connect",
+                "no_such_function_here"
+            ]
+        );
+        let facts = describe_from(Path::new("/proc"), &extra).unwrap();
+        let names: Vec<&str> = facts
+            .kernel_symbols
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        assert_eq!(names, probed_names(&extra));
+        if nix::unistd::Uid::effective().is_root() {
+            assert_eq!(
+                facts.kernel_symbols[3].1,
+                Presence::Present,
+                "every kernel connects TCP"
+            );
+            assert_eq!(facts.kernel_symbols[4].1, Presence::Absent);
+        }
+    }
+
+    #[test]
+    fn symbol_names_are_checked() {
+        assert!(check_symbol_name("tcp_v4_connect").is_ok());
+        assert!(check_symbol_name("__mutex_lock.constprop.0").is_ok());
+        for bad in ["", "a b", "x;rm", &"a".repeat(129)] {
+            assert!(check_symbol_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn logical_cpus_match_the_full_description() {
         let proc = Path::new("/proc");
         assert_eq!(
             logical_cpus(proc).unwrap(),
-            describe_from(proc).unwrap().logical_cpus
+            describe_from(proc, &[]).unwrap().logical_cpus
         );
     }
 
     #[test]
     fn a_missing_procfs_is_a_clear_error() {
-        let error = describe_from(Path::new("/nonexistent-proc")).unwrap_err();
+        let error = describe_from(Path::new("/nonexistent-proc"), &[]).unwrap_err();
         assert!(
             error.to_string().contains("/nonexistent-proc/cpuinfo"),
             "{error}"

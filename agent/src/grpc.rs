@@ -12,7 +12,9 @@ use tonic::{Request, Response, Status};
 
 use crate::Error;
 use crate::counters::{NginxStatus, NodeCounters, fetch_stub_status, read_node_counters};
-use crate::facts::{NodeFacts, Presence, describe_from, logical_cpus};
+use crate::facts::{
+    MAX_EXTRA_SYMBOLS, NodeFacts, Presence, check_symbol_name, describe_from, logical_cpus,
+};
 use crate::lockstat::{Contention, DataSymbols};
 use crate::nginx::{NginxSettings, NginxTarget, find_nginx, nginx_version};
 use crate::profile::CpuProfile;
@@ -193,9 +195,19 @@ impl From<Error> for Status {
 impl agent_server::Agent for AgentService {
     async fn describe(
         &self,
-        _: Request<v1::DescribeRequest>,
+        request: Request<v1::DescribeRequest>,
     ) -> Result<Response<v1::NodeFacts>, Status> {
-        let mut facts = describe_from(&self.proc)?;
+        let extra = request.into_inner().kernel_symbols;
+        if extra.len() > MAX_EXTRA_SYMBOLS {
+            return Err(Status::invalid_argument(format!(
+                "at most {MAX_EXTRA_SYMBOLS} kernel symbols can be probed, got {}",
+                extra.len()
+            )));
+        }
+        for name in &extra {
+            check_symbol_name(name).map_err(Status::invalid_argument)?;
+        }
+        let mut facts = describe_from(&self.proc, &extra)?;
         if let Some(name) = &self.node_name {
             facts.hostname = name.clone();
         }

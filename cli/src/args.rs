@@ -243,6 +243,10 @@ pub struct AgentArgs {
 pub enum AgentCommand {
     /// Print this node's facts.
     Describe {
+        /// Also report whether this kernel symbol exists (repeatable; comma-separated in the
+        /// variable).
+        #[arg(long = "symbol", env = "LOADLAB_PROBE_SYMBOLS", value_delimiter = ',')]
+        symbols: Vec<String>,
         /// Print JSON instead of text.
         #[arg(long, env = "LOADLAB_JSON")]
         json: bool,

@@ -19,7 +19,7 @@ spec:
     - { name: one-worker, local: true }
     - { name: two-workers, local: true, target: { nginx: { workers: 2, reuseport: true } } }
   repetitions: 1
-  collect: { lockContention: true, cpuProfile: { frequencyHz: 199 } }
+  collect: { lockContention: true, cpuProfile: { frequencyHz: 199 }, kernelSymbols: [tcp_v4_connect] }
 "#;
 
 fn loadlab(dir: &Path, yaml: &str, database_url: &str, extra_env: &[(&str, &str)]) -> Output {
@@ -161,6 +161,11 @@ async fn a_tiny_experiment_is_measured_stored_and_reported() {
             .unwrap();
         assert!(!unknown.status.success());
         assert!(String::from_utf8_lossy(&unknown.stderr).contains("has no cohort \"nope\""));
+    }
+    // The probe asked for is in every node's stored facts.
+    for run in &runs {
+        let probed = &run.node.facts["kernel_symbols"]["tcp_v4_connect"];
+        assert_eq!(probed, "present", "{}", run.node.facts);
     }
     assert_eq!(runs[1].target["workers"], 2);
     assert_eq!(runs[1].target["reuseport"], true);

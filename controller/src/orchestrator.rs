@@ -229,7 +229,9 @@ pub async fn run_experiment(
         let mut described = Vec::with_capacity(cohort_agents.len());
         for (index, agent) in cohort_agents.iter_mut().enumerate() {
             let node = agent
-                .describe(v1::DescribeRequest {})
+                .describe(v1::DescribeRequest {
+                    kernel_symbols: file.spec.collect.kernel_symbols.clone(),
+                })
                 .await
                 .map_err(|status| {
                     let at = cohort

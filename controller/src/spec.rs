@@ -101,7 +101,7 @@ pub enum CohortKind {
 }
 
 /// What the agent collects over each measured window besides counters (always collected).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CollectSpec {
     /// Kernel lock contention by lock and call path (needs root and bpftrace on the node).
@@ -110,6 +110,11 @@ pub struct CollectSpec {
     /// Sampled call stacks on every CPU (needs root and perf on the node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_profile: Option<CpuProfileSpec>,
+    /// Kernel symbols whose presence each node reports in its facts, besides the epoll ones
+    /// (`ep_clear_and_put`, `epmutex`, `epnested_mutex`). A data symbol can only be shown absent
+    /// on kernels that list data in `/proc/kallsyms` (`CONFIG_KALLSYMS_ALL`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_symbols: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -653,6 +658,20 @@ impl ExperimentSpec {
                 format!("must be between 1 and 10000, got {}", profile.frequency_hz),
             ));
         }
+        if self.collect.kernel_symbols.len() > loadlab_agent::facts::MAX_EXTRA_SYMBOLS {
+            return Err(SpecError::at(
+                "spec.collect.kernelSymbols",
+                format!(
+                    "at most {} symbols, got {}",
+                    loadlab_agent::facts::MAX_EXTRA_SYMBOLS,
+                    self.collect.kernel_symbols.len()
+                ),
+            ));
+        }
+        for (i, name) in self.collect.kernel_symbols.iter().enumerate() {
+            loadlab_agent::facts::check_symbol_name(name)
+                .map_err(|e| SpecError::at(format!("spec.collect.kernelSymbols[{i}]"), e))?;
+        }
         if self.repetitions == 0 || self.repetitions > MAX_REPETITIONS {
             return Err(SpecError::at(
                 "spec.repetitions",
@@ -1087,12 +1106,31 @@ spec:
                 "kind",
                 "expected Experiment",
             ),
+            (
+                "repetitions: 3",
+                "repetitions: 3\n  collect: { kernelSymbols: [tcp_v4_connect, \"x; rm\"] }",
+                "spec.collect.kernelSymbols[1]",
+                "not a kernel symbol name",
+            ),
         ] {
             assert!(GOOD.contains(from), "{from}");
             let error = error_of(&GOOD.replace(from, to));
             assert_eq!(error.field, field, "{to}: {error}");
             assert!(error.message.contains(says), "{to}: {error}");
         }
+    }
+
+    #[test]
+    fn kernel_symbols_to_probe_are_read() {
+        let file = parse_experiment(&GOOD.replace(
+            "repetitions: 3",
+            "repetitions: 3\n  collect: { kernelSymbols: [tcp_v4_connect, inet_csk_accept] }",
+        ))
+        .unwrap();
+        assert_eq!(
+            file.spec.collect.kernel_symbols,
+            ["tcp_v4_connect", "inet_csk_accept"]
+        );
     }
 
     #[test]
