@@ -102,6 +102,7 @@ fn children_of(parent: u32) -> Vec<(u32, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "boots two kernels under emulation and storms both: minutes on two CPUs, and emulated guests crawl when the host is busy; run with --ignored on a quiet machine"]
 async fn the_unpatched_kernel_takes_the_global_epmutex_on_every_close_and_the_patched_one_never() {
     needs_root();
     let dir = tempfile::tempdir().unwrap();
@@ -144,7 +145,7 @@ async fn the_unpatched_kernel_takes_the_global_epmutex_on_every_close_and_the_pa
     };
     let (unpatched, patched) = (cohort("unpatched"), cohort("patched"));
     for c in [&unpatched, &patched] {
-        assert_eq!(c["runs_succeeded"], 1, "{c}");
+        assert_eq!(c["runs_succeeded"], 1, "{c}\nstderr:\n{stderr}");
         assert!(c["completed_connections"].as_u64().unwrap() > 0, "{c}");
         assert!(
             c["throughput_caveat"]
@@ -160,7 +161,7 @@ async fn the_unpatched_kernel_takes_the_global_epmutex_on_every_close_and_the_pa
     let before = taken(&unpatched).expect("6.1.0-47 has a global epmutex to count");
     assert!(
         before > 500.0,
-        "{before} acquisitions per 1,000 connections"
+        "{before} acquisitions per 1,000 connections: {unpatched}\nstderr:\n{stderr}"
     );
     assert_eq!(taken(&patched), Some(0.0), "{patched}");
 
@@ -186,8 +187,10 @@ async fn the_unpatched_kernel_takes_the_global_epmutex_on_every_close_and_the_pa
     );
 }
 
+/// The one guest CI boots: its agent answers, reports the guest's own kernel and the patch
+/// verdict for it, and an interrupt powers the guest off.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn interrupting_a_vm_run_powers_its_guest_off() {
+async fn a_guest_reports_its_own_kernel_and_an_interrupt_powers_it_off() {
     needs_root();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("long.yaml");
@@ -220,6 +223,16 @@ async fn interrupting_a_vm_run_powers_its_guest_off() {
         line.clear();
     }
     let experiment_id = experiment_id.unwrap_or_else(|| panic!("no experiment line in:\n{seen}"));
+    // The agent inside the guest described the guest, not this machine.
+    assert!(
+        seen.contains("node: unpatched-vm · kernel 6.1.0-47-cloud-amd64 · "),
+        "{seen}"
+    );
+    assert!(seen.contains("emulated (QEMU TCG)"), "{seen}");
+    assert!(
+        seen.contains("epoll refcount patch: absent (ep_clear_and_put is not in /proc/kallsyms)"),
+        "{seen}"
+    );
     let guests: Vec<(u32, String)> = children_of(child.id())
         .into_iter()
         .filter(|(_, comm)| comm.starts_with("qemu-system"))

@@ -426,6 +426,26 @@ fn failed(what: &str) -> impl Fn(tonic::Status) -> RunError + '_ {
     move |status| RunError::Failed(format!("{what}: {}", status.message()))
 }
 
+/// The longest one agent call may take: under emulation, attaching a trace or collecting a
+/// profile takes minutes; an agent that answers keep-alive pings but not the call is stuck.
+const AGENT_CALL_DEADLINE: Duration = Duration::from_secs(600);
+
+/// Awaits an agent call, failing the run when it errs or outlasts [`AGENT_CALL_DEADLINE`].
+async fn agent_answer<T>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, RunError> {
+    match tokio::time::timeout(AGENT_CALL_DEADLINE, call).await {
+        Ok(answer) => answer
+            .map(tonic::Response::into_inner)
+            .map_err(failed(what)),
+        Err(_) => Err(RunError::Failed(format!(
+            "{what}: the agent did not answer within {} s",
+            AGENT_CALL_DEADLINE.as_secs()
+        ))),
+    }
+}
+
 struct RunAttempt<'a, F> {
     file: &'a ExperimentFile,
     planned: PlannedRun,
@@ -456,7 +476,7 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
             backlog: self.nginx.backlog.unwrap_or(0),
         });
         let target = tokio::select! {
-            prepared = prepared => prepared.map_err(failed("preparing the nginx target"))?.into_inner(),
+            prepared = agent_answer("preparing the nginx target", prepared) => prepared?,
             () = cancel.cancelled() => return Err(RunError::Interrupted),
         };
         let result = tokio::select! {
@@ -500,35 +520,26 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
             let (warmup, _) = self.storm(spec(load.warmup.0), true).await?;
             warmup_connections = warmup.completed_connections + warmup.failed_connections;
         }
-        let handle = self
-            .agent
-            .start_capture(v1::StartCaptureRequest {
-                target_id: target.target_id.clone(),
-                lock_contention: self.file.spec.collect.lock_contention,
-                cpu_profile_hz: self
-                    .file
-                    .spec
-                    .collect
-                    .cpu_profile
-                    .map_or(0, |p| p.frequency_hz),
-                cpu_profile_target_only: self
-                    .file
-                    .spec
-                    .collect
-                    .cpu_profile
-                    .is_some_and(|p| p.scope == crate::spec::ProfileScope::Target),
-            })
-            .await
-            .map_err(failed("starting the capture"))?
-            .into_inner();
+        let start = self.agent.start_capture(v1::StartCaptureRequest {
+            target_id: target.target_id.clone(),
+            lock_contention: self.file.spec.collect.lock_contention,
+            cpu_profile_hz: self
+                .file
+                .spec
+                .collect
+                .cpu_profile
+                .map_or(0, |p| p.frequency_hz),
+            cpu_profile_target_only: self
+                .file
+                .spec
+                .collect
+                .cpu_profile
+                .is_some_and(|p| p.scope == crate::spec::ProfileScope::Target),
+        });
+        let handle = agent_answer("starting the capture", start).await?;
         let started_at = Utc::now();
         let (summary, generator_skew_us) = self.storm(spec(load.duration.0), false).await?;
-        let capture = self
-            .agent
-            .stop_capture(handle)
-            .await
-            .map_err(failed("stopping the capture"))?
-            .into_inner();
+        let capture = agent_answer("stopping the capture", self.agent.stop_capture(handle)).await?;
         Ok(Measurement {
             started_at,
             finished_at: Utc::now(),

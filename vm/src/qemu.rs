@@ -274,8 +274,8 @@ impl Guest {
         self.console.tail()
     }
 
-    /// Resolves when the guest stops by itself (QEMU exited: a kernel panic, a crash), with its
-    /// last console lines; it never resolves for a guest that keeps running.
+    /// Resolves when the guest stops without being asked (QEMU exited: a kernel panic, a crash,
+    /// a signal from elsewhere), with its last console lines; never for a guest that runs on.
     pub fn stopped(&self) -> impl std::future::Future<Output = String> + Send + 'static {
         let (stopped, console) = (self.stopped.clone(), self.console.clone());
         async move {
@@ -366,6 +366,9 @@ impl Launch<'_> {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // A Ctrl-C on the terminal goes to loadlab alone, which then ends the runs and
+            // powers the guests off in order.
+            .process_group(0)
             .kill_on_drop(true);
         tracing::debug!(?command, "booting");
         let mut process = command.spawn().map_err(|e| match e.kind() {

@@ -103,7 +103,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let guest = stopped.await;
             render::clear_line();
             eprintln!(
-                "cohort {}: the {} guest stopped by itself; its remaining runs will fail. Last console lines:\n{}",
+                "cohort {}: the {} guest stopped (QEMU exited); its remaining runs will fail. Last console lines:\n{}",
                 guest.cohort, guest.kernel, guest.console
             );
         })
