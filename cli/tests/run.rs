@@ -249,7 +249,7 @@ async fn resume_runs_only_what_is_missing_and_refuses_strangers() {
     let dir = tempfile::tempdir().unwrap();
     let (url, store) = scratch().await;
     let plain = TINY.replace(
-        "  collect: { lockContention: true, cpuProfile: { frequencyHz: 199 } }\n",
+        "  collect: { lockContention: true, cpuProfile: { frequencyHz: 199 }, kernelSymbols: [tcp_v4_connect] }\n",
         "",
     );
     assert_ne!(plain, TINY);
