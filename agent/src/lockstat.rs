@@ -55,6 +55,8 @@ const STACK_DEPTH: u32 = 6;
 /// Open contentions kept per thread; deeper nesting is not traced.
 const MAX_NESTING: u32 = 4;
 const ATTACH_DEADLINE: Duration = Duration::from_secs(60);
+/// How long bpftrace may take to exit once its output has ended.
+const EXIT_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The process name whose epoll system calls are counted: the target.
 const TARGET_COMM: &str = "nginx";
@@ -259,7 +261,18 @@ impl LockCapture {
         let mut output = String::new();
         let read =
             tokio::time::timeout(ATTACH_DEADLINE, self.stdout.read_to_string(&mut output)).await;
-        let _ = self.child.wait().await;
+        if !matches!(read, Ok(Ok(_))) {
+            let _ = self.child.start_kill();
+        }
+        // A tracer stuck detaching its probes (seen in emulated guests on a busy host) must
+        // not hold the capture, and with it the run, for good.
+        if tokio::time::timeout(EXIT_DEADLINE, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.start_kill();
+            tracing::warn!("bpftrace did not exit after printing its maps; killed");
+        }
         match read {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(LockstatError::Failed(e.to_string())),
