@@ -55,6 +55,9 @@ const STACK_DEPTH: u32 = 6;
 /// Open contentions kept per thread; deeper nesting is not traced.
 const MAX_NESTING: u32 = 4;
 const ATTACH_DEADLINE: Duration = Duration::from_secs(60);
+/// How long bpftrace may take to print its maps once the window ends: under emulation,
+/// symbolizing the call paths takes a minute and more.
+const PRINT_DEADLINE: Duration = Duration::from_secs(300);
 /// How long bpftrace may take to exit once its output has ended.
 const EXIT_DEADLINE: Duration = Duration::from_secs(10);
 
@@ -260,7 +263,7 @@ impl LockCapture {
         self.end_window()?;
         let mut output = String::new();
         let read =
-            tokio::time::timeout(ATTACH_DEADLINE, self.stdout.read_to_string(&mut output)).await;
+            tokio::time::timeout(PRINT_DEADLINE, self.stdout.read_to_string(&mut output)).await;
         if !matches!(read, Ok(Ok(_))) {
             let _ = self.child.start_kill();
         }
@@ -277,9 +280,10 @@ impl LockCapture {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(LockstatError::Failed(e.to_string())),
             Err(_) => {
-                return Err(LockstatError::Failed(
-                    "bpftrace did not print its maps".into(),
-                ));
+                return Err(LockstatError::Failed(format!(
+                    "bpftrace did not print its maps within {} s",
+                    PRINT_DEADLINE.as_secs()
+                )));
             }
         }
         let mut epoll_calls = parse_epoll_calls(&output)?;
