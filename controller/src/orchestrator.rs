@@ -228,11 +228,20 @@ pub async fn run_experiment(
     for (cohort, cohort_agents) in file.spec.cohorts.iter().zip(&mut agents) {
         let mut described = Vec::with_capacity(cohort_agents.len());
         for (index, agent) in cohort_agents.iter_mut().enumerate() {
-            let node = agent
-                .describe(v1::DescribeRequest {
+            let described_node = tokio::time::timeout(
+                AGENT_CALL_DEADLINE,
+                agent.describe(v1::DescribeRequest {
                     kernel_symbols: file.spec.collect.kernel_symbols.clone(),
-                })
-                .await
+                }),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(tonic::Status::deadline_exceeded(format!(
+                    "the agent did not describe its node within {} s",
+                    AGENT_CALL_DEADLINE.as_secs()
+                )))
+            });
+            let node = described_node
                 .map_err(|status| {
                     let at = cohort
                         .nodes
