@@ -14,7 +14,7 @@ use std::time::Duration;
 use loadlab_agent::facts::{Presence, describe};
 use loadlab_agent::lockstat::{DataSymbols, find_bpftrace};
 use loadlab_agent::profile::{ProfileError, find_perf};
-use loadlab_agent::traces::{TraceRequest, Traces};
+use loadlab_agent::traces::{TraceRequest, TraceResults, Traces};
 use tokio::io::AsyncBufReadExt;
 
 /// Tests here trace the whole machine, so they take turns.
@@ -58,6 +58,19 @@ async fn contend_for(duration: Duration) {
     }
 }
 
+/// Traces what `request` asks for while `work` runs: the window opens before it and closes
+/// after it.
+async fn trace_while(
+    request: &TraceRequest,
+    symbols: &DataSymbols,
+    work: impl std::future::Future<Output = ()>,
+) -> TraceResults {
+    let mut traces = Traces::start(request, symbols).await;
+    work.await;
+    traces.end_window().await;
+    traces.collect(symbols).await
+}
+
 fn locks_only() -> TraceRequest {
     TraceRequest {
         lock_contention: true,
@@ -69,11 +82,7 @@ fn locks_only() -> TraceRequest {
 async fn contention_on_one_pipe_mutex_is_found_on_top_with_its_call_path() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let symbols = DataSymbols::read(Path::new("/proc/kallsyms"));
-    let mut traces = Traces::start(&locks_only(), &symbols).await;
-    contend_for(Duration::from_secs(2)).await;
-    traces.end_window().await;
-    let found = traces
-        .collect(&symbols)
+    let found = trace_while(&locks_only(), &symbols, contend_for(Duration::from_secs(2)))
         .await
         .locks
         .expect("asked for locks");
@@ -223,15 +232,15 @@ async fn a_busy_process_profile_names_its_spinning_function() {
         ..TraceRequest::default()
     };
     let symbols = DataSymbols::default();
-    let mut traces = Traces::start(&request, &symbols).await;
     // A one-second window: a process that never sleeps gives about 499 samples.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    traces.end_window().await;
-    let found = traces
-        .collect(&symbols)
-        .await
-        .profile
-        .expect("asked for a profile");
+    let found = trace_while(
+        &request,
+        &symbols,
+        tokio::time::sleep(Duration::from_secs(1)),
+    )
+    .await
+    .profile
+    .expect("asked for a profile");
     busy.kill().await.unwrap();
     let profile = match found {
         Ok(profile) => profile,
