@@ -38,7 +38,7 @@ pub struct NodeFacts {
 pub const MAX_EXTRA_SYMBOLS: usize = 64;
 
 /// Whether `name` can be a kernel symbol: what a probe request may ask for.
-pub fn check_symbol_name(name: &str) -> Result<(), String> {
+fn check_symbol_name(name: &str) -> Result<(), String> {
     let valid = !name.is_empty()
         && name.len() <= 128
         && name
@@ -51,6 +51,33 @@ pub fn check_symbol_name(name: &str) -> Result<(), String> {
             "{name:?} is not a kernel symbol name (letters, digits, `_`, `.` and `$`, at most 128)"
         ))
     }
+}
+
+/// Why a list of symbols to probe cannot be probed: which name (by index), or the list itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadSymbols {
+    pub index: Option<usize>,
+    pub message: String,
+}
+
+/// Checks a list of symbols to probe: at most [`MAX_EXTRA_SYMBOLS`], each a symbol name.
+pub fn check_symbol_names(names: &[String]) -> Result<(), BadSymbols> {
+    if names.len() > MAX_EXTRA_SYMBOLS {
+        return Err(BadSymbols {
+            index: None,
+            message: format!(
+                "at most {MAX_EXTRA_SYMBOLS} kernel symbols can be probed, got {}",
+                names.len()
+            ),
+        });
+    }
+    for (index, name) in names.iter().enumerate() {
+        check_symbol_name(name).map_err(|message| BadSymbols {
+            index: Some(index),
+            message,
+        })?;
+    }
+    Ok(())
 }
 
 /// Reads this machine's facts from procfs.
@@ -284,6 +311,21 @@ mod tests {
         for bad in ["", "a b", "x;rm", &"a".repeat(129)] {
             assert!(check_symbol_name(bad).is_err(), "{bad:?}");
         }
+        let list = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            check_symbol_names(&list(&["tcp_v4_connect", "epmutex"])),
+            Ok(())
+        );
+        assert_eq!(
+            check_symbol_names(&list(&["tcp_v4_connect", "a b"]))
+                .unwrap_err()
+                .index,
+            Some(1)
+        );
+        let too_many = list(&["f"; MAX_EXTRA_SYMBOLS + 1]);
+        let error = check_symbol_names(&too_many).unwrap_err();
+        assert_eq!(error.index, None);
+        assert!(error.message.contains("at most 64"), "{}", error.message);
     }
 
     #[test]

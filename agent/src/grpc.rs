@@ -12,9 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::Error;
 use crate::counters::{NginxStatus, NodeCounters, fetch_stub_status, read_node_counters};
-use crate::facts::{
-    MAX_EXTRA_SYMBOLS, NodeFacts, Presence, check_symbol_name, describe_from, logical_cpus,
-};
+use crate::facts::{NodeFacts, Presence, check_symbol_names, describe_from, logical_cpus};
 use crate::lockstat::{Contention, DataSymbols};
 use crate::nginx::{NginxSettings, NginxTarget, find_nginx, nginx_version};
 use crate::profile::CpuProfile;
@@ -198,15 +196,7 @@ impl agent_server::Agent for AgentService {
         request: Request<v1::DescribeRequest>,
     ) -> Result<Response<v1::NodeFacts>, Status> {
         let extra = request.into_inner().kernel_symbols;
-        if extra.len() > MAX_EXTRA_SYMBOLS {
-            return Err(Status::invalid_argument(format!(
-                "at most {MAX_EXTRA_SYMBOLS} kernel symbols can be probed, got {}",
-                extra.len()
-            )));
-        }
-        for name in &extra {
-            check_symbol_name(name).map_err(Status::invalid_argument)?;
-        }
+        check_symbol_names(&extra).map_err(|bad| Status::invalid_argument(bad.message))?;
         let mut facts = describe_from(&self.proc, &extra)?;
         if let Some(name) = &self.node_name {
             facts.hostname = name.clone();
@@ -295,13 +285,19 @@ impl agent_server::Agent for AgentService {
         } else {
             None
         };
+        let no_symbols = DataSymbols::default();
+        let symbols = if request.lock_contention {
+            self.data_symbols().await
+        } else {
+            &no_symbols
+        };
         let traces = Traces::start(
             &TraceRequest {
                 lock_contention: request.lock_contention,
                 cpu_profile_hz: request.cpu_profile_hz,
                 profile_processes,
             },
-            self.data_symbols().await,
+            symbols,
         )
         .await;
         // stub_status first, node counters second: the opening status request is then not in
@@ -340,7 +336,13 @@ impl agent_server::Agent for AgentService {
         let nginx = fetch_stub_status(endpoint).await?;
         // The closing status request is itself one accepted connection and one request.
         let own_request = 1;
-        let traced = opened.traces.collect(self.data_symbols().await).await;
+        let no_symbols = DataSymbols::default();
+        let symbols = if opened.traces.traces_locks() {
+            self.data_symbols().await
+        } else {
+            &no_symbols
+        };
+        let traced = opened.traces.collect(symbols).await;
         let (locks, epoll_calls, lock_contention_unavailable) = match traced.locks {
             None => (Vec::new(), None, String::new()),
             Some(Err(error)) => (Vec::new(), None, error.to_string()),

@@ -33,7 +33,7 @@ pub struct TraceResults {
 impl Traces {
     /// Starts what `request` asks for and returns once every trace is attached, so the window
     /// starts traced. `symbols` gives the address of the global `epmutex`, whose acquisitions
-    /// are then counted too.
+    /// are then counted too; without lock contention they are not read and may be empty.
     pub async fn start(request: &TraceRequest, symbols: &DataSymbols) -> Self {
         let locks = if request.lock_contention {
             let capture = LockCapture::start(symbols.address_of("epmutex")).await;
@@ -55,6 +55,12 @@ impl Traces {
             None
         };
         Self { locks, profile }
+    }
+
+    /// Whether lock contention is traced: only then do its results need the kernel's data
+    /// symbols (megabytes of `kallsyms` to read).
+    pub fn traces_locks(&self) -> bool {
+        matches!(self.locks, Some(Ok(_)))
     }
 
     /// Ends every trace's window; collecting comes after, so slow collection of one trace does

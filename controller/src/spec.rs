@@ -658,20 +658,13 @@ impl ExperimentSpec {
                 format!("must be between 1 and 10000, got {}", profile.frequency_hz),
             ));
         }
-        if self.collect.kernel_symbols.len() > loadlab_agent::facts::MAX_EXTRA_SYMBOLS {
-            return Err(SpecError::at(
-                "spec.collect.kernelSymbols",
-                format!(
-                    "at most {} symbols, got {}",
-                    loadlab_agent::facts::MAX_EXTRA_SYMBOLS,
-                    self.collect.kernel_symbols.len()
-                ),
-            ));
-        }
-        for (i, name) in self.collect.kernel_symbols.iter().enumerate() {
-            loadlab_agent::facts::check_symbol_name(name)
-                .map_err(|e| SpecError::at(format!("spec.collect.kernelSymbols[{i}]"), e))?;
-        }
+        loadlab_agent::facts::check_symbol_names(&self.collect.kernel_symbols).map_err(|bad| {
+            let field = match bad.index {
+                Some(i) => format!("spec.collect.kernelSymbols[{i}]"),
+                None => "spec.collect.kernelSymbols".to_string(),
+            };
+            SpecError::at(field, bad.message)
+        })?;
         if self.repetitions == 0 || self.repetitions > MAX_REPETITIONS {
             return Err(SpecError::at(
                 "spec.repetitions",

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use loadlab_agent::AgentService;
 use std::path::Path;
 
-use loadlab_agent::facts::{MAX_EXTRA_SYMBOLS, check_symbol_name, describe_from};
+use loadlab_agent::facts::{check_symbol_names, describe_from};
 use loadlab_agent::grpc::facts_to_proto;
 use loadlab_agent::nginx::{find_nginx, nginx_version};
 
@@ -15,14 +15,8 @@ use loadlab_proto::v1::agent_server::AgentServer;
 pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         AgentCommand::Describe { symbols, json } => {
-            anyhow::ensure!(
-                symbols.len() <= MAX_EXTRA_SYMBOLS,
-                "at most {MAX_EXTRA_SYMBOLS} --symbol names, got {}",
-                symbols.len()
-            );
-            for name in &symbols {
-                check_symbol_name(name).map_err(anyhow::Error::msg)?;
-            }
+            check_symbol_names(&symbols)
+                .map_err(|bad| anyhow::anyhow!("--symbol: {}", bad.message))?;
             let nginx = match find_nginx() {
                 Ok(binary) => nginx_version(&binary).await.unwrap_or_default(),
                 Err(_) => String::new(),

@@ -31,9 +31,14 @@ pub async fn run(args: AgentCaptureArgs, interrupted: CancellationToken) -> anyh
     }
     let proc = Path::new("/proc");
     let cpus = logical_cpus(proc)?.max(1);
-    let symbols = tokio::task::spawn_blocking(|| DataSymbols::read(Path::new("/proc/kallsyms")))
-        .await
-        .unwrap_or_default();
+    // Kernel data symbols name static locks; a capture without locks does not read them.
+    let symbols = if args.no_locks {
+        DataSymbols::default()
+    } else {
+        tokio::task::spawn_blocking(|| DataSymbols::read(Path::new("/proc/kallsyms")))
+            .await
+            .unwrap_or_default()
+    };
     let request = TraceRequest {
         lock_contention: !args.no_locks,
         cpu_profile_hz: args.cpu_profile_hz,
@@ -94,15 +99,20 @@ fn lock_json(lock: &Contention, capture: &NodeCapture) -> serde_json::Value {
     })
 }
 
-fn epoll_json(calls: &EpollCalls, contentions: &[Contention]) -> serde_json::Value {
+/// The share of all lock wait spent on eventpoll call paths; none without any wait.
+fn epoll_share_of_lock_wait(contentions: &[Contention]) -> Option<f64> {
     let total: u64 = contentions.iter().map(|c| c.wait_ns).sum();
     let epoll: u64 = contentions
         .iter()
         .filter(|c| c.epoll)
         .map(|c| c.wait_ns)
         .sum();
+    (total > 0).then(|| epoll as f64 / total as f64)
+}
+
+fn epoll_json(calls: &EpollCalls, contentions: &[Contention]) -> serde_json::Value {
     json!({
-        "share_of_lock_wait": if total > 0 { Some(epoll as f64 / total as f64) } else { None },
+        "share_of_lock_wait": epoll_share_of_lock_wait(contentions),
         "epmutex_acquisitions": calls.epmutex_acquisitions,
         "nginx_epoll_ctl": { "add": calls.ctl_add, "del": calls.ctl_del, "mod": calls.ctl_mod },
         "nginx_epoll_wait": calls.wait,
@@ -205,8 +215,7 @@ fn capture_text(capture: &NodeCapture, top: usize) -> String {
                     lock.caller
                 );
             }
-            let epoll = epoll_json(&report.epoll_calls, &report.contentions);
-            if let Some(share) = epoll["share_of_lock_wait"].as_f64() {
+            if let Some(share) = epoll_share_of_lock_wait(&report.contentions) {
                 let _ = writeln!(
                     out,
                     "epoll paths' share of lock wait: {:.1}%",
