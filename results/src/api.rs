@@ -26,7 +26,7 @@ use crate::flamegraph::{cohort_folded, differential_svg, flamegraph_svg};
 use crate::fleet::{FleetGroup, FleetRuns, GroupBy, compare_fleet};
 use crate::ingest::{validate_experiment, validate_run};
 use crate::memo::Memo;
-use crate::report::{ExperimentReport, Percentiles, build_report};
+use crate::report::{Percentiles, build_report, comparison_body};
 use crate::store::{
     ExperimentRow, NewExperiment, NodeRecord, RunOutcome, RunRecord, Store, WindowCounters,
 };
@@ -425,13 +425,6 @@ struct ComparisonQuery {
     baseline: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct Comparison {
-    #[serde(flatten)]
-    report: ExperimentReport,
-    method: &'static str,
-}
-
 fn check_cohort(experiment: &ExperimentRow, cohort: &str) -> ApiResult<()> {
     if experiment.cohorts.iter().any(|c| c == cohort) {
         Ok(())
@@ -450,11 +443,22 @@ async fn comparison(
     raw: Result<Query<ComparisonQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let q = query(raw)?;
-    let mut experiment = state.store.experiment(parse_id(&id)?).await?;
-    if let Some(baseline) = q.baseline {
-        check_cohort(&experiment, &baseline)?;
-        experiment.baseline = baseline;
+    let (mut experiment, written) = state
+        .store
+        .experiment_with_comparison(parse_id(&id)?)
+        .await?;
+    match q.baseline {
+        Some(baseline) if baseline != experiment.baseline => {
+            check_cohort(&experiment, &baseline)?;
+            experiment.baseline = baseline;
+        }
+        _ => {
+            if let Some(body) = written {
+                return Ok(json_response(body.into()));
+            }
+        }
     }
+    // Another baseline, or runs stored before comparisons were written with them.
     let key = (experiment.id, experiment.baseline.clone());
     let revision = experiment.revision;
     let answer = state
@@ -467,10 +471,7 @@ async fn comparison(
                     build_report(experiment, &runs)?
                 }
             };
-            json_bytes(&Comparison {
-                report,
-                method: stats::METHOD,
-            })
+            Ok::<_, ApiError>(comparison_body(report)?.into())
         })
         .await?;
     Ok(json_response(answer))

@@ -20,6 +20,19 @@ pub const DATABASE: &str = "loadlab";
 /// The socket's port number; the cluster listens on no TCP port at all.
 const SOCKET_PORT: u16 = 5432;
 
+/// How long a starting or recovering cluster may take before it accepts connections.
+const READY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The status a postmaster writes on its pid file's eighth line ("starting", "ready",
+/// "stopping", padded), once it has written that line.
+fn postmaster_status(pid_file: &str) -> Option<&str> {
+    pid_file
+        .lines()
+        .nth(7)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
 #[derive(Debug, Clone)]
 pub struct PrivateCluster {
     data_dir: PathBuf,
@@ -97,7 +110,7 @@ impl PrivateCluster {
                 .command(bin.join("pg_ctl"))
                 .arg("start")
                 .arg("-w")
-                .args(["-t", "60"])
+                .args(["-t", &READY_DEADLINE.as_secs().to_string()])
                 .arg("-D")
                 .arg(&self.data_dir)
                 .arg("-l")
@@ -105,7 +118,53 @@ impl PrivateCluster {
                 .output();
             check(output, "pg_ctl start", Some(&log))?;
         }
-        Ok(())
+        // Running is not accepting connections: a server recovering after an unclean stop (a
+        // crash, a reboot) runs for a while before it does, and another process may have just
+        // started it.
+        self.wait_until_ready(READY_DEADLINE)
+    }
+
+    /// Waits until the postmaster's pid file says it accepts connections.
+    fn wait_until_ready(&self, deadline: std::time::Duration) -> Result<(), Error> {
+        let pid_file = self.data_dir.join("postmaster.pid");
+        let started = std::time::Instant::now();
+        let mut told = false;
+        loop {
+            let status = fs::read_to_string(&pid_file).map_err(|e| {
+                Error::Cluster(format!(
+                    "postgres in {} is not running ({}: {e}); see {}",
+                    self.data_dir.display(),
+                    pid_file.display(),
+                    self.data_dir.join("server.log").display()
+                ))
+            })?;
+            match postmaster_status(&status) {
+                Some("ready") => return Ok(()),
+                Some("stopping") => {
+                    return Err(Error::Cluster(format!(
+                        "postgres in {} is shutting down; run the command again once it has stopped",
+                        self.data_dir.display()
+                    )));
+                }
+                _ => {}
+            }
+            if started.elapsed() > deadline {
+                return Err(Error::Cluster(format!(
+                    "postgres in {} did not accept connections within {} s; see {}",
+                    self.data_dir.display(),
+                    deadline.as_secs(),
+                    self.data_dir.join("server.log").display()
+                )));
+            }
+            if !told {
+                eprintln!(
+                    "loadlab: waiting for postgres in {} to accept connections (it may be recovering from an unclean stop)",
+                    self.data_dir.display()
+                );
+                told = true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
     }
 
     /// Stops the cluster (fast shutdown: open sessions are ended), if it runs.
@@ -252,4 +311,22 @@ fn check(output: std::io::Result<Output>, what: &str, log: Option<&Path>) -> Res
         "{what} failed ({}): {detail}",
         output.status
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::postmaster_status;
+
+    #[test]
+    fn the_pid_files_status_line_is_read_once_written() {
+        let ready = "30159\n/var/lib/loadlab/postgres\n1796166496\n5432\n/var/lib/loadlab/postgres\n\n   854229     32777\nready   \n";
+        assert_eq!(postmaster_status(ready), Some("ready"));
+        let starting = ready.replace("ready   ", "starting");
+        assert_eq!(postmaster_status(&starting), Some("starting"));
+        // Written in steps: before its last line there is no status yet.
+        assert_eq!(
+            postmaster_status("30159\n/var/lib/loadlab/postgres\n"),
+            None
+        );
+    }
 }

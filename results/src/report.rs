@@ -9,7 +9,7 @@ use loadlab_proto::histogram::{HistogramError, decode_histogram, latency_histogr
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
-use crate::stats::{Comparison, Summary, compare, summarize};
+use crate::stats::{Comparison, METHOD, Summary, compare, summarize};
 use crate::store::{EpollCounts, ExperimentRow, NodeRecord, RunOutcome, RunRecord};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -126,6 +126,24 @@ pub struct ExperimentReport {
     pub experiment: ExperimentRow,
     pub cohorts: Vec<CohortReport>,
     pub nodes: Vec<NodeRecord>,
+}
+
+/// The comparison of an experiment's cohorts as the API serves it: its report and the method
+/// behind its statistics.
+#[derive(Debug, Serialize)]
+struct ComparisonDocument {
+    #[serde(flatten)]
+    report: ExperimentReport,
+    method: &'static str,
+}
+
+/// The comparison document of a report, serialized.
+pub fn comparison_body(report: ExperimentReport) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(&ComparisonDocument {
+        report,
+        method: METHOD,
+    })
+    .map_err(|e| Error::Corrupt(format!("comparison not serializable: {e}")))
 }
 
 /// Builds the report of an experiment from its runs.

@@ -12,7 +12,9 @@ use uuid::Uuid;
 
 use crate::Error;
 use crate::fleet::{FleetRuns, like_pattern};
-use crate::report::{CohortAccumulator, CohortReport, ExperimentReport, assemble_finished};
+use crate::report::{
+    CohortAccumulator, CohortReport, ExperimentReport, assemble_finished, comparison_body,
+};
 use crate::stats::Sums;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -333,36 +335,57 @@ impl Store {
 
     /// Marks a stored experiment as running again (it is being resumed).
     pub async fn reopen_experiment(&self, id: Uuid) -> Result<(), Error> {
-        sqlx::query("UPDATE experiments SET status = 'running', finished_at = NULL, revision = revision + 1 WHERE id = $1")
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query("UPDATE experiments SET status = 'running', finished_at = NULL, revision = revision + 1 WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        if updated.rows_affected() == 1 {
+            refresh_comparison(&mut tx, id).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
     pub async fn finish_experiment(&self, id: Uuid, status: ExperimentStatus) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
         let updated =
             sqlx::query("UPDATE experiments SET status = $2, finished_at = now(), revision = revision + 1 WHERE id = $1")
                 .bind(id)
                 .bind(status.as_str())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
         if updated.rows_affected() == 0 {
             return Err(Error::NotFound(format!("experiment {id}")));
         }
+        refresh_comparison(&mut tx, id).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     pub async fn experiment(&self, id: Uuid) -> Result<ExperimentRow, Error> {
+        let mut conn = self.pool.acquire().await?;
+        experiment_in(&mut conn, id).await
+    }
+
+    /// An experiment and its comparison at its own baseline as written with its current
+    /// revision (serialized JSON), when there is one (see `migrations/0009_comparisons.sql`).
+    pub async fn experiment_with_comparison(
+        &self,
+        id: Uuid,
+    ) -> Result<(ExperimentRow, Option<Vec<u8>>), Error> {
         let row = sqlx::query(
-            "SELECT id, name, baseline, cohorts, status, created_at, finished_at, revision
-             FROM experiments WHERE id = $1",
+            "SELECT e.id, e.name, e.baseline, e.cohorts, e.status, e.created_at, e.finished_at,
+                    e.revision, c.body
+             FROM experiments e
+             LEFT JOIN comparisons c ON c.experiment_id = e.id AND c.revision = e.revision
+             WHERE e.id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| Error::NotFound(format!("experiment {id}")))?;
-        experiment_from_row(&row)
+        Ok((experiment_from_row(&row)?, row.try_get("body")?))
     }
 
     /// Experiments, newest first, optionally only those with a given name.
@@ -592,6 +615,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             fold_into_cohort_summary(&mut tx, run).await?;
+            refresh_comparison(&mut tx, run.experiment_id).await?;
         }
         tx.commit().await?;
         Ok(inserted)
@@ -603,37 +627,8 @@ impl Store {
         &self,
         experiment: &ExperimentRow,
     ) -> Result<Option<ExperimentReport>, Error> {
-        let rows = sqlx::query(
-            "SELECT runs, report, nodes, (SELECT count(*) FROM runs WHERE experiment_id = $1) AS stored
-             FROM cohort_summaries WHERE experiment_id = $1",
-        )
-        .bind(experiment.id)
-        .fetch_all(&self.pool)
-        .await?;
-        let stored: i64 = match rows.first() {
-            Some(row) => row.try_get("stored")?,
-            None => {
-                let stored: i64 =
-                    sqlx::query_scalar("SELECT count(*) FROM runs WHERE experiment_id = $1")
-                        .bind(experiment.id)
-                        .fetch_one(&self.pool)
-                        .await?;
-                stored
-            }
-        };
-        let mut folded = 0;
-        let mut finished = Vec::with_capacity(rows.len());
-        for row in &rows {
-            folded += row.try_get::<i64, _>("runs")?;
-            let corrupt = |e: sqlx::Error| Error::Corrupt(format!("cohort summary: {e}"));
-            let report: CohortReport = row.try_get::<Json<_>, _>("report").map_err(corrupt)?.0;
-            let nodes: Vec<NodeRecord> = row.try_get::<Json<_>, _>("nodes").map_err(corrupt)?.0;
-            finished.push((nodes, report));
-        }
-        if folded != stored {
-            return Ok(None);
-        }
-        Ok(Some(assemble_finished(experiment.clone(), finished)))
+        let mut conn = self.pool.acquire().await?;
+        summarized_report_in(&mut conn, experiment).await
     }
 
     /// A value that changes whenever any stored run or experiment does: the number of
@@ -717,6 +712,83 @@ fn node_from_row(row: &sqlx::postgres::PgRow) -> Result<NodeRecord, Error> {
         memory_bytes: row.try_get("memory_bytes")?,
         facts: row.try_get("facts")?,
     })
+}
+
+async fn summarized_report_in(
+    conn: &mut PgConnection,
+    experiment: &ExperimentRow,
+) -> Result<Option<ExperimentReport>, Error> {
+    let rows = sqlx::query(
+        "SELECT runs, report, nodes, (SELECT count(*) FROM runs WHERE experiment_id = $1) AS stored
+         FROM cohort_summaries WHERE experiment_id = $1",
+    )
+    .bind(experiment.id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let stored: i64 = match rows.first() {
+        Some(row) => row.try_get("stored")?,
+        None => {
+            let stored: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM runs WHERE experiment_id = $1")
+                    .bind(experiment.id)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            stored
+        }
+    };
+    let mut folded = 0;
+    let mut finished = Vec::with_capacity(rows.len());
+    for row in &rows {
+        folded += row.try_get::<i64, _>("runs")?;
+        let corrupt = |e: sqlx::Error| Error::Corrupt(format!("cohort summary: {e}"));
+        let report: CohortReport = row.try_get::<Json<_>, _>("report").map_err(corrupt)?.0;
+        let nodes: Vec<NodeRecord> = row.try_get::<Json<_>, _>("nodes").map_err(corrupt)?.0;
+        finished.push((nodes, report));
+    }
+    if folded != stored {
+        return Ok(None);
+    }
+    Ok(Some(assemble_finished(experiment.clone(), finished)))
+}
+
+async fn experiment_in(conn: &mut PgConnection, id: Uuid) -> Result<ExperimentRow, Error> {
+    let row = sqlx::query(
+        "SELECT id, name, baseline, cohorts, status, created_at, finished_at, revision
+         FROM experiments WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| Error::NotFound(format!("experiment {id}")))?;
+    experiment_from_row(&row)
+}
+
+/// Writes the experiment's comparison at its current revision, in the transaction that just
+/// changed it (after its revision bump, so concurrent writers of one experiment take turns and
+/// each sees what the one before committed).
+async fn refresh_comparison(conn: &mut PgConnection, id: Uuid) -> Result<(), Error> {
+    let experiment = experiment_in(conn, id).await?;
+    let revision = experiment.revision;
+    match summarized_report_in(conn, &experiment).await? {
+        Some(report) => {
+            sqlx::query(
+                "INSERT INTO comparisons (experiment_id, revision, body) VALUES ($1, $2, $3)
+                 ON CONFLICT (experiment_id) DO UPDATE SET revision = EXCLUDED.revision, body = EXCLUDED.body",
+            )
+            .bind(id)
+            .bind(revision)
+            .bind(comparison_body(report)?)
+            .execute(&mut *conn)
+            .await?;
+        }
+        None => {
+            sqlx::query("DELETE FROM comparisons WHERE experiment_id = $1")
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Folds a run just inserted into its cohort's summary, in the run's transaction. The row is

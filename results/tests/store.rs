@@ -1,6 +1,6 @@
 //! The store against a real Postgres (DATABASE_URL, or loadlab's private cluster).
 
-use loadlab_results::report::build_report;
+use loadlab_results::report::{build_report, comparison_body};
 use loadlab_results::stats::Verdict;
 use loadlab_results::{ExperimentStatus, RunOutcome};
 use uuid::Uuid;
@@ -150,6 +150,60 @@ async fn runs_written_at_once_are_all_folded() {
     let report = store.summarized_report(&row).await.unwrap().unwrap();
     assert_eq!(report.cohorts[1].runs_succeeded, 12);
     assert_eq!(report.cohorts[0].runs_succeeded, 0);
+    // Each write's comparison saw the writes committed before it: the last one has them all.
+    let written = written_comparison(&store, experiment.id).await;
+    assert_eq!(written["cohorts"][1]["runs_succeeded"], 12);
+    // Runs folded in the order they committed, read back in another: same values.
+    let per_run_sorted = |mut comparison: serde_json::Value| {
+        for cohort in comparison["cohorts"].as_array_mut().unwrap() {
+            let rates = cohort["connections_per_second"].as_array_mut().unwrap();
+            rates.sort_by(|a, b| a.as_f64().unwrap().total_cmp(&b.as_f64().unwrap()));
+        }
+        comparison
+    };
+    assert_eq!(
+        per_run_sorted(written),
+        per_run_sorted(computed_comparison(&store, experiment.id).await)
+    );
+}
+
+/// The comparison written with the experiment's current revision.
+async fn written_comparison(store: &loadlab_results::Store, id: Uuid) -> serde_json::Value {
+    let (_, body) = store.experiment_with_comparison(id).await.unwrap();
+    serde_json::from_slice(&body.expect("a comparison written at the current revision")).unwrap()
+}
+
+/// The comparison computed afresh from the stored runs.
+async fn computed_comparison(store: &loadlab_results::Store, id: Uuid) -> serde_json::Value {
+    let experiment = store.experiment(id).await.unwrap();
+    let report = build_report(experiment, &store.experiment_runs(id).await.unwrap()).unwrap();
+    serde_json::from_slice(&comparison_body(report).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn the_written_comparison_follows_every_change_of_its_experiment() {
+    let (store, id) = seeded_faster_patched().await;
+    assert_eq!(
+        written_comparison(&store, id).await,
+        computed_comparison(&store, id).await
+    );
+    store
+        .finish_experiment(id, ExperimentStatus::Completed)
+        .await
+        .unwrap();
+    let finished = written_comparison(&store, id).await;
+    assert_eq!(finished["experiment"]["status"], "completed");
+    assert_eq!(finished, computed_comparison(&store, id).await);
+    store.reopen_experiment(id).await.unwrap();
+    let mut failed = run(id, "patched", 4, 0.0);
+    failed.outcome = RunOutcome::Failed {
+        reason: "refused".into(),
+    };
+    store.record_run(&failed).await.unwrap();
+    let reopened = written_comparison(&store, id).await;
+    assert_eq!(reopened["experiment"]["status"], "running");
+    assert_eq!(reopened["cohorts"][1]["runs_failed"], 1);
+    assert_eq!(reopened, computed_comparison(&store, id).await);
 }
 
 #[tokio::test]
@@ -172,6 +226,11 @@ async fn runs_without_a_summary_make_the_report_read_the_runs() {
             .await
             .unwrap()
             .is_none()
+    );
+    let (_, written) = store.experiment_with_comparison(id).await.unwrap();
+    assert!(
+        written.is_none(),
+        "no comparison is written from partial summaries"
     );
 }
 
