@@ -171,13 +171,7 @@ pub fn probe_symbols(kallsyms: &str, names: &[&str]) -> Vec<(String, Presence)> 
     let mut any_address = false;
     let mut any_line = false;
     let mut lists_data = false;
-    for line in kallsyms.lines() {
-        let mut fields = line.split_whitespace();
-        let (Some(address), Some(kind), Some(symbol)) =
-            (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
+    for (address, kind, symbol) in crate::kallsyms::entries(kallsyms) {
         any_line = true;
         any_address |= address.bytes().any(|b| b != b'0');
         // Local (static) data symbols appear only with CONFIG_KALLSYMS_ALL; a few global

@@ -352,12 +352,12 @@ impl agent_server::Agent for AgentService {
                     .into_iter()
                     .map(contention_to_proto)
                     .collect(),
-                Some(v1::EpollCalls {
-                    ctl_add: report.epoll_calls.ctl_add,
-                    ctl_del: report.epoll_calls.ctl_del,
-                    ctl_mod: report.epoll_calls.ctl_mod,
-                    wait: report.epoll_calls.wait,
-                    epmutex_acquisitions: report.epoll_calls.epmutex_acquisitions,
+                report.epoll_calls.map(|calls| v1::EpollCalls {
+                    ctl_add: calls.ctl_add,
+                    ctl_del: calls.ctl_del,
+                    ctl_mod: calls.ctl_mod,
+                    wait: calls.wait,
+                    epmutex_acquisitions: calls.epmutex_acquisitions,
                 }),
                 String::new(),
             ),

@@ -4,6 +4,7 @@
 pub mod counters;
 pub mod facts;
 pub mod grpc;
+pub mod kallsyms;
 pub mod lockstat;
 pub mod nginx;
 pub mod platform;

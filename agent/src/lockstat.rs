@@ -81,50 +81,96 @@ pub struct EpollCalls {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LockReport {
     pub contentions: Vec<Contention>,
-    pub epoll_calls: EpollCalls,
+    /// `None` where the kernel does not let them be counted cheaply
+    /// ([`EPOLL_CALLS_UNCOUNTED`]).
+    pub epoll_calls: Option<EpollCalls>,
 }
 
-/// The bpftrace program; with the address of the global `epmutex`, it also counts every
-/// `mutex_lock` of it.
+/// What the lock program counts besides contention. Both need kprobes; syscall tracepoints
+/// could count the epoll calls on any kernel, but enabling one puts every system call of every
+/// task on the slow path, which cost a connection storm about 4% of its rate (see
+/// ARCHITECTURE.md), twice what the whole capture may cost.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FunctionProbes {
+    /// Count the target's `epoll_ctl` (by op) and `epoll_wait` calls, with kprobes on
+    /// `do_epoll_ctl` and `do_epoll_wait`, which every epoll system call goes through.
+    pub epoll_calls: bool,
+    /// The address of the global `epmutex`, whose every `mutex_lock` is then counted.
+    pub epmutex: Option<u64>,
+}
+
+impl FunctionProbes {
+    /// What this kernel lets the program count cheaply, given its symbols.
+    pub fn for_kernel(symbols: &DataSymbols) -> Self {
+        if !kprobes_available() {
+            return Self::default();
+        }
+        Self {
+            epoll_calls: symbols.has_epoll_functions(),
+            epmutex: symbols.address_of("epmutex"),
+        }
+    }
+}
+
+/// Why epoll calls are not counted where they cannot be probed.
+pub const EPOLL_CALLS_UNCOUNTED: &str = "epoll calls not counted: needs kprobes on do_epoll_ctl and do_epoll_wait, which this kernel does not offer (syscall tracepoints would slow every system call)";
+
+/// Whether bpftrace can attach kprobes: through the kprobe PMU, or tracefs's `kprobe_events`.
+fn kprobes_available() -> bool {
+    [
+        "/sys/bus/event_source/devices/kprobe",
+        "/sys/kernel/tracing/kprobe_events",
+        "/sys/kernel/debug/tracing/kprobe_events",
+    ]
+    .iter()
+    .any(|path| Path::new(path).exists())
+}
+
+/// The bpftrace program.
 ///
 /// Contentions nest: a mutex's slow path may contend on its own spinlock while the mutex
 /// contention is open. Each thread keeps a small stack of open contentions, so the inner one
 /// and the outer one are both counted, each with its own wait. A second `contention_begin` on
 /// the lock already on top (a mutex that stops spinning and goes to sleep) continues that
-/// contention, so its wait includes the spinning.
-fn program(epmutex: Option<u64>) -> String {
-    let epmutex_probe = epmutex
-        .map(|address| {
-            format!(
-                "kprobe:mutex_lock /arg0 == {address:#x}/ {{ @epmutex_acquisitions = count(); }}\n"
-            )
-        })
-        .unwrap_or_default();
+/// contention, so its wait includes the spinning. Every map operation costs here (a
+/// microsecond or two on a small machine), so each event reads each map once.
+fn program(probes: FunctionProbes) -> String {
+    let mut extra = String::new();
+    if probes.epoll_calls {
+        extra.push_str(&format!(
+            "kprobe:do_epoll_ctl /comm == \"{TARGET_COMM}\"/ {{ @epoll_ctl[arg1] = count(); }}\n\
+             kprobe:do_epoll_wait /comm == \"{TARGET_COMM}\"/ {{ @epoll_wait = count(); }}\n"
+        ));
+    }
+    if let Some(address) = probes.epmutex {
+        extra.push_str(&format!(
+            "kprobe:mutex_lock /arg0 == {address:#x}/ {{ @epmutex_acquisitions = count(); }}\n"
+        ));
+    }
     format!(
         r#"tracepoint:lock:contention_begin {{
   $d = @depth[tid];
-  if ($d > 0 && @addr[tid, $d - 1] == (uint64)args->lock_addr) {{ return; }}
+  if ($d > 0) {{ if (@open[tid, $d - 1].0 == (uint64)args->lock_addr) {{ return; }} }}
   if ($d >= {MAX_NESTING}) {{ return; }}
   @stack[tid, $d] = kstack({STACK_DEPTH});
-  @addr[tid, $d] = (uint64)args->lock_addr;
-  @flags[tid, $d] = args->flags;
-  @start[tid, $d] = nsecs;
+  @open[tid, $d] = ((uint64)args->lock_addr, (uint64)args->flags, nsecs);
   @depth[tid] = $d + 1;
 }}
-tracepoint:lock:contention_end /@depth[tid] > 0/ {{
-  $d = @depth[tid] - 1;
-  if (@addr[tid, $d] != (uint64)args->lock_addr) {{ return; }}
-  $wait = nsecs - @start[tid, $d];
-  @count[@addr[tid, $d], @flags[tid, $d], @stack[tid, $d]] = count();
-  @wait_ns[@addr[tid, $d], @flags[tid, $d], @stack[tid, $d]] = sum($wait);
-  @max_ns[@addr[tid, $d], @flags[tid, $d], @stack[tid, $d]] = max($wait);
-  delete(@start[tid, $d]); delete(@stack[tid, $d]); delete(@addr[tid, $d]); delete(@flags[tid, $d]);
+tracepoint:lock:contention_end {{
+  $n = @depth[tid];
+  if ($n == 0) {{ return; }}
+  $d = $n - 1;
+  $o = @open[tid, $d];
+  if ($o.0 != (uint64)args->lock_addr) {{ return; }}
+  $s = @stack[tid, $d];
+  $wait = nsecs - $o.2;
+  @count[$o.0, $o.1, $s] = count();
+  @wait_ns[$o.0, $o.1, $s] = sum($wait);
+  @max_ns[$o.0, $o.1, $s] = max($wait);
+  delete(@open[tid, $d]); delete(@stack[tid, $d]);
   if ($d == 0) {{ delete(@depth[tid]); }} else {{ @depth[tid] = $d; }}
 }}
-tracepoint:syscalls:sys_enter_epoll_ctl /comm == "{TARGET_COMM}"/ {{ @epoll_ctl[args->op] = count(); }}
-tracepoint:syscalls:sys_enter_epoll_wait /comm == "{TARGET_COMM}"/ {{ @epoll_wait = count(); }}
-tracepoint:syscalls:sys_enter_epoll_pwait /comm == "{TARGET_COMM}"/ {{ @epoll_wait = count(); }}
-{epmutex_probe}END {{ clear(@start); clear(@stack); clear(@addr); clear(@flags); clear(@depth); }}
+{extra}END {{ clear(@open); clear(@stack); clear(@depth); }}
 "#
     )
 }
@@ -174,21 +220,19 @@ pub struct LockCapture {
     child: Child,
     stdout: BufReader<ChildStdout>,
     window_ended: bool,
-    epmutex_traced: bool,
+    probes: FunctionProbes,
 }
 
 impl LockCapture {
     /// Starts tracing and returns once the probes are attached, so the window starts traced.
-    /// `epmutex`: the address of the kernel's global `epmutex`, whose acquisitions are then
-    /// counted too.
-    pub async fn start(epmutex: Option<u64>) -> Result<Self, LockstatError> {
+    pub async fn start(probes: FunctionProbes) -> Result<Self, LockstatError> {
         let bpftrace = find_bpftrace().ok_or(LockstatError::Missing)?;
         if !nix::unistd::Uid::effective().is_root() {
             return Err(LockstatError::NotPrivileged);
         }
         let mut child = Command::new(bpftrace)
             .args(["-f", "json", "-e"])
-            .arg(program(epmutex))
+            .arg(program(probes))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -204,7 +248,7 @@ impl LockCapture {
             child,
             stdout: BufReader::new(stdout),
             window_ended: false,
-            epmutex_traced: epmutex.is_some(),
+            probes,
         };
         let attached = tokio::time::timeout(ATTACH_DEADLINE, capture.wait_attached()).await;
         match attached {
@@ -287,10 +331,11 @@ impl LockCapture {
             }
         }
         let mut epoll_calls = parse_epoll_calls(&output)?;
-        if self.epmutex_traced {
+        if self.probes.epmutex.is_some() {
             // bpftrace prints no map for a count that never happened.
             epoll_calls.epmutex_acquisitions.get_or_insert(0);
         }
+        let epoll_calls = self.probes.epoll_calls.then_some(epoll_calls);
         Ok(LockReport {
             contentions: parse_maps(&output, symbols)?,
             epoll_calls,
@@ -327,7 +372,11 @@ pub fn parse_epoll_calls(output: &str) -> Result<EpollCalls, LockstatError> {
 
 /// Kernel data symbols by address, to name static locks.
 #[derive(Debug, Default)]
-pub struct DataSymbols(Vec<(u64, String)>);
+pub struct DataSymbols {
+    data: Vec<(u64, String)>,
+    /// Both functions every epoll system call goes through are there to probe (not inlined).
+    epoll_functions: bool,
+}
 
 impl DataSymbols {
     /// Reads the data symbols of a `kallsyms` file; none when it cannot be read.
@@ -338,24 +387,36 @@ impl DataSymbols {
     }
 
     pub fn parse(kallsyms: &str) -> Self {
-        let mut symbols: Vec<(u64, String)> = kallsyms
-            .lines()
-            .filter_map(|line| {
-                let mut fields = line.split_whitespace();
-                let address = u64::from_str_radix(fields.next()?, 16).ok()?;
-                let kind = fields.next()?;
-                let name = fields.next()?;
-                (address != 0 && matches!(kind, "d" | "D" | "b" | "B"))
-                    .then(|| (address, name.to_string()))
-            })
-            .collect();
-        symbols.sort();
-        Self(symbols)
+        let mut data = Vec::new();
+        let (mut ctl, mut wait) = (false, false);
+        for (address, kind, name) in crate::kallsyms::entries(kallsyms) {
+            match (kind, name) {
+                ("t" | "T", "do_epoll_ctl") => ctl = true,
+                ("t" | "T", "do_epoll_wait") => wait = true,
+                ("d" | "D" | "b" | "B", _) => {
+                    if let Ok(address) = u64::from_str_radix(address, 16)
+                        && address != 0
+                    {
+                        data.push((address, name.to_string()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        data.sort();
+        Self {
+            data,
+            epoll_functions: ctl && wait,
+        }
+    }
+
+    pub fn has_epoll_functions(&self) -> bool {
+        self.epoll_functions
     }
 
     /// The address of a data symbol, such as `epmutex`.
     pub fn address_of(&self, symbol: &str) -> Option<u64> {
-        self.0
+        self.data
             .iter()
             .find(|(_, name)| name == symbol)
             .map(|(address, _)| *address)
@@ -365,10 +426,10 @@ impl DataSymbols {
     /// (a lock embedded in a static structure).
     pub fn resolve(&self, address: u64) -> Option<String> {
         let index = self
-            .0
+            .data
             .partition_point(|(a, _)| *a <= address)
             .checked_sub(1)?;
-        let (start, name) = &self.0[index];
+        let (start, name) = &self.data[index];
         match address - start {
             0 => Some(name.clone()),
             offset if offset < 256 => Some(format!("{name}+{offset:#x}")),
@@ -561,13 +622,74 @@ mod tests {
             Some(977)
         );
         assert_eq!(parse_epoll_calls("").unwrap().epmutex_acquisitions, None);
-        assert!(program(Some(0xffff_ffff_82a0_1000)).contains(
+        let epmutex = FunctionProbes {
+            epoll_calls: false,
+            epmutex: Some(0xffff_ffff_82a0_1000),
+        };
+        assert!(program(epmutex).contains(
             "kprobe:mutex_lock /arg0 == 0xffffffff82a01000/ { @epmutex_acquisitions = count(); }"
         ));
-        assert!(!program(None).contains("mutex_lock"));
+        assert!(!program(FunctionProbes::default()).contains("mutex_lock"));
         let symbols = DataSymbols::parse("ffffffff82a01000 d epmutex\nffffffff82a02000 D other\n");
         assert_eq!(symbols.address_of("epmutex"), Some(0xffff_ffff_82a0_1000));
         assert_eq!(symbols.address_of("epnested_mutex"), None);
+    }
+
+    /// Every variant compiles to BPF (bpftrace's dry run checks it against this kernel's
+    /// tracepoint formats without attaching, so kprobe variants are checked here too).
+    #[test]
+    fn every_variant_of_the_program_compiles() {
+        let bpftrace = find_bpftrace().expect("bpftrace installed (scripts/install-deps.sh)");
+        let elf = std::env::temp_dir().join(format!("loadlab-lockstat-{}.elf", std::process::id()));
+        for (epoll_calls, epmutex) in [
+            (false, None),
+            (true, None),
+            (true, Some(0xffff_ffff_82a0_1000)),
+        ] {
+            let text = program(FunctionProbes {
+                epoll_calls,
+                epmutex,
+            });
+            let out = std::process::Command::new(&bpftrace)
+                .arg("--emit-elf")
+                .arg(&elf)
+                .arg("-e")
+                .arg(&text)
+                .output()
+                .expect("bpftrace runs");
+            assert!(
+                out.status.success(),
+                "{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let _ = std::fs::remove_file(&elf);
+    }
+
+    #[test]
+    fn epoll_calls_are_counted_by_kprobe_or_not_at_all() {
+        let counted = program(FunctionProbes {
+            epoll_calls: true,
+            epmutex: None,
+        });
+        assert!(
+            counted.contains(
+                "kprobe:do_epoll_ctl /comm == \"nginx\"/ { @epoll_ctl[arg1] = count(); }"
+            )
+        );
+        assert!(
+            counted.contains("kprobe:do_epoll_wait /comm == \"nginx\"/ { @epoll_wait = count(); }")
+        );
+        let uncounted = program(FunctionProbes::default());
+        assert!(!uncounted.contains("kprobe:"));
+        // A syscall tracepoint would put every system call on the slow path.
+        for program in [counted, uncounted] {
+            assert!(!program.contains("syscalls:"));
+        }
+        let both = "ffffffff81752fd0 t do_epoll_wait\nffffffff817539d0 T do_epoll_ctl\n";
+        assert!(DataSymbols::parse(both).has_epoll_functions());
+        // do_epoll_wait inlined into its callers: nothing to probe it by.
+        assert!(!DataSymbols::parse("ffffffff817539d0 T do_epoll_ctl\n").has_epoll_functions());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! window opens and ended together when it closes, so both cover the same span. Used by the
 //! agent's captures of a target and by one-off captures of the whole node.
 
-use crate::lockstat::{DataSymbols, LockCapture, LockReport, LockstatError};
+use crate::lockstat::{DataSymbols, FunctionProbes, LockCapture, LockReport, LockstatError};
 use crate::profile::{CpuProfile, ProfileError, Profiler};
 
 /// What to trace over a window.
@@ -32,11 +32,12 @@ pub struct TraceResults {
 
 impl Traces {
     /// Starts what `request` asks for and returns once every trace is attached, so the window
-    /// starts traced. `symbols` gives the address of the global `epmutex`, whose acquisitions
-    /// are then counted too; without lock contention they are not read and may be empty.
+    /// starts traced. `symbols` tell what the kernel lets the lock capture count besides
+    /// contention (epoll calls, `epmutex` acquisitions); without lock contention they are not
+    /// read and may be empty.
     pub async fn start(request: &TraceRequest, symbols: &DataSymbols) -> Self {
         let locks = if request.lock_contention {
-            let capture = LockCapture::start(symbols.address_of("epmutex")).await;
+            let capture = LockCapture::start(FunctionProbes::for_kernel(symbols)).await;
             if let Err(error) = &capture {
                 tracing::warn!(error = %error, "lock contention not collected");
             }

@@ -507,6 +507,11 @@ pub fn report_table(report: &ExperimentReport) -> String {
                         }
                     );
                 }
+            } else if !cohort.locks.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "    nginx epoll calls not counted: no kprobes on do_epoll_ctl and do_epoll_wait there (syscall tracepoints would slow every system call)"
+                );
             }
             for reason in &cohort.lock_contention_unavailable {
                 let _ = writeln!(out, "    {reason}");

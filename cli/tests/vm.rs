@@ -164,6 +164,15 @@ async fn the_unpatched_kernel_takes_the_global_epmutex_on_every_close_and_the_pa
         "{before} acquisitions per 1,000 connections: {unpatched}\nstderr:\n{stderr}"
     );
     assert_eq!(taken(&patched), Some(0.0), "{patched}");
+    // These kernels offer kprobes: nginx's epoll calls are counted at do_epoll_ctl, one add
+    // per accepted connection.
+    for c in [&unpatched, &patched] {
+        let adds = c["epoll_calls_per_thousand"]["ctl_add"].as_f64();
+        assert!(
+            adds.is_some_and(|a| a > 500.0),
+            "{adds:?} epoll_ctl adds per 1,000: {c}"
+        );
+    }
 
     let id = uuid::Uuid::parse_str(report["experiment"]["id"].as_str().unwrap()).unwrap();
     let runs = store.experiment_runs(id).await.unwrap();

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use loadlab_agent::facts::logical_cpus;
-use loadlab_agent::lockstat::{Contention, DataSymbols, EpollCalls, LockReport};
+use loadlab_agent::lockstat::{
+    Contention, DataSymbols, EPOLL_CALLS_UNCOUNTED, EpollCalls, LockReport,
+};
 use loadlab_agent::profile::CpuProfile;
 use loadlab_agent::traces::{TraceRequest, Traces};
 use serde_json::json;
@@ -110,13 +112,23 @@ fn epoll_share_of_lock_wait(contentions: &[Contention]) -> Option<f64> {
     (total > 0).then(|| epoll as f64 / total as f64)
 }
 
-fn epoll_json(calls: &EpollCalls, contentions: &[Contention]) -> serde_json::Value {
-    json!({
-        "share_of_lock_wait": epoll_share_of_lock_wait(contentions),
-        "epmutex_acquisitions": calls.epmutex_acquisitions,
-        "nginx_epoll_ctl": { "add": calls.ctl_add, "del": calls.ctl_del, "mod": calls.ctl_mod },
-        "nginx_epoll_wait": calls.wait,
-    })
+fn epoll_json(calls: Option<&EpollCalls>, contentions: &[Contention]) -> serde_json::Value {
+    let share = epoll_share_of_lock_wait(contentions);
+    match calls {
+        Some(calls) => json!({
+            "share_of_lock_wait": share,
+            "epmutex_acquisitions": calls.epmutex_acquisitions,
+            "nginx_epoll_ctl": { "add": calls.ctl_add, "del": calls.ctl_del, "mod": calls.ctl_mod },
+            "nginx_epoll_wait": calls.wait,
+        }),
+        None => json!({
+            "share_of_lock_wait": share,
+            "epmutex_acquisitions": null,
+            "nginx_epoll_ctl": null,
+            "nginx_epoll_wait": null,
+            "calls_not_counted": EPOLL_CALLS_UNCOUNTED,
+        }),
+    }
 }
 
 fn profile_json(profile: &CpuProfile) -> serde_json::Value {
@@ -150,7 +162,7 @@ fn capture_json(capture: &NodeCapture) -> serde_json::Value {
                 .iter()
                 .map(|c| lock_json(c, capture))
                 .collect(),
-            Some(epoll_json(&report.epoll_calls, &report.contentions)),
+            Some(epoll_json(report.epoll_calls.as_ref(), &report.contentions)),
         ),
         _ => (Vec::new(), None),
     };
@@ -222,8 +234,23 @@ fn capture_text(capture: &NodeCapture, top: usize) -> String {
                     100.0 * share
                 );
             }
-            if let Some(taken) = report.epoll_calls.epmutex_acquisitions {
-                let _ = writeln!(out, "global epmutex acquisitions: {}", thousands(taken));
+            match &report.epoll_calls {
+                Some(calls) => {
+                    let _ = writeln!(
+                        out,
+                        "nginx epoll calls: epoll_ctl add {} · mod {} · del {} · epoll_wait {}",
+                        thousands(calls.ctl_add),
+                        thousands(calls.ctl_mod),
+                        thousands(calls.ctl_del),
+                        thousands(calls.wait)
+                    );
+                    if let Some(taken) = calls.epmutex_acquisitions {
+                        let _ = writeln!(out, "global epmutex acquisitions: {}", thousands(taken));
+                    }
+                }
+                None => {
+                    let _ = writeln!(out, "{EPOLL_CALLS_UNCOUNTED}");
+                }
             }
         }
     }
@@ -282,10 +309,10 @@ mod tests {
                     contention("mutex in pipe_write", 10, 400_000_000, false),
                     contention("epmutex", 2, 100_000_000, true),
                 ],
-                epoll_calls: EpollCalls {
+                epoll_calls: Some(EpollCalls {
                     epmutex_acquisitions: Some(7),
                     ..EpollCalls::default()
-                },
+                }),
             })),
             profile: Err("CPU profile unavailable: perf not found".into()),
         }
