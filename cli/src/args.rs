@@ -157,6 +157,9 @@ pub struct BenchLoadgenArgs {
     /// nginx worker processes for the target.
     #[arg(long, default_value_t = 1)]
     pub nginx_workers: u32,
+    /// How loadlab's connections end (wrk's always end with a FIN); see `loadlab storm --close`.
+    #[arg(long, value_enum, default_value = "fin")]
+    pub close: CloseArg,
     /// Concurrent connections held for the memory measurement (open loop, slow target).
     #[arg(long, default_value_t = 10_000)]
     pub memory_connections: u32,
@@ -222,6 +225,11 @@ pub struct StormArgs {
     /// Event-loop threads; 0 means one per CPU.
     #[arg(short, long, env = "LOADLAB_THREADS", default_value_t = 0)]
     pub threads: usize,
+    /// How each connection ends: `fin` (orderly; the server keeps the TIME_WAIT, as with wrk
+    /// and browsers) or `reset` (SO_LINGER 0: the server frees the socket at once; cheaper
+    /// teardown than real clients cause, so compare kernels under one mode).
+    #[arg(long, env = "LOADLAB_CLOSE", value_enum, default_value = "fin")]
+    pub close: CloseArg,
     /// Per-connection connect timeout.
     #[arg(long, env = "LOADLAB_CONNECT_TIMEOUT", default_value = "3s", value_parser = Span::parse)]
     pub connect_timeout: Span,
@@ -376,4 +384,10 @@ pub struct DbArgs {
 pub enum DbCommand {
     /// Print a URL for the results database (for DATABASE_URL or psql).
     Url,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CloseArg {
+    Fin,
+    Reset,
 }

@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::Error;
 use crate::plan::{PlannedRun, schedule};
-use crate::spec::{ExperimentFile, ExperimentSpec, NginxSpec};
+use crate::spec::{CloseSpec, ExperimentFile, ExperimentSpec, NginxSpec};
 
 /// What an experiment reports while it runs.
 #[derive(Debug, Clone)]
@@ -522,6 +522,7 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
             rate_per_second: load.rate.unwrap_or(0.0),
             requests_per_connection: load.requests_per_connection,
             duration_ms: loadlab_proto::millis(duration),
+            close_with_reset: load.close == CloseSpec::Reset,
             ..Default::default()
         };
         let mut warmup_connections = 0;

@@ -262,6 +262,27 @@ pub struct LoadSpec {
     /// On a cluster: where the generators run.
     #[serde(default, skip_serializing_if = "GeneratorPlacement::is_default")]
     pub generator_placement: GeneratorPlacement,
+    /// How the generator ends each connection once its response is read.
+    #[serde(default, skip_serializing_if = "CloseSpec::is_default")]
+    pub close: CloseSpec,
+}
+
+/// `fin`: an orderly close; nginx, which closes first, keeps the TIME_WAIT, as with real
+/// clients and wrk. `reset`: the generator answers with a RST (`SO_LINGER` 0), so nginx frees
+/// the socket at once; its own close, and the epoll release in it, is unchanged, but the TCP
+/// teardown is cheaper than real clients cause, so compare kernels under one mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum CloseSpec {
+    #[default]
+    Fin,
+    Reset,
+}
+
+impl CloseSpec {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// Where generator pods go on a cluster. By default on Ready nodes that no cohort tests, so
@@ -942,6 +963,25 @@ spec:
         assert!(rp.reuseport);
         let one = file.spec.nginx_for(&file.spec.cohorts[0]);
         assert_eq!((one.workers, one.reuseport), (Workers::Count(1), false));
+    }
+
+    #[test]
+    fn connections_close_with_a_fin_unless_a_reset_is_asked_for() {
+        assert_eq!(
+            parse_experiment(GOOD).unwrap().spec.load.close,
+            CloseSpec::Fin
+        );
+        let reset = GOOD.replace("duration: 10s }", "duration: 10s, close: reset }");
+        assert_eq!(
+            parse_experiment(&reset).unwrap().spec.load.close,
+            CloseSpec::Reset
+        );
+        let wrong = GOOD.replace("duration: 10s }", "duration: 10s, close: linger }");
+        let message = error_of(&wrong).to_string();
+        assert!(
+            message.contains("linger") && message.contains("reset"),
+            "{message}"
+        );
     }
 
     #[test]

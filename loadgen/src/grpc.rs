@@ -17,7 +17,7 @@ use crate::outcome::ErrorKind;
 use crate::ports::PortPressure;
 use crate::report::{HistogramError, Latencies, StormReport, decode_histogram, encode_histogram};
 use crate::storm::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, Pacing, StormConfig, run_storm,
+    CloseMode, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, Pacing, StormConfig, run_storm,
 };
 
 /// The longest storm (warm-up plus window) a generator accepts: every load loop is bounded.
@@ -157,6 +157,11 @@ impl LoadgenService {
             threads: 0,
             start_at: (spec.start_at_unix_ns > 0)
                 .then(|| UNIX_EPOCH + Duration::from_nanos(spec.start_at_unix_ns)),
+            close: if spec.close_with_reset {
+                CloseMode::Reset
+            } else {
+                CloseMode::Fin
+            },
         };
         config
             .validate()

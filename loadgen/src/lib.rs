@@ -13,4 +13,4 @@ pub mod storm;
 pub use grpc::{LoadgenService, TargetPolicy};
 pub use outcome::{ErrorCounts, ErrorKind};
 pub use report::StormReport;
-pub use storm::{Progress, StormConfig, StormError, run_storm};
+pub use storm::{CloseMode, Progress, StormConfig, StormError, run_storm};

@@ -34,6 +34,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How far a shared start instant may lie in the future.
 pub const MAX_START_DELAY: Duration = Duration::from_secs(60);
+/// A request up to this size goes out in one segment on any common path (an Ethernet MSS).
+const SINGLE_SEGMENT_BYTES: usize = 1400;
 /// Each storm thread's read buffer.
 const READ_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -44,6 +46,20 @@ pub enum Pacing {
     Closed,
     /// Connections start at a fixed rate; the slots bound how many are in flight.
     Open { per_second: f64 },
+}
+
+/// How the generator ends each connection once its last response is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CloseMode {
+    /// An orderly close: the client's FIN answers the server's, and the server, which closed
+    /// first, keeps the TIME_WAIT, as with browsers and wrk.
+    #[default]
+    Fin,
+    /// An abortive close (`SO_LINGER` 0): the client answers with a RST, so the server's
+    /// socket is freed at once and keeps no TIME_WAIT. The server's own close (and with it the
+    /// epoll release of the socket) is unchanged; its TCP teardown is cheaper than in a real
+    /// workload, so compare kernels only under one close mode.
+    Reset,
 }
 
 /// What to storm, and for how long.
@@ -67,6 +83,7 @@ pub struct StormConfig {
     pub threads: usize,
     /// A wall-clock start shared by several generators; `None` starts at once.
     pub start_at: Option<SystemTime>,
+    pub close: CloseMode,
 }
 
 impl StormConfig {
@@ -85,6 +102,7 @@ impl StormConfig {
             source_addrs: Vec::new(),
             threads: 0,
             start_at: None,
+            close: CloseMode::Fin,
         }
     }
 
@@ -180,6 +198,10 @@ struct Shared {
     connect_timeout: Duration,
     response_timeout: Duration,
     source_addrs: Box<[IpAddr]>,
+    close: CloseMode,
+    /// Requests long enough to span segments need Nagle off; shorter ones never wait for it
+    /// (each is one write, sent when nothing of the connection is unacknowledged).
+    nodelay: bool,
     clock: Clock,
     /// Open loop: the arrival interval and the next arrival's index.
     interval: Option<Duration>,
@@ -249,6 +271,8 @@ pub async fn run_storm(
         connect_timeout: config.connect_timeout,
         response_timeout: config.response_timeout,
         source_addrs: config.source_addrs.clone().into(),
+        close: config.close,
+        nodelay: config.request.render(true).len() > SINGLE_SEGMENT_BYTES,
         clock: Clock {
             start,
             measure_from: start + config.warmup,
@@ -500,8 +524,9 @@ impl Slot {
             Err(_) => return Err(ErrorKind::ConnectTimeout),
         };
         let connect = scheduled.elapsed();
-        // Small requests, one write each: no reason to wait for Nagle.
-        let _ = stream.set_nodelay(true);
+        if self.shared.nodelay {
+            let _ = stream.set_nodelay(true);
+        }
         let Slot {
             shared,
             reader,
@@ -551,6 +576,13 @@ impl Slot {
             Err(_) => return Err(ErrorKind::ResponseTimeout),
         };
         let total = scheduled.elapsed();
+        if shared.close == CloseMode::Reset {
+            let abort = nix::libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            let _ = setsockopt(&stream, sockopt::Linger, &abort);
+        }
         Ok((
             Timings {
                 connect,

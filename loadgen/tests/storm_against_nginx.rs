@@ -8,7 +8,7 @@ use loadlab_agent::counters::fetch_stub_status;
 use loadlab_agent::nginx::{NginxSettings, NginxTarget, find_nginx};
 use loadlab_loadgen::grpc::{from_summary, to_summary};
 use loadlab_loadgen::storm::Pacing;
-use loadlab_loadgen::{StormConfig, run_storm};
+use loadlab_loadgen::{CloseMode, StormConfig, run_storm};
 use loadlab_proto::v1::{self, loadgen_client::LoadgenClient, storm_event};
 use tokio_util::sync::CancellationToken;
 
@@ -245,5 +245,65 @@ async fn the_grpc_service_streams_a_summary_that_matches_nginx() {
     // What crossed the wire re-encodes to the same bytes.
     let again = to_summary(&report).unwrap();
     assert_eq!(again.completed_connections, report.completed_connections);
+    target.stop().await.unwrap();
+}
+
+/// TIME_WAIT sockets whose local port is `port`, from the kernel's IPv4 socket table.
+fn time_waits_on(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields[1].rsplit(':').next().unwrap();
+            u16::from_str_radix(local_port, 16) == Ok(port) && fields[3] == "06"
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_close_leaves_the_server_no_time_wait_and_a_fin_close_does() {
+    let target = nginx(1).await;
+    let port = target.endpoint().port();
+    let mut config = StormConfig::new(target.endpoint(), 4, Duration::from_millis(300));
+    config.close = CloseMode::Reset;
+    let before = time_waits_on(port);
+    let report = run_storm(&config, CancellationToken::new(), |_| {})
+        .await
+        .unwrap();
+    assert!(report.completed_connections > 0);
+    assert_eq!(report.failed_connections, 0, "{:?}", report.errors);
+    // Older ones (another test's server on this port) may expire meanwhile; none may appear.
+    assert!(
+        time_waits_on(port) <= before,
+        "a reset close left TIME_WAIT sockets"
+    );
+
+    config.close = CloseMode::Fin;
+    let before = time_waits_on(port);
+    let report = run_storm(&config, CancellationToken::new(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.failed_connections, 0, "{:?}", report.errors);
+    let sockstat = std::fs::read_to_string("/proc/net/sockstat").unwrap();
+    let tw: u64 = sockstat
+        .split_whitespace()
+        .skip_while(|w| *w != "tw")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    let cap: u64 = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_max_tw_buckets")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // The kernel keeps no TIME_WAIT when its table is full; then there is nothing to see.
+    if tw + report.completed_connections < cap {
+        assert!(
+            time_waits_on(port) > before,
+            "nginx closes first and keeps the TIME_WAIT after an orderly close"
+        );
+    }
     target.stop().await.unwrap();
 }

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::process::Command;
 
-use crate::args::{BenchArgs, BenchCommand, BenchLoadgenArgs};
+use crate::args::{BenchArgs, BenchCommand, BenchLoadgenArgs, CloseArg};
 
 const LOCALHOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 use crate::render::thousands;
@@ -227,8 +227,12 @@ async fn loadgen(args: BenchLoadgenArgs) -> anyhow::Result<()> {
     let target = NginxTarget::start(&find_nginx()?, &settings, threads as u32, LOCALHOST).await?;
     let url = format!("http://{}/", target.endpoint());
     let duration = args.duration.0;
+    let close = match args.close {
+        CloseArg::Fin => "fin",
+        CloseArg::Reset => "reset",
+    };
     println!(
-        "bench loadgen · nginx {} worker(s) at {url} · {} connections · {} threads · {} s × {} rounds",
+        "bench loadgen · nginx {} worker(s) at {url} · {} connections · {} threads · {} s × {} rounds · loadlab closes with {close}, wrk with fin",
         args.nginx_workers,
         args.connections,
         threads,
@@ -246,6 +250,8 @@ async fn loadgen(args: BenchLoadgenArgs) -> anyhow::Result<()> {
         format!("{}ms", duration.as_millis()),
         "-t".into(),
         threads.to_string(),
+        "--close".into(),
+        close.into(),
     ];
     let mut loadlab_runs = Vec::new();
     let mut wrk_runs = Vec::new();

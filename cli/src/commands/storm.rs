@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use loadlab_loadgen::http::RequestTemplate;
 use loadlab_loadgen::storm::Pacing;
-use loadlab_loadgen::{StormConfig, run_storm};
+use loadlab_loadgen::{CloseMode, StormConfig, run_storm};
 
-use crate::args::StormArgs;
+use crate::args::{CloseArg, StormArgs};
 use crate::commands::interrupt_token;
 use crate::{INTERRUPTED, render};
 
@@ -101,6 +101,10 @@ pub async fn run(args: StormArgs) -> anyhow::Result<ExitCode> {
         source_addrs: args.source_addrs.clone(),
         threads: args.threads,
         start_at: None,
+        close: match args.close {
+            CloseArg::Fin => CloseMode::Fin,
+            CloseArg::Reset => CloseMode::Reset,
+        },
     };
     config.validate()?;
     let cancel = interrupt_token();
