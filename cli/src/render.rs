@@ -12,6 +12,9 @@ use loadlab_results::report::{CohortReport, ExperimentReport, Percentiles};
 use loadlab_results::stats::{NoiseFlag, Verdict};
 use serde_json::json;
 
+/// Why a report has no epoll call rates where it has lock contention.
+const EPOLL_UNCOUNTED: &str = "nginx epoll calls not counted: no kprobes on do_epoll_ctl and do_epoll_wait there (syscall tracepoints would slow every system call)";
+
 /// 1234567 -> "1,234,567".
 pub fn thousands(value: u64) -> String {
     let digits = value.to_string();
@@ -484,6 +487,17 @@ pub fn report_table(report: &ExperimentReport) -> String {
             out,
             "\ntop contended kernel locks (wait as a share of all CPU time in the windows; contentions per 1,000 connections; the\n call path with the most wait)"
         );
+        let uncounted =
+            |c: &&CohortReport| c.epoll_calls_per_thousand.is_none() && !c.locks.is_empty();
+        // Said once when it holds for every cohort with contention (one kernel, or one kind).
+        let uncounted_everywhere = report
+            .cohorts
+            .iter()
+            .filter(|c| !c.locks.is_empty())
+            .all(|c| uncounted(&c));
+        if uncounted_everywhere && report.cohorts.iter().any(|c| uncounted(&c)) {
+            let _ = writeln!(out, "  {EPOLL_UNCOUNTED}");
+        }
         for cohort in &report.cohorts {
             let epoll = cohort
                 .epoll_share_of_contention
@@ -507,11 +521,8 @@ pub fn report_table(report: &ExperimentReport) -> String {
                         }
                     );
                 }
-            } else if !cohort.locks.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "    nginx epoll calls not counted: no kprobes on do_epoll_ctl and do_epoll_wait there (syscall tracepoints would slow every system call)"
-                );
+            } else if !cohort.locks.is_empty() && !uncounted_everywhere {
+                let _ = writeln!(out, "    {EPOLL_UNCOUNTED}");
             }
             for reason in &cohort.lock_contention_unavailable {
                 let _ = writeln!(out, "    {reason}");

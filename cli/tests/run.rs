@@ -114,6 +114,17 @@ async fn a_tiny_experiment_is_measured_stored_and_reported() {
         }
     }
     assert!(stdout.contains("top contended kernel locks"), "{stdout}");
+    if can_trace {
+        // One kernel: its epoll calls are either counted for every cohort or said once not to be.
+        let counted = stdout
+            .matches("nginx epoll calls per 1,000 connections")
+            .count();
+        let uncounted = stdout.matches("nginx epoll calls not counted").count();
+        assert!(
+            (counted > 0 && uncounted == 0) || (counted == 0 && uncounted == 1),
+            "{stdout}"
+        );
+    }
     let can_profile =
         nix::unistd::Uid::effective().is_root() && Path::new("/usr/bin/perf").exists();
     for run in &runs {
