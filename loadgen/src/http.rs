@@ -230,23 +230,24 @@ fn find_blank_line(bytes: &[u8]) -> Option<usize> {
     bytes.windows(4).position(|w| w == b"\r\n\r\n")
 }
 
+/// Reads the status and framing of a response head, bytes all the way: this runs once per
+/// connection, and `str` searching cost more than the rest of the reader in a profile.
 fn parse_head(head: &[u8]) -> Option<(u16, Framing)> {
-    let text = std::str::from_utf8(head).ok()?;
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next()?;
-    let mut parts = status_line.splitn(3, ' ');
-    if !parts.next()?.starts_with("HTTP/1.") {
+    let mut lines = crlf_lines(head);
+    let mut parts = lines.next()?.splitn(3, |&b| b == b' ');
+    if !parts.next()?.starts_with(b"HTTP/1.") {
         return None;
     }
-    let status: u16 = parts.next()?.parse().ok()?;
+    let status = decimal(parts.next()?).and_then(|n| u16::try_from(n).ok())?;
     let mut framing = Framing::UntilClose;
     for line in lines.filter(|l| !l.is_empty()) {
-        let (name, value) = line.split_once(':')?;
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            framing = Framing::ContentLength(value.parse().ok()?);
-        } else if name.eq_ignore_ascii_case("transfer-encoding")
-            && value.to_ascii_lowercase().ends_with("chunked")
+        let colon = line.iter().position(|&b| b == b':')?;
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        if name.eq_ignore_ascii_case(b"content-length") {
+            framing = Framing::ContentLength(decimal(value)?);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            && value.len() >= 7
+            && value[value.len() - 7..].eq_ignore_ascii_case(b"chunked")
         {
             framing = Framing::Chunked;
         }
@@ -256,6 +257,39 @@ fn parse_head(head: &[u8]) -> Option<(u16, Framing)> {
         framing = Framing::ContentLength(0);
     }
     Some((status, framing))
+}
+
+/// The lines of a head, split at each CRLF (a bare LF stays inside its line).
+fn crlf_lines(mut bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        match bytes.windows(2).position(|w| w == b"\r\n") {
+            Some(end) => {
+                let line = &bytes[..end];
+                bytes = &bytes[end + 2..];
+                Some(line)
+            }
+            None => {
+                done = true;
+                Some(bytes)
+            }
+        }
+    })
+}
+
+/// A non-empty run of ASCII digits that fits a u64.
+fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+            .flatten()
+    })
 }
 
 #[cfg(test)]
@@ -327,6 +361,37 @@ mod tests {
         endless.extend(std::iter::repeat_n(b'x', MAX_HEADER_BYTES));
         let reader = read_in_pieces(&endless, 1000);
         assert_eq!(reader.finish(), Err(ResponseError::Malformed));
+    }
+
+    #[test]
+    fn heads_are_read_by_their_bytes() {
+        let head = |text: &str| parse_head(text.as_bytes());
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\nContent-Length:  12 \r\n\r\n"),
+            Some((200, Framing::ContentLength(12)))
+        );
+        assert_eq!(
+            head("HTTP/1.0 200 OK\r\ntransfer-encoding: gzip, CHUNKED\r\n\r\n"),
+            Some((200, Framing::Chunked))
+        );
+        assert_eq!(
+            head("HTTP/1.1 304 Not Modified\r\n\r\n"),
+            Some((304, Framing::ContentLength(0)))
+        );
+        assert_eq!(
+            head("HTTP/1.1 200 OK\r\n\r\n"),
+            Some((200, Framing::UntilClose))
+        );
+        for bad in [
+            "HTTP/2 200 OK\r\n\r\n",
+            "HTTP/1.1 2x0 OK\r\n\r\n",
+            "HTTP/1.1 70000 OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
+        ] {
+            assert_eq!(head(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
