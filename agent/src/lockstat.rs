@@ -88,8 +88,8 @@ pub struct LockReport {
 
 /// What the lock program counts besides contention. Both need kprobes; syscall tracepoints
 /// could count the epoll calls on any kernel, but enabling one puts every system call of every
-/// task on the slow path, which cost a connection storm about 4% of its rate (see
-/// ARCHITECTURE.md), twice what the whole capture may cost.
+/// task on the slow path, which cost a connection storm about 5% of its rate on top of the lock
+/// tracing (README, "Cost of collecting evidence"), more than the whole capture may cost.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FunctionProbes {
     /// Count the target's `epoll_ctl` (by op) and `epoll_wait` calls, with kprobes on
