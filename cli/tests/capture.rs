@@ -40,6 +40,18 @@ fn json_has_locks_with_their_paths_and_the_cpu_profile() {
         );
         assert!(count > 0 && max <= total, "{lock}");
     }
+    // epoll calls are either counted or said not to be, never both.
+    let epoll = &value["epoll"];
+    assert_eq!(
+        epoll["nginx_epoll_wait"].is_u64(),
+        epoll["calls_not_counted"].is_null(),
+        "{epoll}"
+    );
+    assert_eq!(
+        epoll["nginx_epoll_ctl"].is_object(),
+        epoll["nginx_epoll_wait"].is_u64(),
+        "{epoll}"
+    );
     // 199 Hz on every CPU, idle or not, for at least a second.
     let cpu = &value["cpu"];
     assert!(cpu["samples"].as_u64().unwrap() >= 199, "{cpu}");

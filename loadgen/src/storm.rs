@@ -263,16 +263,19 @@ pub async fn run_storm(
         Pacing::Closed => None,
         Pacing::Open { per_second } => Some(Duration::from_secs_f64(1.0 / per_second)),
     };
+    let keep_alive_request: Box<[u8]> = config.request.render(false).into();
+    let last_request: Box<[u8]> = config.request.render(true).into();
+    let nodelay = keep_alive_request.len().max(last_request.len()) > SINGLE_SEGMENT_BYTES;
     let shared = Arc::new(Shared {
         target: config.target,
-        keep_alive_request: config.request.render(false).into(),
-        last_request: config.request.render(true).into(),
+        keep_alive_request,
+        last_request,
         requests_per_connection: config.requests_per_connection,
         connect_timeout: config.connect_timeout,
         response_timeout: config.response_timeout,
         source_addrs: config.source_addrs.clone().into(),
         close: config.close,
-        nodelay: config.request.render(true).len() > SINGLE_SEGMENT_BYTES,
+        nodelay,
         clock: Clock {
             start,
             measure_from: start + config.warmup,

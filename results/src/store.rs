@@ -336,12 +336,12 @@ impl Store {
     /// Marks a stored experiment as running again (it is being resumed).
     pub async fn reopen_experiment(&self, id: Uuid) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query("UPDATE experiments SET status = 'running', finished_at = NULL, revision = revision + 1 WHERE id = $1")
+        let updated = sqlx::query("UPDATE experiments SET status = 'running', finished_at = NULL, revision = revision + 1 WHERE id = $1 RETURNING id, name, baseline, cohorts, status, created_at, finished_at, revision")
             .bind(id)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-        if updated.rows_affected() == 1 {
-            refresh_comparison(&mut tx, id).await?;
+        if let Some(row) = updated {
+            refresh_comparison(&mut tx, &experiment_from_row(&row)?).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -350,15 +350,13 @@ impl Store {
     pub async fn finish_experiment(&self, id: Uuid, status: ExperimentStatus) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
         let updated =
-            sqlx::query("UPDATE experiments SET status = $2, finished_at = now(), revision = revision + 1 WHERE id = $1")
+            sqlx::query("UPDATE experiments SET status = $2, finished_at = now(), revision = revision + 1 WHERE id = $1 RETURNING id, name, baseline, cohorts, status, created_at, finished_at, revision")
                 .bind(id)
                 .bind(status.as_str())
-                .execute(&mut *tx)
-                .await?;
-        if updated.rows_affected() == 0 {
-            return Err(Error::NotFound(format!("experiment {id}")));
-        }
-        refresh_comparison(&mut tx, id).await?;
+                .fetch_optional(&mut *tx)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("experiment {id}")))?;
+        refresh_comparison(&mut tx, &experiment_from_row(&updated)?).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -610,12 +608,15 @@ impl Store {
             .await?;
         }
         if inserted {
-            sqlx::query("UPDATE experiments SET revision = revision + 1 WHERE id = $1")
-                .bind(run.experiment_id)
-                .execute(&mut *tx)
-                .await?;
+            let bumped = sqlx::query(
+                "UPDATE experiments SET revision = revision + 1 WHERE id = $1
+                 RETURNING id, name, baseline, cohorts, status, created_at, finished_at, revision",
+            )
+            .bind(run.experiment_id)
+            .fetch_one(&mut *tx)
+            .await?;
             fold_into_cohort_summary(&mut tx, run).await?;
-            refresh_comparison(&mut tx, run.experiment_id).await?;
+            refresh_comparison(&mut tx, &experiment_from_row(&bumped)?).await?;
         }
         tx.commit().await?;
         Ok(inserted)
@@ -763,13 +764,15 @@ async fn experiment_in(conn: &mut PgConnection, id: Uuid) -> Result<ExperimentRo
     experiment_from_row(&row)
 }
 
-/// Writes the experiment's comparison at its current revision, in the transaction that just
-/// changed it (after its revision bump, so concurrent writers of one experiment take turns and
-/// each sees what the one before committed).
-async fn refresh_comparison(conn: &mut PgConnection, id: Uuid) -> Result<(), Error> {
-    let experiment = experiment_in(conn, id).await?;
-    let revision = experiment.revision;
-    match summarized_report_in(conn, &experiment).await? {
+/// Writes the comparison of `experiment`, as its revision bump returned it, in the transaction
+/// that bumped it: concurrent writers of one experiment take turns on that row, and each sees
+/// what the one before committed.
+async fn refresh_comparison(
+    conn: &mut PgConnection,
+    experiment: &ExperimentRow,
+) -> Result<(), Error> {
+    let (id, revision) = (experiment.id, experiment.revision);
+    match summarized_report_in(conn, experiment).await? {
         Some(report) => {
             sqlx::query(
                 "INSERT INTO comparisons (experiment_id, revision, body) VALUES ($1, $2, $3)

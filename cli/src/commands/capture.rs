@@ -113,22 +113,13 @@ fn epoll_share_of_lock_wait(contentions: &[Contention]) -> Option<f64> {
 }
 
 fn epoll_json(calls: Option<&EpollCalls>, contentions: &[Contention]) -> serde_json::Value {
-    let share = epoll_share_of_lock_wait(contentions);
-    match calls {
-        Some(calls) => json!({
-            "share_of_lock_wait": share,
-            "epmutex_acquisitions": calls.epmutex_acquisitions,
-            "nginx_epoll_ctl": { "add": calls.ctl_add, "del": calls.ctl_del, "mod": calls.ctl_mod },
-            "nginx_epoll_wait": calls.wait,
-        }),
-        None => json!({
-            "share_of_lock_wait": share,
-            "epmutex_acquisitions": null,
-            "nginx_epoll_ctl": null,
-            "nginx_epoll_wait": null,
-            "calls_not_counted": EPOLL_CALLS_UNCOUNTED,
-        }),
-    }
+    json!({
+        "share_of_lock_wait": epoll_share_of_lock_wait(contentions),
+        "epmutex_acquisitions": calls.and_then(|c| c.epmutex_acquisitions),
+        "nginx_epoll_ctl": calls.map(|c| json!({ "add": c.ctl_add, "del": c.ctl_del, "mod": c.ctl_mod })),
+        "nginx_epoll_wait": calls.map(|c| c.wait),
+        "calls_not_counted": calls.is_none().then_some(EPOLL_CALLS_UNCOUNTED),
+    })
 }
 
 fn profile_json(profile: &CpuProfile) -> serde_json::Value {
