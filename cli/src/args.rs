@@ -160,6 +160,10 @@ pub struct BenchLoadgenArgs {
     /// How loadlab's connections end (wrk's always end with a FIN); see `loadlab storm --close`.
     #[arg(long, value_enum, default_value = "fin")]
     pub close: CloseArg,
+    /// How loadlab's handshakes end (wrk's ACK is always separate); see `loadlab storm
+    /// --handshake-ack`.
+    #[arg(long, value_enum, default_value = "separate")]
+    pub handshake_ack: HandshakeAckArg,
     /// Concurrent connections held for the memory measurement (open loop, slow target).
     #[arg(long, default_value_t = 10_000)]
     pub memory_connections: u32,
@@ -230,6 +234,17 @@ pub struct StormArgs {
     /// teardown than real clients cause, so compare kernels under one mode).
     #[arg(long, env = "LOADLAB_CLOSE", value_enum, default_value = "fin")]
     pub close: CloseArg,
+    /// How each TCP handshake ends: `separate` (the SYN-ACK is acknowledged at once, as by wrk
+    /// and browsers) or `with-request` (the ACK rides on the request: one segment fewer per
+    /// connection for both ends; nginx finds the request queued when it accepts, so compare
+    /// kernels under one mode).
+    #[arg(
+        long,
+        env = "LOADLAB_HANDSHAKE_ACK",
+        value_enum,
+        default_value = "separate"
+    )]
+    pub handshake_ack: HandshakeAckArg,
     /// Per-connection connect timeout.
     #[arg(long, env = "LOADLAB_CONNECT_TIMEOUT", default_value = "3s", value_parser = Span::parse)]
     pub connect_timeout: Span,
@@ -390,4 +405,10 @@ pub enum DbCommand {
 pub enum CloseArg {
     Fin,
     Reset,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HandshakeAckArg {
+    Separate,
+    WithRequest,
 }

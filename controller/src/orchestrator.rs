@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::Error;
 use crate::plan::{PlannedRun, schedule};
-use crate::spec::{CloseSpec, ExperimentFile, ExperimentSpec, NginxSpec};
+use crate::spec::{CloseSpec, ExperimentFile, ExperimentSpec, HandshakeAckSpec, NginxSpec};
 
 /// What an experiment reports while it runs.
 #[derive(Debug, Clone)]
@@ -523,6 +523,7 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
             requests_per_connection: load.requests_per_connection,
             duration_ms: loadlab_proto::millis(duration),
             close_with_reset: load.close == CloseSpec::Reset,
+            ack_with_request: load.handshake_ack == HandshakeAckSpec::WithRequest,
             ..Default::default()
         };
         let mut warmup_connections = 0;

@@ -265,6 +265,27 @@ pub struct LoadSpec {
     /// How the generator ends each connection once its response is read.
     #[serde(default, skip_serializing_if = "CloseSpec::is_default")]
     pub close: CloseSpec,
+    /// How the generator finishes each TCP handshake.
+    #[serde(default, skip_serializing_if = "HandshakeAckSpec::is_default")]
+    pub handshake_ack: HandshakeAckSpec,
+}
+
+/// `separate`: the generator acknowledges the server's SYN-ACK at once, as real clients and
+/// wrk do. `withRequest`: the acknowledgement rides on the request, one segment fewer per
+/// connection for both ends; nginx accepts and closes each connection as before, but finds the
+/// request already queued, so compare kernels under one mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum HandshakeAckSpec {
+    #[default]
+    Separate,
+    WithRequest,
+}
+
+impl HandshakeAckSpec {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// `fin`: an orderly close; nginx, which closes first, keeps the TIME_WAIT, as with real
@@ -980,6 +1001,28 @@ spec:
         let message = error_of(&wrong).to_string();
         assert!(
             message.contains("linger") && message.contains("reset"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_handshake_ack_is_separate_unless_asked_to_ride_on_the_request() {
+        assert_eq!(
+            parse_experiment(GOOD).unwrap().spec.load.handshake_ack,
+            HandshakeAckSpec::Separate
+        );
+        let riding = GOOD.replace(
+            "duration: 10s }",
+            "duration: 10s, handshakeAck: withRequest }",
+        );
+        assert_eq!(
+            parse_experiment(&riding).unwrap().spec.load.handshake_ack,
+            HandshakeAckSpec::WithRequest
+        );
+        let wrong = GOOD.replace("duration: 10s }", "duration: 10s, handshakeAck: never }");
+        let message = error_of(&wrong).to_string();
+        assert!(
+            message.contains("never") && message.contains("withRequest"),
             "{message}"
         );
     }

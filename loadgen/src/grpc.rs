@@ -17,7 +17,8 @@ use crate::outcome::ErrorKind;
 use crate::ports::PortPressure;
 use crate::report::{HistogramError, Latencies, StormReport, decode_histogram, encode_histogram};
 use crate::storm::{
-    CloseMode, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, Pacing, StormConfig, run_storm,
+    CloseMode, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, HandshakeAck, Pacing,
+    StormConfig, run_storm,
 };
 
 /// The longest storm (warm-up plus window) a generator accepts: every load loop is bounded.
@@ -161,6 +162,11 @@ impl LoadgenService {
                 CloseMode::Reset
             } else {
                 CloseMode::Fin
+            },
+            handshake_ack: if spec.ack_with_request {
+                HandshakeAck::WithRequest
+            } else {
+                HandshakeAck::Separate
             },
         };
         config
@@ -340,6 +346,27 @@ mod tests {
                 ..spec("127.0.0.1:1")
             }),
             tonic::Code::InvalidArgument
+        );
+    }
+
+    #[test]
+    fn connection_modes_carry_over_from_the_spec() {
+        let service = LoadgenService::new(TargetPolicy::loopback_only());
+        let plain = service.storm_config(&spec("127.0.0.1:8080")).unwrap();
+        assert_eq!(
+            (plain.close, plain.handshake_ack),
+            (CloseMode::Fin, HandshakeAck::Separate)
+        );
+        let lean = service
+            .storm_config(&v1::StormSpec {
+                close_with_reset: true,
+                ack_with_request: true,
+                ..spec("127.0.0.1:8080")
+            })
+            .unwrap();
+        assert_eq!(
+            (lean.close, lean.handshake_ack),
+            (CloseMode::Reset, HandshakeAck::WithRequest)
         );
     }
 

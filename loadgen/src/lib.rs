@@ -8,9 +8,10 @@ pub mod http;
 pub mod outcome;
 pub mod ports;
 pub mod report;
+mod sockopt;
 pub mod storm;
 
 pub use grpc::{LoadgenService, TargetPolicy};
 pub use outcome::{ErrorCounts, ErrorKind};
 pub use report::StormReport;
-pub use storm::{CloseMode, Progress, StormConfig, StormError, run_storm};
+pub use storm::{CloseMode, HandshakeAck, Progress, StormConfig, StormError, run_storm};

@@ -29,6 +29,7 @@ use crate::http::{RequestTemplate, ResponseReader};
 use crate::outcome::ErrorKind;
 use crate::ports::read_port_pressure;
 use crate::report::{HistogramError, StormReport};
+use crate::sockopt::defer_handshake_ack;
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,6 +63,19 @@ pub enum CloseMode {
     Reset,
 }
 
+/// How the client finishes each TCP handshake.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HandshakeAck {
+    /// The client acknowledges the server's SYN-ACK at once, in a segment of its own, as
+    /// browsers and wrk do.
+    #[default]
+    Separate,
+    /// The client's acknowledgement rides on its first request: one segment fewer for both
+    /// ends to process per connection. The server's accept and everything after it are as
+    /// before, except that the request is already queued when the connection is accepted.
+    WithRequest,
+}
+
 /// What to storm, and for how long.
 #[derive(Debug, Clone)]
 pub struct StormConfig {
@@ -84,6 +98,7 @@ pub struct StormConfig {
     /// A wall-clock start shared by several generators; `None` starts at once.
     pub start_at: Option<SystemTime>,
     pub close: CloseMode,
+    pub handshake_ack: HandshakeAck,
 }
 
 impl StormConfig {
@@ -103,6 +118,7 @@ impl StormConfig {
             threads: 0,
             start_at: None,
             close: CloseMode::Fin,
+            handshake_ack: HandshakeAck::Separate,
         }
     }
 
@@ -199,6 +215,7 @@ struct Shared {
     response_timeout: Duration,
     source_addrs: Box<[IpAddr]>,
     close: CloseMode,
+    handshake_ack: HandshakeAck,
     /// Requests long enough to span segments need Nagle off; shorter ones never wait for it
     /// (each is one write, sent when nothing of the connection is unacknowledged).
     nodelay: bool,
@@ -275,6 +292,7 @@ pub async fn run_storm(
         response_timeout: config.response_timeout,
         source_addrs: config.source_addrs.clone().into(),
         close: config.close,
+        handshake_ack: config.handshake_ack,
         nodelay,
         clock: Clock {
             start,
@@ -501,20 +519,23 @@ impl Slot {
     }
     async fn connect(&mut self) -> std::io::Result<TcpStream> {
         let shared = &self.shared;
-        if shared.source_addrs.is_empty() {
-            return TcpStream::connect(shared.target).await;
-        }
-        let source = shared.source_addrs[self.next_source % shared.source_addrs.len()];
-        self.next_source = self.next_source.wrapping_add(1);
         let socket = if shared.target.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
             TcpSocket::new_v6()?
         };
-        // Choose the source port at connect time, per destination, instead of reserving one at
-        // bind time for any destination: far more connections fit in the port range.
-        setsockopt(&socket, sockopt::IpBindAddressNoPort, &true).map_err(std::io::Error::from)?;
-        socket.bind(SocketAddr::new(source, 0))?;
+        if shared.handshake_ack == HandshakeAck::WithRequest {
+            defer_handshake_ack(&socket)?;
+        }
+        if !shared.source_addrs.is_empty() {
+            let source = shared.source_addrs[self.next_source % shared.source_addrs.len()];
+            self.next_source = self.next_source.wrapping_add(1);
+            // Choose the source port at connect time, per destination, instead of reserving one
+            // at bind time for any destination: far more connections fit in the port range.
+            setsockopt(&socket, sockopt::IpBindAddressNoPort, &true)
+                .map_err(std::io::Error::from)?;
+            socket.bind(SocketAddr::new(source, 0))?;
+        }
         socket.connect(shared.target).await
     }
 

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::process::Command;
 
-use crate::args::{BenchArgs, BenchCommand, BenchLoadgenArgs, CloseArg};
+use crate::args::{BenchArgs, BenchCommand, BenchLoadgenArgs, CloseArg, HandshakeAckArg};
 
 const LOCALHOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 use crate::render::thousands;
@@ -231,8 +231,12 @@ async fn loadgen(args: BenchLoadgenArgs) -> anyhow::Result<()> {
         CloseArg::Fin => "fin",
         CloseArg::Reset => "reset",
     };
+    let handshake_ack = match args.handshake_ack {
+        HandshakeAckArg::Separate => "separate",
+        HandshakeAckArg::WithRequest => "with-request",
+    };
     println!(
-        "bench loadgen · nginx {} worker(s) at {url} · {} connections · {} threads · {} s × {} rounds · loadlab closes with {close}, wrk with fin",
+        "bench loadgen · nginx {} worker(s) at {url} · {} connections · {} threads · {} s × {} rounds · loadlab: close {close}, handshake ACK {handshake_ack}; wrk: close fin, handshake ACK separate",
         args.nginx_workers,
         args.connections,
         threads,
@@ -252,6 +256,8 @@ async fn loadgen(args: BenchLoadgenArgs) -> anyhow::Result<()> {
         threads.to_string(),
         "--close".into(),
         close.into(),
+        "--handshake-ack".into(),
+        handshake_ack.into(),
     ];
     let mut loadlab_runs = Vec::new();
     let mut wrk_runs = Vec::new();

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use loadlab_loadgen::http::RequestTemplate;
 use loadlab_loadgen::storm::Pacing;
-use loadlab_loadgen::{CloseMode, StormConfig, run_storm};
+use loadlab_loadgen::{CloseMode, HandshakeAck, StormConfig, run_storm};
 
-use crate::args::{CloseArg, StormArgs};
+use crate::args::{CloseArg, HandshakeAckArg, StormArgs};
 use crate::commands::interrupt_token;
 use crate::{INTERRUPTED, render};
 
@@ -104,6 +104,10 @@ pub async fn run(args: StormArgs) -> anyhow::Result<ExitCode> {
         close: match args.close {
             CloseArg::Fin => CloseMode::Fin,
             CloseArg::Reset => CloseMode::Reset,
+        },
+        handshake_ack: match args.handshake_ack {
+            HandshakeAckArg::Separate => HandshakeAck::Separate,
+            HandshakeAckArg::WithRequest => HandshakeAck::WithRequest,
         },
     };
     config.validate()?;
