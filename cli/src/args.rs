@@ -142,7 +142,8 @@ pub struct BenchApiArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchLoadgenArgs {
-    /// Rounds; each runs loadlab and wrk once, alternating which goes first.
+    /// Rounds; each runs wrk and loadlab twice (connections made as wrk makes them, and lean),
+    /// in an order that rotates from round to round.
     #[arg(long, default_value_t = 5)]
     pub rounds: u32,
     /// Length of each tool's run.
@@ -157,12 +158,13 @@ pub struct BenchLoadgenArgs {
     /// nginx worker processes for the target.
     #[arg(long, default_value_t = 1)]
     pub nginx_workers: u32,
-    /// How loadlab's connections end (wrk's always end with a FIN); see `loadlab storm --close`.
-    #[arg(long, value_enum, default_value = "fin")]
+    /// How the lean loadlab's connections end (wrk's always end with a FIN); see `loadlab
+    /// storm --close`.
+    #[arg(long, value_enum, default_value = "reset")]
     pub close: CloseArg,
-    /// How loadlab's handshakes end (wrk's ACK is always separate); see `loadlab storm
+    /// How the lean loadlab's handshakes end (wrk's ACK is always separate); see `loadlab storm
     /// --handshake-ack`.
-    #[arg(long, value_enum, default_value = "separate")]
+    #[arg(long, value_enum, default_value = "with-request")]
     pub handshake_ack: HandshakeAckArg,
     /// Concurrent connections held for the memory measurement (open loop, slow target).
     #[arg(long, default_value_t = 10_000)]

@@ -207,6 +207,14 @@ async fn slow_server(hold: Duration) -> anyhow::Result<std::net::SocketAddr> {
     Ok(address)
 }
 
+/// One contender of the closed-loop comparison.
+struct Contender {
+    name: &'static str,
+    /// `loadlab storm` flags beyond the shared ones; `None` is wrk.
+    storm_flags: Option<Vec<String>>,
+    runs: Vec<Measured>,
+}
+
 async fn loadgen(args: BenchLoadgenArgs) -> anyhow::Result<()> {
     let wrk = find_wrk()?;
     // Both tools and the slow server need a descriptor per connection.
@@ -236,7 +244,7 @@ async fn loadgen(args: BenchLoadgenArgs) -> anyhow::Result<()> {
         HandshakeAckArg::WithRequest => "with-request",
     };
     println!(
-        "bench loadgen · nginx {} worker(s) at {url} · {} connections · {} threads · {} s × {} rounds · loadlab: close {close}, handshake ACK {handshake_ack}; wrk: close fin, handshake ACK separate",
+        "bench loadgen · nginx {} worker(s) at {url} · {} connections · {} threads · {} s × {} rounds",
         args.nginx_workers,
         args.connections,
         threads,
@@ -244,88 +252,108 @@ async fn loadgen(args: BenchLoadgenArgs) -> anyhow::Result<()> {
         args.rounds
     );
     println!(
-        "{:>5}  {:>8}  {:>12}  {:>10}  {:>16}  {:>16}",
+        "  loadlab/wrk-like: connections as wrk makes them (handshake ACK separate, close with fin)"
+    );
+    println!("  loadlab/lean:     handshake ACK {handshake_ack}, close with {close}");
+    println!("  wrk:              -H 'Connection: close'");
+    println!(
+        "\n{:>5}  {:>17}  {:>10}  {:>7}  {:>16}  {:>15}",
         "round", "tool", "conn/s", "errors", "user ms/1k conn", "sys ms/1k conn"
     );
-    let storm_flags = vec![
+    let shared_flags = vec![
         "-c".to_string(),
         args.connections.to_string(),
         "-d".into(),
         format!("{}ms", duration.as_millis()),
         "-t".into(),
         threads.to_string(),
-        "--close".into(),
-        close.into(),
-        "--handshake-ack".into(),
-        handshake_ack.into(),
     ];
-    let mut loadlab_runs = Vec::new();
-    let mut wrk_runs = Vec::new();
+    let with_modes = |close: &str, handshake_ack: &str| {
+        let mut flags = shared_flags.clone();
+        flags.extend(["--close", close, "--handshake-ack", handshake_ack].map(String::from));
+        flags
+    };
+    let mut contenders = [
+        Contender {
+            name: "loadlab/wrk-like",
+            storm_flags: Some(with_modes("fin", "separate")),
+            runs: Vec::new(),
+        },
+        Contender {
+            name: "loadlab/lean",
+            storm_flags: Some(with_modes(close, handshake_ack)),
+            runs: Vec::new(),
+        },
+        Contender {
+            name: "wrk",
+            storm_flags: None,
+            runs: Vec::new(),
+        },
+    ];
     for round in 1..=args.rounds {
-        // Alternate which tool goes first, so neither always runs on a warmer machine.
-        for tool in if round % 2 == 1 {
-            ["loadlab", "wrk"]
-        } else {
-            ["wrk", "loadlab"]
-        } {
-            let measured = if tool == "loadlab" {
-                run_loadlab(&url, &storm_flags).await?.0
-            } else {
-                run_wrk(&wrk, &url, threads, args.connections, duration, "10s").await?
+        // Rotate the order, so no tool always runs on a warmer (or fuller) machine.
+        for turn in 0..contenders.len() {
+            let contender = &mut contenders[(turn + round as usize) % 3];
+            let measured = match &contender.storm_flags {
+                Some(flags) => run_loadlab(&url, flags).await?.0,
+                None => run_wrk(&wrk, &url, threads, args.connections, duration, "10s").await?,
             };
             let (user, system) = measured.cpu_ms_per_thousand();
             println!(
-                "{round:>5}  {tool:>8}  {:>12}  {:>10}  {user:>16.2}  {system:>16.2}",
+                "{round:>5}  {:>17}  {:>10}  {:>7}  {user:>16.2}  {system:>15.2}",
+                contender.name,
                 thousands(measured.per_second as u64),
                 measured.errors
             );
-            if tool == "loadlab" {
-                loadlab_runs.push(measured);
-            } else {
-                wrk_runs.push(measured);
-            }
+            contender.runs.push(measured);
         }
     }
-    let mut ratios: Vec<f64> = loadlab_runs
-        .iter()
-        .zip(&wrk_runs)
-        .map(|(l, w)| l.per_second / w.per_second)
-        .collect();
-    let summary = |runs: &[Measured]| {
-        let mut rates: Vec<f64> = runs.iter().map(|m| m.per_second).collect();
-        let mut users: Vec<f64> = runs.iter().map(|m| m.cpu_ms_per_thousand().0).collect();
-        let mut systems: Vec<f64> = runs.iter().map(|m| m.cpu_ms_per_thousand().1).collect();
-        (median(&mut rates), median(&mut users), median(&mut systems))
-    };
-    let (loadlab_rate, loadlab_user, loadlab_sys) = summary(&loadlab_runs);
-    let (wrk_rate, wrk_user, wrk_sys) = summary(&wrk_runs);
-    println!("\nmedians            conn/s   user+sys CPU ms per 1,000 connections");
-    println!(
-        "  loadlab  {:>12}   {:.2} + {:.2} = {:.2}",
-        thousands(loadlab_rate as u64),
-        loadlab_user,
-        loadlab_sys,
-        loadlab_user + loadlab_sys
+    println!("\nmedians                   conn/s   user+sys CPU ms per 1,000 connections");
+    for contender in &contenders {
+        let runs = &contender.runs;
+        let pick = |of: fn(&Measured) -> f64| median(&mut runs.iter().map(of).collect::<Vec<_>>());
+        let (rate, user, system) = (
+            pick(|m| m.per_second),
+            pick(|m| m.cpu_ms_per_thousand().0),
+            pick(|m| m.cpu_ms_per_thousand().1),
+        );
+        println!(
+            "  {:<17} {:>12}   {user:.2} + {system:.2} = {:.2}",
+            contender.name,
+            thousands(rate as u64),
+            user + system
+        );
+    }
+    let [wrk_like, lean, wrk_runs] = &contenders;
+    for loadlab in [wrk_like, lean] {
+        let mut ratios: Vec<f64> = loadlab
+            .runs
+            .iter()
+            .zip(&wrk_runs.runs)
+            .map(|(l, w)| l.per_second / w.per_second)
+            .collect();
+        let (min, max) = (
+            ratios.iter().copied().fold(f64::INFINITY, f64::min),
+            ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        );
+        println!(
+            "  conn/s ratio to wrk per round, {}: min {min:.3} · median {:.3} · max {max:.3}",
+            loadlab.name,
+            median(&mut ratios)
+        );
+    }
+    let loadlab_rate = median(
+        &mut wrk_like
+            .runs
+            .iter()
+            .map(|m| m.per_second)
+            .collect::<Vec<_>>(),
     );
-    println!(
-        "  wrk      {:>12}   {:.2} + {:.2} = {:.2}",
-        thousands(wrk_rate as u64),
-        wrk_user,
-        wrk_sys,
-        wrk_user + wrk_sys
-    );
-    let (min, max) = (
-        ratios.iter().copied().fold(f64::INFINITY, f64::min),
-        ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-    );
-    println!(
-        "  conn/s ratio loadlab/wrk per round: min {min:.3} · median {:.3} · max {max:.3}",
-        median(&mut ratios)
-    );
+    let storm_flags = wrk_like.storm_flags.clone().unwrap_or_default();
     target.stop().await?;
 
     println!(
-        "\nopen loop against the same nginx (rate as a share of loadlab's closed-loop median)"
+        "\nopen loop against the same nginx, connections made as wrk makes them (rate as a share of loadlab/wrk-like's closed-loop median)"
     );
     let target = NginxTarget::start(&find_nginx()?, &settings, threads as u32, LOCALHOST).await?;
     let url = format!("http://{}/", target.endpoint());
