@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use loadlab_controller::Event;
-use loadlab_loadgen::{Progress, StormConfig, StormReport};
+use loadlab_loadgen::{CloseMode, HandshakeAck, Progress, StormConfig, StormReport};
 use loadlab_proto::v1;
 use loadlab_results::RunOutcome;
 use loadlab_results::report::{CohortReport, ExperimentReport, Percentiles};
@@ -169,14 +169,27 @@ pub fn storm_json(report: &StormReport) -> serde_json::Value {
     })
 }
 
+/// The connection modes that differ from what real clients do, as ` · ...` parts of a heading.
+fn connection_modes(config: &StormConfig) -> String {
+    let mut modes = String::new();
+    if config.handshake_ack == HandshakeAck::WithRequest {
+        modes.push_str(" · handshake ACK with the request");
+    }
+    if config.close == CloseMode::Reset {
+        modes.push_str(" · closed with a reset");
+    }
+    modes
+}
+
 pub fn storm_text(url: &str, config: &StormConfig, report: &StormReport) -> String {
     let mut out = String::new();
     let total = &report.latencies.total;
     let connect = &report.latencies.connect;
     let _ = writeln!(
         out,
-        "storm {url} · {} connections · {:.1} s measured{}",
+        "storm {url} · {} connections{} · {:.1} s measured{}",
         config.connections,
+        connection_modes(config),
         report.window.as_secs_f64(),
         if report.warmup_connections > 0 {
             format!(

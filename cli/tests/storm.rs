@@ -67,3 +67,28 @@ async fn running_out_of_file_descriptors_is_counted_as_such() {
     );
     target.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lean_connection_modes_complete_against_nginx_and_are_named() {
+    let target = nginx().await;
+    let url = format!("http://{}/", target.endpoint());
+    let lean = "-c 2 -d 300ms -t 1 --handshake-ack with-request --close reset";
+    let json = storm_json("", &url, lean);
+    assert_eq!(json["failed_connections"], 0, "{json}");
+    assert!(json["completed_connections"].as_u64().unwrap() > 0);
+
+    let output = Command::new(env!("CARGO_BIN_EXE_loadlab"))
+        .args(["storm", &url])
+        .args(lean.split_whitespace())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let heading = String::from_utf8_lossy(&output.stdout);
+    let heading = heading.lines().next().unwrap();
+    assert!(
+        heading.contains("handshake ACK with the request")
+            && heading.contains("closed with a reset"),
+        "{heading}"
+    );
+    target.stop().await.unwrap();
+}
