@@ -170,12 +170,12 @@ pub fn storm_json(report: &StormReport) -> serde_json::Value {
 }
 
 /// The connection modes that differ from what real clients do, as ` · ...` parts of a heading.
-fn connection_modes(config: &StormConfig) -> String {
+pub fn connection_modes(ack_with_request: bool, close_with_reset: bool) -> String {
     let mut modes = String::new();
-    if config.handshake_ack == HandshakeAck::WithRequest {
+    if ack_with_request {
         modes.push_str(" · handshake ACK with the request");
     }
-    if config.close == CloseMode::Reset {
+    if close_with_reset {
         modes.push_str(" · closed with a reset");
     }
     modes
@@ -189,7 +189,10 @@ pub fn storm_text(url: &str, config: &StormConfig, report: &StormReport) -> Stri
         out,
         "storm {url} · {} connections{} · {:.1} s measured{}",
         config.connections,
-        connection_modes(config),
+        connection_modes(
+            config.handshake_ack == HandshakeAck::WithRequest,
+            config.close == CloseMode::Reset
+        ),
         report.window.as_secs_f64(),
         if report.warmup_connections > 0 {
             format!(

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use loadlab_controller::guests::{BootEvent, GuestFleet};
 use loadlab_controller::local::LocalNode;
-use loadlab_controller::spec::CohortKind;
+use loadlab_controller::spec::{CloseSpec, CohortKind, HandshakeAckSpec};
 use loadlab_controller::{Connection, Ending, Fleet, RunOptions, parse_experiment, run_experiment};
 use loadlab_results::Database;
 use loadlab_results::report::build_report;
@@ -23,14 +23,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("{}", args.file.display()))?;
     let load = &file.spec.load;
     eprintln!(
-        "loadlab {} · experiment {} · {} cohorts × {} repetitions · {} each (+{} warm-up) · {} connections",
+        "loadlab {} · experiment {} · {} cohorts × {} repetitions · {} each (+{} warm-up) · {} connections{}",
         env!("CARGO_PKG_VERSION"),
         file.metadata.name,
         file.spec.cohorts.len(),
         file.spec.repetitions,
         load.duration,
         load.warmup,
-        load.connections
+        load.connections,
+        render::connection_modes(
+            load.handshake_ack == HandshakeAckSpec::WithRequest,
+            load.close == CloseSpec::Reset
+        )
     );
 
     let database = Database::from_env();
