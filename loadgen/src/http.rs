@@ -104,7 +104,7 @@ pub enum ResponseError {
     BadStatus(u16),
 }
 
-/// Longest response head accepted; kept small because every connection slot holds one.
+/// Longest response head accepted.
 const MAX_HEADER_BYTES: usize = 4 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,10 +116,15 @@ enum Framing {
 
 /// Feeds on the bytes of one response as they arrive; `finish` at EOF says whether it was a
 /// complete, successful response.
-#[derive(Debug)]
+///
+/// A head that arrives whole in one read is parsed where it lies; only a head split across
+/// reads is gathered in the reader's own buffer, which stays unallocated until that happens.
+/// Every connection slot holds a reader, so ten thousand slots cost next to nothing until
+/// their responses come in pieces.
+#[derive(Debug, Default)]
 pub struct ResponseReader {
-    header: Box<[u8; MAX_HEADER_BYTES]>,
-    header_len: usize,
+    /// The start of a head that has not yet ended.
+    partial_head: Vec<u8>,
     head: Option<(u16, Framing)>,
     body_len: u64,
     /// The last bytes of the body, enough to recognise the end of a chunked body.
@@ -127,23 +132,10 @@ pub struct ResponseReader {
     malformed: bool,
 }
 
-impl Default for ResponseReader {
-    fn default() -> Self {
-        Self {
-            header: Box::new([0; MAX_HEADER_BYTES]),
-            header_len: 0,
-            head: None,
-            body_len: 0,
-            tail: [0; 5],
-            malformed: false,
-        }
-    }
-}
-
 impl ResponseReader {
     /// Makes the reader ready for the next connection without reallocating.
     pub fn reset(&mut self) {
-        self.header_len = 0;
+        self.partial_head.clear();
         self.head = None;
         self.body_len = 0;
         self.tail = [0; 5];
@@ -156,33 +148,58 @@ impl ResponseReader {
             return;
         }
         if self.head.is_none() {
-            let room = MAX_HEADER_BYTES - self.header_len;
-            let take = bytes.len().min(room);
-            let start = self.header_len;
-            self.header[start..start + take].copy_from_slice(&bytes[..take]);
-            self.header_len += take;
-            // The blank line may straddle two reads, so search from a little before `start`.
-            let search_from = start.saturating_sub(3);
-            let Some(end) = find_blank_line(&self.header[search_from..self.header_len]) else {
-                if self.header_len == MAX_HEADER_BYTES {
-                    self.malformed = true;
-                }
+            let Some(head_bytes_in_this_read) = self.take_head(bytes) else {
                 return;
             };
-            let header_end = search_from + end + 4;
-            match parse_head(&self.header[..header_end]) {
-                Some(head) => self.head = Some(head),
-                None => {
-                    self.malformed = true;
-                    return;
-                }
-            }
-            let body_in_header_buffer = self.header_len - header_end;
-            let body_start = take - body_in_header_buffer;
-            bytes = &bytes[body_start..];
+            bytes = &bytes[head_bytes_in_this_read..];
         }
         self.body_len += bytes.len() as u64;
         self.remember_tail(bytes);
+    }
+
+    /// Looks for the end of the head with `bytes`; once found, parses it and says how many of
+    /// `bytes` belonged to it.
+    fn take_head(&mut self, bytes: &[u8]) -> Option<usize> {
+        let (head, head_bytes_in_this_read) = if self.partial_head.is_empty() {
+            let Some(end) = find_blank_line(bytes) else {
+                self.gather(bytes);
+                return None;
+            };
+            (&bytes[..end + 4], end + 4)
+        } else {
+            let start = self.partial_head.len();
+            let take = bytes.len().min(MAX_HEADER_BYTES - start);
+            self.partial_head.extend_from_slice(&bytes[..take]);
+            // The blank line may straddle two reads, so search from a little before `start`.
+            let search_from = start.saturating_sub(3);
+            let Some(end) = find_blank_line(&self.partial_head[search_from..]) else {
+                self.malformed = self.partial_head.len() == MAX_HEADER_BYTES;
+                return None;
+            };
+            let head_end = search_from + end + 4;
+            (&self.partial_head[..head_end], head_end - start)
+        };
+        if head.len() > MAX_HEADER_BYTES {
+            self.malformed = true;
+            return None;
+        }
+        match parse_head(head) {
+            Some(parsed) => self.head = Some(parsed),
+            None => {
+                self.malformed = true;
+                return None;
+            }
+        }
+        Some(head_bytes_in_this_read)
+    }
+
+    /// Keeps the start of a head that did not end in its first read.
+    fn gather(&mut self, bytes: &[u8]) {
+        if bytes.len() >= MAX_HEADER_BYTES {
+            self.malformed = true;
+        } else {
+            self.partial_head.extend_from_slice(bytes);
+        }
     }
 
     fn remember_tail(&mut self, bytes: &[u8]) {
@@ -391,6 +408,40 @@ mod tests {
             "HTTP/1.1 200 OK\r\nno colon here\r\n\r\n",
         ] {
             assert_eq!(head(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_head_read_whole_is_parsed_in_place() {
+        let mut reader = ResponseReader::default();
+        reader.feed(OK);
+        assert_eq!(reader.finish(), Ok(200));
+        assert_eq!(reader.partial_head.capacity(), 0, "nothing was gathered");
+        // A head split across reads is gathered, and the buffer is kept for the next one.
+        reader.reset();
+        reader.feed(&OK[..10]);
+        reader.feed(&OK[10..]);
+        assert_eq!(reader.finish(), Ok(200));
+        assert!(reader.partial_head.capacity() > 0);
+    }
+
+    #[test]
+    fn a_head_may_fill_the_limit_but_not_pass_it() {
+        let head_of = |length: usize| {
+            let mut head = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX: ".to_vec();
+            head.resize(length - 4, b'x');
+            head.extend_from_slice(b"\r\n\r\n");
+            head
+        };
+        for piece in [1, 7, 1000, MAX_HEADER_BYTES + 1] {
+            let fits = read_in_pieces(&head_of(MAX_HEADER_BYTES), piece);
+            assert_eq!(fits.finish(), Ok(200), "split every {piece} bytes");
+            let too_long = read_in_pieces(&head_of(MAX_HEADER_BYTES + 1), piece);
+            assert_eq!(
+                too_long.finish(),
+                Err(ResponseError::Malformed),
+                "split every {piece} bytes"
+            );
         }
     }
 
