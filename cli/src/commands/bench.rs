@@ -293,7 +293,7 @@ async fn loadgen(args: BenchLoadgenArgs) -> anyhow::Result<()> {
     for round in 1..=args.rounds {
         // Rotate the order, so no tool always runs on a warmer (or fuller) machine.
         for turn in 0..contenders.len() {
-            let contender = &mut contenders[(turn + round as usize) % 3];
+            let contender = &mut contenders[(turn + round as usize) % contenders.len()];
             let measured = match &contender.storm_flags {
                 Some(flags) => run_loadlab(&url, flags).await?.0,
                 None => run_wrk(&wrk, &url, threads, args.connections, duration, "10s").await?,
