@@ -237,7 +237,7 @@ pub struct StormArgs {
     #[arg(long, env = "LOADLAB_CLOSE", value_enum, default_value = "fin")]
     pub close: CloseArg,
     /// How each TCP handshake ends: `separate` (the SYN-ACK is acknowledged at once, as by wrk
-    /// and browsers) or `with-request` (the ACK rides on the request: one segment fewer per
+    /// and browsers) or `with-request` (the ACK rides on the request: fewer segments per
     /// connection for both ends; nginx finds the request queued when it accepts, so compare
     /// kernels under one mode).
     #[arg(

