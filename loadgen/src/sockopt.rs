@@ -12,7 +12,7 @@ use nix::libc;
 /// Linux does this for a connecting socket whose `TCP_DEFER_ACCEPT` is set (the option is meant
 /// for listeners; on a client it is read when the SYN-ACK arrives). The connection is
 /// established for the client as before; if no data followed, the kernel would send the bare
-/// ACK when its delayed-ACK timer fires (200 ms at most).
+/// ACK when its delayed-ACK timer fires (`TCP_DELACK_MAX`, 200 ms).
 pub fn defer_handshake_ack(socket: &impl AsFd) -> std::io::Result<()> {
     // Any positive number of seconds turns the deferral on; the count matters to listeners only.
     let seconds: libc::c_int = 1;
