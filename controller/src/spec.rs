@@ -987,44 +987,30 @@ spec:
     }
 
     #[test]
-    fn connections_close_with_a_fin_unless_a_reset_is_asked_for() {
+    fn connections_are_made_as_real_clients_make_them_unless_asked_otherwise() {
+        let with_load =
+            |extra: &str| GOOD.replace("duration: 10s }", &format!("duration: 10s{extra} }}"));
+        let plain = parse_experiment(GOOD).unwrap().spec.load;
         assert_eq!(
-            parse_experiment(GOOD).unwrap().spec.load.close,
-            CloseSpec::Fin
+            (plain.close, plain.handshake_ack),
+            (CloseSpec::Fin, HandshakeAckSpec::Separate)
         );
-        let reset = GOOD.replace("duration: 10s }", "duration: 10s, close: reset }");
+        let lean = parse_experiment(&with_load(", close: reset, handshakeAck: withRequest"))
+            .unwrap()
+            .spec
+            .load;
         assert_eq!(
-            parse_experiment(&reset).unwrap().spec.load.close,
-            CloseSpec::Reset
+            (lean.close, lean.handshake_ack),
+            (CloseSpec::Reset, HandshakeAckSpec::WithRequest)
         );
-        let wrong = GOOD.replace("duration: 10s }", "duration: 10s, close: linger }");
-        let message = error_of(&wrong).to_string();
-        assert!(
-            message.contains("linger") && message.contains("reset"),
-            "{message}"
-        );
-    }
-
-    #[test]
-    fn the_handshake_ack_is_separate_unless_asked_to_ride_on_the_request() {
-        assert_eq!(
-            parse_experiment(GOOD).unwrap().spec.load.handshake_ack,
-            HandshakeAckSpec::Separate
-        );
-        let riding = GOOD.replace(
-            "duration: 10s }",
-            "duration: 10s, handshakeAck: withRequest }",
-        );
-        assert_eq!(
-            parse_experiment(&riding).unwrap().spec.load.handshake_ack,
-            HandshakeAckSpec::WithRequest
-        );
-        let wrong = GOOD.replace("duration: 10s }", "duration: 10s, handshakeAck: never }");
-        let message = error_of(&wrong).to_string();
-        assert!(
-            message.contains("never") && message.contains("withRequest"),
-            "{message}"
-        );
+        // A wrong value is named beside a value that would do.
+        for (wrong, named) in [
+            (", close: linger", ["linger", "reset"]),
+            (", handshakeAck: never", ["never", "withRequest"]),
+        ] {
+            let message = error_of(&with_load(wrong)).to_string();
+            assert!(named.iter().all(|n| message.contains(n)), "{message}");
+        }
     }
 
     #[test]

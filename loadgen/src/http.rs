@@ -158,48 +158,37 @@ impl ResponseReader {
     }
 
     /// Looks for the end of the head with `bytes`; once found, parses it and says how many of
-    /// `bytes` belonged to it.
+    /// `bytes` belonged to it. A head whole in `bytes` is read where it lies; any other is
+    /// gathered, up to the longest head accepted.
     fn take_head(&mut self, bytes: &[u8]) -> Option<usize> {
-        let (head, head_bytes_in_this_read) = if self.partial_head.is_empty() {
-            let Some(end) = find_blank_line(bytes) else {
-                self.gather(bytes);
-                return None;
-            };
-            (&bytes[..end + 4], end + 4)
+        let whole_here = if self.partial_head.is_empty() {
+            find_blank_line(bytes)
         } else {
-            let start = self.partial_head.len();
-            let take = bytes.len().min(MAX_HEADER_BYTES - start);
-            self.partial_head.extend_from_slice(&bytes[..take]);
-            // The blank line may straddle two reads, so search from a little before `start`.
-            let search_from = start.saturating_sub(3);
-            let Some(end) = find_blank_line(&self.partial_head[search_from..]) else {
-                self.malformed = self.partial_head.len() == MAX_HEADER_BYTES;
-                return None;
-            };
-            let head_end = search_from + end + 4;
-            (&self.partial_head[..head_end], head_end - start)
+            None
         };
-        if head.len() > MAX_HEADER_BYTES {
-            self.malformed = true;
-            return None;
-        }
-        match parse_head(head) {
-            Some(parsed) => self.head = Some(parsed),
+        let (head, head_bytes_in_this_read) = match whole_here {
+            Some(end) => (&bytes[..end + 4], end + 4),
             None => {
-                self.malformed = true;
-                return None;
+                let start = self.partial_head.len();
+                let take = bytes.len().min(MAX_HEADER_BYTES - start);
+                self.partial_head.extend_from_slice(&bytes[..take]);
+                // The blank line may straddle two reads, so search from a little before `start`.
+                let search_from = start.saturating_sub(3);
+                let Some(end) = find_blank_line(&self.partial_head[search_from..]) else {
+                    self.malformed = self.partial_head.len() == MAX_HEADER_BYTES;
+                    return None;
+                };
+                let head_end = search_from + end + 4;
+                (&self.partial_head[..head_end], head_end - start)
             }
-        }
-        Some(head_bytes_in_this_read)
-    }
-
-    /// Keeps the start of a head that did not end in its first read.
-    fn gather(&mut self, bytes: &[u8]) {
-        if bytes.len() >= MAX_HEADER_BYTES {
-            self.malformed = true;
+        };
+        self.head = if head.len() <= MAX_HEADER_BYTES {
+            parse_head(head)
         } else {
-            self.partial_head.extend_from_slice(bytes);
-        }
+            None
+        };
+        self.malformed = self.head.is_none();
+        self.head.map(|_| head_bytes_in_this_read)
     }
 
     fn remember_tail(&mut self, bytes: &[u8]) {

@@ -72,8 +72,8 @@ pub enum HandshakeAck {
     Separate,
     /// The client's acknowledgement rides on its first request, and its later ACKs fold into
     /// the segments it sends anyway: 8 segments per connection instead of 10 with a FIN close
-    /// (measured). The server's accept and everything after it are as
-    /// before, except that the request is already queued when the connection is accepted.
+    /// (measured). The server's accept and everything after it are as before, except that the
+    /// request is already queued when the connection is accepted.
     WithRequest,
 }
 

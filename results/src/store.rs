@@ -17,6 +17,13 @@ use crate::report::{
 };
 use crate::stats::Sums;
 
+/// The columns `experiment_from_row` reads, for every query that returns an experiment.
+macro_rules! experiment_columns {
+    () => {
+        "id, name, baseline, cohorts, status, created_at, finished_at, revision"
+    };
+}
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 #[derive(Debug, Clone)]
@@ -336,10 +343,14 @@ impl Store {
     /// Marks a stored experiment as running again (it is being resumed).
     pub async fn reopen_experiment(&self, id: Uuid) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query("UPDATE experiments SET status = 'running', finished_at = NULL, revision = revision + 1 WHERE id = $1 RETURNING id, name, baseline, cohorts, status, created_at, finished_at, revision")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let updated = sqlx::query(concat!(
+            "UPDATE experiments SET status = 'running', finished_at = NULL, revision = revision + 1
+             WHERE id = $1 RETURNING ",
+            experiment_columns!()
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
         if let Some(row) = updated {
             refresh_comparison(&mut tx, &experiment_from_row(&row)?).await?;
         }
@@ -349,13 +360,16 @@ impl Store {
 
     pub async fn finish_experiment(&self, id: Uuid, status: ExperimentStatus) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
-        let updated =
-            sqlx::query("UPDATE experiments SET status = $2, finished_at = now(), revision = revision + 1 WHERE id = $1 RETURNING id, name, baseline, cohorts, status, created_at, finished_at, revision")
-                .bind(id)
-                .bind(status.as_str())
-                .fetch_optional(&mut *tx)
-                .await?
-                .ok_or_else(|| Error::NotFound(format!("experiment {id}")))?;
+        let updated = sqlx::query(concat!(
+            "UPDATE experiments SET status = $2, finished_at = now(), revision = revision + 1
+                 WHERE id = $1 RETURNING ",
+            experiment_columns!()
+        ))
+        .bind(id)
+        .bind(status.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("experiment {id}")))?;
         refresh_comparison(&mut tx, &experiment_from_row(&updated)?).await?;
         tx.commit().await?;
         Ok(())
@@ -393,11 +407,13 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<Vec<ExperimentRow>, Error> {
-        let rows = sqlx::query(
-            "SELECT id, name, baseline, cohorts, status, created_at, finished_at, revision FROM experiments
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            experiment_columns!(),
+            " FROM experiments
              WHERE ($1::text IS NULL OR name = $1)
-             ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
-        )
+             ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"
+        ))
         .bind(name)
         .bind(limit)
         .bind(offset)
@@ -608,10 +624,10 @@ impl Store {
             .await?;
         }
         if inserted {
-            let bumped = sqlx::query(
-                "UPDATE experiments SET revision = revision + 1 WHERE id = $1
-                 RETURNING id, name, baseline, cohorts, status, created_at, finished_at, revision",
-            )
+            let bumped = sqlx::query(concat!(
+                "UPDATE experiments SET revision = revision + 1 WHERE id = $1 RETURNING ",
+                experiment_columns!()
+            ))
             .bind(run.experiment_id)
             .fetch_one(&mut *tx)
             .await?;
@@ -753,10 +769,11 @@ async fn summarized_report_in(
 }
 
 async fn experiment_in(conn: &mut PgConnection, id: Uuid) -> Result<ExperimentRow, Error> {
-    let row = sqlx::query(
-        "SELECT id, name, baseline, cohorts, status, created_at, finished_at, revision
-         FROM experiments WHERE id = $1",
-    )
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        experiment_columns!(),
+        " FROM experiments WHERE id = $1"
+    ))
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?

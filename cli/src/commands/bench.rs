@@ -13,7 +13,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::process::Command;
 
-use crate::args::{BenchArgs, BenchCommand, BenchLoadgenArgs, CloseArg, HandshakeAckArg};
+use clap::ValueEnum;
+
+use crate::args::{BenchArgs, BenchCommand, BenchLoadgenArgs};
 
 const LOCALHOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 use crate::render::thousands;
@@ -210,9 +212,30 @@ async fn slow_server(hold: Duration) -> anyhow::Result<std::net::SocketAddr> {
 /// One contender of the closed-loop comparison.
 struct Contender {
     name: &'static str,
-    /// `loadlab storm` flags beyond the shared ones; `None` is wrk.
+    /// `loadlab storm`'s flags; `None` is wrk.
     storm_flags: Option<Vec<String>>,
     runs: Vec<Measured>,
+}
+
+impl Contender {
+    fn median(&self, of: fn(&Measured) -> f64) -> f64 {
+        median(&mut self.runs.iter().map(of).collect::<Vec<_>>())
+    }
+}
+
+/// The lowest, the median and the highest of `values`.
+pub(super) fn spread(values: &mut [f64]) -> (f64, f64, f64) {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (min, median(values), max)
+}
+
+/// A value's name on the command line, as clap spells it.
+fn flag_value(value: impl ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
 }
 
 async fn loadgen(args: BenchLoadgenArgs) -> anyhow::Result<()> {
@@ -235,14 +258,7 @@ async fn loadgen(args: BenchLoadgenArgs) -> anyhow::Result<()> {
     let target = NginxTarget::start(&find_nginx()?, &settings, threads as u32, LOCALHOST).await?;
     let url = format!("http://{}/", target.endpoint());
     let duration = args.duration.0;
-    let close = match args.close {
-        CloseArg::Fin => "fin",
-        CloseArg::Reset => "reset",
-    };
-    let handshake_ack = match args.handshake_ack {
-        HandshakeAckArg::Separate => "separate",
-        HandshakeAckArg::WithRequest => "with-request",
-    };
+    let (close, handshake_ack) = (flag_value(args.close), flag_value(args.handshake_ack));
     println!(
         "bench loadgen · nginx {} worker(s) at {url} · {} connections · {} threads · {} s × {} rounds",
         args.nginx_workers,
@@ -260,28 +276,31 @@ async fn loadgen(args: BenchLoadgenArgs) -> anyhow::Result<()> {
         "\n{:>5}  {:>17}  {:>10}  {:>7}  {:>16}  {:>15}",
         "round", "tool", "conn/s", "errors", "user ms/1k conn", "sys ms/1k conn"
     );
-    let shared_flags = vec![
-        "-c".to_string(),
-        args.connections.to_string(),
-        "-d".into(),
-        format!("{}ms", duration.as_millis()),
-        "-t".into(),
-        threads.to_string(),
-    ];
-    let with_modes = |close: &str, handshake_ack: &str| {
-        let mut flags = shared_flags.clone();
-        flags.extend(["--close", close, "--handshake-ack", handshake_ack].map(String::from));
-        flags
+    let storm_flags = |connections: u32, close: &str, handshake_ack: &str| {
+        [
+            "-c",
+            &connections.to_string(),
+            "-d",
+            &format!("{}ms", duration.as_millis()),
+            "-t",
+            &threads.to_string(),
+            "--close",
+            close,
+            "--handshake-ack",
+            handshake_ack,
+        ]
+        .map(String::from)
+        .to_vec()
     };
     let mut contenders = [
         Contender {
             name: "loadlab/wrk-like",
-            storm_flags: Some(with_modes("fin", "separate")),
+            storm_flags: Some(storm_flags(args.connections, "fin", "separate")),
             runs: Vec::new(),
         },
         Contender {
             name: "loadlab/lean",
-            storm_flags: Some(with_modes(close, handshake_ack)),
+            storm_flags: Some(storm_flags(args.connections, &close, &handshake_ack)),
             runs: Vec::new(),
         },
         Contender {
@@ -310,17 +329,14 @@ async fn loadgen(args: BenchLoadgenArgs) -> anyhow::Result<()> {
     }
     println!("\nmedians                   conn/s   user+sys CPU ms per 1,000 connections");
     for contender in &contenders {
-        let runs = &contender.runs;
-        let pick = |of: fn(&Measured) -> f64| median(&mut runs.iter().map(of).collect::<Vec<_>>());
-        let (rate, user, system) = (
-            pick(|m| m.per_second),
-            pick(|m| m.cpu_ms_per_thousand().0),
-            pick(|m| m.cpu_ms_per_thousand().1),
+        let (user, system) = (
+            contender.median(|m| m.cpu_ms_per_thousand().0),
+            contender.median(|m| m.cpu_ms_per_thousand().1),
         );
         println!(
             "  {:<17} {:>12}   {user:.2} + {system:.2} = {:.2}",
             contender.name,
-            thousands(rate as u64),
+            thousands(contender.median(|m| m.per_second) as u64),
             user + system
         );
     }
@@ -332,24 +348,13 @@ async fn loadgen(args: BenchLoadgenArgs) -> anyhow::Result<()> {
             .zip(&wrk_runs.runs)
             .map(|(l, w)| l.per_second / w.per_second)
             .collect();
-        let (min, max) = (
-            ratios.iter().copied().fold(f64::INFINITY, f64::min),
-            ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-        );
+        let (min, median, max) = spread(&mut ratios);
         println!(
-            "  conn/s ratio to wrk per round, {}: min {min:.3} · median {:.3} · max {max:.3}",
-            loadlab.name,
-            median(&mut ratios)
+            "  conn/s ratio to wrk per round, {}: min {min:.3} · median {median:.3} · max {max:.3}",
+            loadlab.name
         );
     }
-    let loadlab_rate = median(
-        &mut wrk_like
-            .runs
-            .iter()
-            .map(|m| m.per_second)
-            .collect::<Vec<_>>(),
-    );
-    let storm_flags = wrk_like.storm_flags.clone().unwrap_or_default();
+    let loadlab_rate = wrk_like.median(|m| m.per_second);
     target.stop().await?;
 
     println!(
@@ -359,8 +364,7 @@ async fn loadgen(args: BenchLoadgenArgs) -> anyhow::Result<()> {
     let url = format!("http://{}/", target.endpoint());
     for share in [0.5, 0.9] {
         let rate = (loadlab_rate * share).max(1.0);
-        let mut flags = storm_flags.clone();
-        flags[1] = (args.connections * 16).to_string();
+        let mut flags = storm_flags(args.connections * 16, "fin", "separate");
         flags.extend(["--rate".to_string(), format!("{rate:.0}")]);
         let (measured, json) = run_loadlab(&url, &flags).await?;
         println!(
@@ -439,5 +443,13 @@ mod tests {
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
         assert_eq!(median(&mut []), 0.0);
+        assert_eq!(spread(&mut [1.2, 0.9, 1.0]), (0.9, 1.0, 1.2));
+    }
+
+    #[test]
+    fn contenders_are_given_the_storm_flags_values() {
+        use crate::args::{CloseArg, HandshakeAckArg};
+        assert_eq!(flag_value(HandshakeAckArg::WithRequest), "with-request");
+        assert_eq!(flag_value(CloseArg::Reset), "reset");
     }
 }

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use loadlab_results::Database;
 use tokio::process::Command;
 
-use super::bench::{measure_child, median};
+use super::bench::{measure_child, median, spread};
 use crate::args::BenchAgentArgs;
 
 /// One run as measured: its rate and the CPU the whole run used per second of its window.
@@ -123,11 +123,9 @@ pub async fn run(args: BenchAgentArgs) -> anyhow::Result<()> {
         ratios.push(ratio);
         extra_cpu.push(on.cpu_per_window_second - off.cpu_per_window_second);
     }
-    let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (min, median_ratio, max) = spread(&mut ratios);
     println!(
-        "conn/s on/off: min {min:.3} · median {:.3} · max {max:.3} (goal: median >= 0.98)",
-        median(&mut ratios)
+        "conn/s on/off: min {min:.3} · median {median_ratio:.3} · max {max:.3} (goal: median >= 0.98)"
     );
     println!(
         "CPU the capture adds (whole run with capture minus without, per second of window): median {:.3} CPU s/s",
