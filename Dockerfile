@@ -12,9 +12,10 @@ RUN cargo build --release --locked -p loadlab \
 
 FROM debian:bookworm-slim
 # nginx is the target the agent starts for every run; bpftrace and perf collect lock contention
-# and CPU profiles on the node.
+# and CPU profiles on the node. bpftrace's clang needs the kernel's UAPI headers
+# (linux-libc-dev), which its package does not pull in.
 RUN apt-get update -qq \
- && apt-get install -y -qq --no-install-recommends nginx-light bpftrace linux-perf ca-certificates \
+ && apt-get install -y -qq --no-install-recommends nginx-light bpftrace linux-libc-dev linux-perf ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /usr/local/bin/loadlab /usr/local/bin/loadlab
 ENTRYPOINT ["/usr/local/bin/loadlab"]

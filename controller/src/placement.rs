@@ -81,7 +81,7 @@ impl std::fmt::Display for Problem {
             }
             Problem::NodeInSeveralCohorts { node, cohorts } => write!(
                 f,
-                "node {node:?} matches cohorts {}: a node can be in one cohort only",
+                "node {node:?} matches cohorts {} which select different nodes: cohorts share all their nodes or none",
                 cohorts.join(", ")
             ),
             Problem::NoGeneratorNodes { needed } => write!(
@@ -198,8 +198,13 @@ pub fn place(spec: &ExperimentSpec, nodes: &[NodeView]) -> Placement {
             nodes: usable,
         });
     }
+    // Cohorts that select exactly the same nodes compare settings on those nodes (one agent
+    // serves them all, a run at a time); a node in cohorts that otherwise differ would mix
+    // what is compared.
+    let nodes_of = |name: &str| cohorts.iter().find(|c| c.cohort == name).map(|c| &c.nodes);
     for (node, names) in &owner {
-        if names.len() > 1 {
+        let same_nodes = names.iter().all(|n| nodes_of(n) == nodes_of(&names[0]));
+        if names.len() > 1 && !same_nodes {
             problems.push(Problem::NodeInSeveralCohorts {
                 node: node.clone(),
                 cohorts: names.clone(),
@@ -377,6 +382,28 @@ mod tests {
                 cohorts: vec!["big".into(), "named".into()]
             }]
         );
+        assert_eq!(placement.generators, vec!["g"]);
+    }
+
+    #[test]
+    fn cohorts_on_exactly_the_same_nodes_share_them() {
+        let nodes = vec![
+            node("n1", "6.18.4", &[]),
+            node("n2", "6.18.4", &[]),
+            node("g", "6.1.0-47-a", &[("role", "load")]),
+        ];
+        let cohorts = "    - { name: one-worker, kernel: \"6.18.*\" }\n    - { name: two-workers, kernel: \"6.18.*\", target: { nginx: { workers: 2 } } }\n";
+        let placement = place(
+            &spec(
+                cohorts,
+                ", generatorPlacement: { nodeSelector: { role: load } }",
+                1,
+            ),
+            &nodes,
+        );
+        assert!(placement.is_ready(), "{:?}", placement.problems);
+        assert_eq!(placement.cohorts[0].nodes, vec!["n1", "n2"]);
+        assert_eq!(placement.cohorts[1].nodes, vec!["n1", "n2"]);
         assert_eq!(placement.generators, vec!["g"]);
     }
 

@@ -22,6 +22,7 @@ pub const AGENT_PORT: u16 = 7700;
 pub const LOADGEN_PORT: u16 = 7701;
 pub const EXPERIMENT_LABEL: &str = "loadlab.dev/experiment";
 pub const COHORT_LABEL: &str = "loadlab.dev/cohort";
+pub const COHORTS_ANNOTATION: &str = "loadlab.dev/cohorts";
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 pub const TOKEN_KEY: &str = "token";
 const TOKEN_DIR: &str = "/etc/loadlab/token";
@@ -34,16 +35,12 @@ pub struct PodSettings {
     pub image_pull_policy: Option<String>,
 }
 
-/// The agent needs to start nginx (which switches its workers to an unprivileged user), load
-/// BPF programs and read kernel stacks and symbols: nothing more.
-const AGENT_CAPABILITIES: [&str; 6] = [
-    "BPF",
-    "PERFMON",
-    "SYSLOG",
-    "SYS_RESOURCE",
-    "SETUID",
-    "SETGID",
-];
+/// The agent needs to start nginx (which hands its temporary directories to, and switches its
+/// workers to, an unprivileged user), load BPF programs and read kernel stacks and symbols:
+/// nothing more. No SYS_RESOURCE: since Linux 5.11 BPF memory is charged to the cgroup, not to
+/// RLIMIT_MEMLOCK, and nodes that withhold SYS_RESOURCE from their runtime (sandboxed ones do)
+/// could not start a pod asking for it.
+const AGENT_CAPABILITIES: [&str; 6] = ["BPF", "PERFMON", "SYSLOG", "CHOWN", "SETUID", "SETGID"];
 
 pub fn token_secret_name(experiment: &Experiment) -> String {
     bounded_name(&experiment_name(experiment), "token", "")
@@ -71,8 +68,15 @@ pub fn token_secret(experiment: &Experiment, token: &str) -> Secret {
 }
 
 /// The agent pod of one node under test, pinned to it. nginx targets run inside it, started by
-/// the agent for each run (see ARCHITECTURE.md), listening on the pod's address.
-pub fn agent_pod(experiment: &Experiment, cohort: &str, node: &str, settings: &PodSettings) -> Pod {
+/// the agent for each run (see ARCHITECTURE.md), listening on the pod's address. A node in
+/// several cohorts (same nodes, other settings) has one agent for all of them: the cohort
+/// label names its cohort when it has one, the cohorts annotation lists them all.
+pub fn agent_pod(
+    experiment: &Experiment,
+    cohorts: &[&str],
+    node: &str,
+    settings: &PodSettings,
+) -> Pod {
     let mut container = loadlab_container(
         "agent",
         settings,
@@ -117,13 +121,22 @@ pub fn agent_pod(experiment: &Experiment, cohort: &str, node: &str, settings: &P
         }),
         ..Volume::default()
     });
+    let only_cohort = match cohorts {
+        [cohort] => Some(*cohort),
+        _ => None,
+    };
+    let mut metadata = owned_metadata(
+        experiment,
+        agent_pod_name(experiment, node),
+        "agent",
+        only_cohort,
+    );
+    metadata.annotations = Some(BTreeMap::from([(
+        COHORTS_ANNOTATION.to_string(),
+        cohorts.join(","),
+    )]));
     Pod {
-        metadata: owned_metadata(
-            experiment,
-            agent_pod_name(experiment, node),
-            "agent",
-            Some(cohort),
-        ),
+        metadata,
         spec: Some(PodSpec {
             node_name: Some(node.to_string()),
             containers: vec![container],
@@ -344,10 +357,13 @@ mod tests {
     #[test]
     fn the_agent_pod_is_pinned_owned_and_least_privileged() {
         let exp = experiment("epoll");
-        let pod = agent_pod(&exp, "a", "node-1", &settings());
+        let pod = agent_pod(&exp, &["a"], "node-1", &settings());
         let meta = &pod.metadata;
         assert_eq!(meta.namespace.as_deref(), Some("lab"));
         assert_eq!(meta.labels.as_ref().unwrap()[COHORT_LABEL], "a");
+        let shared = agent_pod(&exp, &["a", "b"], "node-1", &settings()).metadata;
+        assert!(!shared.labels.as_ref().unwrap().contains_key(COHORT_LABEL));
+        assert_eq!(shared.annotations.unwrap()[COHORTS_ANNOTATION], "a,b");
         let owner = &meta.owner_references.as_ref().unwrap()[0];
         assert_eq!(
             (owner.kind.as_str(), owner.controller),

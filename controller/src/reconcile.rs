@@ -148,7 +148,13 @@ async fn apply(
         report.send(&experiments).await?;
         return Ok(Action::requeue(WAIT));
     }
-    let planned: usize = placement.cohorts.iter().map(|c| c.nodes.len()).sum();
+    // Cohorts may share their nodes: each node counts once.
+    let planned = placement
+        .cohorts
+        .iter()
+        .flat_map(|c| &c.nodes)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
     report.condition(
         "NodesPlanned",
         true,
@@ -236,6 +242,12 @@ async fn ensure_agents(
     placement: &Placement,
     settings: &PodSettings,
 ) -> Result<Pods, ReconcileError> {
+    let mut cohorts_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for cohort in &placement.cohorts {
+        for node in &cohort.nodes {
+            cohorts_of.entry(node).or_default().push(&cohort.cohort);
+        }
+    }
     let mut wanted = Vec::new();
     for cohort in &placement.cohorts {
         let group: Vec<(String, Pod)> = cohort
@@ -244,7 +256,7 @@ async fn ensure_agents(
             .map(|node| {
                 (
                     node.clone(),
-                    agent_pod(experiment, &cohort.cohort, node, settings),
+                    agent_pod(experiment, &cohorts_of[node.as_str()], node, settings),
                 )
             })
             .collect();

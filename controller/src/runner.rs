@@ -83,23 +83,20 @@ impl Runner for ProtocolRunner {
         tokio::spawn(async move {
             let namespace = experiment.namespace().unwrap_or_else(|| "default".into());
             let experiments: Api<Experiment> = Api::namespaced(client.clone(), &namespace);
-            let outcome = drive(&experiments, &store, &experiment, fleet, cancel.clone()).await;
+            let (outcome, progress) =
+                drive(&experiments, &store, &experiment, fleet, cancel.clone()).await;
             let finished = match outcome {
                 Ok((_, Ending::Interrupted)) => None,
                 Ok((id, Ending::Completed)) => {
-                    Some(finish(&experiments, &store, &experiment, id, &nodes).await)
+                    Some(finish(&experiments, &store, &experiment, id, &nodes, progress).await)
                 }
-                Err(error) => Some(
-                    write_status(
-                        &experiments,
-                        &experiment.name_any(),
-                        json!({
-                            "phase": Phase::Failed,
-                            "conditions": [completed(false, "RunFailed", &error.to_string())],
-                        }),
-                    )
-                    .await,
-                ),
+                Err(error) => {
+                    let mut status = progress;
+                    status["phase"] = json!(Phase::Failed);
+                    status["conditions"] =
+                        json!([completed(false, "RunFailed", &error.to_string())]);
+                    Some(write_status(&experiments, &experiment.name_any(), status).await)
+                }
             };
             if let Some(Err(error)) = &finished {
                 tracing::warn!(experiment = %experiment.name_any(), %error, "writing the final status");
@@ -144,32 +141,38 @@ pub fn results_id(experiment: &Experiment) -> Uuid {
         .unwrap_or_else(Uuid::new_v4)
 }
 
+/// Runs the experiment; its outcome, and the progress last written to the status (the runner
+/// applies its whole part of the status each time, so the final write carries it too).
 async fn drive(
     experiments: &Api<Experiment>,
     store: &Store,
     experiment: &Experiment,
     ready: ReadyFleet,
     cancel: CancellationToken,
-) -> Result<(Uuid, Ending), Error> {
+) -> (Result<(Uuid, Ending), Error>, serde_json::Value) {
     let connection = Connection {
         token: Some(ready.token.clone()),
         tls_ca: None,
     };
-    let fleet = Fleet::connect(
+    let id = results_id(experiment);
+    let fleet = match Fleet::connect(
         ready
             .agents
             .iter()
             .map(|cohort| cohort.iter().map(|(_, address)| address.to_string())),
         ready.generators.iter().map(ToString::to_string),
         &connection,
-    )?;
+    ) {
+        Ok(fleet) => fleet,
+        Err(error) => return (Err(error), json!({ "resultsId": id.to_string() })),
+    };
     let file = experiment_file(experiment);
-    let id = results_id(experiment);
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
     let name = experiment.name_any();
     let reporter = {
         let experiments = experiments.clone();
         tokio::spawn(async move {
+            let mut progress = json!({ "resultsId": id.to_string() });
             let (mut planned, mut resumed, mut failed) = (0usize, 0usize, 0usize);
             // A planned run counts once, however many attempts it took.
             let mut finished = std::collections::BTreeSet::new();
@@ -192,17 +195,18 @@ async fn drive(
                     _ => continue,
                 }
                 let stored = resumed + finished.len();
-                let progress = json!({
+                progress = json!({
                     "resultsId": id.to_string(),
                     "progress": format!("{stored}/{planned}"),
                     "runsPlanned": planned,
                     "runsStored": stored,
                     "runsFailed": failed,
                 });
-                if let Err(error) = write_status(&experiments, &name, progress).await {
+                if let Err(error) = write_status(&experiments, &name, progress.clone()).await {
                     tracing::warn!(experiment = %name, %error, "writing progress");
                 }
             }
+            progress
         })
     };
     let outcome = run_experiment(
@@ -220,8 +224,10 @@ async fn drive(
         },
     )
     .await;
-    let _ = reporter.await;
-    outcome
+    let progress = reporter
+        .await
+        .unwrap_or_else(|_| json!({ "resultsId": id.to_string() }));
+    (outcome, progress)
 }
 
 async fn finish(
@@ -230,6 +236,7 @@ async fn finish(
     experiment: &Experiment,
     id: Uuid,
     nodes: &[Vec<String>],
+    progress: serde_json::Value,
 ) -> Result<(), kube::Error> {
     let report = match store.experiment(id).await {
         Ok(row) => match store.experiment_runs(id).await {
@@ -243,17 +250,38 @@ async fn finish(
     for (cohort, names) in cohorts.iter_mut().zip(nodes) {
         cohort.nodes = names.clone();
     }
-    write_status(
-        experiments,
-        &experiment.name_any(),
-        json!({
-            "phase": Phase::Succeeded,
-            "cohorts": cohorts,
-            "verdict": verdict,
-            "conditions": [completed(true, "AllRunsStored", "every planned run is stored")],
-        }),
-    )
-    .await
+    // Every run stored is not every run measured: a cohort none of whose runs succeeded has
+    // nothing to compare, and the experiment has failed.
+    let empty: Vec<String> = report
+        .as_ref()
+        .map(|r| {
+            r.cohorts
+                .iter()
+                .filter(|c| c.runs_succeeded == 0)
+                .map(|c| match c.failures.last() {
+                    Some(why) => format!("{}: no run succeeded (last: {why})", c.name),
+                    None => format!("{}: no run succeeded", c.name),
+                })
+                .collect()
+        })
+        .unwrap_or_else(|| vec!["the stored runs could not be read back".to_string()]);
+    let (phase, condition) = if empty.is_empty() {
+        (
+            Phase::Succeeded,
+            completed(true, "AllRunsStored", "every planned run is stored"),
+        )
+    } else {
+        (
+            Phase::Failed,
+            completed(false, "CohortWithoutRuns", &empty.join("; ")),
+        )
+    };
+    let mut status = progress;
+    status["phase"] = json!(phase);
+    status["cohorts"] = json!(cohorts);
+    status["verdict"] = json!(verdict);
+    status["conditions"] = json!([condition]);
+    write_status(experiments, &experiment.name_any(), status).await
 }
 
 /// Per-cohort lines and one verdict line, e.g. `patched: faster +61.2% [+55.0%, +67.8%]`.

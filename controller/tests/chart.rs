@@ -163,7 +163,8 @@ fn the_pods_the_controller_creates_are_valid_kubernetes_objects() {
         image_pull_policy: Some("IfNotPresent".into()),
     };
     let objects = [
-        serde_yaml::to_string(&agent_pod(&experiment, "unpatched", "node-a", &settings)).unwrap(),
+        serde_yaml::to_string(&agent_pod(&experiment, &["unpatched"], "node-a", &settings))
+            .unwrap(),
         serde_yaml::to_string(&loadgen_pod(
             &experiment,
             0,

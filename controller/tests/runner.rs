@@ -122,9 +122,15 @@ async fn a_cluster_experiment_runs_over_grpc_is_stored_reported_and_resumes() {
         .iter()
         .filter_map(|s| s["progress"].as_str())
         .collect();
-    assert_eq!(progress, vec!["0/4", "1/4", "2/4", "3/4", "4/4"]);
+    // The final write repeats the progress: the runner applies its whole part of the status
+    // each time, and a field it left out would be removed.
+    assert_eq!(progress, vec!["0/4", "1/4", "2/4", "3/4", "4/4", "4/4"]);
     let last = statuses.last().unwrap();
     assert_eq!(last["phase"], "Succeeded");
+    assert_eq!(
+        (last["runsStored"].as_u64(), last["runsPlanned"].as_u64()),
+        (Some(4), Some(4))
+    );
     assert_eq!(last["cohorts"].as_array().unwrap().len(), 2);
     assert_eq!(last["cohorts"][1]["nodes"][0], "node-b");
     assert_eq!(last["cohorts"][1]["runs"], 2);

@@ -1,0 +1,13 @@
+//! Against the real cluster `scripts/cluster.sh up` starts on this machine (real API server,
+//! scheduler, controller-manager, kubelet on containerd, kube-proxy, CoreDNS), with the images
+//! `scripts/cluster.sh images` built: the chart installed by `helm`, experiments applied with
+//! `kubectl`, agent pods running nginx storms with lock and CPU evidence, results read through
+//! the chart's Service. `scripts/test.sh` runs them; by hand:
+//!   bash scripts/cluster.sh up && bash scripts/cluster.sh images
+//!   KUBECONFIG=$(bash scripts/cluster.sh kubeconfig) cargo test -p loadlab-controller \
+//!     --test real_cluster -- --ignored --test-threads=1
+
+mod crd;
+mod failover;
+mod harness;
+mod journey;

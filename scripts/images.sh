@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Builds the images the chart runs on this machine's cluster and imports them into its
+# containerd. No registry is reachable, so nothing starts from a pulled base image:
+# - a Debian bookworm root made by debootstrap from Debian's packages (what the Dockerfile's
+#   runtime stage installs: nginx-light, bpftrace with linux-libc-dev, linux-perf,
+#   ca-certificates; plus postgresql-15 for the chart's bundled database), cached under
+#   /opt/loadlab-tools/images;
+# - loadlab/loadlab:<appVersion>: that root and the release binary, as the Dockerfile makes it;
+# - loadlab/postgresql:15: the same root and an entrypoint that honours the official postgres
+#   image's POSTGRES_USER / POSTGRES_DB / POSTGRES_PASSWORD / PGDATA, so the chart is unchanged;
+# - busybox:1.36 (the chart's `helm test` image) from Debian's busybox-static.
+# Both Debian images share the root as their first layer, which containerd stores once.
+#   images.sh CONTAINERD_SOCKET
+set -euo pipefail
+
+socket="$1"
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(dirname "$here")"
+packages="nginx-light,bpftrace,linux-libc-dev,linux-perf,ca-certificates,postgresql-15,iproute2"
+key="$(echo "bookworm $packages v1" | sha256sum | cut -c1-12)"
+base="${LOADLAB_TOOLS:-/opt/loadlab-tools}/images/bookworm-$key"
+app_version="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$repo/helm/loadlab/Chart.yaml")"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+say() { echo "images: $*" >&2; }
+
+if [ ! -f "$base/.complete" ]; then
+  say "making the Debian root (debootstrap, about 2 minutes)"
+  rm -rf "$base"
+  mkdir -p "$base"
+  debootstrap --variant=minbase --include="$packages" bookworm "$base/rootfs" \
+    http://deb.debian.org/debian > "$base/debootstrap.log" 2>&1 \
+    || { tail -n 20 "$base/debootstrap.log" >&2; exit 1; }
+  # What an image never needs: downloaded packages, package lists, documentation.
+  rm -rf "$base/rootfs/var/cache/apt/archives/"*.deb "$base/rootfs/var/lib/apt/lists/"* \
+    "$base/rootfs/usr/share/doc" "$base/rootfs/usr/share/man" "$base/rootfs/usr/share/info"
+  # The cluster's own postgres starts from the entrypoint below, not from Debian's cluster.
+  rm -rf "$base/rootfs/etc/postgresql" "$base/rootfs/var/lib/postgresql/15"
+  touch "$base/.complete"
+fi
+
+binary="$repo/target/release/loadlab"
+say "building the release binary"
+(cd "$repo" && cargo build --release --locked -p loadlab >&2)
+
+mkdir -p "$work/loadlab/usr/local/bin"
+install -m 0755 "$binary" "$work/loadlab/usr/local/bin/loadlab"
+# Debug info is for this machine's debugger, not for every node's image (150 MB -> 30 MB).
+objcopy --strip-debug "$work/loadlab/usr/local/bin/loadlab"
+
+mkdir -p "$work/postgresql/usr/local/bin"
+cat > "$work/postgresql/usr/local/bin/postgres-entrypoint" <<'SH'
+#!/bin/sh
+# Starts PostgreSQL 15 as the official image does: initialise PGDATA once with POSTGRES_USER,
+# POSTGRES_PASSWORD and POSTGRES_DB, then run the server in the foreground, listening on all
+# addresses with password authentication.
+set -eu
+: "${PGDATA:=/var/lib/postgresql/data}"
+: "${POSTGRES_USER:=postgres}"
+: "${POSTGRES_DB:=$POSTGRES_USER}"
+: "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD must be set}"
+bin=/usr/lib/postgresql/15/bin
+if [ "$(id -u)" = 0 ]; then
+  mkdir -p "$(dirname "$PGDATA")" /run/postgresql
+  chown postgres:postgres "$(dirname "$PGDATA")" /run/postgresql
+  [ -d "$PGDATA" ] && chown -R postgres:postgres "$PGDATA"
+  exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
+fi
+# Initialised beside PGDATA and moved into place when whole: a pod killed half-way through
+# leaves no PGDATA that looks finished.
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  fresh="$PGDATA.init"
+  rm -rf "$fresh"
+  pwfile="$(mktemp)"
+  printf '%s\n' "$POSTGRES_PASSWORD" > "$pwfile"
+  "$bin/initdb" -D "$fresh" -U "$POSTGRES_USER" --pwfile="$pwfile" \
+    --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+  rm -f "$pwfile"
+  echo "host all all all scram-sha-256" >> "$fresh/pg_hba.conf"
+  "$bin/pg_ctl" -D "$fresh" -o "-c listen_addresses='' -c unix_socket_directories=/run/postgresql" -w start >/dev/null
+  if [ "$POSTGRES_DB" != postgres ]; then
+    "$bin/createdb" -h /run/postgresql -U "$POSTGRES_USER" "$POSTGRES_DB"
+  fi
+  "$bin/pg_ctl" -D "$fresh" -m fast -w stop >/dev/null
+  rm -rf "$PGDATA"
+  mv "$fresh" "$PGDATA"
+fi
+exec "$bin/postgres" -D "$PGDATA" -c listen_addresses='*' -c unix_socket_directories=/run/postgresql
+SH
+chmod 0755 "$work/postgresql/usr/local/bin/postgres-entrypoint"
+# The chart's readiness probe runs pg_isready from PATH.
+ln -s /usr/lib/postgresql/15/bin/pg_isready "$work/postgresql/usr/local/bin/pg_isready"
+
+mkdir -p "$work/busybox/bin"
+cp /bin/busybox "$work/busybox/bin/busybox"
+for applet in sh wget cat ls sleep nc; do ln -s busybox "$work/busybox/bin/$applet"; done
+
+pack_and_import() {
+  local name="$1" layers="$2" entrypoint="$3" env_json="${4:-}"
+  say "packing $name"
+  bash "$here/oci-image.sh" "$layers" "$name" "$entrypoint" "$work/image.tar" ${env_json:+"$env_json"}
+  ctr --address "$socket" -n k8s.io images import "$work/image.tar" >/dev/null
+  rm -f "$work/image.tar"
+}
+
+pack_and_import "loadlab/loadlab:$app_version" "$base/rootfs:$work/loadlab" '["/usr/local/bin/loadlab"]'
+pack_and_import "loadlab/postgresql:15" "$base/rootfs:$work/postgresql" '["/usr/local/bin/postgres-entrypoint"]' \
+  '["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","PGDATA=/var/lib/postgresql/data","LANG=C.UTF-8"]'
+pack_and_import "busybox:1.36" "$work/busybox" '["/bin/sh"]' '["PATH=/bin"]'
+say "imported loadlab/loadlab:$app_version, loadlab/postgresql:15, busybox:1.36"
