@@ -150,6 +150,8 @@ make_pki() {
   cert scheduler "/CN=system:kube-scheduler"
   cert kube-proxy "/CN=system:kube-proxy"
   cert coredns "/CN=loadlab:coredns"
+  # `loadlab bench cluster` runs its controller as this user, whose requests alone are audited.
+  cert bench-controller "/O=system:masters/CN=loadlab-bench-controller"
   cert "node-$node" "/O=system:nodes/CN=system:node:$node"
   cert "kubelet-$node" "/CN=$node" "IP:$gateway,DNS:$node"
 }
@@ -313,6 +315,15 @@ import_pause_image() {
 start_control_plane() {
   local bin="$1"
   mkdir -p "$dir/etcd"
+  cat > "$dir/audit-policy.yaml" <<EOF
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+  - level: Metadata
+    users: ["loadlab-bench-controller"]
+  - level: None
+EOF
   start etcd "$bin/etcd" --name loadlab --data-dir "$dir/etcd" \
     --listen-client-urls "http://$etcd_client" --advertise-client-urls "http://$etcd_client" \
     --listen-peer-urls "http://$etcd_peer" --initial-advertise-peer-urls "http://$etcd_peer" \
@@ -334,6 +345,8 @@ start_control_plane() {
     --service-cluster-ip-range "$service_cidr" \
     --authorization-mode Node,RBAC \
     --enable-admission-plugins NodeRestriction,OwnerReferencesPermissionEnforcement \
+    --audit-policy-file "$dir/audit-policy.yaml" --audit-log-path "$logs/audit.log" \
+    --audit-log-maxsize 200 --audit-log-maxbackup 1 \
     --allow-privileged=true --profiling=false --v=1
   wait_for kube-apiserver 180 "$logs/kube-apiserver.log" \
     curl -fsS --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
@@ -482,6 +495,7 @@ up() {
   kubeconfig scheduler scheduler
   kubeconfig kube-proxy kube-proxy
   kubeconfig coredns coredns
+  kubeconfig bench-controller bench-controller
   kubeconfig "node-$node" "node-$node"
   network_up
   start_containerd

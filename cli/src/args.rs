@@ -71,6 +71,10 @@ pub struct ControllerArgs {
     /// Bearer token for ingest over HTTP, as for `loadlab serve`.
     #[arg(long, env = "LOADLAB_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// How long to wait for the results database to accept connections at start (a database
+    /// installed beside the controller may start after it), e.g. `2m`.
+    #[arg(long, env = "LOADLAB_DATABASE_WAIT", default_value = "2m", value_parser = Span::parse)]
+    pub database_wait: Span,
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +93,29 @@ pub enum BenchCommand {
     Plan(BenchPlanArgs),
     /// The same storm with the agent's capture on and off, alternating: the rate it costs.
     Agent(BenchAgentArgs),
+    /// Placement at fleet scale on a real API server (simulated nodes from
+    /// `scripts/cluster.sh kwok 1000`): apply to all pods created, controller CPU and memory,
+    /// API requests per experiment.
+    Cluster(BenchClusterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchClusterArgs {
+    /// Experiments applied at once, each on one rack of the simulated fleet.
+    #[arg(long, default_value_t = 4)]
+    pub experiments: usize,
+    /// The image the controller puts in its pods (simulated nodes never run it).
+    #[arg(long, default_value = "loadlab/loadlab:0.1.0")]
+    pub image: String,
+    /// The controller's kubeconfig: a user whose requests the API server audits.
+    #[arg(
+        long,
+        default_value = "/var/lib/loadlab-cluster/bench-controller.kubeconfig"
+    )]
+    pub controller_kubeconfig: PathBuf,
+    /// The API server's audit log (scripts/cluster.sh writes one for that user alone).
+    #[arg(long, default_value = "/var/lib/loadlab-cluster/logs/audit.log")]
+    pub audit_log: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -192,6 +192,10 @@ pub struct RunOptions {
     /// Store under this id. When an experiment with this id is stored already, continue it:
     /// runs stored as succeeded are not repeated, failed ones are tried again as a new attempt.
     pub experiment_id: Option<Uuid>,
+    /// An agent or generator that cannot be reached ends the experiment as interrupted (its
+    /// failed run stored, the rest left to a resume) instead of being tried again at the same
+    /// address: on a cluster the controller replaces the pod and resumes on the new one.
+    pub end_when_unreachable: bool,
 }
 
 /// How an experiment ended.
@@ -350,6 +354,7 @@ pub async fn run_experiment(
                 started_at,
             )?;
             record.attempt = attempt_number;
+            let mut lost_peer = false;
             match measured {
                 Ok(measurement) => measurement.fill(&mut record),
                 Err(RunError::Interrupted) => {
@@ -360,6 +365,11 @@ pub async fn run_experiment(
                     tracing::warn!(cohort = %cohort.name, repetition = planned.repetition, attempt = attempt_number, reason = %reason, "run failed");
                     record.outcome = RunOutcome::Failed { reason };
                 }
+                Err(RunError::Unreachable(reason)) => {
+                    tracing::warn!(cohort = %cohort.name, repetition = planned.repetition, attempt = attempt_number, reason = %reason, "run failed: a peer is unreachable");
+                    record.outcome = RunOutcome::Failed { reason };
+                    lost_peer = options.end_when_unreachable;
+                }
             }
             let succeeded = matches!(record.outcome, RunOutcome::Succeeded);
             record_run_patiently(store, &record, &cancel, &mut on_event).await?;
@@ -368,6 +378,10 @@ pub async fn run_experiment(
                 record: Box::new(record),
             });
             if succeeded {
+                break;
+            }
+            if lost_peer {
+                ending = Ending::Interrupted;
                 break;
             }
         }
@@ -429,10 +443,19 @@ const TARGET_STOP_DEADLINE: Duration = Duration::from_secs(30);
 enum RunError {
     Interrupted,
     Failed(String),
+    /// The call never reached its peer (connection refused, reset or timed out).
+    Unreachable(String),
 }
 
 fn failed(what: &str) -> impl Fn(tonic::Status) -> RunError + '_ {
-    move |status| RunError::Failed(format!("{what}: {}", status.message()))
+    move |status| {
+        let reason = format!("{what}: {}", status.message());
+        if status.code() == tonic::Code::Unavailable {
+            RunError::Unreachable(reason)
+        } else {
+            RunError::Failed(reason)
+        }
+    }
 }
 
 /// The longest one agent call may take: under emulation, attaching a trace or collecting a

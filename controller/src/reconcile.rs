@@ -17,8 +17,8 @@ use serde_json::json;
 
 use crate::placement::{NodeView, Placement, place};
 use crate::pods::{
-    AGENT_PORT, LOADGEN_PORT, PodSettings, TOKEN_KEY, agent_pod, loadgen_pod, token_secret,
-    token_secret_name,
+    AGENT_PORT, LOADGEN_PORT, PodSettings, TOKEN_KEY, agent_pod, agent_pod_name, loadgen_pod,
+    loadgen_pod_name, token_secret, token_secret_name,
 };
 use crate::spec::Experiment;
 use crate::status::{ExperimentStatus, Phase};
@@ -49,7 +49,11 @@ pub struct ReadyFleet {
 /// stores runs; tests use one that records what it was asked.
 pub trait Runner: Send + Sync + 'static {
     /// Whether this process is running the experiment (`namespace/name`) now.
-    fn is_running(&self, key: &str) -> bool;
+    fn is_running(&self, key: &str) -> bool {
+        self.fleet(key).is_some()
+    }
+    /// The fleet the experiment runs on, while it runs here.
+    fn fleet(&self, key: &str) -> Option<ReadyFleet>;
     /// Starts the experiment in the background; it writes its progress to the status.
     fn start(&self, experiment: Arc<Experiment>, fleet: ReadyFleet);
     /// Stops the experiment if it runs here (on deletion).
@@ -117,18 +121,40 @@ async fn apply(
         .validate()
         .and_then(|()| experiment.spec.require_cluster())
     {
-        report.phase = Phase::Failed;
+        report.phase = Some(Phase::Failed);
         report.condition("SpecValid", false, "InvalidSpec", error.to_string());
         report.send(&experiments).await?;
         return Ok(Action::await_change());
     }
     report.condition("SpecValid", true, "Valid", "the spec is valid");
 
-    // A running experiment keeps its nodes even if labels change under it.
-    if context.runner.is_running(&key(&experiment)) {
-        report.phase = Phase::Running;
+    // A running experiment keeps its nodes even if labels change under it. A pod it runs on
+    // that is gone or going is reported; the runner is left to find out at its next call to
+    // it, so the run in flight is stored as failed with what the call met, and the runner
+    // ends. Then the pods are made whole again below and the runner resumes (stored runs are
+    // not repeated).
+    let running = key(&experiment);
+    if let Some(fleet) = context.runner.fleet(&running) {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+        // The runner owns the phase from here: it may have just written the final one.
+        report.phase = None;
+        let wait = match lost_pod(&pods, &experiment, &fleet).await? {
+            None => WAIT * 3,
+            Some(why) => {
+                tracing::info!(experiment = %running, %why, "a pod of the running experiment is lost");
+                report.condition(
+                    "PodsReady",
+                    false,
+                    "PodLost",
+                    format!(
+                        "{why}: the run in flight fails, then the experiment resumes on a new pod"
+                    ),
+                );
+                WAIT
+            }
+        };
         report.send(&experiments).await?;
-        return Ok(Action::requeue(WAIT * 3));
+        return Ok(Action::requeue(wait));
     }
 
     let nodes: Api<Node> = Api::all(client.clone());
@@ -143,7 +169,7 @@ async fn apply(
     if !placement.is_ready() {
         let reason = placement.problems[0].reason();
         let message: Vec<String> = placement.problems.iter().map(|p| p.to_string()).collect();
-        report.phase = Phase::Pending;
+        report.phase = Some(Phase::Pending);
         report.condition("NodesPlanned", false, reason, message.join("; "));
         report.send(&experiments).await?;
         return Ok(Action::requeue(WAIT));
@@ -166,6 +192,16 @@ async fn apply(
         ),
     );
 
+    // The cache may not have seen the runner's final status yet: a finished experiment must
+    // not get its pods back.
+    if experiments
+        .get_status(&experiment.name_any())
+        .await?
+        .status
+        .is_some_and(|s| s.phase.is_finished())
+    {
+        return Ok(Action::await_change());
+    }
     let token = ensure_token(client, namespace, &experiment).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let agents = match ensure_agents(&pods, &experiment, &placement, &context.pods).await? {
@@ -178,7 +214,7 @@ async fn apply(
             Ok(addresses) => addresses.into_iter().flatten().map(|(_, a)| a).collect(),
             Err(not_ready) => return report.pods_not_ready(not_ready, &experiments).await,
         };
-    report.phase = Phase::Running;
+    report.phase = Some(Phase::Running);
     report.condition("PodsReady", true, "Ready", "agents and generators answer");
     report.send(&experiments).await?;
     context.runner.start(
@@ -226,6 +262,48 @@ async fn ensure_token(
         .map(|b| b.0.clone())
         .unwrap_or_default();
     Ok(String::from_utf8_lossy(&bytes).trim().to_string())
+}
+
+/// The first pod of a running fleet that is no longer what the runner talks to: deleted,
+/// being deleted, failed, or at another address.
+async fn lost_pod(
+    pods: &Api<Pod>,
+    experiment: &Experiment,
+    fleet: &ReadyFleet,
+) -> Result<Option<String>, ReconcileError> {
+    let selector = format!(
+        "{}={}",
+        crate::pods::EXPERIMENT_LABEL,
+        experiment.name_any()
+    );
+    let current: BTreeMap<String, Pod> = pods
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+        .into_iter()
+        .map(|pod| (pod.name_any(), pod))
+        .collect();
+    let agents = fleet
+        .agents
+        .iter()
+        .flatten()
+        .map(|(node, address)| (agent_pod_name(experiment, node), *address));
+    let generators = fleet
+        .generators
+        .iter()
+        .enumerate()
+        .map(|(index, address)| (loadgen_pod_name(experiment, index), *address));
+    for (name, address) in agents.chain(generators) {
+        let why = match current.get(&name).map(pod_state) {
+            None => format!("pod {name} was deleted"),
+            Some(PodState::Ready(ip)) if ip == address.ip() => continue,
+            Some(PodState::Ready(ip)) => format!("pod {name} moved from {} to {ip}", address.ip()),
+            Some(PodState::Waiting(state)) => format!("pod {name} is {state}"),
+            Some(PodState::Failed(state)) => format!("pod {name} failed: {state}"),
+        };
+        return Ok(Some(why));
+    }
+    Ok(None)
 }
 
 /// Per group, (node, gRPC address) of every pod, once all are ready.
@@ -300,6 +378,19 @@ async fn ensure_pods(
         for (key, pod) in group {
             let name = pod.metadata.name.clone().unwrap_or_default();
             let current = match pods.get_opt(&name).await? {
+                // A generator is told its targets when it starts: one made for agents that
+                // have since been replaced must be replaced too.
+                Some(existing) if container_args(&existing) != container_args(&pod) => {
+                    if existing.metadata.deletion_timestamp.is_none() {
+                        match pods.delete(&name, &Default::default()).await {
+                            Ok(_) => {}
+                            Err(kube::Error::Api(status)) if status.code == 404 => {}
+                            Err(error) => return Err(error.into()),
+                        }
+                    }
+                    waiting.push(format!("{name}: replaced (its targets changed)"));
+                    continue;
+                }
                 Some(existing) => existing,
                 None => match pods.create(&PostParams::default(), &pod).await {
                     Ok(created) => created,
@@ -342,7 +433,15 @@ enum PodState {
 
 /// A pod is ready when Running, Ready and addressed; failed when it ended or cannot start
 /// (image errors, crash loops).
+fn container_args(pod: &Pod) -> Option<&Vec<String>> {
+    pod.spec.as_ref()?.containers.first()?.args.as_ref()
+}
+
 fn pod_state(pod: &Pod) -> PodState {
+    // A pod on its way out is neither ready nor failed: wait until it is gone.
+    if pod.metadata.deletion_timestamp.is_some() {
+        return PodState::Waiting("being deleted".into());
+    }
     let Some(status) = pod.status.as_ref() else {
         return PodState::Waiting("not scheduled yet".into());
     };
@@ -362,6 +461,7 @@ fn pod_state(pod: &Pod) -> PodState {
             if matches!(
                 reason,
                 "ErrImagePull"
+                    | "ErrImageNeverPull"
                     | "ImagePullBackOff"
                     | "CrashLoopBackOff"
                     | "CreateContainerConfigError"
@@ -399,7 +499,8 @@ fn pod_state(pod: &Pod) -> PodState {
 /// The reconciler's part of the status, sent whole by server-side apply.
 struct StatusReport {
     name: String,
-    phase: Phase,
+    /// None leaves the phase to whoever wrote it last (the runner, while it runs).
+    phase: Option<Phase>,
     generation: Option<i64>,
     status: ExperimentStatus,
 }
@@ -408,7 +509,7 @@ impl StatusReport {
     fn new(experiment: &Experiment, phase: Phase) -> Self {
         Self {
             name: experiment.name_any(),
-            phase,
+            phase: Some(phase),
             generation: experiment.metadata.generation,
             status: experiment.status.clone().unwrap_or_default(),
         }
@@ -428,12 +529,12 @@ impl StatusReport {
     ) -> Result<Action, ReconcileError> {
         let action = match not_ready {
             NotReady::Waiting(message) => {
-                self.phase = Phase::Pending;
+                self.phase = Some(Phase::Pending);
                 self.condition("PodsReady", false, "Waiting", message);
                 Action::requeue(WAIT)
             }
             NotReady::Failed(message) => {
-                self.phase = Phase::Failed;
+                self.phase = Some(Phase::Failed);
                 self.condition("PodsReady", false, "PodFailed", message);
                 Action::await_change()
             }
@@ -450,14 +551,17 @@ impl StatusReport {
             .filter(|c| OWN_CONDITIONS.contains(&c.type_.as_str()))
             .map(|c| (c.type_.as_str(), c))
             .collect();
+        let mut status = json!({
+            "observedGeneration": self.generation,
+            "conditions": conditions.values().collect::<Vec<_>>(),
+        });
+        if let Some(phase) = self.phase {
+            status["phase"] = json!(phase);
+        }
         let patch = json!({
             "apiVersion": "loadlab.dev/v1alpha1",
             "kind": "Experiment",
-            "status": {
-                "phase": self.phase,
-                "observedGeneration": self.generation,
-                "conditions": conditions.values().collect::<Vec<_>>(),
-            }
+            "status": status,
         });
         experiments
             .patch_status(

@@ -30,7 +30,16 @@ pub const RUNNER_MANAGER: &str = "loadlab-runner";
 pub struct ProtocolRunner {
     client: Client,
     store: Store,
-    running: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    running: Arc<Mutex<HashMap<String, Running>>>,
+    started: std::sync::atomic::AtomicU64,
+}
+
+/// One experiment's runner task: stopped through `cancel`; `generation` tells a task that ends
+/// late from the one that replaced it under the same key.
+struct Running {
+    cancel: CancellationToken,
+    generation: u64,
+    fleet: ReadyFleet,
 }
 
 impl ProtocolRunner {
@@ -39,18 +48,19 @@ impl ProtocolRunner {
             client,
             store,
             running: Arc::default(),
+            started: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// Stops every experiment (on shutdown or lost leadership); stored runs stay, and the next
     /// leader resumes from them.
     pub fn stop_all(&self) {
-        for token in self.lock().values() {
-            token.cancel();
+        for running in self.lock().values() {
+            running.cancel.cancel();
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
         self.running
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -62,15 +72,29 @@ impl Runner for ProtocolRunner {
         self.lock().contains_key(key)
     }
 
+    fn fleet(&self, key: &str) -> Option<ReadyFleet> {
+        self.lock().get(key).map(|r| r.fleet.clone())
+    }
+
     fn start(&self, experiment: Arc<Experiment>, fleet: ReadyFleet) {
         let name = key(&experiment);
         let cancel = CancellationToken::new();
+        let generation = self
+            .started
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         {
             let mut running = self.lock();
             if running.contains_key(&name) {
                 return;
             }
-            running.insert(name.clone(), cancel.clone());
+            running.insert(
+                name.clone(),
+                Running {
+                    cancel: cancel.clone(),
+                    generation,
+                    fleet: fleet.clone(),
+                },
+            );
         }
         let nodes: Vec<Vec<String>> = fleet
             .agents
@@ -104,16 +128,21 @@ impl Runner for ProtocolRunner {
             if finished.is_some() {
                 delete_pods(&client, &namespace, &experiment.name_any()).await;
             }
-            running
+            let mut running = running
                 .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .remove(&name);
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if running
+                .get(&name)
+                .is_some_and(|r| r.generation == generation)
+            {
+                running.remove(&name);
+            }
         });
     }
 
     fn stop(&self, key: &str) {
-        if let Some(token) = self.lock().remove(key) {
-            token.cancel();
+        if let Some(running) = self.lock().remove(key) {
+            running.cancel.cancel();
         }
     }
 }
@@ -169,11 +198,21 @@ async fn drive(
     let file = experiment_file(experiment);
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
     let name = experiment.name_any();
+    // Failed attempts stored before a resume count too (an experiment not stored yet has none).
+    let failed_before = store
+        .experiment_runs(id)
+        .await
+        .map(|runs| {
+            runs.iter()
+                .filter(|r| matches!(r.outcome, RunOutcome::Failed { .. }))
+                .count()
+        })
+        .unwrap_or(0);
     let reporter = {
         let experiments = experiments.clone();
         tokio::spawn(async move {
             let mut progress = json!({ "resultsId": id.to_string() });
-            let (mut planned, mut resumed, mut failed) = (0usize, 0usize, 0usize);
+            let (mut planned, mut resumed, mut failed) = (0usize, 0usize, failed_before);
             // A planned run counts once, however many attempts it took.
             let mut finished = std::collections::BTreeSet::new();
             while let Some(event) = received.recv().await {
@@ -196,6 +235,7 @@ async fn drive(
                 }
                 let stored = resumed + finished.len();
                 progress = json!({
+                    "phase": Phase::Running,
                     "resultsId": id.to_string(),
                     "progress": format!("{stored}/{planned}"),
                     "runsPlanned": planned,
@@ -215,6 +255,8 @@ async fn drive(
         fleet,
         RunOptions {
             experiment_id: Some(id),
+            // The reconciler replaces a lost pod and starts the runner again.
+            end_when_unreachable: true,
         },
         cancel,
         move |event| {

@@ -19,8 +19,13 @@ struct RecordingRunner {
 }
 
 impl Runner for RecordingRunner {
-    fn is_running(&self, key: &str) -> bool {
-        self.started.lock().unwrap().iter().any(|(k, _)| k == key)
+    fn fleet(&self, key: &str) -> Option<ReadyFleet> {
+        self.started
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, fleet)| fleet.clone())
     }
 
     fn start(&self, experiment: Arc<Experiment>, fleet: ReadyFleet) {

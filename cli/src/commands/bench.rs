@@ -26,6 +26,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         BenchCommand::Api(args) => super::bench_api::run(args).await?,
         BenchCommand::Plan(args) => super::bench_plan::run(args)?,
         BenchCommand::Agent(args) => super::bench_agent::run(args).await?,
+        BenchCommand::Cluster(args) => super::bench_cluster::run(args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -27,7 +27,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     let client = kube::Client::try_default().await.map_err(|error| {
         anyhow::anyhow!("no Kubernetes API to talk to (in-cluster config or KUBECONFIG): {error}")
     })?;
-    let api = Api::open(args.listen, args.api_token.as_deref()).await?;
+    let api =
+        Api::open_waiting(args.listen, args.api_token.as_deref(), args.database_wait.0).await?;
     eprintln!(
         "loadlab controller {identity}: API on http://{}/api/v1 · results in {}",
         api.address, api.database

@@ -62,6 +62,33 @@ impl Api {
         })
     }
 
+    /// Like [`Api::open`], but a database that does not accept connections yet (starting,
+    /// or not reachable yet) is tried again every two seconds for up to `patience`, saying so.
+    pub async fn open_waiting(
+        listen: SocketAddr,
+        api_token: Option<&str>,
+        patience: std::time::Duration,
+    ) -> anyhow::Result<Self> {
+        let started = std::time::Instant::now();
+        let mut said = false;
+        loop {
+            match Self::open(listen, api_token).await {
+                Ok(api) => return Ok(api),
+                Err(error) if started.elapsed() < patience && database_unreachable(&error) => {
+                    if !said {
+                        eprintln!(
+                            "waiting up to {} s for the results database: {error:#}",
+                            patience.as_secs()
+                        );
+                        said = true;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
     /// Serves until `stop`, then gives open connections a bounded time to finish.
     pub async fn serve(self, stop: &CancellationToken) -> anyhow::Result<()> {
         axum::serve(self.listener, app(self.state))
@@ -70,4 +97,11 @@ impl Api {
             .drain_within(stop)
             .await
     }
+}
+
+fn database_unreachable(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<loadlab_results::Error>())
+        .any(loadlab_results::Error::is_transient)
 }

@@ -78,6 +78,7 @@ fn answer(
             StatusCode::OK,
             json!({ "kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": cluster.nodes }),
         ),
+        "GET" if path.contains("/experiments/") => (StatusCode::OK, experiment.clone()),
         "GET" => match cluster.objects.get(&path) {
             Some(object) => (StatusCode::OK, object.clone()),
             None => not_found,

@@ -114,7 +114,9 @@ impl Release {
     /// The chart's Postgres claims a volume; this cluster has no provisioner, so each release
     /// gets a local one of its own, bound to its claim before the claim exists.
     fn bind_volume(&self) {
-        let path = format!("/var/lib/loadlab-cluster/volumes/{}", self.namespace);
+        let cluster = std::env::var("LOADLAB_CLUSTER_DIR")
+            .unwrap_or_else(|_| "/var/lib/loadlab-cluster".to_string());
+        let path = format!("{cluster}/volumes/{}", self.namespace);
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         let volume = format!("loadlab-{}", self.namespace);
@@ -264,4 +266,30 @@ pub fn apply_json(manifest: &str) {
         .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "kubectl apply: {}", text(&output));
+}
+
+/// A short experiment with these cohorts, its generator beside nginx (the real node is the one
+/// node that runs anything): 16 connections, 1 s of warm-up, 3 s measured.
+pub fn real_node_experiment(
+    name: &str,
+    namespace: &str,
+    cohorts: Value,
+    repetitions: u32,
+) -> String {
+    serde_json::json!({
+        "apiVersion": "loadlab.dev/v1alpha1",
+        "kind": "Experiment",
+        "metadata": { "name": name, "namespace": namespace },
+        "spec": {
+            "target": { "nginx": { "workers": 1 } },
+            "load": {
+                "connections": 16, "warmup": "1s", "duration": "3s", "generators": 1,
+                "generatorPlacement": { "allowNodesUnderTest": true }
+            },
+            "cohorts": cohorts,
+            "repetitions": repetitions,
+            "baseline": cohorts[0]["name"],
+        }
+    })
+    .to_string()
 }

@@ -13,7 +13,7 @@ use kube::api::ListParams;
 use kube::runtime::{WatchStreamExt, watcher};
 use loadlab_controller::status::Phase;
 
-use crate::harness::{Release, repo, run};
+use crate::harness::{Release, repo, run, try_run};
 
 const EXPERIMENT: &str = "one-node";
 
@@ -23,6 +23,78 @@ async fn helm_install_apply_run_and_read_the_results() {
     let release = Release::install("loadlab-journey", &["controller.replicas=2"]).await;
     let ns = release.namespace.clone();
     run("helm", &["test", "loadlab", "-n", &ns, "--timeout", "5m"]);
+    // The controller waits for the database the chart starts beside it instead of crashing.
+    let controllers = release.kubectl_json(&[
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/component=controller",
+    ]);
+    let controllers = controllers["items"].as_array().unwrap();
+    assert_eq!(controllers.len(), 2);
+    for pod in controllers {
+        assert_eq!(
+            pod["status"]["containerStatuses"][0]["restartCount"], 0,
+            "{}",
+            pod["metadata"]["name"]
+        );
+    }
+
+    // Least privilege: what the controller uses and no more, as the API server enforces it
+    // (the experiment below then runs with exactly this).
+    let account = format!("system:serviceaccount:{ns}:loadlab");
+    // `kubectl auth can-i` takes a subresource apart (`x/y` would name an object `y`).
+    let can = |verb: &str, resource: &str, namespace: &str| {
+        let (resource, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+        let mut args = vec![
+            "auth", "can-i", verb, resource, "--as", &account, "-n", namespace,
+        ];
+        let flag = format!("--subresource={subresource}");
+        if !subresource.is_empty() {
+            args.push(&flag);
+        }
+        try_run("kubectl", &args).0
+    };
+    let uses = [
+        ("get", "experiments.loadlab.dev"),
+        ("list", "experiments.loadlab.dev"),
+        ("watch", "experiments.loadlab.dev"),
+        ("patch", "experiments.loadlab.dev"),
+        ("patch", "experiments.loadlab.dev/status"),
+        ("update", "experiments.loadlab.dev/finalizers"),
+        ("list", "nodes"),
+        ("create", "pods"),
+        ("delete", "pods"),
+        ("deletecollection", "pods"),
+        ("watch", "pods"),
+        ("create", "secrets"),
+        ("get", "secrets"),
+        ("update", "leases.coordination.k8s.io"),
+    ];
+    for (verb, resource) in uses {
+        assert!(
+            can(verb, resource, &ns),
+            "the controller needs {verb} {resource}"
+        );
+    }
+    let never = [
+        ("delete", "experiments.loadlab.dev", ns.as_str()),
+        ("update", "experiments.loadlab.dev", ns.as_str()),
+        ("update", "experiments.loadlab.dev/status", ns.as_str()),
+        ("get", "nodes", ns.as_str()),
+        ("patch", "nodes", ns.as_str()),
+        ("list", "secrets", ns.as_str()),
+        ("delete", "secrets", ns.as_str()),
+        ("create", "deployments.apps", ns.as_str()),
+        ("create", "pods/exec", ns.as_str()),
+        ("update", "leases.coordination.k8s.io", "kube-system"),
+    ];
+    for (verb, resource, namespace) in never {
+        assert!(
+            !can(verb, resource, namespace),
+            "the controller may {verb} {resource} in {namespace}, which it never needs"
+        );
+    }
 
     let example = repo().join("examples/one-node-cluster.yaml");
     release.kubectl(&["apply", "-f", example.to_str().unwrap()]);

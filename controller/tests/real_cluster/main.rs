@@ -7,6 +7,7 @@
 //!   KUBECONFIG=$(bash scripts/cluster.sh kubeconfig) cargo test -p loadlab-controller \
 //!     --test real_cluster -- --ignored --test-threads=1
 
+mod conditions;
 mod crd;
 mod failover;
 mod harness;
