@@ -17,7 +17,15 @@ kwok_cidr=10.236.0.0/16
 
 ip route replace blackhole "$kwok_cidr"
 if ! { [ -f "$dir/run/kwok.pid" ] && kill -0 "$(cat "$dir/run/kwok.pid")" 2>/dev/null; }; then
-  setsid "$bin/kwok" --kubeconfig "$KUBECONFIG" \
+  # kwok ships its node and pod lifecycles as stage files in its module, not in the binary.
+  stages="$(go env GOMODCACHE)/sigs.k8s.io/kwok@${LOADLAB_KWOK_VERSION:-v0.8.0}/kustomize/stage"
+  [ -d "$stages" ] || { echo "kwok's stages not found under $stages (run scripts/k8s-tools.sh)" >&2; exit 1; }
+  config=()
+  for stage in node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+    pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
+    config+=(--config "$stages/$stage")
+  done
+  setsid "$bin/kwok" --kubeconfig "$KUBECONFIG" "${config[@]}" \
     --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom \
@@ -72,5 +80,5 @@ status:
     - { type: Ready, status: "$ready", reason: Simulated, message: "kwok node", lastHeartbeatTime: null, lastTransitionTime: null }
 EOF
 done
-"$bin/kubectl" apply --server-side -f "$manifest" >/dev/null
+"$bin/kubectl" apply --server-side --force-conflicts -f "$manifest" >/dev/null
 echo "registered $count simulated nodes" >&2
