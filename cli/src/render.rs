@@ -278,6 +278,7 @@ impl RunProgress {
                 nodes,
                 runs,
                 resumed,
+                ..
             } => {
                 self.runs = *runs + *resumed;
                 let mut seen = std::collections::BTreeSet::new();

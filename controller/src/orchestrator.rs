@@ -38,6 +38,8 @@ pub enum Event {
         runs: usize,
         /// Runs already stored by an earlier invocation.
         resumed: usize,
+        /// Failed attempts stored by earlier invocations.
+        failed_before: usize,
     },
     RunStarted {
         run: PlannedRun,
@@ -310,6 +312,10 @@ pub async fn run_experiment(
         nodes: facts.iter().flatten().cloned().collect(),
         runs: plan.len() - resumed,
         resumed,
+        failed_before: stored
+            .iter()
+            .filter(|r| matches!(r.outcome, RunOutcome::Failed { .. }))
+            .count(),
     });
 
     let mut ending = Ending::Completed;

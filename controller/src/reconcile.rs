@@ -431,12 +431,12 @@ enum PodState {
     Failed(String),
 }
 
-/// A pod is ready when Running, Ready and addressed; failed when it ended or cannot start
-/// (image errors, crash loops).
 fn container_args(pod: &Pod) -> Option<&Vec<String>> {
     pod.spec.as_ref()?.containers.first()?.args.as_ref()
 }
 
+/// A pod is ready when Running, Ready and addressed; failed when it ended or cannot start
+/// (image errors, crash loops); waiting while it is being deleted.
 fn pod_state(pod: &Pod) -> PodState {
     // A pod on its way out is neither ready nor failed: wait until it is gone.
     if pod.metadata.deletion_timestamp.is_some() {

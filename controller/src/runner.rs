@@ -198,21 +198,11 @@ async fn drive(
     let file = experiment_file(experiment);
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
     let name = experiment.name_any();
-    // Failed attempts stored before a resume count too (an experiment not stored yet has none).
-    let failed_before = store
-        .experiment_runs(id)
-        .await
-        .map(|runs| {
-            runs.iter()
-                .filter(|r| matches!(r.outcome, RunOutcome::Failed { .. }))
-                .count()
-        })
-        .unwrap_or(0);
     let reporter = {
         let experiments = experiments.clone();
         tokio::spawn(async move {
             let mut progress = json!({ "resultsId": id.to_string() });
-            let (mut planned, mut resumed, mut failed) = (0usize, 0usize, failed_before);
+            let (mut planned, mut resumed, mut failed) = (0usize, 0usize, 0usize);
             // A planned run counts once, however many attempts it took.
             let mut finished = std::collections::BTreeSet::new();
             while let Some(event) = received.recv().await {
@@ -220,10 +210,13 @@ async fn drive(
                     Event::Started {
                         runs,
                         resumed: earlier,
+                        failed_before,
                         ..
                     } => {
                         planned = runs + earlier;
                         resumed = earlier;
+                        // Failed attempts stored before a resume count too.
+                        failed = failed_before;
                     }
                     Event::RunFinished { run, record } => {
                         finished.insert(run.sequence);
