@@ -556,8 +556,12 @@ struct KernelComparison {
     b: String,
     group_by: GroupBy,
     groups: Vec<FleetGroup>,
+    /// What was pooled into a group, and what never is.
+    pooling: &'static str,
     method: &'static str,
 }
+
+const POOLING: &str = "each group pools the succeeded runs of one workload (load, target settings and collectors, as in its workload field) on one hardware group, across experiments and nodes; runs of different workloads are never pooled";
 
 async fn compare_kernels(
     State(state): State<ApiState>,
@@ -603,6 +607,7 @@ async fn compare_kernels(
                 a: key.0.clone(),
                 b: key.1.clone(),
                 group_by,
+                pooling: POOLING,
                 method: stats::METHOD,
             })
         })

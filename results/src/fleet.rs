@@ -1,5 +1,7 @@
 //! The fleet question: across every stored experiment, how do runs on kernel B compare with
-//! runs on kernel A, hardware group by hardware group.
+//! runs on kernel A, hardware group by hardware group, and only ever between runs of the same
+//! workload (load, target settings and collectors): a group never pools runs of different
+//! workloads.
 
 use std::collections::BTreeMap;
 
@@ -7,9 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::stats::{Comparison, Summary, Sums, compare_sums};
 
-/// The succeeded runs of one kernel on one kind of hardware, as sums.
+/// The succeeded runs of one node under one workload, as sums.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FleetRuns {
+    pub node_id: String,
+    /// `{"load": ..., "target": ..., "collect": ...}` as the runs were stored.
+    pub workload: serde_json::Value,
     pub kernel_release: String,
     pub cpu_model: String,
     pub logical_cpus: i32,
@@ -38,10 +43,12 @@ impl GroupBy {
     }
 
     fn key(self, run: &FleetRuns) -> GroupKey {
+        // The workload comes first so a workload's groups are listed together.
+        let workload = run.workload.to_string();
         match self {
-            GroupBy::Cpu => (run.cpu_model.clone(), Some(run.logical_cpus)),
-            GroupBy::CpuModel => (run.cpu_model.clone(), None),
-            GroupBy::None => ("all".into(), None),
+            GroupBy::Cpu => (workload, run.cpu_model.clone(), Some(run.logical_cpus)),
+            GroupBy::CpuModel => (workload, run.cpu_model.clone(), None),
+            GroupBy::None => (workload, "all".into(), None),
         }
     }
 }
@@ -49,6 +56,8 @@ impl GroupBy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FleetSide {
     pub runs: usize,
+    /// Distinct nodes behind the runs.
+    pub nodes: usize,
     /// Kernel releases that matched the pattern in this group.
     pub kernels: Vec<String>,
     pub summary: Option<Summary>,
@@ -56,6 +65,8 @@ pub struct FleetSide {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FleetGroup {
+    /// What every run in this group ran: the one workload pooled here.
+    pub workload: serde_json::Value,
     pub cpu_model: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub logical_cpus: Option<i32>,
@@ -69,24 +80,28 @@ fn side(runs: &[&FleetRuns]) -> (FleetSide, Sums) {
     let mut kernels: Vec<String> = runs.iter().map(|r| r.kernel_release.clone()).collect();
     kernels.sort();
     kernels.dedup();
+    let nodes: std::collections::BTreeSet<&str> = runs.iter().map(|r| r.node_id.as_str()).collect();
     let mut sums = Sums::default();
     for run in runs {
         sums.add(&run.sums);
     }
     let side = FleetSide {
         runs: sums.n as usize,
+        nodes: nodes.len(),
         kernels,
         summary: sums.values(),
     };
     (side, sums)
 }
 
-/// CPU model, and the logical CPU count when grouping by both.
-type GroupKey = (String, Option<i32>);
+/// The workload (as canonical JSON text), the CPU model, and the logical CPU count when
+/// grouping by both.
+type GroupKey = (String, String, Option<i32>);
 
-/// Groups both sides' runs by hardware and compares B with A in each group.
+/// Groups both sides' runs by workload and hardware and compares B with A in each group.
 pub fn compare_fleet(a: &[FleetRuns], b: &[FleetRuns], group_by: GroupBy) -> Vec<FleetGroup> {
-    let mut groups: BTreeMap<GroupKey, (Vec<&FleetRuns>, Vec<&FleetRuns>)> = BTreeMap::new();
+    type Sides<'a> = (Vec<&'a FleetRuns>, Vec<&'a FleetRuns>);
+    let mut groups: BTreeMap<GroupKey, Sides> = BTreeMap::new();
     for runs in a {
         groups.entry(group_by.key(runs)).or_default().0.push(runs);
     }
@@ -95,10 +110,16 @@ pub fn compare_fleet(a: &[FleetRuns], b: &[FleetRuns], group_by: GroupBy) -> Vec
     }
     groups
         .into_iter()
-        .map(|((cpu_model, logical_cpus), (a_runs, b_runs))| {
+        .map(|((_, cpu_model, logical_cpus), (a_runs, b_runs))| {
             let (a, a_sums) = side(&a_runs);
             let (b, b_sums) = side(&b_runs);
+            let workload = a_runs
+                .first()
+                .or(b_runs.first())
+                .map(|r| r.workload.clone())
+                .unwrap_or_default();
             FleetGroup {
+                workload,
                 cpu_model,
                 logical_cpus,
                 comparison: compare_sums(&a_sums, &b_sums),
@@ -132,6 +153,8 @@ mod tests {
 
     fn run(kernel: &str, cpu: &str, cpus: i32, rate: f64) -> FleetRuns {
         FleetRuns {
+            node_id: format!("{kernel}/{cpu}/{rate}"),
+            workload: serde_json::json!({"load": {"connections": 64}}),
             kernel_release: kernel.into(),
             cpu_model: cpu.into(),
             logical_cpus: cpus,
@@ -171,6 +194,33 @@ mod tests {
         assert_eq!((xeon.a.runs, xeon.b.runs), (1, 0));
         assert!(xeon.comparison.is_none());
         assert_eq!(compare_fleet(&a, &b, GroupBy::None).len(), 1);
+        assert_eq!((epyc.a.nodes, epyc.b.nodes), (3, 3));
+    }
+
+    #[test]
+    fn runs_of_different_workloads_are_never_pooled() {
+        let mut a = vec![
+            run("6.1.0-47", "EPYC", 64, 1000.0),
+            run("6.1.0-47", "EPYC", 64, 1010.0),
+        ];
+        let mut b = vec![
+            run("6.1.0-56", "EPYC", 64, 1600.0),
+            run("6.1.0-56", "EPYC", 64, 1610.0),
+        ];
+        let keep_alive =
+            serde_json::json!({"load": {"connections": 64, "requestsPerConnection": 100}});
+        for runs in [&mut a, &mut b] {
+            let mut other = runs[0].clone();
+            other.workload = keep_alive.clone();
+            other.node_id.push_str("/keep-alive");
+            runs.push(other);
+        }
+        let groups = compare_fleet(&a, &b, GroupBy::None);
+        assert_eq!(groups.len(), 2, "{groups:?}");
+        let storms = groups.iter().find(|g| g.workload != keep_alive).unwrap();
+        assert_eq!((storms.a.runs, storms.b.runs), (2, 2));
+        let kept = groups.iter().find(|g| g.workload == keep_alive).unwrap();
+        assert_eq!((kept.a.runs, kept.b.runs), (1, 1));
     }
 
     #[test]

@@ -446,16 +446,15 @@ impl Store {
         // from the runs themselves.
         let query = match experiment_name {
             None => sqlx::query(
-                "SELECT n.kernel_release, n.cpu_model, n.logical_cpus, sum(s.runs)::bigint AS n,
-                        sum(s.sum) AS sum, sum(s.sum_squares) AS sum_squares,
-                        sum(s.sum_logs) AS sum_logs, sum(s.sum_log_squares) AS sum_log_squares
+                "SELECT n.id AS node_id, s.workload, n.kernel_release, n.cpu_model, n.logical_cpus,
+                        s.runs AS n, s.sum, s.sum_squares, s.sum_logs, s.sum_log_squares
                  FROM node_sums s JOIN nodes n ON n.id = s.node_id
-                 WHERE s.runs > 0 AND n.kernel_release LIKE $1
-                 GROUP BY n.kernel_release, n.cpu_model, n.logical_cpus",
+                 WHERE s.runs > 0 AND n.kernel_release LIKE $1",
             )
             .bind(like_pattern(kernel_glob)),
             Some(name) => sqlx::query(
-                "SELECT n.kernel_release, n.cpu_model, n.logical_cpus, count(*) AS n,
+                "SELECT n.id AS node_id, r.workload, n.kernel_release, n.cpu_model, n.logical_cpus,
+                        count(*) AS n,
                         sum(r.connections_per_second) AS sum,
                         sum(r.connections_per_second ^ 2) AS sum_squares,
                         sum(ln(r.connections_per_second)) AS sum_logs,
@@ -464,7 +463,7 @@ impl Store {
                  WHERE r.status = 'succeeded' AND r.connections_per_second > 0
                    AND n.kernel_release LIKE $1
                    AND r.experiment_id IN (SELECT id FROM experiments WHERE name = $2)
-                 GROUP BY n.kernel_release, n.cpu_model, n.logical_cpus",
+                 GROUP BY n.id, r.workload",
             )
             .bind(like_pattern(kernel_glob))
             .bind(name),
@@ -473,6 +472,8 @@ impl Store {
         rows.iter()
             .map(|row| {
                 Ok(FleetRuns {
+                    node_id: row.try_get("node_id")?,
+                    workload: row.try_get::<Json<serde_json::Value>, _>("workload")?.0,
                     kernel_release: row.try_get("kernel_release")?,
                     cpu_model: row.try_get("cpu_model")?,
                     logical_cpus: row.try_get("logical_cpus")?,
@@ -526,9 +527,12 @@ impl Store {
                 completed_connections, failed_connections, warmup_connections,
                 connections_per_second, errors, connect_histogram, first_byte_histogram,
                 total_histogram, completed_per_second, counters, lock_contention_unavailable,
-                cpu_profile_unavailable, generator_skew_us)
+                cpu_profile_unavailable, generator_skew_us, workload)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27)
+                     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27,
+                     jsonb_build_object('load', $13::jsonb, 'target', $12::jsonb, 'collect',
+                       coalesce((SELECT spec #> '{spec,collect}' FROM experiments WHERE id = $2),
+                                'null'::jsonb)))
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(run.id)
@@ -606,9 +610,10 @@ impl Store {
         {
             let rate = run.connections_per_second;
             sqlx::query(
-                "INSERT INTO node_sums (node_id, runs, sum, sum_squares, sum_logs, sum_log_squares)
-                 VALUES ($1, 1, $2, $3, $4, $5)
-                 ON CONFLICT (node_id) DO UPDATE SET
+                "INSERT INTO node_sums (node_id, workload, runs, sum, sum_squares, sum_logs,
+                                        sum_log_squares)
+                 VALUES ($1, (SELECT workload FROM runs WHERE id = $6), 1, $2, $3, $4, $5)
+                 ON CONFLICT (node_id, workload) DO UPDATE SET
                    runs = node_sums.runs + 1,
                    sum = node_sums.sum + EXCLUDED.sum,
                    sum_squares = node_sums.sum_squares + EXCLUDED.sum_squares,
@@ -620,6 +625,7 @@ impl Store {
             .bind(rate * rate)
             .bind(rate.ln())
             .bind(rate.ln() * rate.ln())
+            .bind(run.id)
             .execute(&mut *tx)
             .await?;
         }

@@ -223,6 +223,30 @@ async fn kernels_compare_across_experiments_by_hardware() {
         serde_json::json!(["6.1.0-47-cloud-amd64"])
     );
     assert_eq!(group["comparison"]["verdict"], "improved");
+    assert_eq!(group["a"]["nodes"], 1);
+    assert_eq!(group["workload"]["load"]["connections"], 64);
+    assert!(body["pooling"].as_str().unwrap().contains("never pooled"));
+    // A run of another workload gets a group of its own instead of joining this one.
+    let mut keep_alive = run(experiment.id, "patched", 4, 9000.0);
+    keep_alive.node.kernel_release = "6.1.0-56-cloud-amd64".into();
+    keep_alive.load = serde_json::json!({"connections": 64, "requestsPerConnection": 100});
+    store.record_run(&keep_alive).await.unwrap();
+    let (_, body) = get_json(
+        &store,
+        "/api/v1/kernels/compare?a=6.1.0-47*&b=6.1.0-56*&groupBy=cpu_model",
+    )
+    .await;
+    let groups = body["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{body}");
+    let storms = groups
+        .iter()
+        .find(|g| g["workload"]["load"]["requestsPerConnection"].is_null())
+        .unwrap();
+    assert_eq!(
+        (storms["a"]["runs"].as_u64(), storms["b"]["runs"].as_u64()),
+        (Some(3), Some(3))
+    );
+    assert_eq!(storms["comparison"]["verdict"], "improved");
     let (_, empty) = get_json(&store, "/api/v1/kernels/compare?a=5.*&b=6.1.0-56*").await;
     assert!(empty["groups"][0]["comparison"].is_null());
     for (uri, says) in [
