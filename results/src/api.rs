@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::callchains::{CohortCallChains, cohort_call_chains};
 use crate::flamegraph::{cohort_folded, differential_svg, flamegraph_svg};
 use crate::fleet::{FleetGroup, FleetRuns, GroupBy, compare_fleet};
 use crate::ingest::{validate_experiment, validate_run};
@@ -235,6 +236,7 @@ pub fn app(state: ApiState) -> Router {
         .route("/api/v1/experiments/{id}/runs", get(list_runs))
         .route("/api/v1/experiments/{id}/comparison", get(comparison))
         .route("/api/v1/experiments/{id}/flamegraph", get(flamegraph))
+        .route("/api/v1/experiments/{id}/callchains", get(call_chains))
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/kernels/compare", get(compare_kernels))
         .route(
@@ -284,6 +286,8 @@ async fn readyz(State(state): State<ApiState>) -> ApiResult<Json<serde_json::Val
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     name: Option<String>,
+    /// Names containing this text.
+    search: Option<String>,
     limit: Option<i64>,
     offset: Option<i64>,
 }
@@ -303,7 +307,7 @@ async fn list_experiments(
     raw: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<Page<ExperimentRow>>> {
     let q = query(raw)?;
-    no_nul("name", &q.name)?;
+    no_nul("name and search", q.name.iter().chain(&q.search))?;
     let limit = q.limit.unwrap_or(50);
     let offset = q.offset.unwrap_or(0);
     if !(0..=MAX_OFFSET).contains(&offset) {
@@ -321,7 +325,7 @@ async fn list_experiments(
     }
     let items = state
         .store
-        .list_experiments(q.name.as_deref(), limit, offset)
+        .list_experiments(q.name.as_deref(), q.search.as_deref(), limit, offset)
         .await?;
     Ok(Json(Page {
         items,
@@ -521,6 +525,43 @@ async fn flamegraph(
         )?,
     };
     Ok(([(header::CONTENT_TYPE, "image/svg+xml")], svg).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallChainsQuery {
+    symbol: String,
+}
+
+#[derive(Debug, Serialize)]
+struct CallChains {
+    symbol: String,
+    cohorts: Vec<CohortCallChains>,
+}
+
+/// The call chains into one symbol, per cohort (`perf report --children -G` for that symbol).
+async fn call_chains(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+    raw: Result<Query<CallChainsQuery>, QueryRejection>,
+) -> ApiResult<Json<CallChains>> {
+    let q = query(raw)?;
+    let symbol = q.symbol.trim();
+    if symbol.is_empty() || symbol.contains(';') || symbol.len() > 512 {
+        return Err(ApiError::BadRequest(
+            "symbol must be one function name, such as osq_lock".into(),
+        ));
+    }
+    let experiment = state.store.experiment(parse_id(&id)?).await?;
+    let runs = state.store.experiment_runs(experiment.id).await?;
+    Ok(Json(CallChains {
+        symbol: symbol.to_string(),
+        cohorts: experiment
+            .cohorts
+            .iter()
+            .map(|cohort| cohort_call_chains(&runs, cohort, symbol))
+            .collect(),
+    }))
 }
 
 #[derive(Debug, Serialize)]

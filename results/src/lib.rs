@@ -2,6 +2,7 @@
 //! reports computed from stored runs. Nothing here knows HTTP or gRPC.
 
 pub mod api;
+pub mod callchains;
 pub mod cluster;
 pub mod database;
 pub mod flamegraph;

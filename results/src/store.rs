@@ -20,7 +20,10 @@ use crate::stats::Sums;
 /// The columns `experiment_from_row` reads, for every query that returns an experiment.
 macro_rules! experiment_columns {
     () => {
-        "id, name, baseline, cohorts, status, created_at, finished_at, revision"
+        "id, name, baseline, cohorts, status, created_at, finished_at, revision,
+         CASE WHEN jsonb_typeof(spec #> '{spec,repetitions}') = 'number'
+              THEN (spec #>> '{spec,repetitions}')::numeric::bigint * cardinality(cohorts)
+         END AS planned_runs"
     };
 }
 
@@ -71,6 +74,9 @@ pub struct ExperimentRow {
     pub status: String,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// Repetitions times cohorts, as its spec plans them (absent when the spec does not say).
+    #[serde(default)]
+    pub planned_runs: Option<i64>,
     /// Bumped by every write to the experiment or its runs (not part of the API's answers).
     #[serde(skip)]
     pub revision: i64,
@@ -386,13 +392,13 @@ impl Store {
         &self,
         id: Uuid,
     ) -> Result<(ExperimentRow, Option<Vec<u8>>), Error> {
-        let row = sqlx::query(
-            "SELECT e.id, e.name, e.baseline, e.cohorts, e.status, e.created_at, e.finished_at,
-                    e.revision, c.body
-             FROM experiments e
-             LEFT JOIN comparisons c ON c.experiment_id = e.id AND c.revision = e.revision
-             WHERE e.id = $1",
-        )
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            experiment_columns!(),
+            ", (SELECT c.body FROM comparisons c
+                WHERE c.experiment_id = e.id AND c.revision = e.revision) AS body
+             FROM experiments e WHERE e.id = $1"
+        ))
         .bind(id)
         .fetch_optional(&self.pool)
         .await?
@@ -404,6 +410,7 @@ impl Store {
     pub async fn list_experiments(
         &self,
         name: Option<&str>,
+        search: Option<&str>,
         limit: i64,
         offset: i64,
     ) -> Result<Vec<ExperimentRow>, Error> {
@@ -412,11 +419,13 @@ impl Store {
             experiment_columns!(),
             " FROM experiments
              WHERE ($1::text IS NULL OR name = $1)
+               AND ($4::text IS NULL OR name LIKE $4)
              ORDER BY created_at DESC, id LIMIT $2 OFFSET $3"
         ))
         .bind(name)
         .bind(limit)
         .bind(offset)
+        .bind(search.map(|text| format!("%{}%", like_literal(text))))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(experiment_from_row).collect()
@@ -883,6 +892,18 @@ async fn fold_into_cohort_summary(
     Ok(())
 }
 
+/// Text matched literally by LIKE: its wildcards escaped.
+fn like_literal(text: &str) -> String {
+    let mut like = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            like.push('\\');
+        }
+        like.push(c);
+    }
+    like
+}
+
 fn experiment_from_row(row: &sqlx::postgres::PgRow) -> Result<ExperimentRow, Error> {
     Ok(ExperimentRow {
         id: row.try_get("id")?,
@@ -893,6 +914,7 @@ fn experiment_from_row(row: &sqlx::postgres::PgRow) -> Result<ExperimentRow, Err
         created_at: row.try_get("created_at")?,
         finished_at: row.try_get("finished_at")?,
         revision: row.try_get("revision")?,
+        planned_runs: row.try_get("planned_runs")?,
     })
 }
 

@@ -64,6 +64,12 @@ async fn experiments_are_listed_filtered_and_paged() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(page["items"][0]["id"], id.to_string());
     assert_eq!(page["limit"], 50);
+    assert_eq!(page["items"][0]["planned_runs"], 6);
+    let (_, found) = get_json(&store, "/api/v1/experiments?search=pol").await;
+    assert_eq!(found["items"][0]["id"], id.to_string());
+    // LIKE's wildcards are matched as themselves.
+    let (_, wildcard) = get_json(&store, "/api/v1/experiments?search=e%25h").await;
+    assert_eq!(wildcard["items"].as_array().unwrap().len(), 0);
     let (_, none) = get_json(&store, "/api/v1/experiments?name=other").await;
     assert_eq!(none["items"].as_array().unwrap().len(), 0);
     let (_, skipped) = get_json(&store, "/api/v1/experiments?offset=1&limit=1").await;
@@ -75,6 +81,7 @@ async fn experiments_are_listed_filtered_and_paged() {
         ("/api/v1/experiments?offset=1000000001", "offset"),
         ("/api/v1/experiments?colour=red", "colour"),
         ("/api/v1/experiments?name=C%00", "NUL"),
+        ("/api/v1/experiments?search=C%00", "NUL"),
     ] {
         let (status, body) = get_json(&store, uri).await;
         assert_error(status, &body, StatusCode::BAD_REQUEST, says);
@@ -182,6 +189,48 @@ async fn flamegraphs_are_svg() {
     )
     .await;
     assert_error(status, &body, StatusCode::NOT_FOUND, "not a cohort");
+}
+
+#[tokio::test]
+async fn call_chains_into_a_symbol_per_cohort() {
+    let (store, id) = seeded_faster_patched().await;
+    let (status, chains) = get_json(
+        &store,
+        &format!("/api/v1/experiments/{id}/callchains?symbol=osq_lock"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(chains["symbol"], "osq_lock");
+    let unpatched = &chains["cohorts"][0];
+    assert_eq!(unpatched["cohort"], "unpatched");
+    // Three runs of 100 samples, 56 of each under osq_lock.
+    assert_eq!(unpatched["samples"], 300);
+    assert_eq!(unpatched["children_share"], 0.56);
+    assert_eq!(
+        unpatched["chains"][0]["frames"],
+        serde_json::json!(["osq_lock", "eventpoll_release_file", "__fput", "nginx"])
+    );
+    assert_eq!(unpatched["chains"][0]["samples"], 168);
+    for (query, expected, says) in [
+        ("", StatusCode::BAD_REQUEST, "symbol"),
+        ("?symbol=", StatusCode::BAD_REQUEST, "symbol"),
+        ("?symbol=a;b", StatusCode::BAD_REQUEST, "one function name"),
+        ("?symbol=x&colour=red", StatusCode::BAD_REQUEST, "colour"),
+    ] {
+        let (status, body) = get_json(
+            &store,
+            &format!("/api/v1/experiments/{id}/callchains{query}"),
+        )
+        .await;
+        assert_error(status, &body, expected, says);
+    }
+    let unknown = Uuid::new_v4();
+    let (status, body) = get_json(
+        &store,
+        &format!("/api/v1/experiments/{unknown}/callchains?symbol=osq_lock"),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::NOT_FOUND, "not found");
 }
 
 #[tokio::test]

@@ -104,7 +104,7 @@ pub async fn experiment(store: &Store) -> NewExperiment {
     let experiment = NewExperiment {
         id: Uuid::new_v4(),
         name: "epoll".into(),
-        spec: serde_json::json!({"repetitions": 3}),
+        spec: serde_json::json!({"spec": {"repetitions": 3}}),
         baseline: "unpatched".into(),
         cohorts: vec!["unpatched".into(), "patched".into()],
     };
