@@ -19,6 +19,10 @@ python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v xz >/dev/null 2>&1 || missing+=(xz-utils)
+# The dashboard's browser tests: the system's Chromium, driven by Playwright on Node.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -61,6 +65,14 @@ if ! command -v kubernetes-validate >/dev/null 2>&1; then
   python3 -m venv /opt/loadlab-tools
   /opt/loadlab-tools/bin/pip install -q kubernetes-validate==1.37.0
   ln -sf /opt/loadlab-tools/bin/kubernetes-validate /usr/local/bin/kubernetes-validate
+fi
+
+# Playwright (its core only: it drives the system's Chromium, downloads no browser) and axe-core,
+# pinned by the lock file.
+web_tests="$(dirname "${BASH_SOURCE[0]}")/../results/web-tests"
+if ! [ -d "$web_tests/node_modules/playwright-core" ] || ! [ -d "$web_tests/node_modules/axe-core" ]; then
+  echo "installing the browser tests' npm packages"
+  (cd "$web_tests" && npm ci --no-audit --no-fund --silent)
 fi
 
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then

@@ -244,7 +244,8 @@ pub fn app(state: ApiState) -> Router {
             get(|| async { ([(header::CONTENT_TYPE, "application/json")], OPENAPI) }),
         )
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::NotFound("no such endpoint; see /api/openapi.json".into()) })
+        .merge(crate::dashboard::routes())
+        .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -275,6 +276,18 @@ async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
+}
+
+/// Browsers get the dashboard's page, which says what is missing; everything else a JSON 404.
+async fn not_found(uri: axum::http::Uri, headers: axum::http::HeaderMap) -> Response {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if wants_html && !uri.path().starts_with("/api/") {
+        return (StatusCode::NOT_FOUND, crate::dashboard::page().await).into_response();
+    }
+    ApiError::NotFound("no such endpoint; see /api/openapi.json".into()).into_response()
 }
 
 async fn readyz(State(state): State<ApiState>) -> ApiResult<Json<serde_json::Value>> {
@@ -361,6 +374,8 @@ struct RunSummary {
     failed_connections: i64,
     warmup_connections: i64,
     connections_per_second: f64,
+    /// Connections completed in each second of the window.
+    completed_per_second: Vec<i64>,
     errors: std::collections::BTreeMap<String, u64>,
     total_latency: Option<Percentiles>,
     counters: WindowCounters,
@@ -402,6 +417,7 @@ impl RunSummary {
             failed_connections: run.failed_connections,
             warmup_connections: run.warmup_connections,
             connections_per_second: run.connections_per_second,
+            completed_per_second: run.completed_per_second,
             errors: run.errors,
             total_latency,
             counters: run.counters,

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod callchains;
 pub mod cluster;
+pub mod dashboard;
 pub mod database;
 pub mod flamegraph;
 pub mod fleet;

@@ -25,6 +25,17 @@ pub struct Summary {
     pub sd: f64,
     /// sd / mean.
     pub cv: f64,
+    /// 95% confidence interval of the mean (Student's t); absent for a single value.
+    #[serde(default)]
+    pub ci95: Option<(f64, f64)>,
+}
+
+/// The 95% confidence interval of a mean from n values with sample standard deviation sd.
+fn mean_ci95(n: usize, mean: f64, sd: f64) -> Option<(f64, f64)> {
+    (n > 1).then(|| {
+        let half = student_t_quantile_975((n - 1) as f64) * sd / (n as f64).sqrt();
+        (mean - half, mean + half)
+    })
 }
 
 pub fn summarize(values: &[f64]) -> Option<Summary> {
@@ -39,7 +50,13 @@ pub fn summarize(values: &[f64]) -> Option<Summary> {
         0.0
     };
     let cv = if mean != 0.0 { sd / mean.abs() } else { 0.0 };
-    Some(Summary { n, mean, sd, cv })
+    Some(Summary {
+        n,
+        mean,
+        sd,
+        cv,
+        ci95: mean_ci95(n, mean, sd),
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +161,7 @@ impl Sums {
             mean,
             sd,
             cv,
+            ci95: mean_ci95(n as usize, mean, sd),
         })
     }
 
@@ -361,8 +379,17 @@ mod tests {
         assert_eq!(s.n, 8);
         assert!(close(s.mean, 5.0, 1e-12));
         assert!(close(s.sd, (32.0f64 / 7.0).sqrt(), 1e-12));
+        // t(0.975, 7) = 2.3646: the mean's interval is 5 ± 2.3646 × sd / √8.
+        let (low, high) = s.ci95.unwrap();
+        assert!(close(
+            high - 5.0,
+            2.3646 * (32.0f64 / 7.0).sqrt() / 8f64.sqrt(),
+            1e-3
+        ));
+        assert!(close(5.0 - low, high - 5.0, 1e-12));
         assert_eq!(summarize(&[]), None);
         assert_eq!(summarize(&[3.0]).unwrap().sd, 0.0);
+        assert_eq!(summarize(&[3.0]).unwrap().ci95, None);
     }
 
     #[test]

@@ -14,8 +14,8 @@ use crate::commands::{DrainWithin, interrupt_token};
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let api = Api::open(args.listen, args.api_token.as_deref()).await?;
     eprintln!(
-        "loadlab API on http://{}/api/v1/experiments · results in {}",
-        api.address, api.database
+        "loadlab dashboard on http://{}/ · API on http://{}/api/v1/experiments · results in {}",
+        api.address, api.address, api.database
     );
     if args.api_token.is_none() {
         eprintln!("ingest is off (set LOADLAB_API_TOKEN to accept runs over HTTP)");

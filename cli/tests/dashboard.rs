@@ -1,0 +1,166 @@
+//! The dashboard in a real browser: a real storm stores real runs in a scratch Postgres, a real
+//! `loadlab serve` serves them, and the system's headless Chromium, driven by Playwright
+//! (`results/web-tests/dashboard.mjs`), checks that every page shows the API's numbers, that
+//! bad input gets a clear page, that axe-core finds no serious accessibility violation and the
+//! console no error. Screenshots land in `target/tmp/dashboard/`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
+
+use loadlab_results::{Database, NewExperiment, RunOutcome, Store};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use sqlx::postgres::PgConnectOptions;
+use uuid::Uuid;
+
+const STORM: &str = r#"
+apiVersion: loadlab.dev/v1alpha1
+kind: Experiment
+metadata: { name: dashboard-storm }
+spec:
+  target: { nginx: { workers: 1 } }
+  load: { connections: 8, warmup: 300ms, duration: 1s }
+  cohorts:
+    - { name: one-worker, local: true }
+    - { name: two-workers, local: true, target: { nginx: { workers: 2 } } }
+  repetitions: 3
+  baseline: one-worker
+  collect: { lockContention: true, cpuProfile: { frequencyHz: 199 } }
+"#;
+
+/// Experiments stored besides the storm's, so pages are timed over a database of this size.
+const STORED_EXPERIMENTS: usize = 200;
+
+struct Served(Child, String);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM);
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(database_url: &str) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadlab"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("DATABASE_URL", database_url)
+        .env_remove("LOADLAB_API_TOKEN")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("loadlab serve starts");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let url = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "loadlab serve exited before listening"
+        );
+        if let Some(rest) = line.trim().strip_prefix("loadlab dashboard on ") {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_end_matches('/')
+                .to_string();
+        }
+    };
+    // Keep reading so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    Served(child, url)
+}
+
+async fn scratch() -> (String, Store) {
+    let url = Database::from_env().scratch_url().await.unwrap();
+    let store = Store::connect(PgConnectOptions::from_str(&url).unwrap())
+        .await
+        .unwrap();
+    (url, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let web_tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/web-tests");
+    assert!(
+        Path::new(&chromium).exists() && web_tests.join("node_modules/playwright-core").exists(),
+        "the browser tests need {chromium} and results/web-tests/node_modules: \
+         run scripts/install-deps.sh"
+    );
+    let (url, store) = scratch().await;
+    for n in 0..STORED_EXPERIMENTS {
+        store
+            .create_experiment(&NewExperiment {
+                id: Uuid::new_v4(),
+                name: format!("stored-{n:03}"),
+                spec: serde_json::json!({}),
+                baseline: "a".into(),
+                cohorts: vec!["a".into(), "b".into()],
+            })
+            .await
+            .unwrap();
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("storm.yaml");
+    std::fs::write(&file, STORM).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_loadlab"))
+        .arg("run")
+        .arg(&file)
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let storm = store
+        .list_experiments(Some("dashboard-storm"), None, 1, 0)
+        .await
+        .unwrap()
+        .remove(0);
+
+    // An experiment whose every run failed: the storm's first run, stored again as failed.
+    let failed = NewExperiment {
+        id: Uuid::new_v4(),
+        name: "all-failed".into(),
+        spec: serde_json::json!({}),
+        baseline: "one-worker".into(),
+        cohorts: vec!["one-worker".into()],
+    };
+    store.create_experiment(&failed).await.unwrap();
+    let mut run = store.experiment_runs(storm.id).await.unwrap().remove(0);
+    run.id = Uuid::new_v4();
+    run.experiment_id = failed.id;
+    run.outcome = RunOutcome::Failed {
+        reason: "nginx exited during the window".into(),
+    };
+    store.record_run(&run).await.unwrap();
+
+    let (empty_url, _empty) = scratch().await;
+    let served = serve(&url);
+    let served_empty = serve(&empty_url);
+    let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    let drive = Command::new("node")
+        .arg(web_tests.join("dashboard.mjs"))
+        .env("LOADLAB_URL", &served.1)
+        .env("LOADLAB_EMPTY_URL", &served_empty.1)
+        .env("LOADLAB_EXPERIMENT", storm.id.to_string())
+        .env("LOADLAB_FAILED", failed.id.to_string())
+        .env("LOADLAB_ARTIFACTS", &artifacts)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .expect("node runs");
+    let report = String::from_utf8_lossy(&drive.stdout);
+    println!("{report}");
+    assert!(
+        drive.status.success(),
+        "{report}\n{}\nscreenshots in {}",
+        String::from_utf8_lossy(&drive.stderr),
+        artifacts.display()
+    );
+    assert!(report.contains("all checks passed"), "{report}");
+}
