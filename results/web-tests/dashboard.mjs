@@ -49,6 +49,7 @@ async function axe(name) {
 }
 async function shot(name) {
   await page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
+  await page.screenshot({ path: join(artifacts, `${name}-top.png`) });
 }
 const cellText = (selector) => page.locator(selector).first().textContent();
 const fmtRate = (v) => v.toLocaleString("en-US", { maximumFractionDigits: 0 });
