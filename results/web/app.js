@@ -687,7 +687,8 @@ function flamegraphSection(experiment, baseline, params) {
   const open = h("a", { href: "#" }, "Open the SVG on its own");
   cohortSelect.addEventListener("change", show);
   kindSelect.addEventListener("change", show);
-  show();
+  // Loaded once the frame is laid out: inferno sizes the flamegraph to the frame's width.
+  requestAnimationFrame(() => requestAnimationFrame(show));
   return [
     h("div", { class: "controls" }, h("label", {}, "Cohort", cohortSelect), h("label", {}, "Show", kindSelect), open),
     h("p", { class: "note" }, "Click a frame to zoom, Ctrl+F inside it to search. Differential: red where the cohort spends more time than the other, blue where less."),
