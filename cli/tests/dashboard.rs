@@ -4,11 +4,12 @@
 //! bad input gets a clear page, that axe-core finds no serious accessibility violation and the
 //! console no error. Screenshots land in `target/tmp/dashboard/`.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 
+use loadlab_results::store::ExperimentStatus;
 use loadlab_results::{Database, NewExperiment, RunOutcome, Store};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -91,14 +92,19 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
     );
     let (url, store) = scratch().await;
     for n in 0..STORED_EXPERIMENTS {
+        let id = Uuid::new_v4();
         store
             .create_experiment(&NewExperiment {
-                id: Uuid::new_v4(),
+                id,
                 name: format!("stored-{n:03}"),
                 spec: serde_json::json!({}),
                 baseline: "a".into(),
                 cohorts: vec!["a".into(), "b".into()],
             })
+            .await
+            .unwrap();
+        store
+            .finish_experiment(id, ExperimentStatus::Completed)
             .await
             .unwrap();
     }
@@ -140,26 +146,65 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
     };
     store.record_run(&run).await.unwrap();
 
+    // A running experiment of two planned runs with one stored: the browser watches the list
+    // until the second run, stored while it waits, shows without a reload.
+    let live = NewExperiment {
+        id: Uuid::new_v4(),
+        name: "live-progress".into(),
+        spec: serde_json::json!({"spec": {"repetitions": 2}}),
+        baseline: "one-worker".into(),
+        cohorts: vec!["one-worker".into()],
+    };
+    store.create_experiment(&live).await.unwrap();
+    let storm_runs = store.experiment_runs(storm.id).await.unwrap();
+    let mut live_runs = storm_runs
+        .into_iter()
+        .filter(|r| r.cohort == "one-worker")
+        .take(2)
+        .map(|mut r| {
+            r.id = Uuid::new_v4();
+            r.experiment_id = live.id;
+            r
+        });
+    store.record_run(&live_runs.next().unwrap()).await.unwrap();
+
     let (empty_url, _empty) = scratch().await;
     let served = serve(&url);
     let served_empty = serve(&empty_url);
     let artifacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
-    let drive = Command::new("node")
+    let mut drive = Command::new("node")
         .arg(web_tests.join("dashboard.mjs"))
         .env("LOADLAB_URL", &served.1)
         .env("LOADLAB_EMPTY_URL", &served_empty.1)
         .env("LOADLAB_EXPERIMENT", storm.id.to_string())
         .env("LOADLAB_FAILED", failed.id.to_string())
+        .env("LOADLAB_LIVE", live.id.to_string())
         .env("LOADLAB_ARTIFACTS", &artifacts)
         .env("CHROMIUM", &chromium)
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
         .expect("node runs");
-    let report = String::from_utf8_lossy(&drive.stdout);
+    let mut stdin = drive.stdin.take().unwrap();
+    let mut report = String::new();
+    for line in BufReader::new(drive.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line == "waiting for the next run" {
+            store.record_run(&live_runs.next().unwrap()).await.unwrap();
+            store
+                .finish_experiment(live.id, ExperimentStatus::Completed)
+                .await
+                .unwrap();
+            writeln!(stdin, "stored").unwrap();
+        }
+        report.push_str(&line);
+        report.push('\n');
+    }
+    let status = drive.wait().unwrap();
     println!("{report}");
     assert!(
-        drive.status.success(),
-        "{report}\n{}\nscreenshots in {}",
-        String::from_utf8_lossy(&drive.stderr),
+        status.success(),
+        "{report}\nscreenshots in {}",
         artifacts.display()
     );
     assert!(report.contains("all checks passed"), "{report}");

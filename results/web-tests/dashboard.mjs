@@ -10,6 +10,8 @@ import { chromium } from "playwright-core";
 import { createRequire } from "node:module";
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { once } from "node:events";
 
 const require = createRequire(import.meta.url);
 const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
@@ -17,6 +19,7 @@ const axeSource = readFileSync(require.resolve("axe-core/axe.min.js"), "utf8");
 const base = process.env.LOADLAB_URL;
 const experimentId = process.env.LOADLAB_EXPERIMENT;
 const failedId = process.env.LOADLAB_FAILED;
+const liveId = process.env.LOADLAB_LIVE;
 const emptyBase = process.env.LOADLAB_EMPTY_URL;
 const artifacts = process.env.LOADLAB_ARTIFACTS || "dashboard-artifacts";
 mkdirSync(artifacts, { recursive: true });
@@ -38,7 +41,14 @@ const browser = await chromium.launch({
 const context = await browser.newContext({ viewport: { width: 1400, height: 1000 }, acceptDownloads: true, bypassCSP: true });
 const page = await context.newPage();
 const consoleErrors = [];
-page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(`${page.url()}: ${m.text()}`); });
+// A full-page screenshot resizes the page for a moment, and inferno's flamegraph script, laying
+// itself out again in a frame that is momentarily zero wide, sets a negative width: an artefact
+// of taking the screenshot (it comes asynchronously, from the frame), let pass.
+page.on("console", (m) => {
+  if (m.type() !== "error") return;
+  if (m.location().url.includes("/flamegraph?") && /attribute width: A negative value/.test(m.text())) return;
+  consoleErrors.push(`${page.url()}: ${m.text()}`);
+});
 page.on("pageerror", (e) => consoleErrors.push(`${page.url()}: ${e.message}`));
 
 async function axe(name) {
@@ -75,6 +85,22 @@ try {
   await page.locator("#experiments tbody tr").first().waitFor();
   const searched = await apiJson(`/api/v1/experiments?search=${encodeURIComponent(comparison.experiment.name.slice(1, 4))}&limit=20`);
   check((await page.locator("#experiments tbody tr").count()) === searched.items.length, "search shows what the API finds");
+
+  // Live progress: one of two planned runs stored, then the second, with no reload between.
+  if (liveId) {
+    await page.goto(`${base}/?q=live-progress`);
+    const progress = page.locator(`tr[data-experiment="${liveId}"] [data-field="progress"]`);
+    await page.locator(`tr[data-experiment="${liveId}"] [data-field="progress"]:has-text("1 / 2")`).waitFor();
+    check((await progress.textContent()).includes("last run"), "a running experiment shows its last run's conn/s");
+    await page.evaluate(() => { window.notReloaded = true; });
+    const stdin = createInterface({ input: process.stdin });
+    console.log("waiting for the next run");
+    await once(stdin, "line");
+    stdin.close();
+    await page.locator(`tr[data-experiment="${liveId}"] [data-field="status"]:text-is("completed")`).waitFor();
+    check((await progress.textContent()).startsWith("2 / 2"), `the list follows the run to ${await progress.textContent()} without a reload`);
+    check(await page.evaluate(() => window.notReloaded === true), "the page was not reloaded");
+  }
 
   // An experiment, first paint timed.
   const started = Date.now();
