@@ -179,6 +179,20 @@ try {
 
   check(consoleErrors.length === 0, `no console errors on the list, experiment and fleet pages${consoleErrors.length ? ": " + consoleErrors.join(" | ") : ""}`);
   consoleErrors.length = 0;
+  // Dark mode: the same pages, readable (axe checks contrast) in the other colour scheme.
+  const dark = await browser.newContext({ viewport: { width: 1400, height: 1000 }, colorScheme: "dark", bypassCSP: true });
+  const darkPage = await dark.newPage();
+  for (const [name, path] of [["list", "/"], ["experiment", `/experiments/${experimentId}`], ["fleet", "/fleet"]]) {
+    await darkPage.goto(base + path);
+    await darkPage.locator("table").first().waitFor();
+    await darkPage.addScriptTag({ content: axeSource });
+    const result = await darkPage.evaluate(async () => window.axe.run(document, { resultTypes: ["violations"] }));
+    const serious = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+    check(serious.length === 0, `${name} in dark mode: no serious accessibility violations${serious.length ? ": " + serious.map((v) => v.id).join(", ") : ""}`);
+    await darkPage.screenshot({ path: join(artifacts, `${name}-dark-top.png`) });
+  }
+  await dark.close();
+
   // Bad input: each a clear page. The browser logs the API's 4xx answers behind them, nothing else.
   const clear = async (path, says, name, root = base) => {
     await page.goto(root + path);
