@@ -35,26 +35,21 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/fleet", get(page))
         .route(
             "/assets/app.js",
-            get(|| async {
-                (
-                    [
-                        (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-                        (header::CACHE_CONTROL, "no-cache"),
-                    ],
-                    SCRIPT,
-                )
-            }),
+            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
         )
         .route(
             "/assets/app.css",
-            get(|| async {
-                (
-                    [
-                        (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-                        (header::CACHE_CONTROL, "no-cache"),
-                    ],
-                    STYLE,
-                )
-            }),
+            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
         )
+}
+
+/// Revalidated on every load, so a new binary's assets are never mixed with an old page.
+fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
 }
