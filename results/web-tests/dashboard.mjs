@@ -75,6 +75,9 @@ try {
   const comparison = await apiJson(`/api/v1/experiments/${experimentId}/comparison`);
   const kernels = [...new Set(comparison.nodes.map((n) => n.kernel_release))].sort().join(", ");
   check((await cellText(`tr[data-experiment="${experimentId}"] [data-field="kernels"]`)) === kernels, `list shows the nodes' kernels ${kernels}`);
+  const stored = comparison.cohorts.reduce((n, c) => n + c.runs_succeeded, 0);
+  const progress = await cellText(`tr[data-experiment="${experimentId}"] [data-field="progress"]`);
+  check(progress === `${stored} / ${comparison.experiment.planned_runs}`, `list shows runs stored / planned ${progress} as the API counts them`);
   await axe("list");
   await shot("list");
   // Search, from the keyboard.

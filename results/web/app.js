@@ -314,31 +314,39 @@ function pageUrl(search, page) {
   return text ? `/?${text}` : "/";
 }
 
-function progressText(experiment, runs) {
+/// Runs stored against runs planned, from the stored runs or from the comparison's counts.
+function progressText(experiment, counts) {
   const planned = experiment.planned_runs;
-  if (!runs) return planned ? `of ${planned}` : "";
-  const done = runs.filter((r) => r.status === "succeeded").length;
-  const failed = runs.length - done;
-  let text = planned ? `${done} / ${planned}` : `${done}`;
-  if (failed) text += ` (+${failed} failed)`;
+  if (!counts) return planned ? `of ${planned}` : "";
+  let text = planned ? `${counts.succeeded} / ${planned}` : `${counts.succeeded}`;
+  if (counts.failed) text += ` (+${counts.failed} failed)`;
   return text;
 }
+
+const runCounts = (runs) => {
+  const succeeded = runs.filter((r) => r.status === "succeeded").length;
+  return { succeeded, failed: runs.length - succeeded };
+};
 
 async function fillRow(experiment) {
   const row = document.querySelector(`tr[data-experiment="${experiment.id}"]`);
   if (!row) return;
   const field = (name) => row.querySelector(`[data-field="${name}"]`);
   try {
-    const [comparison, runs] = await Promise.all([
-      api(`/api/v1/experiments/${experiment.id}/comparison`),
-      api(`/api/v1/experiments/${experiment.id}/runs`),
-    ]);
+    const comparison = await api(`/api/v1/experiments/${experiment.id}/comparison`);
     field("status").replaceChildren(comparison.experiment.status);
     const progress = field("progress");
-    progress.replaceChildren(progressText(comparison.experiment, runs));
-    if (comparison.experiment.status === "running" && runs.length) {
-      const last = runs.reduce((a, b) => (a.finished_at > b.finished_at ? a : b));
-      progress.append(h("br"), h("span", { class: "live" }, `last run ${fmtRate(last.connections_per_second)} conn/s`));
+    progress.replaceChildren(progressText(comparison.experiment, {
+      succeeded: comparison.cohorts.reduce((n, c) => n + c.runs_succeeded, 0),
+      failed: comparison.cohorts.reduce((n, c) => n + c.runs_failed, 0),
+    }));
+    // Only a running experiment needs its runs: the last one's rate is its live figure.
+    if (comparison.experiment.status === "running") {
+      const runs = await api(`/api/v1/experiments/${experiment.id}/runs`);
+      if (runs.length) {
+        const last = runs.reduce((a, b) => (a.finished_at > b.finished_at ? a : b));
+        progress.append(h("br"), h("span", { class: "live" }, `last run ${fmtRate(last.connections_per_second)} conn/s`));
+      }
     }
     const verdicts = comparison.cohorts
       .filter((c) => c.name !== comparison.experiment.baseline && c.comparison)
@@ -415,7 +423,7 @@ async function experimentPage(id, params) {
     h("p", { class: "meta" },
       `${experiment.status} · created ${fmtTime(experiment.created_at)}`,
       experiment.finished_at ? ` · finished ${fmtTime(experiment.finished_at)}` : "",
-      ` · ${progressText(experiment, runs)} runs · id `, h("code", {}, experiment.id)),
+      ` · ${progressText(experiment, runCounts(runs))} runs · id `, h("code", {}, experiment.id)),
     experiment.status === "running" ? h("p", { class: "live", id: "live" }, "Running: this page follows new runs.") : null,
     h("p", { class: "note" }, "Raw data: ",
       h("a", { href: `/api/v1/experiments/${id}/comparison${query}` }, "comparison"), ", ",
