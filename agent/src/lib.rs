@@ -40,8 +40,11 @@ pub enum Error {
     },
     #[error("{reason}; nginx error log:\n{log}")]
     NginxFailed { reason: String, log: String },
-    #[error("cannot find a free loopback port: {source}")]
-    Bind { source: std::io::Error },
+    #[error("cannot find a free port on {address} for nginx: {source}")]
+    Bind {
+        address: std::net::IpAddr,
+        source: std::io::Error,
+    },
     #[error("cannot read nginx stub_status from {endpoint}: {reason}")]
     StubStatus {
         endpoint: std::net::SocketAddr,

@@ -293,10 +293,9 @@ impl Drop for NginxTarget {
 }
 
 fn free_port(address: IpAddr) -> Result<SocketAddr, Error> {
-    let listener = TcpListener::bind((address, 0)).map_err(|source| Error::Bind { source })?;
-    listener
-        .local_addr()
-        .map_err(|source| Error::Bind { source })
+    let bind = |source| Error::Bind { address, source };
+    let listener = TcpListener::bind((address, 0)).map_err(bind)?;
+    listener.local_addr().map_err(bind)
 }
 
 /// Processes whose parent is `parent`, from `proc`'s `<pid>/stat` files.

@@ -40,12 +40,16 @@ spec:
 
 /// An agent and a generator on one loopback port, both requiring the token.
 async fn serve_fleet() -> std::net::SocketAddr {
+    serve_fleet_with(AgentService::new()).await
+}
+
+async fn serve_fleet_with(agent: AgentService) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(AgentServer::with_interceptor(
-                AgentService::new(),
+                agent,
                 RequireToken::new(TOKEN),
             ))
             .add_service(LoadgenServer::with_interceptor(
@@ -55,6 +59,33 @@ async fn serve_fleet() -> std::net::SocketAddr {
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     address
+}
+
+async fn scratch_store() -> Store {
+    let url = Database::from_env().scratch_url().await.unwrap();
+    Store::connect(PgConnectOptions::from_str(&url).unwrap())
+        .await
+        .unwrap()
+}
+
+/// The experiment as the API server would hand it over: namespaced, with a uid.
+fn tiny_experiment() -> Experiment {
+    let mut experiment = Experiment::new("tiny", parse_experiment(EXPERIMENT).unwrap().spec);
+    experiment.metadata.namespace = Some("lab".into());
+    experiment.metadata.uid = Some(uuid::Uuid::new_v4().to_string());
+    experiment
+}
+
+/// The unpatched cohort on node-a, the patched one on node-b; the generator beside node-a.
+fn two_node_fleet(node_a: std::net::SocketAddr, node_b: std::net::SocketAddr) -> ReadyFleet {
+    ReadyFleet {
+        agents: vec![
+            vec![("node-a".to_string(), node_a)],
+            vec![("node-b".to_string(), node_b)],
+        ],
+        generators: vec![node_a],
+        token: TOKEN.into(),
+    }
 }
 
 /// Starts the runner and waits for it to delete the pods, its last act.
@@ -87,22 +118,10 @@ async fn run_to_the_end(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_experiment_runs_over_grpc_is_stored_reported_and_resumes() {
-    let url = Database::from_env().scratch_url().await.unwrap();
-    let store = Store::connect(PgConnectOptions::from_str(&url).unwrap())
-        .await
-        .unwrap();
+    let store = scratch_store().await;
     let address = serve_fleet().await;
-    let mut experiment = Experiment::new("tiny", parse_experiment(EXPERIMENT).unwrap().spec);
-    experiment.metadata.namespace = Some("lab".into());
-    experiment.metadata.uid = Some(uuid::Uuid::new_v4().to_string());
-    let fleet = ReadyFleet {
-        agents: vec![
-            vec![("node-a".to_string(), address)],
-            vec![("node-b".to_string(), address)],
-        ],
-        generators: vec![address],
-        token: TOKEN.into(),
-    };
+    let experiment = tiny_experiment();
+    let fleet = two_node_fleet(address, address);
     let cluster = Arc::new(Mutex::new(Cluster::default()));
     run_to_the_end(&cluster, &experiment, &store, fleet.clone()).await;
 
@@ -148,4 +167,71 @@ async fn a_cluster_experiment_runs_over_grpc_is_stored_reported_and_resumes() {
     let statuses = again.lock().unwrap().status_patches();
     assert_eq!(statuses[0]["progress"], "4/4");
     assert_eq!(statuses.last().unwrap()["phase"], "Succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cohort_without_a_successful_run_fails_the_experiment_and_is_named() {
+    let store = scratch_store().await;
+    let healthy = serve_fleet().await;
+    // nginx on the patched cohort's node is told to listen on an address this machine does
+    // not have (TEST-NET-1): every run there fails as nginx does, with nginx's reason, while
+    // the node's facts still answer. No load is ever sent to it.
+    let broken =
+        serve_fleet_with(AgentService::new().with_target_address("192.0.2.1".parse().unwrap()))
+            .await;
+    let mut experiment = tiny_experiment();
+    experiment.spec.retries = 1;
+    let fleet = two_node_fleet(healthy, broken);
+    let cluster = Arc::new(Mutex::new(Cluster::default()));
+    run_to_the_end(&cluster, &experiment, &store, fleet).await;
+
+    let runs = store
+        .experiment_runs(results_id(&experiment))
+        .await
+        .unwrap();
+    let patched: Vec<_> = runs.iter().filter(|r| r.cohort == "patched").collect();
+    // Two repetitions, each tried twice (`retries: 1`), every attempt stored with its reason.
+    assert_eq!(patched.len(), 4, "{patched:#?}");
+    assert!(
+        patched
+            .iter()
+            .all(|r| matches!(&r.outcome, RunOutcome::Failed { reason } if !reason.is_empty())),
+        "{patched:#?}"
+    );
+    assert_eq!(
+        runs.iter()
+            .filter(|r| r.cohort == "unpatched" && r.outcome == RunOutcome::Succeeded)
+            .count(),
+        2
+    );
+    let statuses = cluster.lock().unwrap().status_patches();
+    let last = statuses.last().unwrap();
+    assert_eq!(last["phase"], "Failed", "{last}");
+    let condition = &last["conditions"][0];
+    assert_eq!(
+        (
+            &condition["type"],
+            &condition["status"],
+            &condition["reason"]
+        ),
+        (
+            &"Completed".into(),
+            &"False".into(),
+            &"CohortWithoutRuns".into()
+        ),
+        "{last}"
+    );
+    let message = condition["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("patched: no run succeeded (last: ") && !message.contains("unpatched"),
+        "{message}"
+    );
+    assert!(
+        message.contains("192.0.2.1"),
+        "nginx's own reason: {message}"
+    );
+    assert_eq!(last["runsFailed"], 4, "{last}");
+    // The cohort that did run still reports its figure; no verdict compares against nothing.
+    assert_eq!(last["cohorts"][0]["runs"], 2, "{last}");
+    assert!(last["verdict"].is_null(), "{last}");
 }
