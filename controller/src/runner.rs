@@ -117,8 +117,10 @@ impl Runner for ProtocolRunner {
                 Err(error) => {
                     let mut status = progress;
                     status["phase"] = json!(Phase::Failed);
-                    status["conditions"] =
-                        json!([completed(false, "RunFailed", &error.to_string())]);
+                    with_condition(
+                        &mut status,
+                        completed(false, "RunFailed", &error.to_string()),
+                    );
                     Some(write_status(&experiments, &experiment.name_any(), status).await)
                 }
             };
@@ -205,8 +207,21 @@ async fn drive(
             let (mut planned, mut resumed, mut failed) = (0usize, 0usize, 0usize);
             // A planned run counts once, however many attempts it took.
             let mut finished = std::collections::BTreeSet::new();
+            // Once the database has failed a write, the status says so until the end, and
+            // for how long it was away once it is back.
+            let mut store_condition: Option<serde_json::Value> = None;
+            let mut unavailable_since: Option<tokio::time::Instant> = None;
             while let Some(event) = received.recv().await {
                 match event {
+                    Event::StoreUnavailable { error } => {
+                        unavailable_since = Some(tokio::time::Instant::now());
+                        store_condition = Some(condition(
+                            RESULTS_STORED,
+                            false,
+                            "DatabaseUnavailable",
+                            &format!("a finished run waits for the results database: {error}"),
+                        ));
+                    }
                     Event::Started {
                         runs,
                         resumed: earlier,
@@ -219,6 +234,18 @@ async fn drive(
                         failed = failed_before;
                     }
                     Event::RunFinished { run, record } => {
+                        if let Some(since) = unavailable_since.take() {
+                            store_condition = Some(condition(
+                                RESULTS_STORED,
+                                true,
+                                "DatabaseBack",
+                                &format!(
+                                    "the results database was unreachable for {:.0} s; the run \
+                                     that waited is stored",
+                                    since.elapsed().as_secs_f64()
+                                ),
+                            ));
+                        }
                         finished.insert(run.sequence);
                         if matches!(record.outcome, RunOutcome::Failed { .. }) {
                             failed += 1;
@@ -235,6 +262,9 @@ async fn drive(
                     "runsStored": stored,
                     "runsFailed": failed,
                 });
+                if let Some(store) = &store_condition {
+                    progress["conditions"] = json!([store]);
+                }
                 if let Err(error) = write_status(&experiments, &name, progress.clone()).await {
                     tracing::warn!(experiment = %name, %error, "writing progress");
                 }
@@ -253,7 +283,10 @@ async fn drive(
         },
         cancel,
         move |event| {
-            if matches!(event, Event::Started { .. } | Event::RunFinished { .. }) {
+            if matches!(
+                event,
+                Event::Started { .. } | Event::RunFinished { .. } | Event::StoreUnavailable { .. }
+            ) {
                 let _ = events.send(event);
             }
         },
@@ -315,7 +348,7 @@ async fn finish(
     status["phase"] = json!(phase);
     status["cohorts"] = json!(cohorts);
     status["verdict"] = json!(verdict);
-    status["conditions"] = json!([condition]);
+    with_condition(&mut status, condition);
     write_status(experiments, &experiment.name_any(), status).await
 }
 
@@ -350,11 +383,27 @@ pub fn summarize(report: &ExperimentReport) -> (Vec<CohortStatus>, Option<String
     (cohorts, verdict)
 }
 
-/// The runner's own condition.
+/// The runner's condition on the results database, present once a write has failed.
+pub const RESULTS_STORED: &str = "ResultsStored";
+
+/// The runner's own condition on the experiment's end.
 fn completed(done: bool, reason: &str, message: &str) -> serde_json::Value {
+    condition("Completed", done, reason, message)
+}
+
+/// Adds a condition to the runner's part of the status, beside those it already carries
+/// (the runner applies its whole part each time: one left out would be removed).
+fn with_condition(status: &mut serde_json::Value, condition: serde_json::Value) {
+    match status["conditions"].as_array_mut() {
+        Some(conditions) => conditions.push(condition),
+        None => status["conditions"] = json!([condition]),
+    }
+}
+
+fn condition(type_: &str, holds: bool, reason: &str, message: &str) -> serde_json::Value {
     json!({
-        "type": "Completed",
-        "status": if done { "True" } else { "False" },
+        "type": type_,
+        "status": if holds { "True" } else { "False" },
         "reason": reason,
         "message": message,
         "lastTransitionTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),

@@ -1,5 +1,5 @@
-//! Failures on the real cluster: the leading controller replica deleted mid-experiment, and an
-//! agent pod deleted mid-run.
+//! Failures on the real cluster: the leading controller replica deleted mid-experiment, an
+//! agent pod deleted mid-run, and the chart's Postgres stopped mid-experiment.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use kube::runtime::wait::await_condition;
 use loadlab_controller::operator::LEASE_NAME;
 use loadlab_controller::status::Phase;
 
+use loadlab_controller::runner::RESULTS_STORED;
 use loadlab_controller::status::ExperimentStatus;
 
 use crate::harness::{Release, apply_json, kubectl, real_node_experiment};
@@ -165,4 +166,71 @@ async fn an_agent_pod_deleted_mid_run_fails_that_run_and_the_experiment_resumes(
     );
     // Every run after the deletion ran on the agent pod made to replace it.
     eprintln!("failures stored: {failures:?}");
+}
+
+/// The ResultsStored condition's (status, reason), once the runner has written one.
+fn results_stored(e: Option<&loadlab_controller::Experiment>) -> Option<(String, String)> {
+    let condition = e?.status.as_ref()?.condition(RESULTS_STORED)?;
+    Some((condition.status.clone(), condition.reason.clone()))
+}
+
+#[tokio::test]
+#[ignore = "needs cluster"]
+async fn postgres_stopped_mid_experiment_the_finished_run_waits_and_none_is_lost() {
+    let release = Release::install("loadlab-db-restart", &[]).await;
+    let ns = release.namespace.clone();
+    apply_json(&experiment("db-restart", &ns));
+    let midway = release
+        .wait_experiment(
+            "db-restart",
+            Duration::from_secs(600),
+            "one run in",
+            runs_stored_at_least(1),
+        )
+        .await;
+    assert!(!midway.status.unwrap().phase.is_finished());
+
+    // The database goes away while the next run is measured; that run cannot be written.
+    let postgres = format!("statefulset/{}-postgresql", release.name);
+    release.kubectl(&["scale", &postgres, "--replicas=0"]);
+    let waiting = release
+        .wait_experiment(
+            "db-restart",
+            Duration::from_secs(300),
+            "waiting for the database",
+            |e: Option<&loadlab_controller::Experiment>| {
+                results_stored(e).is_some_and(|(status, _)| status == "False")
+            },
+        )
+        .await;
+    let stored_while_away = waiting.status.as_ref().unwrap().runs_stored;
+    // What a person sees: the condition, with the database's error, in `kubectl describe`.
+    let described = release.kubectl(&["describe", "experiment", "db-restart"]);
+    assert!(described.contains("DatabaseUnavailable"), "{described}");
+
+    release.kubectl(&["scale", &postgres, "--replicas=1"]);
+    // The controllers' readiness follows the database; the results are read through them.
+    release.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod",
+        "-l",
+        "app.kubernetes.io/component=controller",
+        "--timeout=300s",
+    ]);
+    let (status, failures) = all_eight_succeed_once(&release, "db-restart").await;
+    assert!(
+        failures.is_empty(),
+        "no run failed for the database: {failures:?}"
+    );
+    let condition = status.condition(RESULTS_STORED).unwrap();
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("True", "DatabaseBack"),
+        "{condition:?}"
+    );
+    eprintln!(
+        "database stopped after {stored_while_away} stored runs; {}",
+        condition.message
+    );
 }

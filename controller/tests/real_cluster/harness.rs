@@ -163,7 +163,19 @@ impl Release {
     pub fn get(&self, path: &str) -> (u16, Vec<u8>) {
         let url = format!("{}{path}", self.api_base());
         let output = Command::new("curl")
-            .args(["-sS", "--max-time", "60", "-w", "\n%{http_code}", &url])
+            // A Service whose pods just became ready may refuse for a moment, until
+            // kube-proxy has their endpoints.
+            .args([
+                "-sS",
+                "--max-time",
+                "60",
+                "--retry",
+                "10",
+                "--retry-connrefused",
+                "-w",
+                "\n%{http_code}",
+                &url,
+            ])
             .output()
             .unwrap();
         assert!(output.status.success(), "curl {url}: {}", text(&output));
