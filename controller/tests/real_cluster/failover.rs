@@ -55,6 +55,22 @@ async fn all_eight_succeed_once(release: &Release, name: &str) -> (ExperimentSta
     (status, failures)
 }
 
+/// A release in `namespace` running the experiment `name`, with one run stored and more to go.
+async fn one_run_in(namespace: &str, name: &str) -> Release {
+    let release = Release::install(namespace, &[]).await;
+    apply_json(&experiment(name, namespace));
+    let midway = release
+        .wait_experiment(
+            name,
+            Duration::from_secs(600),
+            "one run in",
+            runs_stored_at_least(1),
+        )
+        .await;
+    assert!(!midway.status.unwrap().phase.is_finished());
+    release
+}
+
 fn runs_stored_at_least(count: u32) -> impl Fn(Option<&loadlab_controller::Experiment>) -> bool {
     move |e| {
         e.and_then(|e| e.status.as_ref())
@@ -138,18 +154,7 @@ async fn a_new_leader_resumes_without_repeating_a_stored_run() {
 #[tokio::test]
 #[ignore = "needs cluster"]
 async fn an_agent_pod_deleted_mid_run_fails_that_run_and_the_experiment_resumes() {
-    let release = Release::install("loadlab-agent-lost", &[]).await;
-    let ns = release.namespace.clone();
-    apply_json(&experiment("agent-lost", &ns));
-    let midway = release
-        .wait_experiment(
-            "agent-lost",
-            Duration::from_secs(600),
-            "one run in",
-            runs_stored_at_least(1),
-        )
-        .await;
-    assert!(!midway.status.unwrap().phase.is_finished());
+    let release = one_run_in("loadlab-agent-lost", "agent-lost").await;
 
     // The next run starts as soon as the last is stored: the pod goes while it is in flight.
     let selector = "loadlab.dev/experiment=agent-lost,app.kubernetes.io/component=agent";
@@ -177,18 +182,7 @@ fn results_stored(e: Option<&loadlab_controller::Experiment>) -> Option<(String,
 #[tokio::test]
 #[ignore = "needs cluster"]
 async fn postgres_stopped_mid_experiment_the_finished_run_waits_and_none_is_lost() {
-    let release = Release::install("loadlab-db-restart", &[]).await;
-    let ns = release.namespace.clone();
-    apply_json(&experiment("db-restart", &ns));
-    let midway = release
-        .wait_experiment(
-            "db-restart",
-            Duration::from_secs(600),
-            "one run in",
-            runs_stored_at_least(1),
-        )
-        .await;
-    assert!(!midway.status.unwrap().phase.is_finished());
+    let release = one_run_in("loadlab-db-restart", "db-restart").await;
 
     // The database goes away while the next run is measured; that run cannot be written.
     let postgres = format!("statefulset/{}-postgresql", release.name);
