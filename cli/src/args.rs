@@ -75,6 +75,10 @@ pub struct ControllerArgs {
     /// installed beside the controller may start after it), e.g. `2m`.
     #[arg(long, env = "LOADLAB_DATABASE_WAIT", default_value = "2m", value_parser = Span::parse)]
     pub database_wait: Span,
+    /// Key every replica derives each experiment's pod token from (at least 32 characters;
+    /// the chart keeps one in a Secret of its own).
+    #[arg(long, env = "LOADLAB_TOKEN_KEY", hide_env_values = true)]
+    pub token_key: String,
 }
 
 #[derive(Debug, Args)]

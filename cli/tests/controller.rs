@@ -31,6 +31,7 @@ fn the_controller_without_a_cluster_says_so_in_one_line_and_starts_nothing() {
             "--listen",
             "127.0.0.1:0",
         ])
+        .env("LOADLAB_TOKEN_KEY", "k".repeat(32))
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env_remove("KUBERNETES_SERVICE_PORT")
         .env("KUBECONFIG", home.path().join("missing"))
@@ -45,4 +46,24 @@ fn the_controller_without_a_cluster_says_so_in_one_line_and_starts_nothing() {
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("no Kubernetes API"), "{stderr}");
     assert!(!stderr.contains("database"), "{stderr}");
+}
+
+#[test]
+fn the_controller_refuses_a_short_token_key_before_anything_else() {
+    let output = Command::new(env!("CARGO_BIN_EXE_loadlab"))
+        .args(["controller", "--image", "loadlab:test"])
+        .env("LOADLAB_TOKEN_KEY", "too-short")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("LOADLAB_TOKEN_KEY") && stderr.contains("at least 32"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("too-short"),
+        "the key is never printed: {stderr}"
+    );
 }

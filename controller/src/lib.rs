@@ -1,6 +1,7 @@
 //! loadlab's controller: the experiment model, the run schedule, and the orchestrator that
 //! drives agents and generators through the run protocol and stores every run.
 
+pub mod cache;
 pub mod crd;
 pub mod guests;
 pub mod leader;
@@ -14,6 +15,7 @@ pub mod reconcile;
 pub mod runner;
 pub mod spec;
 pub mod status;
+pub mod token;
 
 pub use orchestrator::{Connection, Ending, Endpoints, Event, Fleet, RunOptions, run_experiment};
 pub use spec::{Experiment, ExperimentFile, SpecError, parse_experiment};

@@ -6,18 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, controller, watcher};
 use kube::{Api, Client};
 use loadlab_results::Store;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::ClusterCache;
 use crate::leader::LeaseLock;
 use crate::pods::PodSettings;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::runner::ProtocolRunner;
+use crate::token::TokenKey;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct OperatorConfig {
     pub pods: PodSettings,
     /// Namespace of the leader lease (the controller's own).
@@ -25,7 +26,12 @@ pub struct OperatorConfig {
     /// This replica's name in the lease (its pod name).
     pub identity: String,
     pub lease_duration: Duration,
+    /// Derives each experiment's pod token (the same on every replica).
+    pub token_key: TokenKey,
 }
+
+/// How long an experiment's wake-ups are gathered into one reconcile.
+const DEBOUNCE: Duration = Duration::from_millis(500);
 
 pub const LEASE_NAME: &str = "loadlab-controller";
 
@@ -63,11 +69,15 @@ pub async fn run_operator(
     tracing::info!(identity = %config.identity, "leading: reconciling experiments");
 
     let runner = Arc::new(ProtocolRunner::new(client.clone(), store));
-    let context = Arc::new(Context {
-        client: client.clone(),
-        pods: config.pods.clone(),
-        runner: runner.clone(),
-    });
+    let (cache, watches) = ClusterCache::watch(client.clone());
+    let node_watch = tokio::spawn(watches.nodes);
+    let context = Arc::new(Context::new(
+        client.clone(),
+        config.pods.clone(),
+        runner.clone(),
+        cache,
+        config.token_key,
+    ));
     let lost = CancellationToken::new();
     let halt = CancellationToken::new();
     let renewing = {
@@ -90,14 +100,13 @@ pub async fn run_operator(
             halt.cancel();
         })
     };
-    let experiments: Api<crate::Experiment> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client);
+    let experiments: Api<crate::Experiment> = Api::all(client);
     let shutdown = halt.clone();
     Controller::new(experiments, watcher::Config::default())
-        .owns(
-            pods,
-            watcher::Config::default().labels("app.kubernetes.io/managed-by=loadlab-controller"),
-        )
+        // The pod watch fills the cache the reconciler reads and wakes the pods' experiments.
+        .owns_stream(watches.pods)
+        // A burst of pod changes (a fleet of pods starting) wakes an experiment once.
+        .with_config(controller::Config::default().debounce(DEBOUNCE))
         .graceful_shutdown_on(async move { shutdown.cancelled().await })
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
@@ -108,6 +117,7 @@ pub async fn run_operator(
         .await;
     runner.stop_all();
     renewing.abort();
+    node_watch.abort();
     if lost.is_cancelled() {
         return Err(OperatorError::LostLease);
     }

@@ -3,25 +3,27 @@
 //! run protocol. Status goes out by server-side apply; the reconciler owns `phase`,
 //! `observedGeneration` and its conditions, the runner owns progress and results.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod, Secret};
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use crate::cache::ClusterCache;
 use crate::placement::{NodeView, Placement, place};
 use crate::pods::{
-    AGENT_PORT, LOADGEN_PORT, PodSettings, TOKEN_KEY, agent_pod, agent_pod_name, loadgen_pod,
-    loadgen_pod_name, token_secret, token_secret_name,
+    AGENT_PORT, LOADGEN_PORT, PodSettings, agent_pod, agent_pod_name, loadgen_pod,
+    loadgen_pod_name, token_secret,
 };
 use crate::spec::Experiment;
 use crate::status::{ExperimentStatus, Phase};
+use crate::token::TokenKey;
 
 pub const FINALIZER: &str = "loadlab.dev/cleanup";
 pub const FIELD_MANAGER: &str = "loadlab-controller";
@@ -34,6 +36,8 @@ pub enum ReconcileError {
     Kube(#[from] kube::Error),
     #[error("{0}")]
     Finalizer(String),
+    #[error("the cluster cache stopped: {0}")]
+    Cache(String),
 }
 
 /// A fleet whose pods are all up, ready for the run protocol.
@@ -64,6 +68,30 @@ pub struct Context {
     pub client: Client,
     pub pods: PodSettings,
     pub runner: Arc<dyn Runner>,
+    /// Nodes and the controller's pods, as the watches last saw them.
+    pub cache: ClusterCache,
+    pub token_key: TokenKey,
+    /// Uids of experiments whose token Secret this process made or found.
+    secrets_made: Mutex<BTreeSet<String>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        pods: PodSettings,
+        runner: Arc<dyn Runner>,
+        cache: ClusterCache,
+        token_key: TokenKey,
+    ) -> Self {
+        Self {
+            client,
+            pods,
+            runner,
+            cache,
+            token_key,
+            secrets_made: Mutex::default(),
+        }
+    }
 }
 
 pub fn key(experiment: &Experiment) -> String {
@@ -112,6 +140,11 @@ async fn apply(
     if status.phase.is_finished() {
         return Ok(Action::await_change());
     }
+    context
+        .cache
+        .ready()
+        .await
+        .map_err(|error| ReconcileError::Cache(error.to_string()))?;
     let client = &context.client;
     let experiments: Api<Experiment> = Api::namespaced(client.clone(), namespace);
     let mut report = StatusReport::new(&experiment, status.phase);
@@ -135,10 +168,9 @@ async fn apply(
     // not repeated).
     let running = key(&experiment);
     if let Some(fleet) = context.runner.fleet(&running) {
-        let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
         // The runner owns the phase from here: it may have just written the final one.
         report.phase = None;
-        let wait = match lost_pod(&pods, &experiment, &fleet).await? {
+        let wait = match lost_pod(&context.cache, namespace, &experiment, &fleet) {
             None => WAIT * 3,
             Some(why) => {
                 tracing::info!(experiment = %running, %why, "a pod of the running experiment is lost");
@@ -157,13 +189,11 @@ async fn apply(
         return Ok(Action::requeue(wait));
     }
 
-    let nodes: Api<Node> = Api::all(client.clone());
-    let views: Vec<NodeView> = nodes
-        .list(&ListParams::default())
-        .await?
-        .items
+    let views: Vec<NodeView> = context
+        .cache
+        .nodes()
         .iter()
-        .map(NodeView::from_node)
+        .map(|node| NodeView::from_node(node))
         .collect();
     let placement = place(&experiment.spec, &views);
     if !placement.is_ready() {
@@ -179,7 +209,7 @@ async fn apply(
         .cohorts
         .iter()
         .flat_map(|c| &c.nodes)
-        .collect::<std::collections::BTreeSet<_>>()
+        .collect::<BTreeSet<_>>()
         .len();
     report.condition(
         "NodesPlanned",
@@ -202,8 +232,12 @@ async fn apply(
     {
         return Ok(Action::await_change());
     }
-    let token = ensure_token(client, namespace, &experiment).await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let token = ensure_token(context, namespace, &experiment).await?;
+    let pods = PodAccess {
+        api: Api::namespaced(client.clone(), namespace),
+        cache: &context.cache,
+        namespace,
+    };
     let agents = match ensure_agents(&pods, &experiment, &placement, &context.pods).await? {
         Ok(addresses) => addresses,
         Err(not_ready) => return report.pods_not_ready(not_ready, &experiments).await,
@@ -228,58 +262,54 @@ async fn apply(
     Ok(Action::requeue(WAIT * 3))
 }
 
-/// The token in the experiment's Secret, creating the Secret with a fresh random token first.
+/// The experiment's token, its Secret created first (once per process: a Secret that exists
+/// already was made by this or an earlier leader from the same key).
 async fn ensure_token(
-    client: &Client,
+    context: &Context,
     namespace: &str,
     experiment: &Experiment,
 ) -> Result<String, ReconcileError> {
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let name = token_secret_name(experiment);
-    let existing = match secrets.get_opt(&name).await? {
-        Some(secret) => secret,
-        None => {
-            let token = format!(
-                "{}{}",
-                uuid::Uuid::new_v4().simple(),
-                uuid::Uuid::new_v4().simple()
-            );
-            match secrets
-                .create(&PostParams::default(), &token_secret(experiment, &token))
-                .await
-            {
-                Ok(secret) => secret,
-                // Created by a concurrent reconcile: use theirs.
-                Err(kube::Error::Api(status)) if status.code == 409 => secrets.get(&name).await?,
-                Err(error) => return Err(error.into()),
-            }
-        }
-    };
-    let bytes = existing
-        .data
-        .as_ref()
-        .and_then(|d| d.get(TOKEN_KEY))
-        .map(|b| b.0.clone())
-        .unwrap_or_default();
-    Ok(String::from_utf8_lossy(&bytes).trim().to_string())
+    let uid = experiment.uid().unwrap_or_default();
+    let token = context.token_key.token_for(&uid);
+    if lock(&context.secrets_made).contains(&uid) {
+        return Ok(token);
+    }
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), namespace);
+    match secrets
+        .create(&PostParams::default(), &token_secret(experiment, &token))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(error) => return Err(error.into()),
+    }
+    lock(&context.secrets_made).insert(uid);
+    Ok(token)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Where pods are made (the API) and read (the cache), in one namespace.
+struct PodAccess<'a> {
+    api: Api<Pod>,
+    cache: &'a ClusterCache,
+    namespace: &'a str,
 }
 
 /// The first pod of a running fleet that is no longer what the runner talks to: deleted,
 /// being deleted, failed, or at another address.
-async fn lost_pod(
-    pods: &Api<Pod>,
+fn lost_pod(
+    cache: &ClusterCache,
+    namespace: &str,
     experiment: &Experiment,
     fleet: &ReadyFleet,
-) -> Result<Option<String>, ReconcileError> {
-    let selector = format!(
-        "{}={}",
-        crate::pods::EXPERIMENT_LABEL,
-        experiment.name_any()
-    );
-    let current: BTreeMap<String, Pod> = pods
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
+) -> Option<String> {
+    let current: BTreeMap<String, Arc<Pod>> = cache
+        .pods_of(namespace, &experiment.name_any())
         .into_iter()
         .map(|pod| (pod.name_any(), pod))
         .collect();
@@ -294,16 +324,16 @@ async fn lost_pod(
         .enumerate()
         .map(|(index, address)| (loadgen_pod_name(experiment, index), *address));
     for (name, address) in agents.chain(generators) {
-        let why = match current.get(&name).map(pod_state) {
+        let why = match current.get(&name).map(|pod| pod_state(pod)) {
             None => format!("pod {name} was deleted"),
             Some(PodState::Ready(ip)) if ip == address.ip() => continue,
             Some(PodState::Ready(ip)) => format!("pod {name} moved from {} to {ip}", address.ip()),
             Some(PodState::Waiting(state)) => format!("pod {name} is {state}"),
             Some(PodState::Failed(state)) => format!("pod {name} failed: {state}"),
         };
-        return Ok(Some(why));
+        return Some(why);
     }
-    Ok(None)
+    None
 }
 
 /// Per group, (node, gRPC address) of every pod, once all are ready.
@@ -315,7 +345,7 @@ enum NotReady {
 }
 
 async fn ensure_agents(
-    pods: &Api<Pod>,
+    pods: &PodAccess<'_>,
     experiment: &Experiment,
     placement: &Placement,
     settings: &PodSettings,
@@ -344,7 +374,7 @@ async fn ensure_agents(
 }
 
 async fn ensure_generators(
-    pods: &Api<Pod>,
+    pods: &PodAccess<'_>,
     experiment: &Experiment,
     placement: &Placement,
     targets: &[IpAddr],
@@ -367,7 +397,7 @@ async fn ensure_generators(
 /// Creates the pods (per group: node and pod) that do not exist yet, by name, and reports
 /// whether all are ready, each ready one as (its node, its gRPC address).
 async fn ensure_pods(
-    pods: &Api<Pod>,
+    pods: &PodAccess<'_>,
     wanted: Vec<Vec<(String, Pod)>>,
     port: u16,
 ) -> Result<Pods, ReconcileError> {
@@ -377,12 +407,12 @@ async fn ensure_pods(
         let mut addresses = Vec::with_capacity(group.len());
         for (key, pod) in group {
             let name = pod.metadata.name.clone().unwrap_or_default();
-            let current = match pods.get_opt(&name).await? {
+            let current = match pods.cache.pod(pods.namespace, &name) {
                 // A generator is told its targets when it starts: one made for agents that
                 // have since been replaced must be replaced too.
                 Some(existing) if container_args(&existing) != container_args(&pod) => {
                     if existing.metadata.deletion_timestamp.is_none() {
-                        match pods.delete(&name, &Default::default()).await {
+                        match pods.api.delete(&name, &Default::default()).await {
                             Ok(_) => {}
                             Err(kube::Error::Api(status)) if status.code == 404 => {}
                             Err(error) => return Err(error.into()),
@@ -392,9 +422,13 @@ async fn ensure_pods(
                     continue;
                 }
                 Some(existing) => existing,
-                None => match pods.create(&PostParams::default(), &pod).await {
-                    Ok(created) => created,
-                    Err(kube::Error::Api(status)) if status.code == 409 => pods.get(&name).await?,
+                // Not in the cache: new, or made by an earlier pass the watch has not
+                // shown yet (then the API has it).
+                None => match pods.api.create(&PostParams::default(), &pod).await {
+                    Ok(created) => Arc::new(created),
+                    Err(kube::Error::Api(status)) if status.code == 409 => {
+                        Arc::new(pods.api.get(&name).await?)
+                    }
                     Err(error) => return Err(error.into()),
                 },
             };
@@ -503,6 +537,8 @@ struct StatusReport {
     phase: Option<Phase>,
     generation: Option<i64>,
     status: ExperimentStatus,
+    /// As the pass found it: what already says all this is not written again.
+    found: ExperimentStatus,
 }
 
 impl StatusReport {
@@ -512,6 +548,7 @@ impl StatusReport {
             phase: Some(phase),
             generation: experiment.metadata.generation,
             status: experiment.status.clone().unwrap_or_default(),
+            found: experiment.status.clone().unwrap_or_default(),
         }
     }
 
@@ -543,7 +580,20 @@ impl StatusReport {
         Ok(action)
     }
 
+    /// Whether the status already says what this pass would write (a fleet of experiments
+    /// passing every few seconds must not each write an unchanged status).
+    fn is_unchanged(&self) -> bool {
+        self.phase.is_none_or(|phase| phase == self.found.phase)
+            && self.generation == self.found.observed_generation
+            && OWN_CONDITIONS
+                .iter()
+                .all(|type_| self.status.condition(type_) == self.found.condition(type_))
+    }
+
     async fn send(self, experiments: &Api<Experiment>) -> Result<(), ReconcileError> {
+        if self.is_unchanged() {
+            return Ok(());
+        }
         let conditions: BTreeMap<&str, _> = self
             .status
             .conditions

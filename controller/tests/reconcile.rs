@@ -7,10 +7,14 @@ mod common;
 use common::{Cluster, client_for};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
+use loadlab_controller::cache::{ClusterCache, Snapshot};
 use loadlab_controller::pods::PodSettings;
 use loadlab_controller::reconcile::{Context, FINALIZER, ReadyFleet, Runner, reconcile};
+use loadlab_controller::token::TokenKey;
 use loadlab_controller::{Experiment, parse_experiment};
 use serde_json::{Value, json};
+
+const TOKEN_KEY: &str = "a-key-for-tests-only-thirty-two-bytes";
 
 #[derive(Default)]
 struct RecordingRunner {
@@ -92,6 +96,8 @@ fn seed_fleet() -> Vec<Value> {
 struct Harness {
     cluster: Arc<Mutex<Cluster>>,
     runner: Arc<RecordingRunner>,
+    /// One controller process across the passes, as in a cluster.
+    context: Mutex<Option<(Arc<Context>, Snapshot)>>,
 }
 
 impl Harness {
@@ -102,18 +108,42 @@ impl Harness {
                 ..Cluster::default()
             })),
             runner: Arc::default(),
+            context: Mutex::default(),
         }
     }
 
+    /// One pass, after the cache has seen the mock cluster as it is now (as the watches
+    /// would have by then).
     async fn reconcile(&self, experiment: Experiment) -> Action {
-        let context = Arc::new(Context {
-            client: client_for(self.cluster.clone(), &experiment),
-            pods: PodSettings {
-                image: "registry.example/loadlab:test".into(),
-                image_pull_policy: None,
-            },
-            runner: self.runner.clone(),
-        });
+        let context = {
+            let mut slot = self.context.lock().unwrap();
+            let (context, snapshot) = slot.get_or_insert_with(|| {
+                let (cache, snapshot) = ClusterCache::by_hand();
+                let context = Context::new(
+                    client_for(self.cluster.clone(), &experiment),
+                    PodSettings {
+                        image: "registry.example/loadlab:test".into(),
+                        image_pull_policy: None,
+                    },
+                    self.runner.clone(),
+                    cache,
+                    TokenKey::new(TOKEN_KEY).unwrap(),
+                );
+                (Arc::new(context), snapshot)
+            });
+            let cluster = self.cluster.lock().unwrap();
+            let nodes = cluster
+                .nodes
+                .iter()
+                .map(|n| serde_json::from_value(n.clone()).unwrap());
+            let pods = cluster
+                .objects
+                .iter()
+                .filter(|(path, _)| path.contains("/pods/"))
+                .map(|(_, pod)| serde_json::from_value(pod.clone()).unwrap());
+            snapshot.show(nodes, pods);
+            context.clone()
+        };
         reconcile(Arc::new(experiment), context).await.unwrap()
     }
 
@@ -215,10 +245,35 @@ async fn pods_are_created_once_and_the_run_starts_when_all_are_ready() {
     assert_eq!(fleet.agents[0][0].1.port(), 7700);
     assert_eq!(fleet.generators.len(), 2);
     assert!(fleet.generators.iter().all(|g| g.port() == 7701));
-    assert_eq!(fleet.token.len(), 64);
+    // The token is the key's for this experiment: a new leader derives the same one, so
+    // the controller never reads a Secret back.
+    let expected = TokenKey::new(TOKEN_KEY)
+        .unwrap()
+        .token_for("0d6c3f7e-6f43-4c36-9a4f-1f2b4f7d7a01");
+    assert_eq!(fleet.token, expected);
     let cluster = harness.cluster();
+    let secret = &cluster.created("/secrets")[0];
+    let stored = secret["data"]["token"].as_str().unwrap();
+    assert_eq!(stored, base64_of(&expected), "{secret}");
     assert_eq!(cluster.status_patches().pop().unwrap()["phase"], "Running");
     assert_eq!(cluster.created("/pods").len(), 4, "nothing created twice");
+    // Nodes and pods come from the watches' cache: no pass lists nodes or reads a pod, and
+    // no Secret is ever read.
+    let reads: Vec<&String> = cluster
+        .requests
+        .iter()
+        .filter(|(method, _, _)| method == "GET")
+        .map(|(_, path, _)| path)
+        .collect();
+    assert!(
+        reads.iter().all(|path| path.contains("/experiments/")),
+        "{reads:?}"
+    );
+}
+
+fn base64_of(text: &str) -> String {
+    let value = serde_json::to_value(k8s_openapi::ByteString(text.as_bytes().to_vec())).unwrap();
+    value.as_str().unwrap().to_string()
 }
 
 #[tokio::test]
@@ -230,9 +285,8 @@ async fn a_cohort_without_nodes_is_a_condition_that_names_it() {
     ]);
     let action = harness.reconcile(experiment(true)).await;
     assert_eq!(action, Action::requeue(loadlab_controller::reconcile::WAIT));
-    let cluster = harness.cluster();
-    assert!(cluster.created("/pods").is_empty());
-    let status = cluster.status_patches().pop().unwrap();
+    assert!(harness.cluster().created("/pods").is_empty());
+    let status = harness.cluster().status_patches().pop().unwrap();
     assert_eq!(status["phase"], "Pending");
     let planned = status["conditions"]
         .as_array()
@@ -248,6 +302,14 @@ async fn a_cohort_without_nodes_is_a_condition_that_names_it() {
         message.contains("\"patched\"") && message.contains("new-1 (NotReady)"),
         "{message}"
     );
+
+    // The next pass finds that status in place and writes nothing: waiting experiments pass
+    // every few seconds and must not each write an unchanged status.
+    let mut seen = experiment(true);
+    seen.status = Some(serde_json::from_value(status).unwrap());
+    let patches = harness.cluster().status_patches().len();
+    harness.reconcile(seen).await;
+    assert_eq!(harness.cluster().status_patches().len(), patches);
 }
 
 #[tokio::test]

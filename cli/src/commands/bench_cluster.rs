@@ -181,6 +181,14 @@ pub async fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
         .args(["--namespace", NAMESPACE, "--image", &args.image])
         .args(["--image-pull-policy", "Never"])
         .env("KUBECONFIG", &args.controller_kubeconfig)
+        .env(
+            "LOADLAB_TOKEN_KEY",
+            format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            ),
+        )
         .stdout(log.reopen()?)
         .stderr(log.reopen()?)
         .kill_on_drop(true)

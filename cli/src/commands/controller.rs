@@ -7,6 +7,7 @@ use crate::commands::serve::Api;
 use anyhow::Context;
 use loadlab_controller::operator::{OperatorConfig, run_operator};
 use loadlab_controller::pods::PodSettings;
+use loadlab_controller::token::TokenKey;
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(
@@ -17,6 +18,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         (3..=3600).contains(&args.lease_seconds),
         "--lease-seconds must be between 3 and 3600"
     );
+    let token_key = TokenKey::new(&args.token_key)
+        .map_err(|error| anyhow::anyhow!("--token-key (LOADLAB_TOKEN_KEY): {error}"))?;
     let identity = match args.identity {
         Some(identity) => identity,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -47,6 +50,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         lease_namespace: args.namespace,
         identity,
         lease_duration: Duration::from_secs(args.lease_seconds),
+        token_key,
     };
     let operated = run_operator(client, store, config, stop.clone()).await;
     stop.cancel();

@@ -34,3 +34,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "loadlab.postgresql" -}}
 {{- printf "%s-postgresql" (include "loadlab.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
+
+{{- define "loadlab.tokenKeySecret" -}}
+{{- default (printf "%s-token-key" (include "loadlab.fullname" . | trunc 53 | trimSuffix "-")) .Values.controller.tokenKey.existingSecret -}}
+{{- end -}}
