@@ -42,8 +42,11 @@ pub struct PodSettings {
 /// could not start a pod asking for it.
 const AGENT_CAPABILITIES: [&str; 6] = ["BPF", "PERFMON", "SYSLOG", "CHOWN", "SETUID", "SETGID"];
 
+/// Named for this very resource: an experiment deleted and applied again at once must not
+/// find its predecessor's Secret (not yet collected), whose token is another's.
 pub fn token_secret_name(experiment: &Experiment) -> String {
-    bounded_name(&experiment_name(experiment), "token", "")
+    let uid = experiment.metadata.uid.as_deref().unwrap_or_default();
+    bounded_name(&experiment_name(experiment), "token", &short_hash(uid)[..6])
 }
 
 pub fn agent_pod_name(experiment: &Experiment, node: &str) -> String {
@@ -422,5 +425,8 @@ mod tests {
             agent_pod_name(&exp, "node-b")
         );
         assert_eq!(short_hash("node-a"), short_hash("node-a"));
+        let mut again = experiment(&long);
+        again.metadata.uid = Some("another-uid".into());
+        assert_ne!(token_secret_name(&exp), token_secret_name(&again));
     }
 }

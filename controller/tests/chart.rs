@@ -109,7 +109,10 @@ fn default_values_render_valid_objects_with_a_bundled_postgres() {
     }
     assert!(rendered.contains("@lab-loadlab-postgresql:5432/loadlab"));
     // The controller's token key: a Secret of the chart's, or the one named instead.
-    assert!(rendered.contains("name: lab-loadlab-token-key"), "{rendered}");
+    assert!(
+        rendered.contains("name: lab-loadlab-token-key"),
+        "{rendered}"
+    );
     validate(&rendered);
     let own = render(&["controller.tokenKey.existingSecret=lab-key"]);
     assert!(!own.contains("lab-loadlab-token-key"), "{own}");
