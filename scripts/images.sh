@@ -7,7 +7,9 @@
 #   /opt/loadlab-tools/images;
 # - loadlab/loadlab:<appVersion>: that root and the release binary, as the Dockerfile makes it;
 # - loadlab/postgresql:15: the same root and an entrypoint that honours the official postgres
-#   image's POSTGRES_USER / POSTGRES_DB / POSTGRES_PASSWORD / PGDATA, so the chart is unchanged;
+#   image's POSTGRES_USER / POSTGRES_DB / POSTGRES_PASSWORD / PGDATA, so the chart is unchanged,
+#   and stops on SIGINT as that image does (PostgreSQL's fast shutdown: on SIGTERM it would
+#   wait for every client to leave, and a pool never leaves);
 # - busybox:1.36 (the chart's `helm test` image) from Debian's busybox-static.
 # Both Debian images share the root as their first layer, which containerd stores once.
 #   images.sh CONTAINERD_SOCKET
@@ -97,15 +99,16 @@ cp /bin/busybox "$work/busybox/bin/busybox"
 for applet in sh wget cat ls sleep nc; do ln -s busybox "$work/busybox/bin/$applet"; done
 
 pack_and_import() {
-  local name="$1" layers="$2" entrypoint="$3" env_json="${4:-}"
+  local name="$1" layers="$2" entrypoint="$3" env_json="${4:-}" stop_signal="${5:-}"
   say "packing $name"
-  bash "$here/oci-image.sh" "$layers" "$name" "$entrypoint" "$work/image.tar" ${env_json:+"$env_json"}
+  bash "$here/oci-image.sh" "$layers" "$name" "$entrypoint" "$work/image.tar" "$env_json" "$stop_signal"
   ctr --address "$socket" -n k8s.io images import "$work/image.tar" >/dev/null
   rm -f "$work/image.tar"
 }
 
 pack_and_import "loadlab/loadlab:$app_version" "$base/rootfs:$work/loadlab" '["/usr/local/bin/loadlab"]'
 pack_and_import "loadlab/postgresql:15" "$base/rootfs:$work/postgresql" '["/usr/local/bin/postgres-entrypoint"]' \
-  '["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","PGDATA=/var/lib/postgresql/data","LANG=C.UTF-8"]'
+  '["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","PGDATA=/var/lib/postgresql/data","LANG=C.UTF-8"]' \
+  SIGINT
 pack_and_import "busybox:1.36" "$work/busybox" '["/bin/sh"]' '["PATH=/bin"]'
 say "imported loadlab/loadlab:$app_version, loadlab/postgresql:15, busybox:1.36"

@@ -2,12 +2,13 @@
 # Packs directories into an image archive that `ctr images import` takes (the docker-archive
 # layout: one uncompressed tar per layer, a config, a manifest naming the image), without a
 # container engine or registry.
-#   oci-image.sh ROOTFS[:ROOTFS...] NAME:TAG ENTRYPOINT_JSON OUT.tar [ENV_JSON]
+#   oci-image.sh ROOTFS[:ROOTFS...] NAME:TAG ENTRYPOINT_JSON OUT.tar [ENV_JSON] [STOP_SIGNAL]
 # Each ROOTFS becomes one layer, in order.
 set -euo pipefail
 
 roots="$1" name="$2" entrypoint="$3" out="$4"
 env_json="${5:-[\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"]}"
+stop_signal="${6:-}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -28,7 +29,7 @@ done
 join() { local IFS=,; echo "$*"; }
 cat > "$work/config.json" <<EOF
 {"architecture":"amd64","os":"linux",
- "config":{"Entrypoint":$entrypoint,"Env":$env_json,"WorkingDir":"/"},
+ "config":{"Entrypoint":$entrypoint,"Env":$env_json,"WorkingDir":"/"${stop_signal:+,\"StopSignal\":\"$stop_signal\"}},
  "rootfs":{"type":"layers","diff_ids":[$(join "${diff_ids[@]}")]}}
 EOF
 config_digest="$(sha256sum "$work/config.json" | cut -d' ' -f1)"
