@@ -352,6 +352,10 @@ EOF
     curl -fsS --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
     "https://$gateway:$api_port/readyz"
 
+  # A node is NotReady after 3 minutes without a heartbeat, not 50 s: kwok renews a thousand
+  # simulated nodes' leases from one process, on two busy cores some lapse, and the pods the
+  # node controller then marks NotReady stay so (kwok, unlike a kubelet, never reports them
+  # ready again).
   start kube-controller-manager "$bin/kube-controller-manager" \
     --kubeconfig "$dir/controller-manager.kubeconfig" \
     --authentication-kubeconfig "$dir/controller-manager.kubeconfig" \
@@ -359,6 +363,7 @@ EOF
     --bind-address 127.0.0.1 --leader-elect=false \
     --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
     --use-service-account-credentials=true --service-cluster-ip-range "$service_cidr" \
+    --node-monitor-grace-period=3m \
     --profiling=false --v=1
   start kube-scheduler "$bin/kube-scheduler" \
     --kubeconfig "$dir/scheduler.kubeconfig" \

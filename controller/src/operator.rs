@@ -41,6 +41,8 @@ pub enum OperatorError {
     Kube(#[from] kube::Error),
     #[error("lost the leader lease to another replica")]
     LostLease,
+    #[error("the cluster cache stopped before it was filled: {0}")]
+    Cache(String),
 }
 
 /// Waits for the lease, then reconciles until `stop` fires or the lease is lost.
@@ -71,6 +73,10 @@ pub async fn run_operator(
     let runner = Arc::new(ProtocolRunner::new(client.clone(), store));
     let (cache, watches) = ClusterCache::watch(client.clone());
     let node_watch = tokio::spawn(watches.nodes);
+    let cache_ready = {
+        let cache = cache.clone();
+        async move { cache.ready().await }
+    };
     let context = Arc::new(Context::new(
         client.clone(),
         config.pods.clone(),
@@ -100,26 +106,47 @@ pub async fn run_operator(
             halt.cancel();
         })
     };
+    // Reconciling starts once both caches hold their first listing. Waiting here, once,
+    // rather than in each reconcile: a store's readiness wakes only the last task that
+    // waited, so reconciles waiting side by side at start would hang but one.
+    let mut pod_watch = watches.pods;
+    let filled = {
+        let ready = cache_ready;
+        tokio::pin!(ready);
+        loop {
+            tokio::select! {
+                filled = &mut ready => {
+                    break filled.map_err(|error| OperatorError::Cache(error.to_string()));
+                }
+                // Pod changes before then wake nothing: every experiment is reconciled at
+                // the start anyway.
+                _ = pod_watch.next() => {}
+                () = halt.cancelled() => break Ok(()),
+            }
+        }
+    };
     let experiments: Api<crate::Experiment> = Api::all(client);
     let shutdown = halt.clone();
-    Controller::new(experiments, watcher::Config::default())
-        // The pod watch fills the cache the reconciler reads and wakes the pods' experiments.
-        .owns_stream(watches.pods)
-        // A burst of pod changes (a fleet of pods starting) wakes an experiment once.
-        .with_config(controller::Config::default().debounce(DEBOUNCE))
-        .graceful_shutdown_on(async move { shutdown.cancelled().await })
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "reconcile");
-            }
-        })
-        .await;
+    if filled.is_ok() && !halt.is_cancelled() {
+        Controller::new(experiments, watcher::Config::default())
+            // The pod watch fills the cache the reconciler reads and wakes the pods' experiments.
+            .owns_stream(pod_watch)
+            // A burst of pod changes (a fleet of pods starting) wakes an experiment once.
+            .with_config(controller::Config::default().debounce(DEBOUNCE))
+            .graceful_shutdown_on(async move { shutdown.cancelled().await })
+            .run(reconcile, error_policy, context)
+            .for_each(|result| async move {
+                if let Err(error) = result {
+                    tracing::debug!(%error, "reconcile");
+                }
+            })
+            .await;
+    }
     runner.stop_all();
     renewing.abort();
     node_watch.abort();
     if lost.is_cancelled() {
         return Err(OperatorError::LostLease);
     }
-    Ok(())
+    filled
 }

@@ -36,8 +36,6 @@ pub enum ReconcileError {
     Kube(#[from] kube::Error),
     #[error("{0}")]
     Finalizer(String),
-    #[error("the cluster cache stopped: {0}")]
-    Cache(String),
 }
 
 /// A fleet whose pods are all up, ready for the run protocol.
@@ -140,11 +138,6 @@ async fn apply(
     if status.phase.is_finished() {
         return Ok(Action::await_change());
     }
-    context
-        .cache
-        .ready()
-        .await
-        .map_err(|error| ReconcileError::Cache(error.to_string()))?;
     let client = &context.client;
     let experiments: Api<Experiment> = Api::namespaced(client.clone(), namespace);
     let mut report = StatusReport::new(&experiment, status.phase);

@@ -157,6 +157,18 @@ pub async fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
     plan_times.sort();
     let plan_p50 = plan_times[plan_times.len() / 2];
 
+    let definitions: Api<
+        k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    > = Api::all(client.clone());
+    if definitions
+        .get_opt("experiments.loadlab.dev")
+        .await?
+        .is_none()
+    {
+        bail!(
+            "the Experiment CRD is not installed on this cluster: `loadlab crd | kubectl apply -f -` (or helm install the chart)"
+        );
+    }
     let namespaces: Api<Namespace> = Api::all(client.clone());
     if namespaces.get_opt(NAMESPACE).await?.is_some() {
         bail!(
