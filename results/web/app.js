@@ -335,19 +335,20 @@ async function fillRow(experiment) {
   try {
     const comparison = await api(`/api/v1/experiments/${experiment.id}/comparison`);
     field("status").replaceChildren(comparison.experiment.status);
-    const progress = field("progress");
-    progress.replaceChildren(progressText(comparison.experiment, {
+    const progress = [progressText(comparison.experiment, {
       succeeded: comparison.cohorts.reduce((n, c) => n + c.runs_succeeded, 0),
       failed: comparison.cohorts.reduce((n, c) => n + c.runs_failed, 0),
-    }));
-    // Only a running experiment needs its runs: the last one's rate is its live figure.
+    })];
+    // Only a running experiment needs its runs: the last one's rate is its live figure. The
+    // cell changes once, with both, so it never shows a count without its rate.
     if (comparison.experiment.status === "running") {
       const runs = await api(`/api/v1/experiments/${experiment.id}/runs`);
       if (runs.length) {
         const last = runs.reduce((a, b) => (a.finished_at > b.finished_at ? a : b));
-        progress.append(h("br"), h("span", { class: "live" }, `last run ${fmtRate(last.connections_per_second)} conn/s`));
+        progress.push(h("br"), h("span", { class: "live" }, `last run ${fmtRate(last.connections_per_second)} conn/s`));
       }
     }
+    field("progress").replaceChildren(...progress);
     const verdicts = comparison.cohorts
       .filter((c) => c.name !== comparison.experiment.baseline && c.comparison)
       .map((c) => h("div", {}, `${c.name}: `, verdictBadge(c.comparison.verdict), ` ${fmtRatio(c.comparison.ratio)}`));
