@@ -10,10 +10,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::pods::EXPERIMENT_LABEL;
-
-/// The label on every pod the controller creates; the pod watch sees only those.
-pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by=loadlab-controller";
+use crate::pods::{EXPERIMENT_LABEL, MANAGED_BY_LABEL, MANAGER};
 
 #[derive(Clone)]
 pub struct ClusterCache {
@@ -54,7 +51,7 @@ impl ClusterCache {
             pod_writer,
             watcher(
                 Api::<Pod>::all(client),
-                watcher::Config::default().labels(MANAGED_BY),
+                watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}")),
             )
             .default_backoff()
             .modify(|pod| pod.managed_fields_mut().clear()),

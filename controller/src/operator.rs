@@ -73,10 +73,7 @@ pub async fn run_operator(
     let runner = Arc::new(ProtocolRunner::new(client.clone(), store));
     let (cache, watches) = ClusterCache::watch(client.clone());
     let node_watch = tokio::spawn(watches.nodes);
-    let cache_ready = {
-        let cache = cache.clone();
-        async move { cache.ready().await }
-    };
+    let waiting = cache.clone();
     let context = Arc::new(Context::new(
         client.clone(),
         config.pods.clone(),
@@ -111,7 +108,7 @@ pub async fn run_operator(
     // waited, so reconciles waiting side by side at start would hang but one.
     let mut pod_watch = watches.pods;
     let filled = {
-        let ready = cache_ready;
+        let ready = waiting.ready();
         tokio::pin!(ready);
         loop {
             tokio::select! {

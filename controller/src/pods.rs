@@ -24,6 +24,9 @@ pub const EXPERIMENT_LABEL: &str = "loadlab.dev/experiment";
 pub const COHORT_LABEL: &str = "loadlab.dev/cohort";
 pub const COHORTS_ANNOTATION: &str = "loadlab.dev/cohorts";
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+/// On every pod and Secret the controller creates, with [`MANAGER`]: what its pod watch selects.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGER: &str = "loadlab-controller";
 pub const TOKEN_KEY: &str = "token";
 const TOKEN_DIR: &str = "/etc/loadlab/token";
 
@@ -294,10 +297,7 @@ fn owned_metadata(
 ) -> ObjectMeta {
     let mut labels = BTreeMap::from([
         ("app.kubernetes.io/name".to_string(), "loadlab".to_string()),
-        (
-            "app.kubernetes.io/managed-by".to_string(),
-            "loadlab-controller".to_string(),
-        ),
+        (MANAGED_BY_LABEL.to_string(), MANAGER.to_string()),
         (COMPONENT_LABEL.to_string(), component.to_string()),
         (EXPERIMENT_LABEL.to_string(), experiment_name(experiment)),
     ]);
