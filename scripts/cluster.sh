@@ -352,9 +352,9 @@ EOF
     curl -fsS --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
     "https://$gateway:$api_port/readyz"
 
-  # A node is NotReady after 3 minutes without a heartbeat, not 50 s: kwok renews a thousand
-  # simulated nodes' leases from one process, on two busy cores some lapse, and the pods the
-  # node controller then marks NotReady stay so (kwok, unlike a kubelet, never reports them
+  # A node is NotReady after 3 minutes without a heartbeat, not 50 s: on two busy cores a
+  # thousand simulated nodes' lease renewals (scripts/kwok-nodes.sh) can lag behind, and pods
+  # the node controller marks NotReady stay so (kwok, unlike a kubelet, never reports them
   # ready again).
   start kube-controller-manager "$bin/kube-controller-manager" \
     --kubeconfig "$dir/controller-manager.kubeconfig" \

@@ -25,7 +25,12 @@ if ! { [ -f "$dir/run/kwok.pid" ] && kill -0 "$(cat "$dir/run/kwok.pid")" 2>/dev
     pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml; do
     config+=(--config "$stages/$stage")
   done
+  # Liveness is a Lease per node, as a kubelet's: kwok's heartbeat stage rewrites node status
+  # only every 10 to 20 minutes and, without leases (kwok's default), the node controller takes
+  # each node for dead after its grace period and marks its pods NotReady for good. A 120 s
+  # lease is renewed every 30 s: 33 writes a second for a thousand nodes.
   setsid "$bin/kwok" --kubeconfig "$KUBECONFIG" "${config[@]}" \
+    --node-lease-duration-seconds 120 \
     --manage-all-nodes=false \
     --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom \

@@ -207,7 +207,16 @@ pub async fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
         .spawn()
         .context("starting the controller")?;
     let pid = controller.id().context("the controller's pid")?;
-    let outcome = measure(&client, &experiments, expected_pods, pid, &args).await;
+    // Ctrl-C or SIGTERM stops the measurement but not the cleanup below: the controller child,
+    // the experiments and the namespace all go, so the next benchmark can start.
+    let interrupted = super::interrupt_token();
+    let outcome = tokio::select! {
+        outcome = measure(&client, &experiments, expected_pods, pid, &args) => outcome,
+        () = interrupted.cancelled() => {
+            eprintln!("interrupted: deleting the benchmark's experiments and namespace");
+            Err(anyhow::anyhow!("interrupted before every pod was created"))
+        }
+    };
 
     let api: Api<Experiment> = Api::namespaced(client.clone(), NAMESPACE);
     for experiment in &experiments {
