@@ -31,7 +31,7 @@ pub struct OperatorConfig {
 }
 
 /// How long an experiment's wake-ups are gathered into one reconcile.
-const DEBOUNCE: Duration = Duration::from_millis(500);
+const DEBOUNCE: Duration = Duration::from_millis(200);
 
 pub const LEASE_NAME: &str = "loadlab-controller";
 

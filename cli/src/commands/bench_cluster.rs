@@ -214,7 +214,7 @@ pub async fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
         outcome = measure(&client, &experiments, expected_pods, pid, &args) => outcome,
         () = interrupted.cancelled() => {
             eprintln!("interrupted: deleting the benchmark's experiments and namespace");
-            Err(anyhow::anyhow!("interrupted before every pod was created"))
+            Err(anyhow::anyhow!("interrupted"))
         }
     };
 
@@ -246,6 +246,9 @@ pub async fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
         await_condition(namespaces, NAMESPACE, |n: Option<&Namespace>| n.is_none()),
     )
     .await;
+    if interrupted.is_cancelled() {
+        bail!("interrupted; the benchmark's experiments, pods and namespace are deleted");
+    }
     let measured = outcome.with_context(|| {
         format!(
             "controller log:\n{}",
