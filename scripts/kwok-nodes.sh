@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Simulated nodes beside the real one: starts kwok against the cluster (if it is not running)
 # and registers N nodes with a spread of kernels, hardware labels and states, as a fleet has
-# them. kwok keeps them Ready with heartbeats and runs the pods bound to them as if they were
+# them. kwok keeps them Ready with a Lease each and runs the pods bound to them as if they were
 # real; none of those pods runs anything, and their addresses (10.236.0.0/16) are blackholed
 # on this machine so nothing can try to reach them.
 #   kwok-nodes.sh CLUSTER_DIR N

@@ -211,10 +211,10 @@ pub async fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
     // the experiments and the namespace all go, so the next benchmark can start.
     let interrupted = super::interrupt_token();
     let outcome = tokio::select! {
-        outcome = measure(&client, &experiments, expected_pods, pid, &args) => outcome,
+        outcome = measure(&client, &experiments, expected_pods, pid, &args) => Some(outcome),
         () = interrupted.cancelled() => {
             eprintln!("interrupted: deleting the benchmark's experiments and namespace");
-            Err(anyhow::anyhow!("interrupted"))
+            None
         }
     };
 
@@ -246,9 +246,9 @@ pub async fn run(args: BenchClusterArgs) -> anyhow::Result<()> {
         await_condition(namespaces, NAMESPACE, |n: Option<&Namespace>| n.is_none()),
     )
     .await;
-    if interrupted.is_cancelled() {
+    let Some(outcome) = outcome else {
         bail!("interrupted; the benchmark's experiments, pods and namespace are deleted");
-    }
+    };
     let measured = outcome.with_context(|| {
         format!(
             "controller log:\n{}",
