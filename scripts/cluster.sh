@@ -352,10 +352,10 @@ EOF
     curl -fsS --cacert "$pki/ca.crt" --cert "$pki/admin.crt" --key "$pki/admin.key" \
     "https://$gateway:$api_port/readyz"
 
-  # A node is NotReady after 3 minutes without a heartbeat, not 50 s: on two busy cores a
-  # thousand simulated nodes' lease renewals (scripts/kwok-nodes.sh) can lag behind, and pods
-  # the node controller marks NotReady stay so (kwok, unlike a kubelet, never reports them
-  # ready again).
+  # A node is NotReady after 3 minutes without a Lease renewal, not 50 s: a margin for a
+  # thousand simulated nodes' renewals (scripts/kwok-nodes.sh) on two busy cores, as pods the
+  # node controller marks NotReady stay so (kwok, unlike a kubelet, never reports them ready
+  # again). The benchmark's figures were measured with it; it was not tried without.
   start kube-controller-manager "$bin/kube-controller-manager" \
     --kubeconfig "$dir/controller-manager.kubeconfig" \
     --authentication-kubeconfig "$dir/controller-manager.kubeconfig" \
