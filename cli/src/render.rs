@@ -293,7 +293,12 @@ impl RunProgress {
                     eprintln!("experiment {experiment_id}: {runs} runs");
                 }
             }
-            Event::RunStarted { cohort, .. } => self.current = cohort.clone(),
+            Event::RunStarted { cohort, node, .. } => {
+                self.current = match node {
+                    Some(node) => format!("{cohort} on {node}"),
+                    None => cohort.clone(),
+                };
+            }
             Event::Progress {
                 run,
                 warmup,
@@ -344,7 +349,7 @@ impl RunProgress {
                     run.sequence + 1,
                     self.runs,
                     run.repetition,
-                    record.cohort
+                    self.current
                 );
             }
         }

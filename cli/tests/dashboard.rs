@@ -100,6 +100,7 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
                 spec: serde_json::json!({}),
                 baseline: "a".into(),
                 cohorts: vec!["a".into(), "b".into()],
+                planned_runs: None,
             })
             .await
             .unwrap();
@@ -136,6 +137,7 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
         spec: serde_json::json!({}),
         baseline: "one-worker".into(),
         cohorts: vec!["one-worker".into()],
+        planned_runs: None,
     };
     store.create_experiment(&failed).await.unwrap();
     let mut run = store.experiment_runs(storm.id).await.unwrap().remove(0);
@@ -154,6 +156,7 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
         spec: serde_json::json!({"spec": {"repetitions": 2}}),
         baseline: "one-worker".into(),
         cohorts: vec!["one-worker".into()],
+        planned_runs: None,
     };
     store.create_experiment(&live).await.unwrap();
     let storm_runs = store.experiment_runs(storm.id).await.unwrap();

@@ -149,18 +149,24 @@ impl Lab {
     }
 
     fn agent(&mut self, address: &str) -> (String, usize) {
+        self.named_agent(address, None)
+    }
+
+    /// An agent that names its node `name` (the lab's hosts share this machine's hostname).
+    fn named_agent(&mut self, address: &str, name: Option<&str>) -> (String, usize) {
         let listen = format!("{address}:7700");
-        let process = self.serve(
+        let mut args = vec![
+            "agent",
+            "serve",
+            "--listen",
+            &listen,
+            "--target-address",
             address,
-            &[
-                "agent",
-                "serve",
-                "--listen",
-                &listen,
-                "--target-address",
-                address,
-            ],
-        );
+        ];
+        if let Some(name) = name {
+            args.extend(["--node-name", name]);
+        }
+        let process = self.serve(address, &args);
         (listen, process)
     }
 
@@ -334,6 +340,36 @@ async fn only_experiment(store: &Store) -> uuid::Uuid {
 }
 
 fn experiment(a: &str, b: &str, generators: &[String], duration: &str, repetitions: u32) -> String {
+    experiment_of(
+        &[("host-a", &[a]), ("host-b", &[b])],
+        generators,
+        duration,
+        repetitions,
+    )
+}
+
+/// An experiment whose cohorts are agent hosts, given as (name, agents).
+fn experiment_of(
+    cohorts: &[(&str, &[&str])],
+    generators: &[String],
+    duration: &str,
+    repetitions: u32,
+) -> String {
+    let quoted = |items: &mut dyn Iterator<Item = &str>| {
+        items
+            .map(|item| format!("\"{item}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let cohorts: String = cohorts
+        .iter()
+        .map(|(name, agents)| {
+            format!(
+                "    - {{ name: {name}, nodes: [{}] }}\n",
+                quoted(&mut agents.iter().copied())
+            )
+        })
+        .collect();
     format!(
         r#"
 apiVersion: loadlab.dev/v1alpha1
@@ -343,16 +379,10 @@ spec:
   target: {{ nginx: {{ workers: 1 }} }}
   load: {{ connections: 8, warmup: 200ms, duration: {duration} }}
   cohorts:
-    - {{ name: host-a, nodes: ["{a}"] }}
-    - {{ name: host-b, nodes: ["{b}"] }}
-  generators: [{}]
+{cohorts}  generators: [{}]
   repetitions: {repetitions}
 "#,
-        generators
-            .iter()
-            .map(|g| format!("\"{g}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
+        quoted(&mut generators.iter().map(String::as_str))
     )
 }
 
@@ -630,51 +660,13 @@ async fn a_killed_orchestrator_resumes_without_repeating_runs() {
     let mut run = lab.spawn_run(&file, |command| {
         command.env("DATABASE_URL", &url);
     });
-    let mut stderr = BufReader::new(run.stderr.take().unwrap());
-    let mut line = String::new();
-    let mut id = None;
-    while stderr.read_line(&mut line).unwrap() > 0 {
-        if let Some(rest) = line.strip_prefix("experiment ") {
-            id = rest
-                .split(':')
-                .next()
-                .map(|s| uuid::Uuid::parse_str(s).unwrap());
-        }
-        if line.starts_with("[2/4 rep 1]") {
-            break;
-        }
-        line.clear();
-    }
-    let id = id.expect("the experiment id is announced");
+    let (id, _) = announced_until(&mut run, "[2/4 rep 1]");
     // The third run (host-b's, repetitions rotate) has its target listening beside the
     // agent, so its storm is under way: kill loadlab outright.
-    lab.target_up(20, &mut run).await;
-    run.kill().unwrap();
-    run.wait().unwrap();
-    let before: Vec<uuid::Uuid> = store
-        .experiment_runs(id)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.id)
-        .collect();
-    assert_eq!(before.len(), 2);
+    let before = kill_once_target_up(&lab, 20, &mut run, &store, id).await;
 
-    let output = lab.run(
-        &std::fs::read_to_string(&file).unwrap(),
-        &url,
-        &["--resume", &id.to_string()],
-    );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("2 runs to go, 2 stored already"),
-        "{stderr}"
-    );
-    let runs = store.experiment_runs(id).await.unwrap();
-    assert_eq!(runs.len(), 4, "{stderr}");
-    assert!(runs.iter().all(|r| r.outcome == RunOutcome::Succeeded));
-    assert!(before.iter().all(|id| runs.iter().any(|r| &r.id == id)));
+    let yaml = std::fs::read_to_string(&file).unwrap();
+    let runs = resume_to_the_end(&lab, &yaml, &url, &store, id, &before, 4).await;
     let mut keys: Vec<(String, i32)> = runs
         .iter()
         .map(|r| (r.cohort.clone(), r.repetition))
@@ -812,4 +804,175 @@ impl Drop for Stopped<'_> {
     fn drop(&mut self) {
         let _ = self.0.stop();
     }
+}
+
+/// Reads `loadlab run`'s stderr until a line starts with `last`: the experiment id it announced
+/// and the finished runs' lines up to that one.
+fn announced_until(run: &mut Child, last: &str) -> (uuid::Uuid, Vec<String>) {
+    let mut stderr = BufReader::new(run.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut id = None;
+    let mut finished = Vec::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        if let Some(rest) = line.strip_prefix("experiment ") {
+            id = rest
+                .split(':')
+                .next()
+                .map(|s| uuid::Uuid::parse_str(s).unwrap());
+        }
+        if line.starts_with('[') {
+            finished.push(line.clone());
+        }
+        if line.starts_with(last) {
+            break;
+        }
+        line.clear();
+    }
+    (id.expect("the experiment id is announced"), finished)
+}
+
+/// Once host .`host` has its target listening (its storm under way), kills `loadlab run`
+/// outright; returns the runs stored by then, which must be two.
+async fn kill_once_target_up(
+    lab: &Lab,
+    host: u8,
+    run: &mut Child,
+    store: &Store,
+    id: uuid::Uuid,
+) -> Vec<uuid::Uuid> {
+    lab.target_up(host, run).await;
+    run.kill().unwrap();
+    run.wait().unwrap();
+    let before: Vec<uuid::Uuid> = store
+        .experiment_runs(id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(before.len(), 2);
+    before
+}
+
+/// Resumes experiment `id` of `planned` runs, two of them (`before`) stored already: the rest
+/// run, all succeed, and what was stored is kept. Returns every run.
+async fn resume_to_the_end(
+    lab: &Lab,
+    yaml: &str,
+    url: &str,
+    store: &Store,
+    id: uuid::Uuid,
+    before: &[uuid::Uuid],
+    planned: usize,
+) -> Vec<loadlab_results::RunRecord> {
+    let output = lab.run(yaml, url, &["--resume", &id.to_string()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} runs to go, 2 stored already", planned - 2)),
+        "{stderr}"
+    );
+    let runs = store.experiment_runs(id).await.unwrap();
+    assert_eq!(runs.len(), planned, "{stderr}");
+    assert!(runs.iter().all(|r| r.outcome == RunOutcome::Succeeded));
+    assert!(before.iter().all(|id| runs.iter().any(|r| &r.id == id)));
+    runs
+}
+
+/// A cohort of two hosts (.10 and .11) beside a cohort of one (.20), one generator (.30).
+fn two_node_cohort(
+    lab: &mut Lab,
+    names: [Option<&str>; 2],
+    duration: &str,
+    repetitions: u32,
+) -> String {
+    let a1 = lab.host(10);
+    let a2 = lab.host(11);
+    let b = lab.host(20);
+    let g = lab.host(30);
+    let (agent_a1, _) = lab.named_agent(&a1, names[0]);
+    let (agent_a2, _) = lab.named_agent(&a2, names[1]);
+    let (agent_b, _) = lab.named_agent(&b, Some("node-b"));
+    let (generator, _) = lab.loadgen(&g, 7701, &[&a1, &a2, &b]);
+    experiment_of(
+        &[
+            ("fleet-a", &[&agent_a1, &agent_a2]),
+            ("host-b", &[&agent_b]),
+        ],
+        &[generator],
+        duration,
+        repetitions,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cohort_of_two_nodes_stores_each_nodes_runs_and_resumes_after_a_kill() {
+    let (url, store) = scratch().await;
+    let mut lab = Lab::new();
+    let yaml = two_node_cohort(&mut lab, [Some("node-a1"), Some("node-a2")], "2s", 2);
+    let file = lab.dir.path().join("experiment.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let mut run = lab.spawn_run(&file, |command| {
+        command.env("DATABASE_URL", &url);
+    });
+    let (id, finished) = announced_until(&mut run, "[2/6 rep 1]");
+    assert!(
+        finished[0].contains("fleet-a on node-a1"),
+        "a run of a cohort of several nodes names its node: {finished:?}"
+    );
+    // The third run is node-a2's first (fleet-a, host-b, then fleet-a's second node): once its
+    // target listens, kill loadlab outright.
+    let before = kill_once_target_up(&lab, 11, &mut run, &store, id).await;
+
+    let runs = resume_to_the_end(&lab, &yaml, &url, &store, id, &before, 6).await;
+    let mut keys: Vec<(String, i32, String)> = runs
+        .iter()
+        .map(|r| (r.cohort.clone(), r.repetition, r.node.hostname.clone()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(
+        keys,
+        vec![
+            ("fleet-a".to_string(), 1, "node-a1".to_string()),
+            ("fleet-a".to_string(), 1, "node-a2".to_string()),
+            ("fleet-a".to_string(), 2, "node-a1".to_string()),
+            ("fleet-a".to_string(), 2, "node-a2".to_string()),
+            ("host-b".to_string(), 1, "node-b".to_string()),
+            ("host-b".to_string(), 2, "node-b".to_string()),
+        ],
+        "every node of every cohort, each repetition once"
+    );
+    let (experiment, comparison) = store.experiment_with_comparison(id).await.unwrap();
+    assert_eq!(experiment.status, "completed");
+    assert_eq!(experiment.planned_runs, Some(6), "repetitions × nodes");
+    let comparison: serde_json::Value =
+        serde_json::from_slice(&comparison.expect("the comparison is written")).unwrap();
+    let fleet_a = &comparison["cohorts"][0];
+    assert_eq!(fleet_a["name"], "fleet-a", "{comparison}");
+    assert_eq!(fleet_a["runs_succeeded"], 4, "{comparison}");
+    let nodes: Vec<&str> = fleet_a["node_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|id| id.as_str().unwrap().split('/').next().unwrap())
+        .collect();
+    assert_eq!(nodes, vec!["node-a1", "node-a2"], "{comparison}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_of_a_cohort_with_one_name_are_refused_before_anything_is_stored() {
+    let (url, store) = scratch().await;
+    let mut lab = Lab::new();
+    // The lab's hosts share this machine's hostname: without --node-name both agents give it.
+    let yaml = two_node_cohort(&mut lab, [None, None], "1s", 1);
+    let output = lab.run(&yaml, &url, &[]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cohort fleet-a: nodes 1 and 2 both call themselves")
+            && stderr.contains("--node-name"),
+        "{stderr}"
+    );
+    assert_eq!(stored_experiments(&store).await, 0);
 }

@@ -44,6 +44,8 @@ pub enum Event {
     RunStarted {
         run: PlannedRun,
         cohort: String,
+        /// The node's name when its cohort has several nodes.
+        node: Option<String>,
     },
     Progress {
         run: PlannedRun,
@@ -59,9 +61,7 @@ pub enum Event {
     },
     /// The results database does not answer; the finished run waits and is written as soon
     /// as it does.
-    StoreUnavailable {
-        error: String,
-    },
+    StoreUnavailable { error: String },
 }
 
 /// A gRPC channel whose every call carries the bearer token (when there is one).
@@ -268,8 +268,12 @@ pub async fn run_experiment(
             }
             described.push(node);
         }
+        distinct_node_names(&cohort.name, &described)?;
         facts.push(described);
     }
+    let nodes_per_cohort: Vec<usize> = agents.iter().map(Vec::len).collect();
+    let plan = schedule(&nodes_per_cohort, file.spec.repetitions);
+    let planned_runs = i64::try_from(plan.len()).ok();
     let experiment_id = options.experiment_id.unwrap_or_else(Uuid::new_v4);
     let created = store
         .create_experiment(&NewExperiment {
@@ -278,18 +282,17 @@ pub async fn run_experiment(
             spec: serde_json::to_value(file).map_err(|e| Error::Internal(e.to_string()))?,
             baseline: file.baseline().to_string(),
             cohorts: file.spec.cohorts.iter().map(|c| c.name.clone()).collect(),
+            planned_runs,
         })
         .await?;
     if !created {
-        store.reopen_experiment(experiment_id).await?;
+        store.reopen_experiment(experiment_id, planned_runs).await?;
     }
     let stored = if options.experiment_id.is_some() {
         store.experiment_runs(experiment_id).await?
     } else {
         Vec::new()
     };
-    let nodes_per_cohort: Vec<usize> = agents.iter().map(Vec::len).collect();
-    let plan = schedule(&nodes_per_cohort, file.spec.repetitions);
     let attempts_so_far = |planned: &PlannedRun| -> (bool, i32) {
         let cohort = &file.spec.cohorts[planned.cohort].name;
         let hostname = &facts[planned.cohort][planned.node].hostname;
@@ -334,6 +337,8 @@ pub async fn run_experiment(
         on_event(Event::RunStarted {
             run: planned,
             cohort: cohort.name.clone(),
+            node: (facts[planned.cohort].len() > 1)
+                .then(|| facts[planned.cohort][planned.node].hostname.clone()),
         });
         let nginx = file.spec.nginx_for(cohort);
         let node = node_record(&facts[planned.cohort][planned.node]);
@@ -401,6 +406,27 @@ pub async fn run_experiment(
     };
     store.finish_experiment(experiment_id, status).await?;
     Ok((experiment_id, ending))
+}
+
+/// A node's runs are told apart from the other nodes' of its cohort by its name (the agent's
+/// `--node-name`, or its hostname): two agents of one cohort must not share one, or resuming
+/// and retrying would count one node's runs as the other's.
+fn distinct_node_names(cohort: &str, nodes: &[v1::NodeFacts]) -> Result<(), Error> {
+    for (index, node) in nodes.iter().enumerate() {
+        if let Some(earlier) = nodes[..index]
+            .iter()
+            .position(|n| n.hostname == node.hostname)
+        {
+            return Err(Error::Preflight(format!(
+                "cohort {cohort}: nodes {} and {} both call themselves {:?}; start each agent \
+                 with its own --node-name",
+                earlier + 1,
+                index + 1,
+                node.hostname
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// How long a finished run waits for an unreachable database before the experiment gives up.

@@ -170,6 +170,59 @@ async fn a_cluster_experiment_runs_over_grpc_is_stored_reported_and_resumes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cohort_of_two_nodes_runs_every_repetition_on_each_node() {
+    let store = scratch_store().await;
+    let node =
+        |name: &str| serve_fleet_with(AgentService::new().with_node_name(Some(name.to_string())));
+    let (a1, a2, b) = (
+        node("node-a1").await,
+        node("node-a2").await,
+        node("node-b").await,
+    );
+    let experiment = tiny_experiment();
+    let fleet = ReadyFleet {
+        agents: vec![
+            vec![("node-a1".to_string(), a1), ("node-a2".to_string(), a2)],
+            vec![("node-b".to_string(), b)],
+        ],
+        generators: vec![b],
+        token: TOKEN.into(),
+    };
+    let cluster = Arc::new(Mutex::new(Cluster::default()));
+    run_to_the_end(&cluster, &experiment, &store, fleet).await;
+
+    let id = results_id(&experiment);
+    let runs = store.experiment_runs(id).await.unwrap();
+    let mut keys: Vec<(String, i32, String)> = runs
+        .iter()
+        .map(|r| (r.cohort.clone(), r.repetition, r.node.hostname.clone()))
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            ("patched".to_string(), 1, "node-b".to_string()),
+            ("patched".to_string(), 2, "node-b".to_string()),
+            ("unpatched".to_string(), 1, "node-a1".to_string()),
+            ("unpatched".to_string(), 1, "node-a2".to_string()),
+            ("unpatched".to_string(), 2, "node-a1".to_string()),
+            ("unpatched".to_string(), 2, "node-a2".to_string()),
+        ]
+    );
+    assert!(runs.iter().all(|r| r.outcome == RunOutcome::Succeeded));
+    assert_eq!(store.experiment(id).await.unwrap().planned_runs, Some(6));
+    let statuses = cluster.lock().unwrap().status_patches();
+    let last = statuses.last().unwrap();
+    assert_eq!(last["phase"], "Succeeded", "{last}");
+    assert_eq!(last["progress"], "6/6", "{last}");
+    assert_eq!(
+        last["cohorts"][0]["nodes"],
+        serde_json::json!(["node-a1", "node-a2"])
+    );
+    assert_eq!(last["cohorts"][0]["runs"], 4, "{last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cohort_without_a_successful_run_fails_the_experiment_and_is_named() {
     let store = scratch_store().await;
     let healthy = serve_fleet().await;

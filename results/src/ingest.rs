@@ -53,6 +53,9 @@ pub fn validate_experiment(experiment: &NewExperiment) -> Result<(), String> {
     if !experiment.spec.is_object() {
         return Err("spec must be a JSON object (the experiment file's spec)".into());
     }
+    if experiment.planned_runs.is_some_and(|planned| planned < 0) {
+        return Err("planned_runs must not be negative".into());
+    }
     Ok(())
 }
 
@@ -145,6 +148,7 @@ mod tests {
             spec: serde_json::json!({"note": "a\u{0}b"}),
             baseline: "a".into(),
             cohorts: vec!["a".into()],
+            planned_runs: None,
         };
         assert!(
             validate_experiment(&experiment)
@@ -156,5 +160,14 @@ mod tests {
             ..experiment
         };
         assert!(validate_experiment(&clean).is_ok());
+        let negative = NewExperiment {
+            planned_runs: Some(-1),
+            ..clean
+        };
+        assert!(
+            validate_experiment(&negative)
+                .unwrap_err()
+                .contains("planned_runs")
+        );
     }
 }

@@ -40,6 +40,9 @@ pub struct CohortReport {
     pub name: String,
     pub runs_succeeded: usize,
     pub runs_failed: usize,
+    /// The nodes behind the cohort's runs, by their ids in the report's `nodes`.
+    #[serde(default)]
+    pub node_ids: Vec<String>,
     /// Why runs failed, one line each.
     pub failures: Vec<String>,
     /// Per-run conn/s of the succeeded runs, in schedule order.
@@ -187,10 +190,11 @@ pub fn assemble_finished(
     let mut seen = std::collections::HashSet::new();
     let mut cohorts: Vec<CohortReport> = Vec::new();
     for name in &experiment.cohorts {
-        let (cohort_nodes, report) = match finished.iter().position(|(_, r)| &r.name == name) {
+        let (cohort_nodes, mut report) = match finished.iter().position(|(_, r)| &r.name == name) {
             Some(index) => finished.swap_remove(index),
             None => (Vec::new(), CohortAccumulator::new(name).finish()),
         };
+        report.node_ids = cohort_nodes.iter().map(NodeRecord::id).collect();
         for node in cohort_nodes {
             if seen.insert(node.id()) {
                 nodes.push(node);
@@ -250,6 +254,7 @@ impl CohortAccumulator {
                 name: name.to_string(),
                 runs_succeeded: 0,
                 runs_failed: 0,
+                node_ids: Vec::new(),
                 failures: Vec::new(),
                 connections_per_second: Vec::new(),
                 throughput_caveat: None,
@@ -309,9 +314,10 @@ impl CohortAccumulator {
         let report = &mut self.report;
         if let RunOutcome::Failed { reason } = &run.outcome {
             report.runs_failed += 1;
-            report
-                .failures
-                .push(format!("repetition {}: {reason}", run.repetition));
+            report.failures.push(format!(
+                "repetition {} on {}: {reason}",
+                run.repetition, run.node.hostname
+            ));
             return Ok(());
         }
         report.runs_succeeded += 1;

@@ -21,9 +21,10 @@ use crate::stats::Sums;
 macro_rules! experiment_columns {
     () => {
         "id, name, baseline, cohorts, status, created_at, finished_at, revision,
-         CASE WHEN jsonb_typeof(spec #> '{spec,repetitions}') = 'number'
-              THEN (spec #>> '{spec,repetitions}')::numeric::bigint * cardinality(cohorts)
-         END AS planned_runs"
+         coalesce(planned_runs,
+                  CASE WHEN jsonb_typeof(spec #> '{spec,repetitions}') = 'number'
+                       THEN (spec #>> '{spec,repetitions}')::numeric::bigint * cardinality(cohorts)
+                  END) AS planned_runs"
     };
 }
 
@@ -43,6 +44,10 @@ pub struct NewExperiment {
     pub spec: serde_json::Value,
     pub baseline: String,
     pub cohorts: Vec<String>,
+    /// Repetitions times the nodes of every cohort, when the writer knows its nodes; without
+    /// it, repetitions times cohorts (one node each).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_runs: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,7 +79,8 @@ pub struct ExperimentRow {
     pub status: String,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// Repetitions times cohorts, as its spec plans them (absent when the spec does not say).
+    /// Repetitions times the nodes of every cohort (absent when neither the writer nor the
+    /// spec says).
     #[serde(default)]
     pub planned_runs: Option<i64>,
     /// Bumped by every write to the experiment or its runs (not part of the API's answers).
@@ -332,8 +338,8 @@ impl Store {
     /// Records a new experiment. Returns false when one with this id exists (left as it was).
     pub async fn create_experiment(&self, experiment: &NewExperiment) -> Result<bool, Error> {
         let created = sqlx::query(
-            "INSERT INTO experiments (id, name, spec, baseline, cohorts, status)
-             VALUES ($1, $2, $3, $4, $5, 'running')
+            "INSERT INTO experiments (id, name, spec, baseline, cohorts, status, planned_runs)
+             VALUES ($1, $2, $3, $4, $5, 'running', $6)
              ON CONFLICT (id) DO NOTHING",
         )
         .bind(experiment.id)
@@ -341,20 +347,28 @@ impl Store {
         .bind(&experiment.spec)
         .bind(&experiment.baseline)
         .bind(&experiment.cohorts)
+        .bind(experiment.planned_runs)
         .execute(&self.pool)
         .await?;
         Ok(created.rows_affected() == 1)
     }
 
-    /// Marks a stored experiment as running again (it is being resumed).
-    pub async fn reopen_experiment(&self, id: Uuid) -> Result<(), Error> {
+    /// Marks a stored experiment as running again (it is being resumed), planning
+    /// `planned_runs` when given: a resumed cohort may have gained or lost nodes.
+    pub async fn reopen_experiment(
+        &self,
+        id: Uuid,
+        planned_runs: Option<i64>,
+    ) -> Result<(), Error> {
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(concat!(
-            "UPDATE experiments SET status = 'running', finished_at = NULL, revision = revision + 1
+            "UPDATE experiments SET status = 'running', finished_at = NULL, revision = revision + 1,
+                    planned_runs = coalesce($2, planned_runs)
              WHERE id = $1 RETURNING ",
             experiment_columns!()
         ))
         .bind(id)
+        .bind(planned_runs)
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(row) = updated {

@@ -194,7 +194,7 @@ async fn the_written_comparison_follows_every_change_of_its_experiment() {
     let finished = written_comparison(&store, id).await;
     assert_eq!(finished["experiment"]["status"], "completed");
     assert_eq!(finished, computed_comparison(&store, id).await);
-    store.reopen_experiment(id).await.unwrap();
+    store.reopen_experiment(id, None).await.unwrap();
     let mut failed = run(id, "patched", 4, 0.0);
     failed.outcome = RunOutcome::Failed {
         reason: "refused".into(),
@@ -258,4 +258,115 @@ async fn per_node_sums_agree_with_the_runs_they_sum() {
     ] {
         assert!((x - y).abs() <= 1e-9 * x.abs().max(1.0), "{x} vs {y}");
     }
+}
+
+/// The schema as it was before runs were keyed per node (every migration before 0011).
+async fn database_before_runs_per_node() -> (sqlx::PgPool, sqlx::postgres::PgConnectOptions) {
+    use std::str::FromStr;
+    let url = loadlab_results::Database::from_env()
+        .scratch_url()
+        .await
+        .unwrap();
+    let options = sqlx::postgres::PgConnectOptions::from_str(&url).unwrap();
+    let earlier = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.as_str() < "0011" {
+            std::fs::copy(&path, earlier.path().join(&name)).unwrap();
+        }
+    }
+    let pool = sqlx::PgPool::connect_with(options.clone()).await.unwrap();
+    sqlx::migrate::Migrator::new(earlier.path())
+        .await
+        .unwrap()
+        .run(&pool)
+        .await
+        .unwrap();
+    (pool, options)
+}
+
+#[tokio::test]
+async fn the_per_node_migration_keeps_every_run_and_a_second_node_of_a_cohort_stores_its_own() {
+    let (old, options) = database_before_runs_per_node().await;
+    let first = run(Uuid::new_v4(), "unpatched", 1, 1000.0);
+    let node_id = first.node.id();
+    sqlx::query(
+        "INSERT INTO experiments (id, name, spec, baseline, cohorts, status)
+         VALUES ($1, 'old', '{\"spec\": {\"repetitions\": 2}}', 'unpatched', '{unpatched,patched}',
+                 'completed')",
+    )
+    .bind(first.experiment_id)
+    .execute(&old)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO nodes (id, hostname, kernel_release, kernel_version, cpu_model, logical_cpus,
+                            memory_bytes, facts)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&node_id)
+    .bind(&first.node.hostname)
+    .bind(&first.node.kernel_release)
+    .bind(&first.node.kernel_version)
+    .bind(&first.node.cpu_model)
+    .bind(first.node.logical_cpus)
+    .bind(first.node.memory_bytes)
+    .bind(&first.node.facts)
+    .execute(&old)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO runs (id, experiment_id, cohort, repetition, attempt, sequence, node_id, status,
+                           started_at, finished_at, target, load, window_seconds,
+                           completed_connections, failed_connections, warmup_connections,
+                           connections_per_second, errors, connect_histogram, first_byte_histogram,
+                           total_histogram, completed_per_second, counters, workload)
+         VALUES ($1, $2, 'unpatched', 1, 1, 0, $3, 'succeeded', $4, $5, $6, $7, 10, 10000, 0, 0,
+                 1000, '{}', $8, $8, $8, '{}', $9, '{}')",
+    )
+    .bind(first.id)
+    .bind(first.experiment_id)
+    .bind(&node_id)
+    .bind(first.started_at)
+    .bind(first.finished_at)
+    .bind(&first.target)
+    .bind(&first.load)
+    .bind(common::histogram(&[]))
+    .bind(serde_json::to_value(&first.counters).unwrap())
+    .execute(&old)
+    .await
+    .unwrap();
+    old.close().await;
+
+    // Connecting applies the migration.
+    let store = loadlab_results::Store::connect(options).await.unwrap();
+    let kept = store.experiment_runs(first.experiment_id).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        (
+            kept[0].id,
+            kept[0].node.id(),
+            kept[0].connections_per_second
+        ),
+        (first.id, node_id, 1000.0)
+    );
+    let experiment = store.experiment(first.experiment_id).await.unwrap();
+    assert_eq!(
+        experiment.planned_runs,
+        Some(4),
+        "an experiment from before plans repetitions × cohorts"
+    );
+
+    // The same cohort, repetition and attempt on another node of the cohort is its own run.
+    let mut second_node = first.clone();
+    second_node.id = Uuid::new_v4();
+    second_node.node.hostname = "lab-2".into();
+    assert!(store.record_run(&second_node).await.unwrap());
+    // The same node again under another id is the same run twice: refused, nothing written.
+    let mut repeated = first.clone();
+    repeated.id = Uuid::new_v4();
+    assert!(store.record_run(&repeated).await.is_err());
+    let runs = store.experiment_runs(first.experiment_id).await.unwrap();
+    assert_eq!(runs.len(), 2);
 }

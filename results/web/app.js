@@ -571,7 +571,7 @@ function timelineChart(runs, cohortNames, colourOf) {
     series.map((r) => s("polyline", {
       points: r.completed_per_second.map((v, i) => `${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(" "),
       fill: "none", stroke: colourOf[r.cohort], "stroke-width": 1.5, "stroke-opacity": 0.8, "data-run": r.id,
-    }, s("title", {}, `${r.cohort}, repetition ${r.repetition}`))),
+    }, s("title", {}, `${r.cohort}, repetition ${r.repetition}, ${nodeName(r)}`))),
     cohortNames.map((c, i) => s("g", {},
       s("rect", { x: left + 10 + i * 170, y: top, width: 12, height: 12, fill: colourOf[c] }),
       s("text", { x: left + 28 + i * 170, y: top + 10, fill: t.fg }, c))));
@@ -602,7 +602,7 @@ function countersSection(cohorts, runs) {
   ];
   const cohortRows = cohorts.filter((c) => c.runs_succeeded).map((c) => row(c.name, c.completed_connections + c.failed_connections,
     c.nginx_accepts, c.tcp_passive_opens, c.mean_cpu_busy_share));
-  const runRows = runs.filter((r) => r.status === "succeeded").map((r) => row(`${r.cohort} #${r.repetition}`,
+  const runRows = runs.filter((r) => r.status === "succeeded").map((r) => row(`${r.cohort} #${r.repetition} ${nodeName(r)}`,
     r.completed_connections + r.failed_connections, r.counters.nginx_accepts, r.counters.tcp_passive_opens, r.counters.cpu_busy_share));
   return [
     tableWithCsv(table(`Over the measured windows, per cohort. Red: differs from what the generator finished by more than ${AGREE_WITHIN * 100}%.`,
@@ -725,9 +725,15 @@ function nodesSection(nodes, runs) {
   });
 }
 
+/// The node a run ran on: its id starts with the node's name (hostname or --node-name).
+function nodeName(run) {
+  return run.node_id.split("/")[0];
+}
+
 function runsSection(runs) {
   const rows = [...runs].sort((a, b) => a.sequence - b.sequence || a.attempt - b.attempt).map((r) => [
     r.cohort,
+    nodeName(r),
     num(r.repetition, r.repetition),
     num(r.attempt, r.attempt),
     r.status === "succeeded" ? "succeeded" : { text: `failed: ${r.failure_reason}`, value: `failed: ${r.failure_reason}`, cls: "disagree" },
@@ -737,7 +743,7 @@ function runsSection(runs) {
     num(r.total_latency ? fmtUs(r.total_latency.p99_us) : "–", r.total_latency?.p99_us),
     fmtTime(r.started_at),
   ]);
-  return tableWithCsv(table(null, ["Cohort", num("Rep."), num("Attempt"), "Outcome", num("conn/s"), num("Completed"), num("Failed"),
+  return tableWithCsv(table(null, ["Cohort", "Node", num("Rep."), num("Attempt"), "Outcome", num("conn/s"), num("Completed"), num("Failed"),
     num("p99 total"), "Started"], rows, { id: "runs-table" }), "runs");
 }
 

@@ -142,6 +142,7 @@ pub async fn run(args: BenchApiArgs) -> anyhow::Result<()> {
             spec: serde_json::json!({"bench": true}),
             baseline: "unpatched".into(),
             cohorts: vec!["unpatched".into(), "patched".into()],
+            planned_runs: None,
         };
         let (status, body) = call(
             &app,

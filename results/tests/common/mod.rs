@@ -107,6 +107,7 @@ pub async fn experiment(store: &Store) -> NewExperiment {
         spec: serde_json::json!({"spec": {"repetitions": 3}}),
         baseline: "unpatched".into(),
         cohorts: vec!["unpatched".into(), "patched".into()],
+        planned_runs: None,
     };
     store.create_experiment(&experiment).await.unwrap();
     experiment
