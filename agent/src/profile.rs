@@ -17,6 +17,13 @@ use tokio::process::{Child, Command};
 
 /// How many symbols a profile lists.
 pub const TOP_SYMBOLS: usize = 30;
+/// The most text a profile's folded stacks take. A capture reply must fit one gRPC message
+/// (`loadlab_proto::MAX_CAPTURE_REPLY_BYTES`) and a run one ingest body: 30 s at 999 Hz on two
+/// CPUs folded to 7 MB here, and more CPUs make more distinct stacks. Past it the least sampled
+/// stacks are merged, per command, into one `[other stacks]` frame, so every sample still counts.
+pub const MAX_FOLDED_BYTES: usize = 8 * 1024 * 1024;
+/// The frame that stands for the stacks merged away.
+pub const OTHER_STACKS: &str = "[other stacks]";
 const CONTROL_DEADLINE: Duration = Duration::from_secs(30);
 /// A sample whose stack contains this frame is the CPU idling.
 const IDLE_FRAME: &str = "do_idle";
@@ -283,7 +290,49 @@ pub fn fold(script: &str, frequency_hz: u32) -> CpuProfile {
     });
     top.truncate(TOP_SYMBOLS);
     profile.top_symbols = top;
+    profile.folded = cap_folded(std::mem::take(&mut profile.folded), MAX_FOLDED_BYTES);
     profile
+}
+
+/// Keeps the most sampled stacks within `max_bytes` of text (a stack's bytes and a count's)
+/// and merges the rest into `comm;[other stacks]`, one per command.
+pub fn cap_folded(folded: BTreeMap<String, u64>, max_bytes: usize) -> BTreeMap<String, u64> {
+    let size = |stack: &str| stack.len() + 20;
+    if folded.keys().map(|k| size(k)).sum::<usize>() <= max_bytes {
+        return folded;
+    }
+    let mut by_samples: Vec<(String, u64)> = folded.into_iter().collect();
+    by_samples.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    // Room for the merged stacks: one per command, at most as many as there are commands.
+    let mut commands: Vec<&str> = by_samples
+        .iter()
+        .map(|(stack, _)| stack.split(';').next().unwrap_or(""))
+        .collect();
+    commands.sort_unstable();
+    commands.dedup();
+    let reserve: usize = commands
+        .iter()
+        .map(|c| size(c) + OTHER_STACKS.len() + 1)
+        .sum();
+    let budget = max_bytes.saturating_sub(reserve);
+    let mut kept = BTreeMap::new();
+    let mut used = 0;
+    let mut merged: BTreeMap<String, u64> = BTreeMap::new();
+    for (stack, samples) in by_samples {
+        if used + size(&stack) <= budget {
+            used += size(&stack);
+            kept.insert(stack, samples);
+        } else {
+            let command = stack.split(';').next().unwrap_or("");
+            *merged
+                .entry(format!("{command};{OTHER_STACKS}"))
+                .or_default() += samples;
+        }
+    }
+    for (stack, samples) in merged {
+        *kept.entry(stack).or_default() += samples;
+    }
+    kept
 }
 
 #[cfg(test)]
@@ -324,6 +373,36 @@ mod tests {
                 .top_symbols
                 .iter()
                 .any(|s| s.symbol == "pv_native_safe_halt")
+        );
+    }
+
+    #[test]
+    fn past_the_cap_the_least_sampled_stacks_merge_per_command_and_every_sample_counts() {
+        let folded: BTreeMap<String, u64> = (0..1_000u64)
+            .map(|i| (format!("nginx;frame_{i:04}"), i + 1))
+            .chain([("loadlab;connect".to_string(), 5)])
+            .collect();
+        let all: u64 = folded.values().sum();
+        let capped = cap_folded(folded.clone(), 10_000);
+        assert_eq!(capped.values().sum::<u64>(), all, "no sample lost");
+        assert!(
+            capped.keys().map(|k| k.len() + 20).sum::<usize>() <= 10_000,
+            "within the cap"
+        );
+        assert!(
+            capped.contains_key("nginx;frame_0999"),
+            "the most sampled stay"
+        );
+        assert!(
+            !capped.contains_key("nginx;frame_0000"),
+            "the least sampled go"
+        );
+        assert!(capped["nginx;[other stacks]"] > 0);
+        assert!(capped.contains_key("loadlab;[other stacks]"));
+        assert_eq!(
+            cap_folded(folded.clone(), usize::MAX),
+            folded,
+            "under the cap: as is"
         );
     }
 

@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use loadlab_proto::v1::{agent_client::AgentClient, loadgen_client::LoadgenClient};
 use std::net::IpAddr;
 
 use loadlab_loadgen::{LoadgenService, TargetPolicy};
@@ -14,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Error;
 use crate::local::LoopbackServer;
-use crate::orchestrator::{Connection, Endpoints, Fleet, rpc_channel};
+use crate::orchestrator::{
+    Connection, Endpoints, Fleet, agent_client, loadgen_client, rpc_channel,
+};
 use crate::spec::{Accel, ExperimentSpec, GeneratorPlace, VmNetwork};
 
 /// What booting tells the person waiting.
@@ -165,8 +166,8 @@ impl GuestFleet {
                     _ => rpc_channel(&guest.loadgen.to_string(), &connection)?,
                 };
                 Ok(Endpoints {
-                    agent: AgentClient::new(rpc_channel(&guest.agent.to_string(), &connection)?),
-                    loadgen: LoadgenClient::new(loadgen),
+                    agent: agent_client(rpc_channel(&guest.agent.to_string(), &connection)?),
+                    loadgen: loadgen_client(loadgen),
                 })
             })
             .collect::<Result<Vec<_>, Error>>()?;

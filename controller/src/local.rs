@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 
 use loadlab_agent::AgentService;
 use loadlab_loadgen::{LoadgenService, TargetPolicy};
-use loadlab_proto::v1::{agent_client::AgentClient, loadgen_client::LoadgenClient};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -13,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Router;
 
 use crate::Error;
-use crate::orchestrator::{Connection, Endpoints, rpc_channel};
+use crate::orchestrator::{Connection, Endpoints, agent_client, loadgen_client, rpc_channel};
 
 /// gRPC services served in this process on a loopback port the kernel chooses.
 #[derive(Debug)]
@@ -75,8 +74,8 @@ impl LocalNode {
     pub fn endpoints(&self) -> Result<Endpoints, Error> {
         let channel = rpc_channel(&self.server.address.to_string(), &Connection::default())?;
         Ok(Endpoints {
-            agent: AgentClient::new(channel.clone()),
-            loadgen: LoadgenClient::new(channel),
+            agent: agent_client(channel.clone()),
+            loadgen: loadgen_client(channel),
         })
     }
 

@@ -129,6 +129,16 @@ pub struct Fleet {
     pub generators: Vec<Vec<LoadgenClient<RpcChannel>>>,
 }
 
+/// An agent's client, taking replies up to `MAX_MESSAGE_BYTES` (a capture with its profile).
+pub fn agent_client(channel: RpcChannel) -> AgentClient<RpcChannel> {
+    AgentClient::new(channel).max_decoding_message_size(loadlab_proto::MAX_MESSAGE_BYTES)
+}
+
+/// A generator's client, taking replies up to `MAX_MESSAGE_BYTES`.
+pub fn loadgen_client(channel: RpcChannel) -> LoadgenClient<RpcChannel> {
+    LoadgenClient::new(channel).max_decoding_message_size(loadlab_proto::MAX_MESSAGE_BYTES)
+}
+
 impl Fleet {
     /// Clients for agents and generators at these addresses (`host:port`): per cohort, the
     /// agents of its nodes; then the generators.
@@ -142,13 +152,13 @@ impl Fleet {
             .map(|cohort| {
                 cohort
                     .into_iter()
-                    .map(|a| Ok(AgentClient::new(rpc_channel(a.as_ref(), connection)?)))
+                    .map(|a| Ok(agent_client(rpc_channel(a.as_ref(), connection)?)))
                     .collect::<Result<Vec<_>, Error>>()
             })
             .collect::<Result<Vec<_>, Error>>()?;
         let shared = generators
             .into_iter()
-            .map(|g| Ok(LoadgenClient::new(rpc_channel(g.as_ref(), connection)?)))
+            .map(|g| Ok(loadgen_client(rpc_channel(g.as_ref(), connection)?)))
             .collect::<Result<Vec<_>, Error>>()?;
         Ok(Self {
             generators: vec![shared; cohorts.len()],

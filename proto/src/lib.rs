@@ -11,6 +11,11 @@ pub mod histogram;
 
 use std::time::Duration;
 
+/// The largest message a client of the run protocol takes (tonic's default is 4 MiB). The
+/// largest real one is a capture reply: its CPU profile's folded stacks are capped at 8 MiB by
+/// the agent, and its lock stacks and counters take far less.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
 impl v1::StormSpec {
     pub fn duration(&self) -> Duration {
         Duration::from_millis(self.duration_ms)

@@ -6,8 +6,6 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::DefaultBodyLimit;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{MatchedPath, Request};
 use axum::extract::{Path, Query, State};
@@ -46,6 +44,10 @@ pub struct ApiState {
     fleet_runs: Arc<Memo<FleetQuery, (i64, i64), FleetRunPair>>,
     /// Fleet comparisons by query and grouping, at the same revisions.
     fleet_comparisons: Arc<Memo<(FleetQuery, GroupBy), (i64, i64)>>,
+    /// Ingest bodies read and parsed at once (see `INGESTS_AT_ONCE`).
+    ingests: Arc<tokio::sync::Semaphore>,
+    /// How long one request may take, reading its body included.
+    request_deadline: std::time::Duration,
 }
 
 /// Kernel patterns a and b, and the experiment name filter.
@@ -70,7 +72,15 @@ impl ApiState {
             comparisons: Arc::default(),
             fleet_runs: Arc::default(),
             fleet_comparisons: Arc::default(),
+            ingests: Arc::new(tokio::sync::Semaphore::new(INGESTS_AT_ONCE)),
+            request_deadline: REQUEST_DEADLINE,
         }
+    }
+
+    /// Answers every request within `deadline` or with 408 (tests shorten it).
+    pub fn with_request_deadline(mut self, deadline: std::time::Duration) -> Self {
+        self.request_deadline = deadline;
+        self
     }
 
     /// Accepts runs and experiments from clients that present this bearer token.
@@ -174,6 +184,8 @@ pub enum ApiError {
     Unauthorized(String),
     Forbidden(String),
     NotFound(String),
+    PayloadTooLarge(String),
+    Timeout(String),
     Internal(Error),
 }
 
@@ -201,6 +213,10 @@ impl IntoResponse for ApiError {
                     .into_response();
             }
             ApiError::Forbidden(detail) => (StatusCode::FORBIDDEN, "forbidden", detail),
+            ApiError::PayloadTooLarge(detail) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload too large", detail)
+            }
+            ApiError::Timeout(detail) => (StatusCode::REQUEST_TIMEOUT, "timeout", detail),
             ApiError::Internal(error) => {
                 tracing::error!(error = %error, "request failed");
                 (
@@ -228,10 +244,7 @@ pub fn app(state: ApiState) -> Router {
             "/api/v1/experiments",
             get(list_experiments).post(create_experiment),
         )
-        .route(
-            "/api/v1/runs",
-            post(ingest_run).layer(DefaultBodyLimit::max(MAX_RUN_BYTES)),
-        )
+        .route("/api/v1/runs", post(ingest_run))
         .route("/api/v1/experiments/{id}", get(get_experiment))
         .route("/api/v1/experiments/{id}/runs", get(list_runs))
         .route("/api/v1/experiments/{id}/comparison", get(comparison))
@@ -246,6 +259,10 @@ pub fn app(state: ApiState) -> Router {
         .route("/metrics", get(metrics))
         .merge(crate::dashboard::routes())
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            within_deadline,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -672,12 +689,81 @@ async fn compare_kernels(
     Ok(json_response(answer))
 }
 
-/// A run with its CPU profile can be large; anything past this is refused.
-const MAX_RUN_BYTES: usize = 64 * 1024 * 1024;
+/// An experiment is its spec and names: kilobytes.
+const MAX_EXPERIMENT_BYTES: usize = 1024 * 1024;
+/// A run with its CPU profile: the agent caps a profile's folded stacks at 8 MiB of text,
+/// which JSON grows by a few bytes a stack; everything else in a run is far smaller.
+const MAX_RUN_BYTES: usize = 16 * 1024 * 1024;
+/// Reading and parsing a body takes several times its size in memory (a JSON array of small
+/// numbers most), so at most this many bodies are read and parsed at once, whatever several
+/// clients send: the ingest's peak memory is bounded by the body limits. Writes then go on side
+/// by side (Postgres orders them).
+const INGESTS_AT_ONCE: usize = 2;
+/// Every request is answered within this, reading its body included: a client that trickles
+/// its body holds a connection, not the ingest slot, for longer.
+const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
-fn body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
-    body.map(|Json(b)| b)
-        .map_err(|e| ApiError::BadRequest(e.body_text()))
+async fn within_deadline(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.request_deadline, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(format!(
+            "the request took longer than {} s",
+            state.request_deadline.as_secs_f64()
+        ))
+        .into_response(),
+    }
+}
+
+/// An ingest body, read only once its bearer token is checked, at most `limit` bytes, in one
+/// of the `INGESTS_AT_ONCE` slots.
+async fn authorized_body<T: serde::de::DeserializeOwned>(
+    state: &ApiState,
+    request: Request,
+    limit: usize,
+) -> ApiResult<T> {
+    state.authorize(request.headers())?;
+    let too_large = || {
+        ApiError::PayloadTooLarge(format!(
+            "the body is larger than this route's {} MiB",
+            limit / (1024 * 1024)
+        ))
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    // The semaphore is never closed, so acquiring only waits.
+    let _slot =
+        state.ingests.acquire().await.map_err(|_| {
+            ApiError::Timeout("the ingest slot is gone: the server is stopping".into())
+        })?;
+    let bytes = match axum::body::to_bytes(request.into_body(), limit).await {
+        Ok(bytes) => bytes,
+        Err(error) if is_length_limit(&error) => return Err(too_large()),
+        Err(error) => {
+            return Err(ApiError::BadRequest(format!(
+                "the body could not be read: {error}"
+            )));
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::BadRequest(format!("the body is not the JSON this route takes: {e}"))
+    })
+}
+
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        if current.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = current.source();
+    }
+    false
 }
 
 #[derive(Debug, Serialize)]
@@ -698,11 +784,9 @@ fn stored(id: Uuid, created: bool) -> (StatusCode, Json<Stored>) {
 
 async fn create_experiment(
     State(state): State<ApiState>,
-    headers: HeaderMap,
-    raw: Result<Json<NewExperiment>, JsonRejection>,
+    request: Request,
 ) -> ApiResult<(StatusCode, Json<Stored>)> {
-    state.authorize(&headers)?;
-    let experiment = body(raw)?;
+    let experiment: NewExperiment = authorized_body(&state, request, MAX_EXPERIMENT_BYTES).await?;
     validate_experiment(&experiment).map_err(ApiError::BadRequest)?;
     let created = state.store.create_experiment(&experiment).await?;
     Ok(stored(experiment.id, created))
@@ -710,11 +794,9 @@ async fn create_experiment(
 
 async fn ingest_run(
     State(state): State<ApiState>,
-    headers: HeaderMap,
-    raw: Result<Json<RunRecord>, JsonRejection>,
+    request: Request,
 ) -> ApiResult<(StatusCode, Json<Stored>)> {
-    state.authorize(&headers)?;
-    let run = body(raw)?;
+    let run: RunRecord = authorized_body(&state, request, MAX_RUN_BYTES).await?;
     let experiment = state.store.experiment(run.experiment_id).await?;
     validate_run(&run, &experiment).map_err(ApiError::BadRequest)?;
     let created = state.store.record_run(&run).await?;

@@ -98,6 +98,7 @@ pub struct NodeRecord {
     pub logical_cpus: i32,
     pub memory_bytes: i64,
     /// Everything else the agent reported.
+    #[serde(deserialize_with = "bounded_json::deserialize")]
     pub facts: serde_json::Value,
 }
 
@@ -152,7 +153,9 @@ pub struct RunRecord {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     /// The target settings and load this run used.
+    #[serde(deserialize_with = "bounded_json::deserialize")]
     pub target: serde_json::Value,
+    #[serde(deserialize_with = "bounded_json::deserialize")]
     pub load: serde_json::Value,
     pub window_seconds: f64,
     pub completed_connections: i64,
@@ -221,6 +224,33 @@ impl ProfileRecord {
                 Some((stack.to_string(), count.parse().ok()?))
             })
             .collect()
+    }
+}
+
+/// The most JSON text a free-form value inside a record (settings, node facts) may take: parsed
+/// whole, an array of small numbers takes about twenty times its text in memory.
+pub const MAX_EMBEDDED_JSON_BYTES: usize = 64 * 1024;
+
+/// A free-form JSON value of at most `MAX_EMBEDDED_JSON_BYTES`, checked as text before it is
+/// parsed (so only from JSON text: serde_json's readers).
+mod bounded_json {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer};
+    use serde_json::value::RawValue;
+
+    use super::MAX_EMBEDDED_JSON_BYTES;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<serde_json::Value, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        if raw.get().len() > MAX_EMBEDDED_JSON_BYTES {
+            return Err(D::Error::custom(format!(
+                "a JSON value of {} bytes, more than the {MAX_EMBEDDED_JSON_BYTES} taken here",
+                raw.get().len()
+            )));
+        }
+        serde_json::from_str(raw.get()).map_err(D::Error::custom)
     }
 }
 

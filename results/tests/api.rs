@@ -538,6 +538,133 @@ async fn without_a_token_ingest_is_off() {
     assert_error(status, &body, StatusCode::FORBIDDEN, "LOADLAB_API_TOKEN");
 }
 
+/// A body that never ends: chunks of a JSON array of zeros, counted as they are taken.
+fn endless_body(taken: std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Body {
+    const CHUNK: &[u8] = b"0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,";
+    let opening = futures::stream::once(async { Ok::<_, std::io::Error>(&b"{\"target\":["[..]) });
+    let zeros = futures::stream::repeat_with(move || {
+        taken.fetch_add(CHUNK.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok(CHUNK)
+    });
+    Body::from_stream(futures::StreamExt::chain(opening, zeros))
+}
+
+async fn send(app: &axum::Router, request: Request<Body>) -> (StatusCode, Value) {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn ingest_checks_the_token_before_reading_a_byte_of_the_body() {
+    let store = store().await;
+    for (state, token, expected) in [
+        (
+            ApiState::new(store.clone()),
+            "anything",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            ApiState::new(store.clone()).with_ingest_token("s3cret"),
+            "wrong",
+            StatusCode::UNAUTHORIZED,
+        ),
+    ] {
+        let app = app(state);
+        for uri in ["/api/v1/runs", "/api/v1/experiments"] {
+            let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let request = Request::post(uri)
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(endless_body(taken.clone()))
+                .unwrap();
+            let (status, body) = send(&app, request).await;
+            assert_eq!(status, expected, "{uri}: {body}");
+            assert_eq!(
+                taken.load(std::sync::atomic::Ordering::Relaxed),
+                0,
+                "{uri}: the body was read before the token was checked"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn ingest_bodies_past_their_route_limit_are_refused_unparsed() {
+    let store = store().await;
+    let app = app(ApiState::new(store.clone()).with_ingest_token("s3cret"));
+    // Declared too large: refused before reading.
+    let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let request = Request::post("/api/v1/runs")
+        .header(header::AUTHORIZATION, "Bearer s3cret")
+        .header(header::CONTENT_LENGTH, 64 * 1024 * 1024)
+        .body(endless_body(taken.clone()))
+        .unwrap();
+    let (status, body) = send(&app, request).await;
+    assert_error(status, &body, StatusCode::PAYLOAD_TOO_LARGE, "16 MiB");
+    assert_eq!(taken.load(std::sync::atomic::Ordering::Relaxed), 0);
+    // Streamed without a length: read up to the limit, then refused.
+    for (uri, limit) in [("/api/v1/runs", 16), ("/api/v1/experiments", 1)] {
+        let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let request = Request::post(uri)
+            .header(header::AUTHORIZATION, "Bearer s3cret")
+            .body(endless_body(taken.clone()))
+            .unwrap();
+        let (status, body) = send(&app, request).await;
+        assert_error(
+            status,
+            &body,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("{limit} MiB"),
+        );
+        let read = taken.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(read <= (limit << 20) + 4096, "{uri}: {read} bytes read");
+    }
+}
+
+#[tokio::test]
+async fn a_free_form_value_inside_a_run_is_bounded_before_it_is_parsed() {
+    let store = store().await;
+    let app = app(ApiState::new(store.clone()).with_ingest_token("s3cret"));
+    let experiment = experiment(&store).await;
+    let mut value = serde_json::to_value(run(experiment.id, "patched", 1, 1500.0)).unwrap();
+    value["target"] = serde_json::json!(vec![0; 40_000]);
+    let (status, body) = post(&app, "/api/v1/runs", Some("s3cret"), value.to_string()).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::BAD_REQUEST,
+        "more than the 65536",
+    );
+    assert!(
+        store
+            .experiment_runs(experiment.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_never_ends_is_answered_at_the_request_deadline() {
+    let store = store().await;
+    let app = app(ApiState::new(store)
+        .with_ingest_token("s3cret")
+        .with_request_deadline(std::time::Duration::from_millis(200)));
+    let pending = Body::from_stream(futures::stream::pending::<Result<&[u8], std::io::Error>>());
+    let request = Request::post("/api/v1/runs")
+        .header(header::AUTHORIZATION, "Bearer s3cret")
+        .body(pending)
+        .unwrap();
+    let (status, body) = send(&app, request).await;
+    assert_error(
+        status,
+        &body,
+        StatusCode::REQUEST_TIMEOUT,
+        "longer than 0.2 s",
+    );
+}
+
 /// One router, so answers computed once can be reused between requests.
 async fn get_json_from(app: &axum::Router, uri: &str) -> Value {
     let response = app
