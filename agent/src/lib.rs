@@ -8,6 +8,7 @@ pub mod kallsyms;
 pub mod lockstat;
 pub mod nginx;
 pub mod platform;
+pub mod privilege;
 pub mod profile;
 pub mod traces;
 

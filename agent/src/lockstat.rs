@@ -17,6 +17,8 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 
+use crate::privilege::TracingAccess;
+
 /// Frames of the locking code itself, skipped to find who wanted the lock.
 const LOCKING_FRAMES: [&str; 14] = [
     "__pv_queued_spin_lock_slowpath",
@@ -196,8 +198,8 @@ pub struct Contention {
 pub enum LockstatError {
     #[error("lock contention unavailable: bpftrace not found (apt-get install bpftrace)")]
     Missing,
-    #[error("lock contention unavailable: tracing needs root (CAP_BPF and CAP_PERFMON)")]
-    NotPrivileged,
+    #[error("lock contention unavailable: {0}")]
+    NotPrivileged(String),
     #[error("lock contention unavailable: {0}")]
     Failed(String),
 }
@@ -225,11 +227,26 @@ pub struct LockCapture {
 
 impl LockCapture {
     /// Starts tracing and returns once the probes are attached, so the window starts traced.
+    /// What the kernel certainly refuses is said before bpftrace starts; a refusal it may make
+    /// (Debian's perf restriction) is explained with the failure.
     pub async fn start(probes: FunctionProbes) -> Result<Self, LockstatError> {
         let bpftrace = find_bpftrace().ok_or(LockstatError::Missing)?;
-        if !nix::unistd::Uid::effective().is_root() {
-            return Err(LockstatError::NotPrivileged);
+        let access = TracingAccess::read(Path::new("/proc"));
+        if let Some(why) = access.bpf_refusal() {
+            return Err(LockstatError::NotPrivileged(why));
         }
+        Self::start_bpftrace(&bpftrace, probes)
+            .await
+            .map_err(|error| match error {
+                LockstatError::Failed(why) => LockstatError::Failed(access.explain(why)),
+                other => other,
+            })
+    }
+
+    async fn start_bpftrace(
+        bpftrace: &Path,
+        probes: FunctionProbes,
+    ) -> Result<Self, LockstatError> {
         let mut child = Command::new(bpftrace)
             .args(["-f", "json", "-e"])
             .arg(program(probes))

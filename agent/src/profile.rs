@@ -4,7 +4,7 @@
 //! are kept as folded stacks with counts, plus the top symbols by self and total share.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -14,6 +14,8 @@ use nix::unistd::{Pid, mkfifo};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::pipe;
 use tokio::process::{Child, Command};
+
+use crate::privilege::TracingAccess;
 
 /// How many symbols a profile lists.
 pub const TOP_SYMBOLS: usize = 30;
@@ -32,8 +34,8 @@ const IDLE_FRAME: &str = "do_idle";
 pub enum ProfileError {
     #[error("CPU profile unavailable: perf not found (apt-get install linux-perf)")]
     Missing,
-    #[error("CPU profile unavailable: system-wide sampling needs root")]
-    NotPrivileged,
+    #[error("CPU profile unavailable: {0}")]
+    NotPrivileged(String),
     #[error("CPU profile unavailable: {0}")]
     Failed(String),
 }
@@ -88,11 +90,27 @@ impl Profiler {
     /// Starts perf with events disabled, then enables them and waits for perf's ack, so the
     /// profile starts with the window. With `processes`, only those are sampled; otherwise
     /// every CPU.
+    /// What the kernel certainly refuses is said before perf starts; a refusal it may make
+    /// (Debian's perf restriction) is explained with the failure.
     pub async fn start(frequency_hz: u32, processes: Option<&[u32]>) -> Result<Self, ProfileError> {
         let perf = find_perf().ok_or(ProfileError::Missing)?;
-        if !nix::unistd::Uid::effective().is_root() {
-            return Err(ProfileError::NotPrivileged);
+        let access = TracingAccess::read(Path::new("/proc"));
+        if let Some(why) = access.perf_refusal() {
+            return Err(ProfileError::NotPrivileged(why));
         }
+        Self::start_perf(perf, frequency_hz, processes)
+            .await
+            .map_err(|error| match error {
+                ProfileError::Failed(why) => ProfileError::Failed(access.explain(why)),
+                other => other,
+            })
+    }
+
+    async fn start_perf(
+        perf: PathBuf,
+        frequency_hz: u32,
+        processes: Option<&[u32]>,
+    ) -> Result<Self, ProfileError> {
         let failed =
             |what: &str, e: &dyn std::fmt::Display| ProfileError::Failed(format!("{what}: {e}"));
         let dir = tempfile::Builder::new()

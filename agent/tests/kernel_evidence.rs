@@ -251,7 +251,7 @@ async fn a_busy_process_profile_names_its_spinning_function() {
             );
             assert!(matches!(
                 error,
-                ProfileError::Missing | ProfileError::NotPrivileged
+                ProfileError::Missing | ProfileError::NotPrivileged(_)
             ));
             return;
         }

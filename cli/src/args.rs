@@ -47,6 +47,15 @@ pub enum Command {
     Controller(ControllerArgs),
 }
 
+/// `ControllerArgs::agent_perf_events`, as the chart spells it.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum AgentPerfEvents {
+    #[value(name = "perfmon")]
+    Perfmon,
+    #[value(name = "sysAdmin")]
+    SysAdmin,
+}
+
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
     /// Address of the REST API and /metrics.
@@ -59,6 +68,16 @@ pub struct ControllerArgs {
     /// absent.
     #[arg(long, env = "LOADLAB_IMAGE_PULL_POLICY")]
     pub image_pull_policy: Option<String>,
+    /// The capability agent pods open perf events with: `perfmon` (CAP_PERFMON, enough where
+    /// kernel.perf_event_paranoid is 2 or less) or `sysAdmin` (CAP_SYS_ADMIN too, which
+    /// Debian's and Ubuntu's kernels require at their default 3 and 4).
+    #[arg(
+        long,
+        env = "LOADLAB_AGENT_PERF_EVENTS",
+        value_enum,
+        default_value = "perfmon"
+    )]
+    pub agent_perf_events: AgentPerfEvents,
     /// Namespace of the leader lease: the controller's own.
     #[arg(long, env = "LOADLAB_NAMESPACE", default_value = "default")]
     pub namespace: String,

@@ -85,3 +85,53 @@ fn asking_for_nothing_is_a_clear_error() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+/// `loadlab agent capture` as uid 0 with the capabilities of the given bounding set only.
+fn capture_with_capabilities(bounding_set: &str) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--inh-caps=-all", &format!("--bounding-set={bounding_set}")])
+        .arg(env!("CARGO_BIN_EXE_loadlab"))
+        .args(["agent", "capture", "-d", "300ms", "--json"])
+        .output()
+        .expect("setpriv runs (util-linux)")
+}
+
+#[test]
+fn without_capabilities_each_trace_says_which_it_needs() {
+    if !can_trace() {
+        return;
+    }
+    let output = capture_with_capabilities("-all");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("error: nothing was captured"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        error.contains("lock contention unavailable: loading BPF programs needs CAP_BPF"),
+        "{error}"
+    );
+    assert!(
+        error.contains("CPU profile unavailable: system-wide perf events need CAP_PERFMON"),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_agent_pods_capabilities_are_enough_where_perf_events_are_not_restricted() {
+    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok());
+    if !can_trace() || paranoid.is_none_or(|level| level > 2) {
+        return;
+    }
+    // The chart's agent pods: drop ALL, add these (controller/src/pods.rs).
+    let output = capture_with_capabilities("-all,+bpf,+perfmon,+syslog,+chown,+setuid,+setgid");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(value["lock_contention_unavailable"].is_null(), "{value}");
+    assert!(value["cpu_profile_unavailable"].is_null(), "{value}");
+    assert!(value["cpu"]["samples"].as_u64().unwrap() > 0, "{value}");
+}

@@ -36,6 +36,19 @@ pub struct PodSettings {
     /// The `loadlab` image; agents and generators are the same binary.
     pub image: String,
     pub image_pull_policy: Option<String>,
+    pub perf_events: PerfEvents,
+}
+
+/// The capability agent pods open perf events with (the chart's `agent.perfEvents`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PerfEvents {
+    /// CAP_PERFMON, the least that works where `kernel.perf_event_paranoid` is 2 or less
+    /// (upstream's default, and wherever it was lowered).
+    #[default]
+    Perfmon,
+    /// CAP_SYS_ADMIN as well: Debian's and Ubuntu's kernels refuse every perf event without it
+    /// at their default paranoid level (3 and 4).
+    SysAdmin,
 }
 
 /// The agent needs to start nginx (which hands its temporary directories to, and switches its
@@ -105,7 +118,14 @@ pub fn agent_pod(
         allow_privilege_escalation: Some(false),
         capabilities: Some(Capabilities {
             drop: Some(vec!["ALL".into()]),
-            add: Some(AGENT_CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+            add: Some(
+                AGENT_CAPABILITIES
+                    .iter()
+                    .copied()
+                    .chain((settings.perf_events == PerfEvents::SysAdmin).then_some("SYS_ADMIN"))
+                    .map(str::to_string)
+                    .collect(),
+            ),
         }),
         ..SecurityContext::default()
     });
@@ -352,6 +372,7 @@ mod tests {
 
     fn settings() -> PodSettings {
         PodSettings {
+            perf_events: PerfEvents::Perfmon,
             image: "ghcr.io/example/loadlab:0.1.0".into(),
             image_pull_policy: None,
         }
@@ -394,6 +415,37 @@ mod tests {
             "status.podIP"
         );
         assert_eq!(agent_pod_name(&exp, "node-1"), meta.name.clone().unwrap());
+    }
+
+    #[test]
+    fn sys_admin_is_added_only_when_the_chart_asks_for_it() {
+        let added = |perf_events| {
+            let pod = agent_pod(
+                &experiment("epoll"),
+                &["a"],
+                "node-1",
+                &PodSettings {
+                    perf_events,
+                    ..settings()
+                },
+            );
+            pod.spec.unwrap().containers[0]
+                .security_context
+                .as_ref()
+                .unwrap()
+                .capabilities
+                .as_ref()
+                .unwrap()
+                .add
+                .clone()
+                .unwrap()
+        };
+        let perfmon = added(PerfEvents::Perfmon);
+        let sys_admin = added(PerfEvents::SysAdmin);
+        assert!(perfmon.contains(&"PERFMON".to_string()));
+        assert!(!perfmon.contains(&"SYS_ADMIN".to_string()));
+        assert_eq!(sys_admin[..perfmon.len()], perfmon[..]);
+        assert_eq!(sys_admin[perfmon.len()..], ["SYS_ADMIN".to_string()]);
     }
 
     #[test]

@@ -349,7 +349,48 @@ async fn finish(
     status["cohorts"] = json!(cohorts);
     status["verdict"] = json!(verdict);
     with_condition(&mut status, condition);
+    if let Some(report) = &report {
+        with_condition(&mut status, evidence_condition(report));
+    }
     write_status(experiments, &experiment.name_any(), status).await
+}
+
+/// The runner's condition on the evidence the experiment asked for.
+pub const EVIDENCE_COLLECTED: &str = "EvidenceCollected";
+/// The most reasons a condition message lists; the report has them all.
+const REASONS_SHOWN: usize = 4;
+
+/// Whether every run's lock contention and CPU profile (those asked for) were collected; when
+/// not, why, per cohort, as the agents said it (which capability or sysctl is missing, and
+/// what to set), so `kubectl describe` shows it.
+pub fn evidence_condition(report: &ExperimentReport) -> serde_json::Value {
+    let reasons: Vec<String> = report
+        .cohorts
+        .iter()
+        .flat_map(|cohort| {
+            cohort
+                .lock_contention_unavailable
+                .iter()
+                .chain(&cohort.cpu_profile_unavailable)
+                .map(move |reason| format!("{}: {reason}", cohort.name))
+        })
+        .collect();
+    if reasons.is_empty() {
+        return condition(
+            EVIDENCE_COLLECTED,
+            true,
+            "Collected",
+            "every run collected the evidence asked for",
+        );
+    }
+    let mut message = reasons[..reasons.len().min(REASONS_SHOWN)].join("; ");
+    if reasons.len() > REASONS_SHOWN {
+        message.push_str(&format!(
+            "; and {} more in the report",
+            reasons.len() - REASONS_SHOWN
+        ));
+    }
+    condition(EVIDENCE_COLLECTED, false, "EvidenceUnavailable", &message)
 }
 
 /// Per-cohort lines and one verdict line, e.g. `patched: faster +61.2% [+55.0%, +67.8%]`.
@@ -436,5 +477,62 @@ async fn delete_pods(client: &Client, namespace: &str, experiment: &str) {
         .await
     {
         tracing::warn!(%experiment, %error, "deleting the experiment's pods");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loadlab_results::report::CohortAccumulator;
+
+    fn report(reasons: &[(&str, &str)]) -> ExperimentReport {
+        let mut cohorts: Vec<_> = ["unpatched", "patched"]
+            .map(|name| CohortAccumulator::new(name).finish())
+            .into();
+        for (cohort, reason) in reasons {
+            let cohort = cohorts.iter_mut().find(|c| c.name == *cohort).unwrap();
+            cohort.cpu_profile_unavailable.push(reason.to_string());
+        }
+        ExperimentReport {
+            experiment: loadlab_results::store::ExperimentRow {
+                id: Uuid::nil(),
+                name: "e".into(),
+                baseline: "unpatched".into(),
+                cohorts: vec!["unpatched".into(), "patched".into()],
+                status: "completed".into(),
+                created_at: chrono::Utc::now(),
+                finished_at: None,
+                planned_runs: None,
+                revision: 0,
+            },
+            cohorts,
+            nodes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn missing_evidence_is_a_condition_that_names_the_cohort_and_the_agents_reason() {
+        let fine = evidence_condition(&report(&[]));
+        assert_eq!(
+            (fine["status"].as_str(), fine["reason"].as_str()),
+            (Some("True"), Some("Collected"))
+        );
+        let debian = "CPU profile unavailable: ... set `sysctl kernel.perf_event_paranoid=2`";
+        let missing = evidence_condition(&report(&[("patched", debian)]));
+        assert_eq!(missing["status"], "False");
+        assert_eq!(missing["reason"], "EvidenceUnavailable");
+        assert_eq!(missing["message"], format!("patched: {debian}"));
+        let many: Vec<(&str, &str)> = vec![
+            ("unpatched", "a"),
+            ("unpatched", "b"),
+            ("patched", "c"),
+            ("patched", "d"),
+            ("patched", "e"),
+        ];
+        let message = evidence_condition(&report(&many))["message"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(message.ends_with("; and 1 more in the report"), "{message}");
     }
 }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use loadlab_controller::pods::{PodSettings, agent_pod, loadgen_pod, token_secret};
+use loadlab_controller::pods::{PerfEvents, PodSettings, agent_pod, loadgen_pod, token_secret};
 use loadlab_controller::{Experiment, parse_experiment};
 
 const KUBERNETES_VERSION: &str = "1.33.0";
@@ -117,6 +117,14 @@ fn default_values_render_valid_objects_with_a_bundled_postgres() {
     let own = render(&["controller.tokenKey.existingSecret=lab-key"]);
     assert!(!own.contains("lab-loadlab-token-key"), "{own}");
     assert!(own.contains("name: lab-key"), "{own}");
+    // Agents open perf events with CAP_PERFMON unless the chart is told the nodes need more.
+    let perf_events = |rendered: &str| {
+        let at = rendered.find("name: LOADLAB_AGENT_PERF_EVENTS").unwrap();
+        rendered[at..].lines().nth(1).unwrap().trim().to_string()
+    };
+    assert_eq!(perf_events(&rendered), r#"value: "perfmon""#);
+    let debian = render(&["agent.perfEvents=sysAdmin"]);
+    assert_eq!(perf_events(&debian), r#"value: "sysAdmin""#);
 }
 
 #[test]
@@ -141,6 +149,7 @@ fn impossible_values_are_refused_with_the_reason() {
         (vec!["postgresql.enabled=false"], "database.existingSecret"),
         (vec!["controller.replicas=0"], "replicas"),
         (vec!["image.pullPolicy=Sometimes"], "pullPolicy"),
+        (vec!["agent.perfEvents=root"], "perfEvents"),
         (vec!["surprise=1"], "surprise"),
     ] {
         let mut args = vec!["template", "lab", chart];
@@ -168,6 +177,7 @@ fn the_pods_the_controller_creates_are_valid_kubernetes_objects() {
     experiment.metadata.uid = Some("0d6c3f7e-6f43-4c36-9a4f-1f2b4f7d7a01".into());
     let settings = PodSettings {
         image: "loadlab/loadlab:0.1.0".into(),
+        perf_events: PerfEvents::Perfmon,
         image_pull_policy: Some("IfNotPresent".into()),
     };
     let objects = [

@@ -8,7 +8,7 @@ use common::{Cluster, client_for};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use loadlab_controller::cache::{ClusterCache, Snapshot};
-use loadlab_controller::pods::PodSettings;
+use loadlab_controller::pods::{PerfEvents, PodSettings};
 use loadlab_controller::reconcile::{Context, FINALIZER, ReadyFleet, Runner, reconcile};
 use loadlab_controller::token::TokenKey;
 use loadlab_controller::{Experiment, parse_experiment};
@@ -123,6 +123,7 @@ impl Harness {
                     client_for(self.cluster.clone(), &experiment),
                     PodSettings {
                         image: "registry.example/loadlab:test".into(),
+                        perf_events: PerfEvents::Perfmon,
                         image_pull_policy: None,
                     },
                     self.runner.clone(),

@@ -1,12 +1,12 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::args::ControllerArgs;
+use crate::args::{AgentPerfEvents, ControllerArgs};
 use crate::commands::interrupt_token;
 use crate::commands::serve::Api;
 use anyhow::Context;
 use loadlab_controller::operator::{OperatorConfig, run_operator};
-use loadlab_controller::pods::PodSettings;
+use loadlab_controller::pods::{PerfEvents, PodSettings};
 use loadlab_controller::token::TokenKey;
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
@@ -46,6 +46,10 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         pods: PodSettings {
             image: args.image,
             image_pull_policy: args.image_pull_policy,
+            perf_events: match args.agent_perf_events {
+                AgentPerfEvents::Perfmon => PerfEvents::Perfmon,
+                AgentPerfEvents::SysAdmin => PerfEvents::SysAdmin,
+            },
         },
         lease_namespace: args.namespace,
         identity,
