@@ -10,7 +10,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::pods::{EXPERIMENT_LABEL, MANAGED_BY_LABEL, MANAGER};
+use crate::pods::{MANAGED_BY_LABEL, MANAGER};
 
 #[derive(Clone)]
 pub struct ClusterCache {
@@ -95,11 +95,11 @@ impl ClusterCache {
         self.pods.get(&ObjectRef::new(name).within(namespace))
     }
 
-    /// The pods the controller made for one experiment.
-    pub fn pods_of(&self, namespace: &str, experiment: &str) -> Vec<Arc<Pod>> {
+    /// The pods the controller made for this very experiment (by its uid, not its name).
+    pub fn pods_of(&self, experiment: &crate::Experiment) -> Vec<Arc<Pod>> {
+        let namespace = experiment.namespace();
         self.pods.state_filter(|pod| {
-            pod.namespace().as_deref() == Some(namespace)
-                && pod.labels().get(EXPERIMENT_LABEL).map(String::as_str) == Some(experiment)
+            pod.namespace() == namespace && crate::pods::is_owned_by(pod, experiment)
         })
     }
 }

@@ -55,6 +55,36 @@ impl LeaseLock {
         self.duration / 3
     }
 
+    /// How long after its last successful renewal began a leader may go on acting: two thirds
+    /// of the lease. Another replica may take the lease once a whole lease has passed since
+    /// that renewal, so a leader that cannot renew stops well before then.
+    pub fn act_for(&self) -> Duration {
+        self.duration * 2 / 3
+    }
+
+    /// Gives the lease up, when this replica holds it, so the next replica need not wait for
+    /// it to expire. A lease that changed meanwhile (409) is left as it is.
+    pub async fn release(&self) -> Result<(), kube::Error> {
+        let Some(mut lease) = self.leases.get_opt(&self.name).await? else {
+            return Ok(());
+        };
+        let spec = lease.spec.get_or_insert_default();
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        match self
+            .leases
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Takes or renews the lease. `Ok(false)`: another replica holds it.
     pub async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
@@ -103,9 +133,124 @@ impl LeaseLock {
     }
 }
 
+/// A lease that can be renewed: the Lease API, or a stand-in in tests.
+pub trait Renew: Send + Sync {
+    /// `Ok(true)`: renewed; `Ok(false)`: another replica holds it.
+    fn renew(&self) -> impl Future<Output = Result<bool, kube::Error>> + Send;
+}
+
+impl Renew for LeaseLock {
+    fn renew(&self) -> impl Future<Output = Result<bool, kube::Error>> + Send {
+        self.try_acquire_or_renew()
+    }
+}
+
+/// How holding a lease ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holding {
+    /// `stop` fired.
+    Stopped,
+    /// Another replica holds the lease.
+    Lost,
+    /// No renewal succeeded for `act_for`: this replica must stop acting.
+    Lapsed,
+}
+
+/// Renews a lease just taken every `every` until `stop` fires, the lease is lost, or no renewal
+/// has succeeded for `act_for` since the last one began (the lease was taken at the call).
+/// A renewal that does not answer within `every` counts as failed, so a hung call cannot keep
+/// a replica acting.
+pub async fn keep_renewing(
+    lease: &impl Renew,
+    every: Duration,
+    act_for: Duration,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Holding {
+    let mut acting_until = tokio::time::Instant::now() + act_for;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return Holding::Stopped,
+            () = tokio::time::sleep(every) => {}
+            () = tokio::time::sleep_until(acting_until) => return Holding::Lapsed,
+        }
+        let renewal = tokio::time::Instant::now();
+        tokio::select! {
+            answer = tokio::time::timeout(every, lease.renew()) => match answer {
+                Ok(Ok(true)) => acting_until = renewal + act_for,
+                Ok(Ok(false)) => return Holding::Lost,
+                Ok(Err(error)) => tracing::warn!(%error, "renewing the leader lease"),
+                Err(_) => tracing::warn!("renewing the leader lease did not answer in time"),
+            },
+            () = tokio::time::sleep_until(acting_until) => return Holding::Lapsed,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Answers renewals from a script: Some(answer), or None for a call that never returns.
+    struct Scripted {
+        answers: Vec<Option<bool>>,
+        calls: AtomicUsize,
+    }
+
+    impl Renew for Scripted {
+        async fn renew(&self) -> Result<bool, kube::Error> {
+            let call = self.calls.fetch_add(1, Ordering::SeqCst);
+            match self.answers.get(call).copied().flatten() {
+                Some(answer) => Ok(answer),
+                None if call < self.answers.len() => std::future::pending().await,
+                None => Err(kube::Error::Service("the API server is away".into())),
+            }
+        }
+    }
+
+    async fn hold(answers: Vec<Option<bool>>, stop_after: Option<Duration>) -> (Holding, Duration) {
+        let lease = Scripted {
+            answers,
+            calls: AtomicUsize::new(0),
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        if let Some(after) = stop_after {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                stop.cancel();
+            });
+        }
+        let started = tokio::time::Instant::now();
+        let ended = keep_renewing(
+            &lease,
+            Duration::from_secs(5),
+            Duration::from_secs(10),
+            &stop,
+        )
+        .await;
+        (ended, started.elapsed())
+    }
+
+    // Time is virtual (paused): the durations are the schedule's, not the machine's.
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_that_cannot_renew_stops_acting_before_its_lease_can_expire() {
+        // Renewed twice, then every call fails: acting ends 10 s after the last good renewal
+        // began (at 10 s), so at 20 s, before the 15 s lease could lapse at 25 s.
+        let (ended, after) = hold(vec![Some(true), Some(true)], None).await;
+        assert_eq!(ended, Holding::Lapsed);
+        assert_eq!(after, Duration::from_secs(20));
+        // A renewal that hangs counts as failed too.
+        let (ended, after) = hold(vec![Some(true), None], None).await;
+        assert_eq!(ended, Holding::Lapsed);
+        assert_eq!(after, Duration::from_secs(15));
+        // Another replica took it.
+        let (ended, _) = hold(vec![Some(true), Some(false)], None).await;
+        assert_eq!(ended, Holding::Lost);
+        // Renewing well until told to stop.
+        let (ended, after) = hold(vec![Some(true); 100], Some(Duration::from_secs(42))).await;
+        assert_eq!((ended, after), (Holding::Stopped, Duration::from_secs(42)));
+    }
 
     fn spec(holder: Option<&str>, renewed_secs_ago: i64, duration: i32) -> LeaseSpec {
         LeaseSpec {

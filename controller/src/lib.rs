@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod crd;
+pub mod events;
 pub mod guests;
 pub mod leader;
 pub mod local;
@@ -16,6 +17,7 @@ pub mod runner;
 pub mod spec;
 pub mod status;
 pub mod token;
+pub mod unreadable;
 
 pub use orchestrator::{Connection, Ending, Endpoints, Event, Fleet, RunOptions, run_experiment};
 pub use spec::{Experiment, ExperimentFile, SpecError, parse_experiment};

@@ -6,17 +6,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use kube::api::DynamicObject;
 use kube::runtime::{Controller, controller, watcher};
 use kube::{Api, Client};
 use loadlab_results::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::ClusterCache;
-use crate::leader::LeaseLock;
+use crate::leader::{Holding, LeaseLock, keep_renewing};
 use crate::pods::PodSettings;
-use crate::reconcile::{Context, error_policy, reconcile};
+use crate::reconcile::Context;
 use crate::runner::ProtocolRunner;
 use crate::token::TokenKey;
+use crate::unreadable;
 
 #[derive(Debug)]
 pub struct OperatorConfig {
@@ -70,34 +72,35 @@ pub async fn run_operator(
     }
     tracing::info!(identity = %config.identity, "leading: reconciling experiments");
 
-    let runner = Arc::new(ProtocolRunner::new(client.clone(), store));
+    let runner =
+        Arc::new(ProtocolRunner::new(client.clone(), store).reporting_as(&config.identity));
     let (cache, watches) = ClusterCache::watch(client.clone());
     let node_watch = tokio::spawn(watches.nodes);
     let waiting = cache.clone();
-    let context = Arc::new(Context::new(
-        client.clone(),
-        config.pods.clone(),
-        runner.clone(),
-        cache,
-        config.token_key,
-    ));
+    let context = Arc::new(
+        Context::new(
+            client.clone(),
+            config.pods.clone(),
+            runner.clone(),
+            cache,
+            config.token_key,
+        )
+        .reporting_as(&config.identity),
+    );
     let lost = CancellationToken::new();
     let halt = CancellationToken::new();
     let renewing = {
-        let (lost, halt, stop) = (lost.clone(), halt.clone(), stop.clone());
+        let (lost, halt, stop, lease) = (lost.clone(), halt.clone(), stop.clone(), lease.clone());
         tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    () = tokio::time::sleep(lease.renew_every()) => {}
-                }
-                match lease.try_acquire_or_renew().await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        lost.cancel();
-                        break;
-                    }
-                    Err(error) => tracing::warn!(%error, "renewing the leader lease"),
+            match keep_renewing(&lease, lease.renew_every(), lease.act_for(), &stop).await {
+                Holding::Stopped => {}
+                Holding::Lost => lost.cancel(),
+                Holding::Lapsed => {
+                    tracing::warn!(
+                        "the leader lease could not be renewed for {} s: stopping before another replica may take it",
+                        lease.act_for().as_secs()
+                    );
+                    lost.cancel();
                 }
             }
             halt.cancel();
@@ -122,16 +125,23 @@ pub async fn run_operator(
             }
         }
     };
-    let experiments: Api<crate::Experiment> = Api::all(client);
+    // Untyped, so an experiment the controller cannot read is reported on itself instead of
+    // failing every listing (`unreadable.rs`).
+    let resource = unreadable::api_resource();
+    let experiments: Api<DynamicObject> = Api::all_with(client, &resource);
     let shutdown = halt.clone();
     if filled.is_ok() && !halt.is_cancelled() {
-        Controller::new(experiments, watcher::Config::default())
+        Controller::new_with(experiments, watcher::Config::default(), resource)
             // The pod watch fills the cache the reconciler reads and wakes the pods' experiments.
             .owns_stream(pod_watch)
             // A burst of pod changes (a fleet of pods starting) wakes an experiment once.
             .with_config(controller::Config::default().debounce(DEBOUNCE))
             .graceful_shutdown_on(async move { shutdown.cancelled().await })
-            .run(reconcile, error_policy, context)
+            .run(
+                unreadable::reconcile_object,
+                unreadable::error_policy_object,
+                context,
+            )
             .for_each(|result| async move {
                 if let Err(error) = result {
                     tracing::debug!(%error, "reconcile");
@@ -144,6 +154,14 @@ pub async fn run_operator(
     node_watch.abort();
     if lost.is_cancelled() {
         return Err(OperatorError::LostLease);
+    }
+    // A replica that stops on its own hands the lease over once its runners have ended (a
+    // runner still writing could race the next leader's resume); one that takes too long
+    // lets the lease expire instead.
+    if runner.stopped_within(lease.act_for()).await
+        && let Err(error) = lease.release().await
+    {
+        tracing::warn!(%error, "releasing the leader lease");
     }
     filled
 }

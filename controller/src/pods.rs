@@ -21,6 +21,7 @@ use crate::spec::Experiment;
 pub const AGENT_PORT: u16 = 7700;
 pub const LOADGEN_PORT: u16 = 7701;
 pub const EXPERIMENT_LABEL: &str = "loadlab.dev/experiment";
+pub const EXPERIMENT_UID_LABEL: &str = "loadlab.dev/experiment-uid";
 pub const COHORT_LABEL: &str = "loadlab.dev/cohort";
 pub const COHORTS_ANNOTATION: &str = "loadlab.dev/cohorts";
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
@@ -65,12 +66,40 @@ pub fn token_secret_name(experiment: &Experiment) -> String {
     bounded_name(&experiment_name(experiment), "token", &short_hash(uid)[..6])
 }
 
+/// Pod names carry a hash of the experiment's uid: two experiments whose long names share the
+/// first 50 characters, or one deleted and applied again under its name, never meet each
+/// other's pods.
 pub fn agent_pod_name(experiment: &Experiment, node: &str) -> String {
-    bounded_name(&experiment_name(experiment), "agent", &short_hash(node))
+    bounded_name(
+        &experiment_name(experiment),
+        "agent",
+        &short_hash(&format!("{}/{node}", experiment_uid(experiment))),
+    )
 }
 
 pub fn loadgen_pod_name(experiment: &Experiment, index: usize) -> String {
-    bounded_name(&experiment_name(experiment), "loadgen", &index.to_string())
+    bounded_name(
+        &experiment_name(experiment),
+        "loadgen",
+        &format!("{index}-{}", &short_hash(experiment_uid(experiment))[..5]),
+    )
+}
+
+fn experiment_uid(experiment: &Experiment) -> &str {
+    experiment.metadata.uid.as_deref().unwrap_or_default()
+}
+
+/// Whether `pod` belongs to this very experiment (its owner's uid), not merely to one of the
+/// same name.
+pub fn is_owned_by(pod: &Pod, experiment: &Experiment) -> bool {
+    let uid = experiment_uid(experiment);
+    !uid.is_empty()
+        && pod
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|owner| owner.uid == uid)
 }
 
 /// The Secret holding the bearer token agents and generators require.
@@ -219,12 +248,10 @@ pub fn loadgen_pod(
     }
 }
 
-/// The labels that find an experiment's pods.
-pub fn selector(experiment: &Experiment, component: &str) -> String {
-    format!(
-        "{EXPERIMENT_LABEL}={},{COMPONENT_LABEL}={component}",
-        experiment_name(experiment)
-    )
+/// The label that finds an experiment's pods: by its uid, so a new experiment of the same name
+/// never counts (or deletes) its predecessor's.
+pub fn uid_selector(experiment: &Experiment) -> String {
+    format!("{EXPERIMENT_UID_LABEL}={}", experiment_uid(experiment))
 }
 
 fn experiment_name(experiment: &Experiment) -> String {
@@ -320,6 +347,10 @@ fn owned_metadata(
         (MANAGED_BY_LABEL.to_string(), MANAGER.to_string()),
         (COMPONENT_LABEL.to_string(), component.to_string()),
         (EXPERIMENT_LABEL.to_string(), experiment_name(experiment)),
+        (
+            EXPERIMENT_UID_LABEL.to_string(),
+            experiment_uid(experiment).to_string(),
+        ),
     ]);
     if let Some(cohort) = cohort {
         labels.insert(COHORT_LABEL.to_string(), cohort.to_string());
@@ -458,7 +489,8 @@ mod tests {
             args[args.len() - 4..],
             ["--allow", "10.1.0.5", "--allow", "10.1.0.6"]
         );
-        assert_eq!(pod.metadata.name.as_deref(), Some("epoll-loadgen-1"));
+        let name = pod.metadata.name.unwrap();
+        assert!(name.starts_with("epoll-loadgen-1-"), "{name}");
     }
 
     #[test]
@@ -480,5 +512,16 @@ mod tests {
         let mut again = experiment(&long);
         again.metadata.uid = Some("another-uid".into());
         assert_ne!(token_secret_name(&exp), token_secret_name(&again));
+        // Applied again under its name, or another whose name shares the first 50
+        // characters: pods of their own.
+        let mut sharing = experiment(&format!("{}-second", "x".repeat(50)));
+        sharing.metadata.uid = Some("yet-another-uid".into());
+        for other in [&again, &sharing] {
+            assert_ne!(
+                agent_pod_name(&exp, "node-a"),
+                agent_pod_name(other, "node-a")
+            );
+            assert_ne!(loadgen_pod_name(&exp, 0), loadgen_pod_name(other, 0));
+        }
     }
 }

@@ -8,14 +8,15 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::cache::ClusterCache;
+use crate::events::Events;
 use crate::placement::{NodeView, Placement, place};
 use crate::pods::{
     AGENT_PORT, LOADGEN_PORT, PodSettings, agent_pod, agent_pod_name, loadgen_pod,
@@ -69,6 +70,8 @@ pub struct Context {
     /// Nodes and the controller's pods, as the watches last saw them.
     pub cache: ClusterCache,
     pub token_key: TokenKey,
+    /// Where what stops an experiment is told besides its status.
+    pub events: Events,
     /// Uids of experiments whose token Secret this process made or found.
     secrets_made: Mutex<BTreeSet<String>>,
 }
@@ -82,6 +85,7 @@ impl Context {
         token_key: TokenKey,
     ) -> Self {
         Self {
+            events: Events::new(client.clone(), None),
             client,
             pods,
             runner,
@@ -89,6 +93,12 @@ impl Context {
             token_key,
             secrets_made: Mutex::default(),
         }
+    }
+
+    /// Events name this replica (its pod name) as their reporting instance.
+    pub fn reporting_as(mut self, instance: &str) -> Self {
+        self.events = Events::new(self.client.clone(), Some(instance.to_string()));
+        self
     }
 }
 
@@ -124,11 +134,6 @@ pub async fn reconcile(
     })
 }
 
-pub fn error_policy(_: Arc<Experiment>, error: &ReconcileError, _: Arc<Context>) -> Action {
-    tracing::warn!(%error, "reconcile failed; retrying");
-    Action::requeue(WAIT)
-}
-
 async fn apply(
     experiment: Arc<Experiment>,
     context: &Context,
@@ -140,7 +145,7 @@ async fn apply(
     }
     let client = &context.client;
     let experiments: Api<Experiment> = Api::namespaced(client.clone(), namespace);
-    let mut report = StatusReport::new(&experiment, status.phase);
+    let mut report = StatusReport::new(&experiment, status.phase, &context.events);
 
     if let Err(error) = experiment
         .spec
@@ -163,7 +168,7 @@ async fn apply(
     if let Some(fleet) = context.runner.fleet(&running) {
         // The runner owns the phase from here: it may have just written the final one.
         report.phase = None;
-        let wait = match lost_pod(&context.cache, namespace, &experiment, &fleet) {
+        let wait = match lost_pod(&context.cache, &experiment, &fleet) {
             None => WAIT * 3,
             Some(why) => {
                 tracing::info!(experiment = %running, %why, "a pod of the running experiment is lost");
@@ -225,7 +230,10 @@ async fn apply(
     {
         return Ok(Action::await_change());
     }
-    let token = ensure_token(context, namespace, &experiment).await?;
+    let token = match ensure_token(context, namespace, &experiment).await? {
+        Ok(token) => token,
+        Err(not_ready) => return report.pods_not_ready(not_ready, &experiments).await,
+    };
     let pods = PodAccess {
         api: Api::namespaced(client.clone(), namespace),
         cache: &context.cache,
@@ -261,23 +269,29 @@ async fn ensure_token(
     context: &Context,
     namespace: &str,
     experiment: &Experiment,
-) -> Result<String, ReconcileError> {
+) -> Result<Result<String, NotReady>, ReconcileError> {
     let uid = experiment.uid().unwrap_or_default();
     let token = context.token_key.token_for(&uid);
     if lock(&context.secrets_made).contains(&uid) {
-        return Ok(token);
+        return Ok(Ok(token));
     }
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), namespace);
-    match secrets
-        .create(&PostParams::default(), &token_secret(experiment, &token))
-        .await
-    {
+    let secret = token_secret(experiment, &token);
+    match secrets.create(&PostParams::default(), &secret).await {
         Ok(_) => {}
         Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(error) => return Err(error.into()),
+        Err(error) => {
+            return match refusal(&error) {
+                Some(why) => Ok(Err(NotReady::Refused(format!(
+                    "the API server refused the token Secret {}: {why}",
+                    secret.metadata.name.unwrap_or_default()
+                )))),
+                None => Err(error.into()),
+            };
+        }
     }
     lock(&context.secrets_made).insert(uid);
-    Ok(token)
+    Ok(Ok(token))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -295,14 +309,9 @@ struct PodAccess<'a> {
 
 /// The first pod of a running fleet that is no longer what the runner talks to: deleted,
 /// being deleted, failed, or at another address.
-fn lost_pod(
-    cache: &ClusterCache,
-    namespace: &str,
-    experiment: &Experiment,
-    fleet: &ReadyFleet,
-) -> Option<String> {
+fn lost_pod(cache: &ClusterCache, experiment: &Experiment, fleet: &ReadyFleet) -> Option<String> {
     let current: BTreeMap<String, Arc<Pod>> = cache
-        .pods_of(namespace, &experiment.name_any())
+        .pods_of(experiment)
         .into_iter()
         .map(|pod| (pod.name_any(), pod))
         .collect();
@@ -335,6 +344,19 @@ type Pods = Result<Vec<Vec<(String, SocketAddr)>>, NotReady>;
 enum NotReady {
     Waiting(String),
     Failed(String),
+    /// The API server refused to create an object (PodSecurity, a ResourceQuota, a webhook,
+    /// missing permissions): said until someone changes what refused it.
+    Refused(String),
+}
+
+/// Whether an API error is the server refusing the object (as opposed to the call failing).
+fn refusal(error: &kube::Error) -> Option<String> {
+    match error {
+        kube::Error::Api(status) if matches!(status.code, 400 | 403 | 422) => {
+            Some(status.message.clone())
+        }
+        _ => None,
+    }
 }
 
 async fn ensure_agents(
@@ -387,6 +409,20 @@ async fn ensure_generators(
     ensure_pods(pods, vec![group], LOADGEN_PORT).await
 }
 
+/// Whether `existing` has the owner (by uid) that `wanted` is made for.
+fn same_owner(existing: &Pod, wanted: &Pod) -> bool {
+    let uids = |pod: &Pod| -> Vec<String> {
+        pod.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .map(|owner| owner.uid.clone())
+            .collect()
+    };
+    let existing = uids(existing);
+    uids(wanted).iter().any(|uid| existing.contains(uid))
+}
+
 /// Creates the pods (per group: node and pod) that do not exist yet, by name, and reports
 /// whether all are ready, each ready one as (its node, its gRPC address).
 async fn ensure_pods(
@@ -401,6 +437,13 @@ async fn ensure_pods(
         for (key, pod) in group {
             let name = pod.metadata.name.clone().unwrap_or_default();
             let current = match pods.cache.pod(pods.namespace, &name) {
+                // Neither adopted nor replaced: a pod of that name that another owner made.
+                Some(existing) if !same_owner(&existing, &pod) => {
+                    return Ok(Err(NotReady::Refused(format!(
+                        "pod {name} exists but belongs to another owner: loadlab never adopts \
+                         or replaces a pod it did not make for this experiment; delete that pod"
+                    ))));
+                }
                 // A generator is told its targets when it starts: one made for agents that
                 // have since been replaced must be replaced too.
                 Some(existing) if container_args(&existing) != container_args(&pod) => {
@@ -422,7 +465,14 @@ async fn ensure_pods(
                     Err(kube::Error::Api(status)) if status.code == 409 => {
                         Arc::new(pods.api.get(&name).await?)
                     }
-                    Err(error) => return Err(error.into()),
+                    Err(error) => match refusal(&error) {
+                        Some(why) => {
+                            return Ok(Err(NotReady::Refused(format!(
+                                "the API server refused pod {name}: {why}"
+                            ))));
+                        }
+                        None => return Err(error.into()),
+                    },
                 },
             };
             match pod_state(&current) {
@@ -526,6 +576,8 @@ fn pod_state(pod: &Pod) -> PodState {
 /// The reconciler's part of the status, sent whole by server-side apply.
 struct StatusReport {
     name: String,
+    object: ObjectReference,
+    events: Events,
     /// None leaves the phase to whoever wrote it last (the runner, while it runs).
     phase: Option<Phase>,
     generation: Option<i64>,
@@ -535,9 +587,11 @@ struct StatusReport {
 }
 
 impl StatusReport {
-    fn new(experiment: &Experiment, phase: Phase) -> Self {
+    fn new(experiment: &Experiment, phase: Phase, events: &Events) -> Self {
         Self {
             name: experiment.name_any(),
+            object: experiment.object_ref(&()),
+            events: events.clone(),
             phase: Some(phase),
             generation: experiment.metadata.generation,
             status: experiment.status.clone().unwrap_or_default(),
@@ -568,6 +622,11 @@ impl StatusReport {
                 self.condition("PodsReady", false, "PodFailed", message);
                 Action::await_change()
             }
+            NotReady::Refused(message) => {
+                self.phase = Some(Phase::Pending);
+                self.condition("PodsReady", false, "Refused", message);
+                Action::requeue(WAIT * 3)
+            }
         };
         self.send(experiments).await?;
         Ok(action)
@@ -586,6 +645,26 @@ impl StatusReport {
     async fn send(self, experiments: &Api<Experiment>) -> Result<(), ReconcileError> {
         if self.is_unchanged() {
             return Ok(());
+        }
+        // A problem newly found is an Event too (pods still starting are no problem).
+        for condition in self.status.conditions.iter().filter(|c| {
+            OWN_CONDITIONS.contains(&c.type_.as_str())
+                && c.status == "False"
+                && c.reason != "Waiting"
+                && self.found.condition(&c.type_).is_none_or(|found| {
+                    found.status != c.status
+                        || found.reason != c.reason
+                        || found.message != c.message
+                })
+        }) {
+            self.events
+                .warn(
+                    &self.object,
+                    &condition.type_,
+                    &condition.reason,
+                    &condition.message,
+                )
+                .await;
         }
         let conditions: BTreeMap<&str, _> = self
             .status

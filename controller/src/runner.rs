@@ -8,17 +8,19 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use loadlab_results::report::{ExperimentReport, build_report};
 use loadlab_results::{RunOutcome, Store};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::events::Events;
 use crate::orchestrator::{Connection, Event, Fleet, RunOptions, run_experiment};
-use crate::pods::EXPERIMENT_LABEL;
+use crate::pods::uid_selector;
 use crate::reconcile::{ReadyFleet, Runner, key};
 use crate::spec::{API_VERSION, Experiment, ExperimentFile, KIND, Metadata};
 use crate::status::{CohortStatus, Phase};
@@ -32,6 +34,9 @@ pub struct ProtocolRunner {
     store: Store,
     running: Arc<Mutex<HashMap<String, Running>>>,
     started: std::sync::atomic::AtomicU64,
+    /// Told whenever a runner task ends.
+    ended: Arc<tokio::sync::Notify>,
+    events: Events,
 }
 
 /// One experiment's runner task: stopped through `cancel`; `generation` tells a task that ends
@@ -45,10 +50,35 @@ struct Running {
 impl ProtocolRunner {
     pub fn new(client: Client, store: Store) -> Self {
         Self {
-            client,
+            client: client.clone(),
             store,
             running: Arc::default(),
             started: std::sync::atomic::AtomicU64::new(0),
+            ended: Arc::default(),
+            events: Events::new(client.clone(), None),
+        }
+    }
+
+    /// Events name this replica (its pod name) as their reporting instance.
+    pub fn reporting_as(mut self, instance: &str) -> Self {
+        self.events = Events::new(self.client.clone(), Some(instance.to_string()));
+        self
+    }
+
+    /// Waits until every runner task has ended, at most `within`; whether they all did.
+    pub async fn stopped_within(&self, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let ended = self.ended.notified();
+            tokio::pin!(ended);
+            // Registered before looking, so an end between the look and the wait is not missed.
+            ended.as_mut().enable();
+            if self.lock().is_empty() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                return self.lock().is_empty();
+            }
         }
     }
 
@@ -104,6 +134,8 @@ impl Runner for ProtocolRunner {
         let client = self.client.clone();
         let store = self.store.clone();
         let running = self.running.clone();
+        let ended = self.ended.clone();
+        let events = self.events.clone();
         tokio::spawn(async move {
             let namespace = experiment.namespace().unwrap_or_else(|| "default".into());
             let experiments: Api<Experiment> = Api::namespaced(client.clone(), &namespace);
@@ -111,9 +143,18 @@ impl Runner for ProtocolRunner {
                 drive(&experiments, &store, &experiment, fleet, cancel.clone()).await;
             let finished = match outcome {
                 Ok((_, Ending::Interrupted)) => None,
-                Ok((id, Ending::Completed)) => {
-                    Some(finish(&experiments, &store, &experiment, id, &nodes, progress).await)
-                }
+                Ok((id, Ending::Completed)) => Some(
+                    finish(
+                        &experiments,
+                        &store,
+                        &experiment,
+                        id,
+                        &nodes,
+                        progress,
+                        &events,
+                    )
+                    .await,
+                ),
                 Err(error) => {
                     let mut status = progress;
                     status["phase"] = json!(Phase::Failed);
@@ -121,6 +162,7 @@ impl Runner for ProtocolRunner {
                         &mut status,
                         completed(false, "RunFailed", &error.to_string()),
                     );
+                    warn_of_problems(&events, &experiment, &status).await;
                     Some(write_status(&experiments, &experiment.name_any(), status).await)
                 }
             };
@@ -128,7 +170,7 @@ impl Runner for ProtocolRunner {
                 tracing::warn!(experiment = %experiment.name_any(), %error, "writing the final status");
             }
             if finished.is_some() {
-                delete_pods(&client, &namespace, &experiment.name_any()).await;
+                delete_pods(&client, &namespace, &experiment).await;
             }
             let mut running = running
                 .lock()
@@ -139,6 +181,8 @@ impl Runner for ProtocolRunner {
             {
                 running.remove(&name);
             }
+            drop(running);
+            ended.notify_waiters();
         });
     }
 
@@ -305,6 +349,7 @@ async fn finish(
     id: Uuid,
     nodes: &[Vec<String>],
     progress: serde_json::Value,
+    events: &Events,
 ) -> Result<(), kube::Error> {
     let report = match store.experiment(id).await {
         Ok(row) => match store.experiment_runs(id).await {
@@ -352,7 +397,25 @@ async fn finish(
     if let Some(report) = &report {
         with_condition(&mut status, evidence_condition(report));
     }
+    warn_of_problems(events, experiment, &status).await;
     write_status(experiments, &experiment.name_any(), status).await
+}
+
+/// Every condition of the final status that is False is also an Event.
+async fn warn_of_problems(events: &Events, experiment: &Experiment, status: &serde_json::Value) {
+    let object = experiment.object_ref(&());
+    for condition in status["conditions"].as_array().into_iter().flatten() {
+        if condition["status"] == "False" {
+            events
+                .warn(
+                    &object,
+                    condition["type"].as_str().unwrap_or_default(),
+                    condition["reason"].as_str().unwrap_or_default(),
+                    condition["message"].as_str().unwrap_or_default(),
+                )
+                .await;
+        }
+    }
 }
 
 /// The runner's condition on the evidence the experiment asked for.
@@ -469,14 +532,15 @@ async fn write_status(
 
 /// A finished experiment frees its nodes: agent and generator pods go (the Secret stays with
 /// the resource).
-async fn delete_pods(client: &Client, namespace: &str, experiment: &str) {
+async fn delete_pods(client: &Client, namespace: &str, experiment: &Experiment) {
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), namespace);
-    let selector = ListParams::default().labels(&format!("{EXPERIMENT_LABEL}={experiment}"));
+    // By uid: a new experiment of the same name keeps its pods.
+    let selector = ListParams::default().labels(&uid_selector(experiment));
     if let Err(error) = pods
         .delete_collection(&DeleteParams::default(), &selector)
         .await
     {
-        tracing::warn!(%experiment, %error, "deleting the experiment's pods");
+        tracing::warn!(experiment = %experiment.name_any(), %error, "deleting the experiment's pods");
     }
 }
 

@@ -19,6 +19,33 @@ pub const KIND: &str = "Experiment";
 pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
 pub const MAX_CONNECTIONS: u32 = 100_000;
 pub const MAX_REPETITIONS: u32 = 1000;
+pub const MAX_RETRIES: u32 = 10;
+pub const MAX_COHORTS: usize = 64;
+pub const MAX_GENERATORS: u32 = 64;
+pub const MAX_REQUESTS_PER_CONNECTION: u32 = 1_000_000;
+pub const MAX_RATE: f64 = 10_000_000.0;
+pub const MAX_PROFILE_HZ: u32 = 10_000;
+pub const MAX_PATH_BYTES: usize = 2048;
+/// Agent hosts or node names one cohort may list.
+pub const MAX_NODES_PER_COHORT: usize = 1000;
+pub const MAX_NODE_SELECTOR_LABELS: usize = 64;
+
+// What the controller refuses, the API server refuses too: the limits above go into the CRD's
+// schema (ranges and lengths on the fields, CEL rules where fields depend on each other), so
+// `kubectl apply` names the field, and no object the controller cannot read is ever stored.
+const IMMUTABLE_SPEC: &str = "self == oldSelf";
+const BASELINE_IS_A_COHORT: &str =
+    "!has(self.baseline) || self.cohorts.exists(c, c.name == self.baseline)";
+const COHORT_NAMES_UNIQUE: &str =
+    "self.cohorts.all(c, self.cohorts.exists_one(d, d.name == c.name))";
+const DURATION_IN_RANGE: &str =
+    "duration(self.duration) > duration('0s') && duration(self.duration) <= duration('1h')";
+const WARMUP_IN_RANGE: &str = "!has(self.warmup) || duration(self.warmup) <= duration('1h')";
+const GENERATORS_AT_MOST_CONNECTIONS: &str =
+    "!has(self.generators) || self.generators <= self.connections";
+const RATE_IN_RANGE: &str = "!has(self.rate) || (self.rate > 0.0 && self.rate <= 10000000.0)";
+const WORKERS_VALID: &str =
+    "type(self) == string ? self == 'auto' : (int(self) >= 1 && int(self) <= 1024)";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -66,15 +93,34 @@ pub struct Metadata {
         json_path = ".metadata.creationTimestamp"
     )
 )]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": IMMUTABLE_SPEC,
+        "message": "an experiment's spec cannot change once applied: delete the experiment and apply it again (its results are kept)"
+    },
+    {
+        "rule": BASELINE_IS_A_COHORT,
+        "message": "spec.baseline must name one of the cohorts",
+        "fieldPath": ".baseline"
+    },
+    {
+        "rule": COHORT_NAMES_UNIQUE,
+        "message": "spec.cohorts: each cohort needs a name of its own",
+        "fieldPath": ".cohorts"
+    }
+]))]
 pub struct ExperimentSpec {
     pub target: TargetSpec,
     pub load: LoadSpec,
+    #[schemars(length(min = 1, max = MAX_COHORTS))]
     pub cohorts: Vec<CohortSpec>,
     #[serde(default = "default_repetitions")]
+    #[schemars(range(min = 1, max = MAX_REPETITIONS))]
     pub repetitions: u32,
     /// How many times a failed run is tried again before the experiment moves on; every
     /// attempt is stored with its reason.
     #[serde(default = "one")]
+    #[schemars(range(max = MAX_RETRIES))]
     pub retries: u32,
     /// The cohort others are compared with; the first cohort when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,6 +130,7 @@ pub struct ExperimentSpec {
     /// Without a cluster, for cohorts of `nodes`: the generators (`loadlab loadgen serve`) as
     /// `host:port`; every storm is split over all of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_GENERATORS), inner(length(min = 3, max = 261)))]
     pub generators: Vec<String>,
 }
 
@@ -114,6 +161,10 @@ pub struct CollectSpec {
     /// (`ep_clear_and_put`, `epmutex`, `epnested_mutex`). A data symbol can only be shown absent
     /// on kernels that list data in `/proc/kallsyms` (`CONFIG_KALLSYMS_ALL`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = loadlab_agent::facts::MAX_EXTRA_SYMBOLS),
+        inner(regex(pattern = r"^[A-Za-z0-9_.$]{1,128}$"))
+    )]
     pub kernel_symbols: Vec<String>,
 }
 
@@ -122,6 +173,7 @@ pub struct CollectSpec {
 pub struct CpuProfileSpec {
     /// Samples per second per CPU; 499 avoids lockstep with 100 Hz and 1000 Hz timers.
     #[serde(default = "default_profile_hz")]
+    #[schemars(range(min = 1, max = MAX_PROFILE_HZ))]
     pub frequency_hz: u32,
     /// `system`: every CPU, whatever runs there (idle included); `target`: only the nginx
     /// target's processes.
@@ -202,7 +254,13 @@ impl JsonSchema for Workers {
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "description": "nginx worker_processes: `auto` (one per logical CPU) or a number from 1 to 1024",
-            "x-kubernetes-int-or-string": true
+            "x-kubernetes-int-or-string": true,
+            // Bounds the string case, so the API server can bound the rule's cost.
+            "maxLength": 4,
+            "x-kubernetes-validations": [{
+                "rule": WORKERS_VALID,
+                "message": "workers must be `auto` or a number from 1 to 1024"
+            }]
         })
     }
 }
@@ -240,14 +298,38 @@ impl<'de> Deserialize<'de> for Workers {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": DURATION_IN_RANGE,
+        "message": "spec.load.duration must be longer than zero and at most 1h",
+        "fieldPath": ".duration"
+    },
+    {
+        "rule": WARMUP_IN_RANGE,
+        "message": "spec.load.warmup must be at most 1h",
+        "fieldPath": ".warmup"
+    },
+    {
+        "rule": GENERATORS_AT_MOST_CONNECTIONS,
+        "message": "spec.load.generators must be at most the connections",
+        "fieldPath": ".generators"
+    },
+    {
+        "rule": RATE_IN_RANGE,
+        "message": "spec.load.rate must be above 0 and at most 10,000,000 connections/s",
+        "fieldPath": ".rate"
+    }
+]))]
 pub struct LoadSpec {
     /// Concurrent connections, each a new TCP connection per request.
+    #[schemars(range(min = 1, max = MAX_CONNECTIONS))]
     pub connections: u32,
     #[serde(default)]
     pub warmup: Span,
     pub duration: Span,
     /// Request path, `/` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_PATH_BYTES), regex(pattern = r"^/\S*$"))]
     pub path: Option<String>,
     /// Open loop: connections started per second (split over the generators); closed loop
     /// when absent.
@@ -255,9 +337,11 @@ pub struct LoadSpec {
     pub rate: Option<f64>,
     /// 1 is a connection storm; more sends that many keep-alive requests per connection.
     #[serde(default = "one")]
+    #[schemars(range(min = 1, max = MAX_REQUESTS_PER_CONNECTION))]
     pub requests_per_connection: u32,
     /// Generators that share the load, started together.
     #[serde(default = "one")]
+    #[schemars(range(min = 1, max = MAX_GENERATORS))]
     pub generators: u32,
     /// On a cluster: where the generators run.
     #[serde(default, skip_serializing_if = "GeneratorPlacement::is_default")]
@@ -336,6 +420,10 @@ fn one() -> u32 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CohortSpec {
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// This machine (`loadlab run` only).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -343,16 +431,20 @@ pub struct CohortSpec {
     /// Nodes whose `status.nodeInfo.kernelVersion` matches this pattern; `*` matches any run
     /// of characters, e.g. `6.1.0-47-*`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
     pub kernel: Option<String>,
     /// Nodes carrying all of these labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_NODE_SELECTOR_LABELS), inner(length(max = 63)))]
     pub node_selector: BTreeMap<String, String>,
     /// Nodes with these names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_NODES_PER_COHORT), inner(length(min = 1, max = 253)))]
     pub node_names: Vec<String>,
     /// Without a cluster: the agents (`loadlab agent serve`) of the cohort's hosts, as
     /// `host:port`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_NODES_PER_COHORT), inner(length(min = 3, max = 261)))]
     pub nodes: Vec<String>,
     /// A virtual machine on this machine that boots this kernel, with agent, nginx and
     /// generator inside (`loadlab run` only).
@@ -369,10 +461,13 @@ pub struct CohortSpec {
 pub struct VmSpec {
     /// A kernel image (`vmlinuz`, `bzImage`) path, or a Debian kernel package name such as
     /// `linux-image-6.1.0-47-cloud-amd64-unsigned`, downloaded once into loadlab's cache.
+    #[schemars(length(min = 1, max = 4096))]
     pub kernel: String,
     #[serde(default = "default_vm_cpus")]
+    #[schemars(range(min = 1, max = MAX_VM_CPUS))]
     pub cpus: u32,
     #[serde(default = "default_vm_memory_mib", rename = "memoryMiB")]
+    #[schemars(range(min = MIN_VM_MEMORY_MIB))]
     pub memory_mib: u32,
     /// `auto` tries KVM and falls back to emulation (TCG) when KVM does not boot the guest.
     #[serde(default)]
@@ -507,7 +602,8 @@ impl JsonSchema for Span {
         json_schema!({
             "description": "A length of time such as 10s, 500ms, 2m or 1h",
             "type": "string",
-            "pattern": "^[0-9]+(\\.[0-9]+)?(ms|s|m|h)$"
+            "maxLength": 20,
+            "pattern": "^[0-9]{1,7}(\\.[0-9]{1,9})?(ms|s|m|h)$"
         })
     }
 }
@@ -662,42 +758,54 @@ impl ExperimentSpec {
             }
         }
         if let Some(path) = &load.path
-            && (!path.starts_with('/') || path.contains(char::is_whitespace))
+            && (!path.starts_with('/')
+                || path.contains(char::is_whitespace)
+                || path.len() > MAX_PATH_BYTES)
         {
             return Err(SpecError::at(
                 "spec.load.path",
-                format!("{path:?} must start with / and contain no spaces"),
+                format!(
+                    "{path:?} must start with / and contain no spaces, at most {MAX_PATH_BYTES} bytes"
+                ),
             ));
         }
         if let Some(rate) = load.rate
-            && !(rate.is_finite() && rate > 0.0 && rate <= 10_000_000.0)
+            && !(rate.is_finite() && rate > 0.0 && rate <= MAX_RATE)
         {
             return Err(SpecError::at(
                 "spec.load.rate",
                 format!("must be between 0 and 10,000,000 connections/s, got {rate}"),
             ));
         }
-        if load.requests_per_connection == 0 || load.requests_per_connection > 1_000_000 {
+        if load.requests_per_connection == 0
+            || load.requests_per_connection > MAX_REQUESTS_PER_CONNECTION
+        {
             return Err(SpecError::at(
                 "spec.load.requestsPerConnection",
                 "must be between 1 and 1,000,000",
             ));
         }
-        if load.generators == 0 || load.generators > 64 || load.generators > load.connections {
+        if load.generators == 0
+            || load.generators > MAX_GENERATORS
+            || load.generators > load.connections
+        {
             return Err(SpecError::at(
                 "spec.load.generators",
                 format!(
-                    "must be between 1 and 64 and at most the connections, got {}",
+                    "must be between 1 and {MAX_GENERATORS} and at most the connections, got {}",
                     load.generators
                 ),
             ));
         }
         if let Some(profile) = self.collect.cpu_profile
-            && !(1..=10_000).contains(&profile.frequency_hz)
+            && !(1..=MAX_PROFILE_HZ).contains(&profile.frequency_hz)
         {
             return Err(SpecError::at(
                 "spec.collect.cpuProfile.frequencyHz",
-                format!("must be between 1 and 10000, got {}", profile.frequency_hz),
+                format!(
+                    "must be between 1 and {MAX_PROFILE_HZ}, got {}",
+                    profile.frequency_hz
+                ),
             ));
         }
         loadlab_agent::facts::check_symbol_names(&self.collect.kernel_symbols).map_err(|bad| {
@@ -716,16 +824,22 @@ impl ExperimentSpec {
                 ),
             ));
         }
-        if self.retries > 10 {
+        if self.retries > MAX_RETRIES {
             return Err(SpecError::at(
                 "spec.retries",
-                format!("must be at most 10, got {}", self.retries),
+                format!("must be at most {MAX_RETRIES}, got {}", self.retries),
             ));
         }
         if self.cohorts.is_empty() {
             return Err(SpecError::at(
                 "spec.cohorts",
                 "at least one cohort is needed",
+            ));
+        }
+        if self.cohorts.len() > MAX_COHORTS {
+            return Err(SpecError::at(
+                "spec.cohorts",
+                format!("at most {MAX_COHORTS} cohorts, got {}", self.cohorts.len()),
             ));
         }
         for (i, cohort) in self.cohorts.iter().enumerate() {
@@ -759,6 +873,15 @@ impl ExperimentSpec {
                 ));
             }
             _ => {}
+        }
+        if self.generators.len() > MAX_GENERATORS as usize {
+            return Err(SpecError::at(
+                "spec.generators",
+                format!(
+                    "at most {MAX_GENERATORS} generators, got {}",
+                    self.generators.len()
+                ),
+            ));
         }
         for (i, address) in self.generators.iter().enumerate() {
             check_address(&format!("spec.generators[{i}]"), address)?;
@@ -843,6 +966,22 @@ impl CohortSpec {
                 "choose one place: `local: true`, agent hosts (`nodes`), a virtual machine (`vm`) or cluster nodes (`kernel`, `nodeSelector`, `nodeNames`)",
             ));
         }
+        for (list, count, most) in [
+            ("nodes", self.nodes.len(), MAX_NODES_PER_COHORT),
+            ("nodeNames", self.node_names.len(), MAX_NODES_PER_COHORT),
+            (
+                "nodeSelector",
+                self.node_selector.len(),
+                MAX_NODE_SELECTOR_LABELS,
+            ),
+        ] {
+            if count > most {
+                return Err(SpecError::at(
+                    format!("{field}.{list}"),
+                    format!("at most {most} entries, got {count}"),
+                ));
+            }
+        }
         for (j, address) in self.nodes.iter().enumerate() {
             check_address(&format!("{field}.nodes[{j}]"), address)?;
         }
@@ -881,7 +1020,10 @@ impl CohortSpec {
 
 impl VmSpec {
     fn validate(&self, field: &str) -> Result<(), SpecError> {
-        if self.kernel.trim().is_empty() || self.kernel.contains(char::is_control) {
+        if self.kernel.trim().is_empty()
+            || self.kernel.len() > 4096
+            || self.kernel.contains(char::is_control)
+        {
             return Err(SpecError::at(
                 format!("{field}.kernel"),
                 "a kernel image path or a Debian kernel package name (e.g. linux-image-6.1.0-47-cloud-amd64-unsigned)",
@@ -914,12 +1056,14 @@ impl VmSpec {
 
 /// `host:port`, with an IPv6 host in brackets.
 fn check_address(field: &str, address: &str) -> Result<(), SpecError> {
-    let valid = address.rsplit_once(':').is_some_and(|(host, port)| {
-        !host.is_empty()
-            && !host.contains(char::is_whitespace)
-            && port.parse::<u16>().is_ok_and(|p| p > 0)
-            && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')))
-    });
+    // 261: a 253-byte host name, or a bracketed IPv6 address, and a port.
+    let valid = address.len() <= 261
+        && address.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty()
+                && !host.contains(char::is_whitespace)
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+                && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')))
+        });
     if valid {
         Ok(())
     } else {
@@ -1296,5 +1440,91 @@ spec:
         assert_eq!(Span(Duration::from_millis(1500)).to_string(), "1500ms");
         assert_eq!(Span(Duration::from_secs(10)).to_string(), "10s");
         assert!(Span::parse("s").is_err());
+    }
+
+    /// The spec's schema as the API server gets it.
+    fn spec_schema() -> serde_json::Value {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(Experiment::crd()).unwrap();
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone()
+    }
+
+    #[test]
+    fn the_crd_schema_carries_the_limits_the_controller_checks() {
+        let spec = spec_schema();
+        let load = &spec["properties"]["load"];
+        let connections = &load["properties"]["connections"];
+        assert_eq!(
+            (
+                connections["minimum"].as_f64(),
+                connections["maximum"].as_f64()
+            ),
+            (Some(1.0), Some(f64::from(MAX_CONNECTIONS)))
+        );
+        let repetitions = &spec["properties"]["repetitions"];
+        assert_eq!(
+            repetitions["maximum"].as_f64(),
+            Some(f64::from(MAX_REPETITIONS))
+        );
+        assert_eq!(
+            spec["properties"]["cohorts"]["maxItems"].as_u64(),
+            Some(MAX_COHORTS as u64)
+        );
+        let rules = |schema: &serde_json::Value| -> Vec<String> {
+            schema["x-kubernetes-validations"]
+                .as_array()
+                .map(|rules| {
+                    rules
+                        .iter()
+                        .map(|r| r["rule"].as_str().unwrap().to_string())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        for rule in [IMMUTABLE_SPEC, BASELINE_IS_A_COHORT, COHORT_NAMES_UNIQUE] {
+            assert!(rules(&spec).contains(&rule.to_string()), "{rule}");
+        }
+        for rule in [
+            DURATION_IN_RANGE,
+            WARMUP_IN_RANGE,
+            GENERATORS_AT_MOST_CONNECTIONS,
+            RATE_IN_RANGE,
+        ] {
+            assert!(rules(load).contains(&rule.to_string()), "{rule}");
+        }
+        let workers = &spec["properties"]["target"]["properties"]["nginx"]["properties"]["workers"];
+        assert!(
+            rules(workers).contains(&WORKERS_VALID.to_string()),
+            "{workers}"
+        );
+    }
+
+    #[test]
+    fn lists_past_their_limits_are_refused_with_the_field() {
+        let spec = |cohort: &str| {
+            format!(
+                "apiVersion: loadlab.dev/v1alpha1\nkind: Experiment\nmetadata: {{ name: x }}\nspec:\n  target: {{ nginx: {{ workers: 1 }} }}\n  load: {{ connections: 8, duration: 1s }}\n  cohorts:\n    - {cohort}\n"
+            )
+        };
+        let names: Vec<String> = (0..=MAX_NODES_PER_COHORT)
+            .map(|i| format!("n{i}"))
+            .collect();
+        let too_many_names = spec(&format!("{{ name: a, nodeNames: [{}] }}", names.join(", ")));
+        let error = parse_experiment(&too_many_names).unwrap_err().to_string();
+        assert!(
+            error.contains("spec.cohorts[0].nodeNames: at most 1000"),
+            "{error}"
+        );
+        let many_cohorts: String = (0..=MAX_COHORTS)
+            .map(|i| format!("{{ name: c{i}, local: true }}"))
+            .collect::<Vec<_>>()
+            .join("\n    - ");
+        let error = parse_experiment(&spec(&many_cohorts))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("spec.cohorts: at most 64 cohorts"),
+            "{error}"
+        );
     }
 }

@@ -314,6 +314,87 @@ async fn a_cohort_without_nodes_is_a_condition_that_names_it() {
 }
 
 #[tokio::test]
+async fn pods_or_a_secret_the_api_server_refuses_are_named_in_the_status() {
+    for (suffix, says) in [
+        ("/pods", "the API server refused pod "),
+        ("/secrets", "the API server refused the token Secret "),
+    ] {
+        let harness = Harness::new(seed_fleet());
+        let refused = "violates PodSecurity \"baseline:latest\": non-default capabilities";
+        harness.cluster().refuse = Some((suffix.to_string(), 403, refused.to_string()));
+        harness.reconcile(experiment(true)).await;
+        let status = harness.cluster().status_patches().pop().unwrap();
+        assert_eq!(status["phase"], "Pending", "{status}");
+        let pods_ready = status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "PodsReady")
+            .unwrap()
+            .clone();
+        assert_eq!(pods_ready["reason"], "Refused", "{pods_ready}");
+        let message = pods_ready["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(says) && message.ends_with(refused),
+            "{message}"
+        );
+        assert!(harness.runner.started.lock().unwrap().is_empty());
+        // And an Event, as `kubectl describe` shows them.
+        let events = harness.cluster().created("/events");
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(
+            (events[0]["type"].as_str(), events[0]["reason"].as_str()),
+            (Some("Warning"), Some("Refused"))
+        );
+        assert_eq!(events[0]["regarding"]["name"], "epoll-refcount");
+        assert_eq!(events[0]["note"], message);
+        // A pass that meets it again adds to the same Event rather than making another.
+        harness.reconcile(experiment(true)).await;
+        assert_eq!(harness.cluster().created("/events").len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn a_pod_of_the_same_name_that_another_experiment_owns_is_neither_adopted_nor_deleted() {
+    let harness = Harness::new(seed_fleet());
+    // The first pass makes this experiment's pods; then they are handed to another owner, as
+    // if an experiment of the same name and another uid had made them.
+    harness.reconcile(experiment(true)).await;
+    {
+        let mut cluster = harness.cluster();
+        for name in cluster.pod_names() {
+            let path = format!("/api/v1/namespaces/lab/pods/{name}");
+            let pod = cluster.objects.get_mut(&path).unwrap();
+            pod["metadata"]["ownerReferences"][0]["uid"] = "someone-else".into();
+            pod["status"] = running("10.1.0.9");
+        }
+    }
+    let deletes_before = harness
+        .cluster()
+        .requests
+        .iter()
+        .filter(|(m, _, _)| m == "DELETE")
+        .count();
+    harness.reconcile(experiment(true)).await;
+    let cluster = harness.cluster();
+    let status = cluster.status_patches().pop().unwrap();
+    assert_eq!(status["phase"], "Pending", "{status}");
+    assert!(
+        status["conditions"]
+            .to_string()
+            .contains("exists but belongs to another owner"),
+        "{status}"
+    );
+    let deletes = cluster
+        .requests
+        .iter()
+        .filter(|(m, _, _)| m == "DELETE")
+        .count();
+    assert_eq!(deletes, deletes_before, "another owner's pod was deleted");
+    assert!(harness.runner.started.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn a_failing_pod_fails_the_experiment_and_is_named() {
     let harness = Harness::new(seed_fleet());
     harness.reconcile(experiment(true)).await;
@@ -353,7 +434,8 @@ async fn an_invalid_spec_fails_without_touching_the_cluster() {
         cluster
             .requests
             .iter()
-            .all(|(m, p, _)| m == "PATCH" && p.ends_with("/status"))
+            .all(|(m, p, _)| (m == "PATCH" && p.ends_with("/status"))
+                || (m == "POST" && p.ends_with("/events")))
     );
     let status = cluster.status_patches().pop().unwrap();
     assert_eq!(status["phase"], "Failed");

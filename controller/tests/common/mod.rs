@@ -21,6 +21,8 @@ pub struct Cluster {
     pub requests: Vec<(String, String, Value)>,
     /// Told of every request, for tests that wait for one.
     pub seen: Option<tokio::sync::mpsc::UnboundedSender<(String, String)>>,
+    /// Creations refused as an admission controller would: (path suffix, code, message).
+    pub refuse: Option<(String, u16, String)>,
 }
 
 impl Cluster {
@@ -83,6 +85,18 @@ fn answer(
             Some(object) => (StatusCode::OK, object.clone()),
             None => not_found,
         },
+        "POST"
+            if cluster
+                .refuse
+                .as_ref()
+                .is_some_and(|(suffix, _, _)| path.ends_with(suffix.as_str())) =>
+        {
+            let (_, code, message) = cluster.refuse.clone().unwrap();
+            (
+                StatusCode::from_u16(code).unwrap(),
+                json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": code, "message": message }),
+            )
+        }
         "POST" => {
             let name = body["metadata"]["name"].as_str().unwrap().to_string();
             let at = format!("{path}/{name}");

@@ -71,6 +71,8 @@ async fn helm_install_apply_run_and_read_the_results() {
         ("deletecollection", "pods"),
         ("watch", "pods"),
         ("create", "secrets"),
+        ("create", "events.events.k8s.io"),
+        ("patch", "events.events.k8s.io"),
         ("update", "leases.coordination.k8s.io"),
     ];
     for (verb, resource) in uses {
@@ -90,6 +92,7 @@ async fn helm_install_apply_run_and_read_the_results() {
         ("get", "secrets", "kube-system"),
         ("list", "secrets", ns.as_str()),
         ("delete", "secrets", ns.as_str()),
+        ("delete", "events.events.k8s.io", ns.as_str()),
         ("create", "deployments.apps", ns.as_str()),
         ("create", "pods/exec", ns.as_str()),
         ("update", "leases.coordination.k8s.io", "kube-system"),

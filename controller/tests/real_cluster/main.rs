@@ -12,3 +12,4 @@ mod crd;
 mod failover;
 mod harness;
 mod journey;
+mod unreadable;
