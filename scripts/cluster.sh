@@ -302,8 +302,9 @@ import_pause_image() {
   fi
   local work
   work="$(mktemp -d)"
-  local source
-  source="$(ls -d "$(go env GOMODCACHE)"/k8s.io/kubernetes@*/build/pause/linux/pause.c 2>/dev/null | tail -n 1)"
+  local sources
+  sources=("$(go env GOMODCACHE)"/k8s.io/kubernetes@*/build/pause/linux/pause.c)
+  local source="${sources[-1]}"
   [ -f "$source" ] || die "pause.c not found in the Go module cache (run scripts/k8s-tools.sh)"
   mkdir -p "$work/root"
   gcc -Os -static -o "$work/root/pause" "$source" -DVERSION=loadlab

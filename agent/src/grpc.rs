@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use loadlab_proto::v1::{self, agent_server};
 use tokio::sync::{Mutex, OnceCell};
@@ -46,6 +47,27 @@ pub struct AgentService {
     target_address: IpAddr,
     /// Reported instead of the hostname (on a cluster the hostname is the pod's name).
     node_name: Option<String>,
+    /// How long a capture or a target may wait for the call that ends it (see `Abandon`).
+    abandon: Abandon,
+}
+
+/// A caller that disappears (killed, cut off) never stops what it started: perf and bpftrace
+/// would sample and write for ever, nginx hold its port. A window lasts at most an hour and a
+/// run two of them (warm-up and measured), so anything left longer than this is abandoned and
+/// stopped by the agent itself.
+#[derive(Debug, Clone, Copy)]
+pub struct Abandon {
+    pub capture_after: Duration,
+    pub target_after: Duration,
+}
+
+impl Default for Abandon {
+    fn default() -> Self {
+        Self {
+            capture_after: Duration::from_secs(65 * 60),
+            target_after: Duration::from_secs(130 * 60),
+        }
+    }
 }
 
 impl Default for AgentService {
@@ -62,7 +84,48 @@ impl AgentService {
             data_symbols: Arc::default(),
             target_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             node_name: None,
+            abandon: Abandon::default(),
         }
+    }
+
+    /// Stops captures and targets whose caller has not ended them after these (tests shorten
+    /// them).
+    pub fn with_abandon(mut self, abandon: Abandon) -> Self {
+        self.abandon = abandon;
+        self
+    }
+
+    /// Whether a capture of this id is still open.
+    pub async fn has_capture(&self, id: &str) -> bool {
+        self.state.lock().await.captures.contains_key(id)
+    }
+
+    /// Whether a target of this id is still running.
+    pub async fn has_target(&self, id: &str) -> bool {
+        self.state.lock().await.targets.contains_key(id)
+    }
+
+    /// Stops the capture or target `id` after `after` unless its caller ended it first.
+    fn stop_if_abandoned(&self, id: String, after: Duration, capture: bool) {
+        let state = Arc::downgrade(&self.state);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let Some(state) = state.upgrade() else { return };
+            let mut state = state.lock().await;
+            if capture {
+                if state.captures.remove(&id).is_some() {
+                    // Dropping it ends perf and bpftrace (killed on drop).
+                    tracing::warn!(capture_id = %id, "a capture nobody stopped was abandoned: its traces are stopped");
+                }
+            } else if let Some(target) = state.targets.remove(&id) {
+                state.captures.retain(|_, c| c.target_id != id);
+                drop(state);
+                tracing::warn!(target_id = %id, "a target nobody stopped was abandoned: nginx is stopped");
+                if let Err(error) = target.stop().await {
+                    tracing::warn!(target_id = %id, %error, "stopping an abandoned nginx target");
+                }
+            }
+        });
     }
 
     /// Targets listen on `address` instead of loopback, for generators on other hosts.
@@ -247,7 +310,8 @@ impl agent_server::Agent for AgentService {
             workers: target.workers(),
         };
         tracing::info!(target_id = %id, endpoint = %prepared.endpoint, workers = prepared.workers, reuseport = spec.reuseport, "nginx target started");
-        self.state.lock().await.targets.insert(id, target);
+        self.state.lock().await.targets.insert(id.clone(), target);
+        self.stop_if_abandoned(id, self.abandon.target_after, false);
         Ok(Response::new(prepared))
     }
 
@@ -313,6 +377,7 @@ impl agent_server::Agent for AgentService {
         };
         let id = uuid::Uuid::new_v4().to_string();
         self.state.lock().await.captures.insert(id.clone(), capture);
+        self.stop_if_abandoned(id.clone(), self.abandon.capture_after, true);
         Ok(Response::new(v1::CaptureHandle { capture_id: id }))
     }
 

@@ -24,6 +24,9 @@ pub const TOP_SYMBOLS: usize = 30;
 /// CPUs folded to 7 MB here, and more CPUs make more distinct stacks. Past it the least sampled
 /// stacks are merged, per command, into one `[other stacks]` frame, so every sample still counts.
 pub const MAX_FOLDED_BYTES: usize = 8 * 1024 * 1024;
+/// The most `perf.data` one window may write: an hour at 999 Hz on 64 CPUs would be hundreds
+/// of gigabytes. perf stops sampling there; a window that long is summarized from what fits.
+const MAX_PERF_DATA: &str = "1G";
 /// The frame that stands for the stacks merged away.
 pub const OTHER_STACKS: &str = "[other stacks]";
 const CONTROL_DEADLINE: Duration = Duration::from_secs(30);
@@ -141,6 +144,8 @@ impl Profiler {
         let child = Command::new(&perf)
             .args(["record", "-e", "cpu-clock", "-F", &frequency_hz.to_string()])
             .args(["-a", "-g", "-D", "-1", "--quiet"])
+            // Samples × stack depth × CPUs has no bound the spec can see; the node's disk has.
+            .args(["--max-size", MAX_PERF_DATA])
             .arg(format!(
                 "--control=fifo:{},{}",
                 control_path.display(),

@@ -78,6 +78,12 @@ pub struct ControllerArgs {
         default_value = "perfmon"
     )]
     pub agent_perf_events: AgentPerfEvents,
+    /// Requests and limits of agent pods, as JSON (a Kubernetes ResourceRequirements).
+    #[arg(long, env = "LOADLAB_AGENT_RESOURCES")]
+    pub agent_resources: Option<String>,
+    /// Requests and limits of generator pods, as JSON (a Kubernetes ResourceRequirements).
+    #[arg(long, env = "LOADLAB_LOADGEN_RESOURCES")]
+    pub loadgen_resources: Option<String>,
     /// Namespace of the leader lease: the controller's own.
     #[arg(long, env = "LOADLAB_NAMESPACE", default_value = "default")]
     pub namespace: String,

@@ -36,7 +36,8 @@ pub enum Event {
         nodes: Vec<v1::NodeFacts>,
         /// Runs this invocation will make (fewer than planned when resuming).
         runs: usize,
-        /// Runs already stored by an earlier invocation.
+        /// Runs an earlier invocation finished: stored as succeeded, or failed with every
+        /// attempt they may have.
         resumed: usize,
         /// Failed attempts stored by earlier invocations.
         failed_before: usize,
@@ -208,6 +209,10 @@ pub struct RunOptions {
     /// failed run stored, the rest left to a resume) instead of being tried again at the same
     /// address: on a cluster the controller replaces the pod and resumes on the new one.
     pub end_when_unreachable: bool,
+    /// How long an agent that cannot be reached at the start (connection refused, as while a
+    /// pod restarts its network) is tried again before the experiment fails. Zero for
+    /// `loadlab run`, where an address that refuses is most likely a typo.
+    pub describe_patience: Duration,
 }
 
 /// How an experiment ended.
@@ -244,19 +249,43 @@ pub async fn run_experiment(
     for (cohort, cohort_agents) in file.spec.cohorts.iter().zip(&mut agents) {
         let mut described = Vec::with_capacity(cohort_agents.len());
         for (index, agent) in cohort_agents.iter_mut().enumerate() {
-            let described_node = tokio::time::timeout(
-                AGENT_CALL_DEADLINE,
-                agent.describe(v1::DescribeRequest {
-                    kernel_symbols: file.spec.collect.kernel_symbols.clone(),
-                }),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(tonic::Status::deadline_exceeded(format!(
-                    "the agent did not describe its node within {} s",
-                    AGENT_CALL_DEADLINE.as_secs()
-                )))
-            });
+            let patience = tokio::time::Instant::now() + options.describe_patience;
+            let described_node = loop {
+                let answer = tokio::time::timeout(
+                    AGENT_CALL_DEADLINE,
+                    agent.describe(v1::DescribeRequest {
+                        kernel_symbols: file.spec.collect.kernel_symbols.clone(),
+                    }),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(tonic::Status::deadline_exceeded(format!(
+                        "the agent did not describe its node within {} s",
+                        AGENT_CALL_DEADLINE.as_secs()
+                    )))
+                });
+                match answer {
+                    // Refused (Unavailable), or the connection dropped before an answer
+                    // (Cancelled, or Unknown for a transport error); an answer of the agent's
+                    // own (a wrong token, say) is final.
+                    Err(status)
+                        if matches!(
+                            status.code(),
+                            tonic::Code::Unavailable
+                                | tonic::Code::Cancelled
+                                | tonic::Code::Unknown
+                        ) && tokio::time::Instant::now() < patience
+                            && !cancel.is_cancelled() =>
+                    {
+                        tracing::info!(cohort = %cohort.name, error = %status.message(), "an agent does not answer yet; trying again");
+                        tokio::select! {
+                            () = tokio::time::sleep(DESCRIBE_RETRY_EVERY) => {}
+                            () = cancel.cancelled() => {}
+                        }
+                    }
+                    answer => break answer,
+                }
+            };
             let node = described_node
                 .map_err(|status| {
                     let at = cohort
@@ -303,6 +332,11 @@ pub async fn run_experiment(
     } else {
         Vec::new()
     };
+    // Every planned run gets at most 1 + retries attempts in all, however often the experiment
+    // is resumed: a peer that keeps failing (a generator unreachable while its pod looks
+    // Ready) costs a bounded number of stored failures, not one per resume forever.
+    let attempt_budget = 1 + i32::try_from(file.spec.retries).unwrap_or(0);
+    // (whether the run needs no more attempts: it succeeded or used its budget; attempts made)
     let attempts_so_far = |planned: &PlannedRun| -> (bool, i32) {
         let cohort = &file.spec.cohorts[planned.cohort].name;
         let hostname = &facts[planned.cohort][planned.node].hostname;
@@ -314,10 +348,12 @@ pub async fn run_experiment(
                     && &r.node.hostname == hostname
             })
             .collect();
-        let done = same
-            .iter()
-            .any(|r| matches!(r.outcome, RunOutcome::Succeeded));
-        (done, same.iter().map(|r| r.attempt).max().unwrap_or(0))
+        let made = same.iter().map(|r| r.attempt).max().unwrap_or(0);
+        let done = made >= attempt_budget
+            || same
+                .iter()
+                .any(|r| matches!(r.outcome, RunOutcome::Succeeded));
+        (done, made)
     };
     let resumed = plan.iter().filter(|p| attempts_so_far(p).0).count();
     on_event(Event::Started {
@@ -333,7 +369,6 @@ pub async fn run_experiment(
 
     let mut ending = Ending::Completed;
     let mut loadgens = generators;
-    let retries = i32::try_from(file.spec.retries).unwrap_or(0);
     for planned in plan {
         let (done, previous_attempts) = attempts_so_far(&planned);
         if done {
@@ -353,7 +388,7 @@ pub async fn run_experiment(
         let nginx = file.spec.nginx_for(cohort);
         let node = node_record(&facts[planned.cohort][planned.node]);
         // A failed attempt is stored with its reason, then tried again up to `retries` times.
-        for attempt_number in (previous_attempts + 1)..=(previous_attempts + 1 + retries) {
+        for attempt_number in (previous_attempts + 1)..=attempt_budget {
             let mut attempt = RunAttempt {
                 file,
                 planned,
@@ -438,6 +473,9 @@ fn distinct_node_names(cohort: &str, nodes: &[v1::NodeFacts]) -> Result<(), Erro
     }
     Ok(())
 }
+
+/// How often an agent that does not answer at the start is asked again.
+const DESCRIBE_RETRY_EVERY: Duration = Duration::from_secs(2);
 
 /// How long a finished run waits for an unreachable database before the experiment gives up.
 const STORE_PATIENCE: Duration = Duration::from_secs(600);

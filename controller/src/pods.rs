@@ -9,8 +9,8 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HostPathVolumeSource,
-    ObjectFieldSelector, Pod, PodSpec, Probe, SecretVolumeSource, SecurityContext, TCPSocketAction,
-    Toleration, Volume, VolumeMount,
+    ObjectFieldSelector, Pod, PodSpec, Probe, ResourceRequirements, SecretVolumeSource,
+    SecurityContext, TCPSocketAction, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -32,12 +32,16 @@ pub const TOKEN_KEY: &str = "token";
 const TOKEN_DIR: &str = "/etc/loadlab/token";
 
 /// How the controller's pods are made, from the chart's values.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PodSettings {
     /// The `loadlab` image; agents and generators are the same binary.
     pub image: String,
     pub image_pull_policy: Option<String>,
     pub perf_events: PerfEvents,
+    /// Requests and limits of agent pods (the chart's `agent.resources`).
+    pub agent_resources: Option<ResourceRequirements>,
+    /// Requests and limits of generator pods (the chart's `loadgen.resources`).
+    pub loadgen_resources: Option<ResourceRequirements>,
 }
 
 /// The capability agent pods open perf events with (the chart's `agent.perfEvents`).
@@ -142,6 +146,7 @@ pub fn agent_pod(
         field_env("LOADLAB_TARGET_ADDRESS", "status.podIP"),
         field_env("LOADLAB_NODE_NAME", "spec.nodeName"),
     ]);
+    container.resources = settings.agent_resources.clone();
     container.security_context = Some(SecurityContext {
         run_as_user: Some(0),
         allow_privilege_escalation: Some(false),
@@ -223,6 +228,7 @@ pub fn loadgen_pod(
         args.push(target.to_string());
     }
     let mut container = loadlab_container("loadgen", settings, args, LOADGEN_PORT);
+    container.resources = settings.loadgen_resources.clone();
     container.security_context = Some(SecurityContext {
         allow_privilege_escalation: Some(false),
         capabilities: Some(Capabilities {
@@ -404,6 +410,8 @@ mod tests {
     fn settings() -> PodSettings {
         PodSettings {
             perf_events: PerfEvents::Perfmon,
+            agent_resources: None,
+            loadgen_resources: None,
             image: "ghcr.io/example/loadlab:0.1.0".into(),
             image_pull_policy: None,
         }
@@ -446,6 +454,27 @@ mod tests {
             "status.podIP"
         );
         assert_eq!(agent_pod_name(&exp, "node-1"), meta.name.clone().unwrap());
+    }
+
+    #[test]
+    fn pods_carry_the_resources_the_chart_gives() {
+        let agent: ResourceRequirements =
+            serde_json::from_str(r#"{"limits":{"memory":"2Gi"},"requests":{"cpu":"100m"}}"#)
+                .unwrap();
+        let loadgen: ResourceRequirements =
+            serde_json::from_str(r#"{"limits":{"memory":"512Mi"}}"#).unwrap();
+        let settings = PodSettings {
+            agent_resources: Some(agent.clone()),
+            loadgen_resources: Some(loadgen.clone()),
+            ..settings()
+        };
+        let exp = experiment("epoll");
+        let container = |pod: Pod| pod.spec.unwrap().containers[0].clone();
+        let agent_pod = container(agent_pod(&exp, &["a"], "node-1", &settings));
+        assert_eq!(agent_pod.resources, Some(agent));
+        let targets = ["10.1.0.5".parse().unwrap()];
+        let loadgen_pod = container(loadgen_pod(&exp, 0, "gen-node", &targets, &settings));
+        assert_eq!(loadgen_pod.resources, Some(loadgen));
     }
 
     #[test]

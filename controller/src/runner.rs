@@ -28,6 +28,9 @@ use crate::{Ending, Error};
 
 pub const RUNNER_MANAGER: &str = "loadlab-runner";
 
+/// How long an agent pod that refuses connections at a runner's start is waited for.
+const AGENT_PATIENCE: Duration = Duration::from_secs(90);
+
 /// Runs experiments in this process, one task each.
 pub struct ProtocolRunner {
     client: Client,
@@ -324,6 +327,9 @@ async fn drive(
             experiment_id: Some(id),
             // The reconciler replaces a lost pod and starts the runner again.
             end_when_unreachable: true,
+            // A pod that looked Ready may not take connections for a while (its network
+            // restarting, a node under pressure): ride that out instead of failing for good.
+            describe_patience: AGENT_PATIENCE,
         },
         cancel,
         move |event| {

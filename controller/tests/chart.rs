@@ -125,6 +125,34 @@ fn default_values_render_valid_objects_with_a_bundled_postgres() {
     assert_eq!(perf_events(&rendered), r#"value: "perfmon""#);
     let debian = render(&["agent.perfEvents=sysAdmin"]);
     assert_eq!(perf_events(&debian), r#"value: "sysAdmin""#);
+    // Agent and generator pods get the chart's resources, and agents no CPU limit (it would
+    // throttle the nginx being measured).
+    for (variable, memory_limit) in [
+        ("LOADLAB_AGENT_RESOURCES", "2Gi"),
+        ("LOADLAB_LOADGEN_RESOURCES", "512Mi"),
+    ] {
+        let at = rendered.find(&format!("name: {variable}")).unwrap();
+        let line = rendered[at..].lines().nth(1).unwrap().trim();
+        let json: String = serde_yaml::from_str(line.strip_prefix("value: ").unwrap()).unwrap();
+        let resources: k8s_openapi::api::core::v1::ResourceRequirements =
+            serde_json::from_str(&json).unwrap();
+        let limits = resources.limits.unwrap();
+        assert_eq!(limits["memory"].0, memory_limit, "{variable}");
+        assert!(!limits.contains_key("cpu"), "{variable}");
+    }
+}
+
+#[test]
+fn two_replicas_get_a_disruption_budget_and_spread_over_nodes() {
+    let one = render(&[]);
+    assert!(!one.contains("kind: PodDisruptionBudget"), "{one}");
+    assert!(!one.contains("podAntiAffinity"), "{one}");
+    let two = render(&["controller.replicas=2"]);
+    assert!(two.contains("kind: PodDisruptionBudget"), "{two}");
+    assert!(two.contains("minAvailable: 1"), "{two}");
+    assert!(two.contains("podAntiAffinity"), "{two}");
+    assert!(two.contains("topologyKey: kubernetes.io/hostname"), "{two}");
+    validate(&two);
 }
 
 #[test]
@@ -178,6 +206,8 @@ fn the_pods_the_controller_creates_are_valid_kubernetes_objects() {
     let settings = PodSettings {
         image: "loadlab/loadlab:0.1.0".into(),
         perf_events: PerfEvents::Perfmon,
+        agent_resources: None,
+        loadgen_resources: None,
         image_pull_policy: Some("IfNotPresent".into()),
     };
     let objects = [

@@ -124,6 +124,8 @@ impl Harness {
                     PodSettings {
                         image: "registry.example/loadlab:test".into(),
                         perf_events: PerfEvents::Perfmon,
+                        agent_resources: None,
+                        loadgen_resources: None,
                         image_pull_policy: None,
                     },
                     self.runner.clone(),

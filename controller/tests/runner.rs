@@ -127,7 +127,8 @@ async fn a_cluster_experiment_runs_over_grpc_is_stored_reported_and_resumes() {
 
     let id = results_id(&experiment);
     let runs = store.experiment_runs(id).await.unwrap();
-    assert_eq!(runs.len(), 4);
+    let outcomes: Vec<&RunOutcome> = runs.iter().map(|r| &r.outcome).collect();
+    assert_eq!(runs.len(), 4, "{outcomes:?}");
     for run in &runs {
         assert_eq!(run.outcome, RunOutcome::Succeeded, "{:?}", run.outcome);
         assert!(run.completed_connections > 0);
@@ -223,6 +224,58 @@ async fn a_cohort_of_two_nodes_runs_every_repetition_on_each_node() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_drops_the_first_connections_at_the_start_is_waited_for() {
+    let store = scratch_store().await;
+    let healthy = serve_fleet().await;
+    // The patched cohort's agent: its first two connections are closed at once (a pod whose
+    // network is not up yet), then it answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let flaky = listener.local_addr().unwrap();
+    let (dropped, mut told) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        for _ in 0..2 {
+            let (connection, _) = listener.accept().await.unwrap();
+            drop(connection);
+            let _ = dropped.send(());
+        }
+        tonic::transport::Server::builder()
+            .add_service(AgentServer::with_interceptor(
+                AgentService::new(),
+                RequireToken::new(TOKEN),
+            ))
+            .add_service(LoadgenServer::with_interceptor(
+                LoadgenService::new(TargetPolicy::loopback_only()),
+                RequireToken::new(TOKEN),
+            ))
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await
+            .unwrap();
+    });
+    let experiment = tiny_experiment();
+    let cluster = Arc::new(Mutex::new(Cluster::default()));
+    run_to_the_end(
+        &cluster,
+        &experiment,
+        &store,
+        two_node_fleet(healthy, flaky),
+    )
+    .await;
+    assert_eq!(
+        told.recv().await,
+        Some(()),
+        "the runner met a dropped connection"
+    );
+    let runs = store
+        .experiment_runs(results_id(&experiment))
+        .await
+        .unwrap();
+    let statuses = cluster.lock().unwrap().status_patches();
+    assert_eq!(runs.len(), 4, "{statuses:?}");
+    assert!(runs.iter().all(|r| r.outcome == RunOutcome::Succeeded));
+    assert_eq!(statuses.last().unwrap()["phase"], "Succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cohort_without_a_successful_run_fails_the_experiment_and_is_named() {
     let store = scratch_store().await;
     let healthy = serve_fleet().await;
@@ -236,7 +289,7 @@ async fn a_cohort_without_a_successful_run_fails_the_experiment_and_is_named() {
     experiment.spec.retries = 1;
     let fleet = two_node_fleet(healthy, broken);
     let cluster = Arc::new(Mutex::new(Cluster::default()));
-    run_to_the_end(&cluster, &experiment, &store, fleet).await;
+    run_to_the_end(&cluster, &experiment, &store, fleet.clone()).await;
 
     let runs = store
         .experiment_runs(results_id(&experiment))
@@ -287,4 +340,20 @@ async fn a_cohort_without_a_successful_run_fails_the_experiment_and_is_named() {
     // The cohort that did run still reports its figure; no verdict compares against nothing.
     assert_eq!(last["cohorts"][0]["runs"], 2, "{last}");
     assert!(last["verdict"].is_null(), "{last}");
+
+    // Started again (a new leader, a restart): every planned run has had all its attempts, so
+    // none is tried again and nothing more is stored.
+    let again = Arc::new(Mutex::new(Cluster::default()));
+    run_to_the_end(&again, &experiment, &store, fleet).await;
+    assert_eq!(
+        store
+            .experiment_runs(results_id(&experiment))
+            .await
+            .unwrap()
+            .len(),
+        runs.len(),
+        "attempts are bounded across restarts"
+    );
+    let statuses = again.lock().unwrap().status_patches();
+    assert_eq!(statuses[0]["progress"], "4/4", "{statuses:?}");
 }

@@ -50,6 +50,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
                 AgentPerfEvents::Perfmon => PerfEvents::Perfmon,
                 AgentPerfEvents::SysAdmin => PerfEvents::SysAdmin,
             },
+            agent_resources: resources("--agent-resources", args.agent_resources.as_deref())?,
+            loadgen_resources: resources("--loadgen-resources", args.loadgen_resources.as_deref())?,
         },
         lease_namespace: args.namespace,
         identity,
@@ -61,4 +63,17 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     serving.await.context("the API server task")??;
     operated?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A ResourceRequirements given as JSON; empty or absent leaves the cluster's defaults.
+fn resources(
+    flag: &str,
+    json: Option<&str>,
+) -> anyhow::Result<Option<k8s_openapi::api::core::v1::ResourceRequirements>> {
+    match json.map(str::trim).filter(|j| !j.is_empty()) {
+        None => Ok(None),
+        Some(json) => serde_json::from_str(json)
+            .map(Some)
+            .with_context(|| format!("{flag} is not a Kubernetes ResourceRequirements: {json}")),
+    }
 }

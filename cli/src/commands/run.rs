@@ -118,7 +118,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         fleet,
         RunOptions {
             experiment_id: args.resume,
-            end_when_unreachable: false,
+            ..RunOptions::default()
         },
         cancel,
         |event| progress.show(&event),

@@ -1,0 +1,92 @@
+//! A caller that disappears never stops what it started: the agent stops an abandoned capture
+//! (perf and bpftrace with it) and an abandoned target (nginx) by itself. The periods are
+//! shortened here; the agent's are an hour and a bit, and two.
+
+use std::time::Duration;
+
+use loadlab_agent::grpc::{Abandon, AgentService};
+use loadlab_proto::v1::agent_server::Agent;
+use loadlab_proto::v1::{CaptureHandle, StartCaptureRequest, TargetSpec};
+use tonic::Request;
+
+/// This process's children with this command name.
+fn children_named(name: &str) -> usize {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter(|stat| {
+            // "pid (comm) state ppid ..."
+            let Some((comm, rest)) = stat
+                .split_once(" (")
+                .and_then(|(_, rest)| rest.rsplit_once(") "))
+            else {
+                return false;
+            };
+            comm == name && rest.split_whitespace().nth(1) == Some(me.as_str())
+        })
+        .count()
+}
+
+async fn until(mut holds: impl AsyncFnMut() -> bool) {
+    let mut checks = tokio::time::interval(Duration::from_millis(20));
+    while !holds().await {
+        checks.tick().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_capture_and_target_are_stopped_by_the_agent() {
+    if loadlab_agent::nginx::find_nginx().is_err() {
+        panic!("nginx is needed (apt-get install nginx-light)");
+    }
+    let tracing = nix::unistd::Uid::effective().is_root()
+        && loadlab_agent::lockstat::find_bpftrace().is_some()
+        && loadlab_agent::profile::find_perf().is_some();
+    let agent = AgentService::new().with_abandon(Abandon {
+        capture_after: Duration::from_millis(500),
+        target_after: Duration::from_secs(3),
+    });
+    let target = agent
+        .prepare_target(Request::new(TargetSpec {
+            workers: 1,
+            reuseport: false,
+            backlog: 0,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let capture = agent
+        .start_capture(Request::new(StartCaptureRequest {
+            target_id: target.target_id.clone(),
+            lock_contention: tracing,
+            cpu_profile_hz: if tracing { 99 } else { 0 },
+            ..StartCaptureRequest::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    if tracing {
+        assert_eq!(children_named("perf"), 1, "perf samples the window");
+        assert_eq!(children_named("bpftrace"), 1, "bpftrace traces the window");
+    }
+    // Nobody stops the capture.
+    until(async || !agent.has_capture(&capture.capture_id).await).await;
+    until(async || children_named("perf") + children_named("bpftrace") == 0).await;
+    assert!(
+        agent.has_target(&target.target_id).await,
+        "the target outlives its capture"
+    );
+    let gone = agent
+        .stop_capture(Request::new(CaptureHandle {
+            capture_id: capture.capture_id.clone(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+    // Nor the target.
+    until(async || !agent.has_target(&target.target_id).await).await;
+    let endpoint: std::net::SocketAddr = target.endpoint.parse().unwrap();
+    until(async || tokio::net::TcpStream::connect(endpoint).await.is_err()).await;
+}
