@@ -416,9 +416,20 @@ pub enum LoadgenCommand {
 pub struct CompareArgs {
     /// Experiment id, as printed by `loadlab run`.
     pub experiment: uuid::Uuid,
-    /// Print JSON instead of a table.
+    /// `table` (the terminal report), `text` (plain text within 80 columns, to paste into a
+    /// commit message or a list reply) or `json`.
+    #[arg(long, value_enum, env = "LOADLAB_FORMAT", default_value = "table")]
+    pub format: ReportFormat,
+    /// Print JSON (the same as `--format json`).
     #[arg(long, env = "LOADLAB_JSON")]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -181,6 +181,18 @@ async fn a_tiny_experiment_is_measured_stored_and_reported() {
     assert_eq!(runs[1].target["workers"], 2);
     assert_eq!(runs[1].target["reuseport"], true);
     assert_eq!(store.experiment(id).await.unwrap().status, "completed");
+
+    // The same comparison as text to paste: the cohort against the baseline within 80 columns.
+    let pasted = Command::new(env!("CARGO_BIN_EXE_loadlab"))
+        .args(["compare", &id.to_string(), "--format", "text"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&pasted.stdout);
+    assert!(pasted.status.success(), "{text}");
+    assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
+    assert!(text.contains("two-workers ("), "{text}");
+    assert!(text.lines().any(|l| l.ends_with("conn/s")), "{text}");
 }
 
 #[tokio::test]

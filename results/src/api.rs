@@ -460,6 +460,8 @@ async fn list_runs(
 #[serde(deny_unknown_fields)]
 struct ComparisonQuery {
     baseline: Option<String>,
+    /// `text`: the report as plain text to paste (`paste.rs`); JSON otherwise.
+    format: Option<String>,
 }
 
 fn check_cohort(experiment: &ExperimentRow, cohort: &str) -> ApiResult<()> {
@@ -480,10 +482,37 @@ async fn comparison(
     raw: Result<Query<ComparisonQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let q = query(raw)?;
+    let text = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("text") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "format {other:?}: use json (the default) or text"
+            )));
+        }
+    };
     let (mut experiment, written) = state
         .store
         .experiment_with_comparison(parse_id(&id)?)
         .await?;
+    if text {
+        if let Some(baseline) = q.baseline {
+            check_cohort(&experiment, &baseline)?;
+            experiment.baseline = baseline;
+        }
+        let report = match state.store.summarized_report(&experiment).await? {
+            Some(report) => report,
+            None => {
+                let runs = state.store.experiment_runs(experiment.id).await?;
+                build_report(experiment, &runs)?
+            }
+        };
+        return Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            crate::paste::report_text(&report),
+        )
+            .into_response());
+    }
     match q.baseline {
         Some(baseline) if baseline != experiment.baseline => {
             check_cohort(&experiment, &baseline)?;

@@ -10,6 +10,7 @@ pub mod flamegraph;
 pub mod fleet;
 pub mod ingest;
 pub mod memo;
+pub mod paste;
 pub mod report;
 pub mod stats;
 pub mod store;

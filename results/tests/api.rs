@@ -156,6 +156,38 @@ async fn the_comparison_answers_faster_by_how_much_and_how_sure() {
 }
 
 #[tokio::test]
+async fn the_comparison_as_text_to_paste_fits_80_columns() {
+    let (store, id) = seeded_faster_patched().await;
+    let (status, content_type, body) = get(
+        &store,
+        &format!("/api/v1/experiments/{id}/comparison?format=text"),
+    )
+    .await;
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert_eq!(content_type.as_deref(), Some("text/plain; charset=utf-8"));
+    assert!(text.lines().all(|l| l.chars().count() <= 80), "{text}");
+    let conn = text.lines().find(|l| l.ends_with("conn/s")).unwrap();
+    assert!(conn.contains("+60.0%"), "{text}");
+    assert!(text.contains("conn/s: faster, 95% CI +"), "{text}");
+    assert!(text.contains("lock_wait.epmutex<-eventpoll"), "{text}");
+    assert!(text.contains("cpu.self.osq_lock"), "{text}");
+    let (_, flipped_type, flipped) = get(
+        &store,
+        &format!("/api/v1/experiments/{id}/comparison?format=text&baseline=patched"),
+    )
+    .await;
+    assert_eq!(flipped_type.as_deref(), Some("text/plain; charset=utf-8"));
+    assert!(String::from_utf8(flipped).unwrap().contains("slower"));
+    let (status, body) = get_json(
+        &store,
+        &format!("/api/v1/experiments/{id}/comparison?format=xml"),
+    )
+    .await;
+    assert_error(status, &body, StatusCode::BAD_REQUEST, "use json");
+}
+
+#[tokio::test]
 async fn flamegraphs_are_svg() {
     let (store, id) = seeded_faster_patched().await;
     let (status, content_type, body) = get(

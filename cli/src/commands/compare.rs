@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use loadlab_results::Database;
 use loadlab_results::report::build_report;
 
-use crate::args::CompareArgs;
+use crate::args::{CompareArgs, ReportFormat};
 use crate::render;
 
 pub async fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
@@ -11,10 +11,15 @@ pub async fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
     let experiment = store.experiment(args.experiment).await?;
     let runs = store.experiment_runs(args.experiment).await?;
     let report = build_report(experiment, &runs)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let format = if args.json {
+        ReportFormat::Json
     } else {
-        print!("{}", render::report_table(&report));
+        args.format
+    };
+    match format {
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        ReportFormat::Table => print!("{}", render::report_table(&report)),
+        ReportFormat::Text => print!("{}", loadlab_results::paste::report_text(&report)),
     }
     Ok(ExitCode::SUCCESS)
 }
