@@ -19,7 +19,15 @@ pub struct NodeView {
     pub ready: bool,
     /// `spec.unschedulable` (cordoned).
     pub unschedulable: bool,
+    /// Runs the cluster's control plane (its role label or taint).
+    pub control_plane: bool,
 }
+
+/// The label and taint key that mark a control-plane node (`master` on older clusters).
+const CONTROL_PLANE_KEYS: [&str; 2] = [
+    "node-role.kubernetes.io/control-plane",
+    "node-role.kubernetes.io/master",
+];
 
 impl NodeView {
     pub fn from_node(node: &Node) -> Self {
@@ -44,6 +52,17 @@ impl NodeView {
                 .as_ref()
                 .and_then(|s| s.unschedulable)
                 .unwrap_or(false),
+            control_plane: CONTROL_PLANE_KEYS.iter().any(|key| {
+                node.metadata
+                    .labels
+                    .as_ref()
+                    .is_some_and(|labels| labels.contains_key(*key))
+                    || node
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.taints.as_ref())
+                        .is_some_and(|taints| taints.iter().any(|t| t.key == *key))
+            }),
         }
     }
 
@@ -160,9 +179,12 @@ pub fn place(spec: &ExperimentSpec, nodes: &[NodeView]) -> Placement {
             .copied()
             .filter(|node| cohort_matches(cohort, node))
             .collect();
+        // Agent pods tolerate every taint (the user chose the nodes), so the control plane is
+        // kept out here unless the cohort asks for it: tracing and storms there disturb the
+        // cluster, and the cluster disturbs what is measured.
         let usable: Vec<String> = matching
             .iter()
-            .filter(|node| node.usable())
+            .filter(|node| node.usable() && (cohort.allow_control_plane || !node.control_plane))
             .map(|node| node.name.clone())
             .collect();
         if usable.is_empty() {
@@ -172,7 +194,13 @@ pub fn place(spec: &ExperimentSpec, nodes: &[NodeView]) -> Placement {
                 let unusable: Vec<String> = matching
                     .iter()
                     .map(|n| {
-                        let why = if n.ready { "unschedulable" } else { "NotReady" };
+                        let why = if !n.ready {
+                            "NotReady"
+                        } else if n.unschedulable {
+                            "unschedulable"
+                        } else {
+                            "control plane: set allowControlPlane: true on the cohort to test it"
+                        };
                         format!("{} ({why})", n.name)
                     })
                     .collect();
@@ -217,6 +245,7 @@ pub fn place(spec: &ExperimentSpec, nodes: &[NodeView]) -> Placement {
         sorted
             .iter()
             .filter(|n| n.usable() && n.has_labels(&placement.node_selector))
+            .filter(|n| placement.allow_control_plane || !n.control_plane)
             .filter(|n| allow_under_test || !owner.contains_key(&n.name))
             .map(|n| n.name.clone())
             .collect()
@@ -275,6 +304,7 @@ mod tests {
                 .collect(),
             ready: true,
             unschedulable: false,
+            control_plane: false,
         }
     }
 
@@ -286,6 +316,42 @@ mod tests {
     }
 
     const BY_KERNEL: &str = "    - { name: unpatched, kernel: \"6.1.0-47-*\" }\n    - { name: patched, kernel: \"6.1.0-56-*\" }\n";
+
+    #[test]
+    fn control_plane_nodes_are_left_out_unless_a_cohort_or_the_generators_ask() {
+        let mut nodes = vec![
+            node("cp-1", "6.1.0-47-cloud-amd64", &[]),
+            node("old-1", "6.1.0-47-cloud-amd64", &[]),
+            node("new-1", "6.1.0-56-cloud-amd64", &[]),
+            node("gen-1", "6.12.57", &[]),
+        ];
+        nodes[0].control_plane = true;
+        let plan = place(&spec(BY_KERNEL, "", 1), &nodes);
+        assert!(plan.is_ready(), "{:?}", plan.problems);
+        assert_eq!(plan.cohorts[0].nodes, vec!["old-1"]);
+        assert_eq!(plan.generators, vec!["gen-1"]);
+
+        // Only the control plane matches: named, with what to set.
+        nodes.remove(1);
+        let plan = place(&spec(BY_KERNEL, "", 1), &nodes);
+        let problem = plan.problems[0].to_string();
+        assert!(
+            problem.contains("cp-1 (control plane: set allowControlPlane: true on the cohort"),
+            "{problem}"
+        );
+        let asked = "    - { name: unpatched, kernel: \"6.1.0-47-*\", allowControlPlane: true }\n    - { name: patched, kernel: \"6.1.0-56-*\" }\n";
+        let plan = place(&spec(asked, "", 1), &nodes);
+        assert!(plan.is_ready(), "{:?}", plan.problems);
+        assert_eq!(plan.cohorts[0].nodes, vec!["cp-1"]);
+
+        // Generators too: only with generatorPlacement.allowControlPlane.
+        nodes[2].control_plane = true;
+        let plan = place(&spec(asked, "", 1), &nodes);
+        assert!(!plan.is_ready());
+        let placement = ", generatorPlacement: { allowControlPlane: true }";
+        let plan = place(&spec(asked, placement, 1), &nodes);
+        assert_eq!(plan.generators, vec!["gen-1"]);
+    }
 
     #[test]
     fn kernel_patterns_match_like_shell_globs() {

@@ -402,6 +402,9 @@ pub struct GeneratorPlacement {
     /// generator then takes CPU from nginx).
     #[serde(default)]
     pub allow_nodes_under_test: bool,
+    /// Let generators run on control-plane nodes (kept off them otherwise).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_control_plane: bool,
 }
 
 impl GeneratorPlacement {
@@ -437,6 +440,10 @@ pub struct CohortSpec {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = MAX_NODE_SELECTOR_LABELS), inner(length(max = 63)))]
     pub node_selector: BTreeMap<String, String>,
+    /// Test control-plane nodes too (they are left out otherwise: tracing and storms there
+    /// disturb the cluster, and the cluster disturbs what is measured).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_control_plane: bool,
     /// Nodes with these names.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = MAX_NODES_PER_COHORT), inner(length(min = 1, max = 253)))]
@@ -964,6 +971,12 @@ impl CohortSpec {
             return Err(SpecError::at(
                 field,
                 "choose one place: `local: true`, agent hosts (`nodes`), a virtual machine (`vm`) or cluster nodes (`kernel`, `nodeSelector`, `nodeNames`)",
+            ));
+        }
+        if self.allow_control_plane && !self.selects_cluster_nodes() {
+            return Err(SpecError::at(
+                format!("{field}.allowControlPlane"),
+                "is for cohorts of cluster nodes (`kernel`, `nodeSelector`, `nodeNames`)",
             ));
         }
         for (list, count, most) in [

@@ -28,6 +28,7 @@ fn fleet(size: usize) -> Vec<NodeView> {
             .into(),
             ready: i % 29 != 0,
             unschedulable: i % 31 == 0,
+            control_plane: i == 0,
         })
         .collect()
 }
