@@ -62,7 +62,7 @@ fn comparison(
         "%stddev",
         "%change",
         "%stddev",
-        &cohort.name.chars().take(10).collect::<String>(),
+        &cohort.name.chars().take(9).collect::<String>(),
         "metric",
     );
     let (Some(b), Some(c)) = (base.summary, cohort.summary) else {
@@ -125,11 +125,11 @@ fn comparison(
     }
     shares(
         out,
-        "lock_wait",
+        "lock",
         |r| {
             r.locks
                 .iter()
-                .map(|l| (format!("{}<-{}", l.lock, l.top_caller), l.share_of_cpu_time))
+                .map(|l| (lock_name(&l.lock, &l.top_caller), l.share_of_cpu_time))
                 .collect()
         },
         base,
@@ -137,7 +137,7 @@ fn comparison(
     );
     shares(
         out,
-        "cpu.self",
+        "cpu",
         |r| {
             r.cpu_symbols
                 .iter()
@@ -159,7 +159,7 @@ fn comparison(
     line(
         out,
         format!(
-            "{:12}shares are of all CPU time; their changes in percentage points",
+            "{:12}lock: wait, cpu: self samples, as shares of all CPU time (pp)",
             ""
         ),
     );
@@ -246,7 +246,7 @@ fn row(
     value: &str,
     label: &str,
 ) {
-    let numbers = format!("{base:>10} {base_sd:>7} {change:>9} {sd:>7} {value:>10}  ");
+    let numbers = format!("{base:>8} {base_sd:>7} {change:>8} {sd:>7} {value:>9} ");
     let room = WIDTH - numbers.chars().count();
     let label = if label.chars().count() > room {
         let kept: String = label.chars().take(room - 1).collect();
@@ -272,6 +272,16 @@ fn wrapped(text: &str, width: usize) -> Vec<String> {
         }
     }
     pieces
+}
+
+/// A lock and the caller with the most wait on it, `epmutex<-eventpoll_release_file`; a lock
+/// the kernel names by where it was taken (`spinlock in __schedule`) already says it.
+fn lock_name(lock: &str, caller: &str) -> String {
+    if caller.is_empty() || lock.contains(" in ") {
+        lock.to_string()
+    } else {
+        format!("{lock}<-{caller}")
+    }
 }
 
 fn percent(change: f64) -> String {

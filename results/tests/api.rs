@@ -170,8 +170,11 @@ async fn the_comparison_as_text_to_paste_fits_80_columns() {
     let conn = text.lines().find(|l| l.ends_with("conn/s")).unwrap();
     assert!(conn.contains("+60.0%"), "{text}");
     assert!(text.contains("conn/s: faster, 95% CI +"), "{text}");
-    assert!(text.contains("lock_wait.epmutex<-eventpoll"), "{text}");
-    assert!(text.contains("cpu.self.osq_lock"), "{text}");
+    assert!(
+        text.contains("lock.epmutex<-eventpoll_release_file"),
+        "{text}"
+    );
+    assert!(text.contains("cpu.osq_lock"), "{text}");
     let (_, flipped_type, flipped) = get(
         &store,
         &format!("/api/v1/experiments/{id}/comparison?format=text&baseline=patched"),
