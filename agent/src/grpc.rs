@@ -105,21 +105,27 @@ impl AgentService {
         self.state.lock().await.targets.contains_key(id)
     }
 
-    /// Stops the capture or target `id` after `after` unless its caller ended it first.
-    fn stop_if_abandoned(&self, id: String, after: Duration, capture: bool) {
-        let state = Arc::downgrade(&self.state);
+    /// Ends the capture `id` once `abandon.capture_after` has passed, unless its caller ended
+    /// it first. Dropping a capture kills its perf and bpftrace.
+    fn end_capture_if_abandoned(&self, id: String) {
+        let (state, after) = (Arc::downgrade(&self.state), self.abandon.capture_after);
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
             let Some(state) = state.upgrade() else { return };
-            let mut state = state.lock().await;
-            if capture {
-                if state.captures.remove(&id).is_some() {
-                    // Dropping it ends perf and bpftrace (killed on drop).
-                    tracing::warn!(capture_id = %id, "a capture nobody stopped was abandoned: its traces are stopped");
-                }
-            } else if let Some(target) = state.targets.remove(&id) {
-                state.captures.retain(|_, c| c.target_id != id);
-                drop(state);
+            if state.lock().await.captures.remove(&id).is_some() {
+                tracing::warn!(capture_id = %id, "a capture nobody stopped was abandoned: its traces are stopped");
+            }
+        });
+    }
+
+    /// Stops the target `id` once `abandon.target_after` has passed, unless its caller stopped
+    /// it first.
+    fn stop_target_if_abandoned(&self, id: String) {
+        let (state, after) = (Arc::downgrade(&self.state), self.abandon.target_after);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let Some(state) = state.upgrade() else { return };
+            if let Some(target) = take_target(&state, &id).await {
                 tracing::warn!(target_id = %id, "a target nobody stopped was abandoned: nginx is stopped");
                 if let Err(error) = target.stop().await {
                     tracing::warn!(target_id = %id, %error, "stopping an abandoned nginx target");
@@ -173,6 +179,13 @@ impl AgentService {
             .map(NginxTarget::endpoint)
             .ok_or_else(|| Status::not_found(format!("no target {target_id:?} on this agent")))
     }
+}
+
+/// Removes a target and the captures of it (their traces end as they drop).
+async fn take_target(state: &Mutex<State>, id: &str) -> Option<NginxTarget> {
+    let mut state = state.lock().await;
+    state.captures.retain(|_, capture| capture.target_id != id);
+    state.targets.remove(id)
 }
 
 pub fn facts_to_proto(facts: NodeFacts, nginx_version: String) -> v1::NodeFacts {
@@ -311,7 +324,7 @@ impl agent_server::Agent for AgentService {
         };
         tracing::info!(target_id = %id, endpoint = %prepared.endpoint, workers = prepared.workers, reuseport = spec.reuseport, "nginx target started");
         self.state.lock().await.targets.insert(id.clone(), target);
-        self.stop_if_abandoned(id, self.abandon.target_after, false);
+        self.stop_target_if_abandoned(id);
         Ok(Response::new(prepared))
     }
 
@@ -320,11 +333,7 @@ impl agent_server::Agent for AgentService {
         request: Request<v1::TargetRef>,
     ) -> Result<Response<v1::StopTargetResponse>, Status> {
         let id = request.into_inner().target_id;
-        let target = {
-            let mut state = self.state.lock().await;
-            state.captures.retain(|_, capture| capture.target_id != id);
-            state.targets.remove(&id)
-        };
+        let target = take_target(&self.state, &id).await;
         let target =
             target.ok_or_else(|| Status::not_found(format!("no target {id:?} on this agent")))?;
         target.stop().await?;
@@ -377,7 +386,7 @@ impl agent_server::Agent for AgentService {
         };
         let id = uuid::Uuid::new_v4().to_string();
         self.state.lock().await.captures.insert(id.clone(), capture);
-        self.stop_if_abandoned(id.clone(), self.abandon.capture_after, true);
+        self.end_capture_if_abandoned(id.clone());
         Ok(Response::new(v1::CaptureHandle { capture_id: id }))
     }
 

@@ -29,11 +29,17 @@ fn children_named(name: &str) -> usize {
         .count()
 }
 
-async fn until(mut holds: impl AsyncFnMut() -> bool) {
-    let mut checks = tokio::time::interval(Duration::from_millis(20));
-    while !holds().await {
-        checks.tick().await;
-    }
+/// Waits until `holds`; a bound for a broken agent, not a timing assumption (the periods here
+/// are seconds).
+async fn until(what: &str, mut holds: impl AsyncFnMut() -> bool) {
+    let waited = tokio::time::timeout(Duration::from_secs(120), async {
+        let mut checks = tokio::time::interval(Duration::from_millis(20));
+        while !holds().await {
+            checks.tick().await;
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "not within 2 minutes: {what}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,8 +78,14 @@ async fn an_abandoned_capture_and_target_are_stopped_by_the_agent() {
         assert_eq!(children_named("bpftrace"), 1, "bpftrace traces the window");
     }
     // Nobody stops the capture.
-    until(async || !agent.has_capture(&capture.capture_id).await).await;
-    until(async || children_named("perf") + children_named("bpftrace") == 0).await;
+    until("the capture ended", async || {
+        !agent.has_capture(&capture.capture_id).await
+    })
+    .await;
+    until("perf and bpftrace gone", async || {
+        children_named("perf") + children_named("bpftrace") == 0
+    })
+    .await;
     assert!(
         agent.has_target(&target.target_id).await,
         "the target outlives its capture"
@@ -86,7 +98,13 @@ async fn an_abandoned_capture_and_target_are_stopped_by_the_agent() {
         .unwrap_err();
     assert_eq!(gone.code(), tonic::Code::NotFound);
     // Nor the target.
-    until(async || !agent.has_target(&target.target_id).await).await;
+    until("the target removed", async || {
+        !agent.has_target(&target.target_id).await
+    })
+    .await;
     let endpoint: std::net::SocketAddr = target.endpoint.parse().unwrap();
-    until(async || tokio::net::TcpStream::connect(endpoint).await.is_err()).await;
+    until("nginx stopped listening", async || {
+        tokio::net::TcpStream::connect(endpoint).await.is_err()
+    })
+    .await;
 }

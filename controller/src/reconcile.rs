@@ -19,7 +19,7 @@ use crate::cache::ClusterCache;
 use crate::events::Events;
 use crate::placement::{NodeView, Placement, place};
 use crate::pods::{
-    AGENT_PORT, LOADGEN_PORT, PodSettings, agent_pod, agent_pod_name, loadgen_pod,
+    AGENT_PORT, LOADGEN_PORT, PodSettings, agent_pod, agent_pod_name, is_owned_by, loadgen_pod,
     loadgen_pod_name, token_secret,
 };
 use crate::spec::Experiment;
@@ -385,7 +385,7 @@ async fn ensure_agents(
             .collect();
         wanted.push(group);
     }
-    ensure_pods(pods, wanted, AGENT_PORT).await
+    ensure_pods(pods, experiment, wanted, AGENT_PORT).await
 }
 
 async fn ensure_generators(
@@ -406,27 +406,14 @@ async fn ensure_generators(
             )
         })
         .collect();
-    ensure_pods(pods, vec![group], LOADGEN_PORT).await
-}
-
-/// Whether `existing` has the owner (by uid) that `wanted` is made for.
-fn same_owner(existing: &Pod, wanted: &Pod) -> bool {
-    let uids = |pod: &Pod| -> Vec<String> {
-        pod.metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .map(|owner| owner.uid.clone())
-            .collect()
-    };
-    let existing = uids(existing);
-    uids(wanted).iter().any(|uid| existing.contains(uid))
+    ensure_pods(pods, experiment, vec![group], LOADGEN_PORT).await
 }
 
 /// Creates the pods (per group: node and pod) that do not exist yet, by name, and reports
 /// whether all are ready, each ready one as (its node, its gRPC address).
 async fn ensure_pods(
     pods: &PodAccess<'_>,
+    experiment: &Experiment,
     wanted: Vec<Vec<(String, Pod)>>,
     port: u16,
 ) -> Result<Pods, ReconcileError> {
@@ -438,7 +425,7 @@ async fn ensure_pods(
             let name = pod.metadata.name.clone().unwrap_or_default();
             let current = match pods.cache.pod(pods.namespace, &name) {
                 // Neither adopted nor replaced: a pod of that name that another owner made.
-                Some(existing) if !same_owner(&existing, &pod) => {
+                Some(existing) if !is_owned_by(&existing, experiment) => {
                     return Ok(Err(NotReady::Refused(format!(
                         "pod {name} exists but belongs to another owner: loadlab never adopts \
                          or replaces a pod it did not make for this experiment; delete that pod"

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
-use loadlab_results::report::{ExperimentReport, build_report};
+use loadlab_results::report::ExperimentReport;
 use loadlab_results::{RunOutcome, Store};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -358,10 +358,7 @@ async fn finish(
     events: &Events,
 ) -> Result<(), kube::Error> {
     let report = match store.experiment(id).await {
-        Ok(row) => match store.experiment_runs(id).await {
-            Ok(runs) => build_report(row, &runs).ok(),
-            Err(_) => None,
-        },
+        Ok(row) => store.report(row).await.ok(),
         Err(_) => None,
     };
     let (mut cohorts, verdict) = report.as_ref().map(summarize).unwrap_or_default();

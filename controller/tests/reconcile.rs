@@ -85,6 +85,15 @@ fn experiment(finalized: bool) -> Experiment {
     experiment
 }
 
+/// The condition of this type in a status patch.
+fn condition(status: &Value, type_: &str) -> Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|conditions| conditions.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+        .clone()
+}
+
 fn seed_fleet() -> Vec<Value> {
     vec![
         node("old-1", "6.1.0-47-cloud-amd64", true),
@@ -291,13 +300,7 @@ async fn a_cohort_without_nodes_is_a_condition_that_names_it() {
     assert!(harness.cluster().created("/pods").is_empty());
     let status = harness.cluster().status_patches().pop().unwrap();
     assert_eq!(status["phase"], "Pending");
-    let planned = status["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "NodesPlanned")
-        .unwrap()
-        .clone();
+    let planned = condition(&status, "NodesPlanned");
     assert_eq!(planned["status"], "False");
     assert_eq!(planned["reason"], "CohortWithoutNodes");
     let message = planned["message"].as_str().unwrap();
@@ -327,13 +330,7 @@ async fn pods_or_a_secret_the_api_server_refuses_are_named_in_the_status() {
         harness.reconcile(experiment(true)).await;
         let status = harness.cluster().status_patches().pop().unwrap();
         assert_eq!(status["phase"], "Pending", "{status}");
-        let pods_ready = status["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["type"] == "PodsReady")
-            .unwrap()
-            .clone();
+        let pods_ready = condition(&status, "PodsReady");
         assert_eq!(pods_ready["reason"], "Refused", "{pods_ready}");
         let message = pods_ready["message"].as_str().unwrap();
         assert!(

@@ -25,7 +25,7 @@ use crate::flamegraph::{cohort_folded, differential_svg, flamegraph_svg};
 use crate::fleet::{FleetGroup, FleetRuns, GroupBy, compare_fleet};
 use crate::ingest::{validate_experiment, validate_run};
 use crate::memo::Memo;
-use crate::report::{Percentiles, build_report, comparison_body};
+use crate::report::{Percentiles, comparison_body};
 use crate::store::{
     ExperimentRow, NewExperiment, NodeRecord, RunOutcome, RunRecord, Store, WindowCounters,
 };
@@ -491,28 +491,23 @@ async fn comparison(
             )));
         }
     };
-    let (mut experiment, written) = state
-        .store
-        .experiment_with_comparison(parse_id(&id)?)
-        .await?;
     if text {
+        let mut experiment = state.store.experiment(parse_id(&id)?).await?;
         if let Some(baseline) = q.baseline {
             check_cohort(&experiment, &baseline)?;
             experiment.baseline = baseline;
         }
-        let report = match state.store.summarized_report(&experiment).await? {
-            Some(report) => report,
-            None => {
-                let runs = state.store.experiment_runs(experiment.id).await?;
-                build_report(experiment, &runs)?
-            }
-        };
+        let report = state.store.report(experiment).await?;
         return Ok((
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             crate::paste::report_text(&report),
         )
             .into_response());
     }
+    let (mut experiment, written) = state
+        .store
+        .experiment_with_comparison(parse_id(&id)?)
+        .await?;
     match q.baseline {
         Some(baseline) if baseline != experiment.baseline => {
             check_cohort(&experiment, &baseline)?;
@@ -530,13 +525,7 @@ async fn comparison(
     let answer = state
         .comparisons
         .get_or_compute(&key, revision, || async {
-            let report = match state.store.summarized_report(&experiment).await? {
-                Some(report) => report,
-                None => {
-                    let runs = state.store.experiment_runs(experiment.id).await?;
-                    build_report(experiment, &runs)?
-                }
-            };
+            let report = state.store.report(experiment).await?;
             Ok::<_, ApiError>(comparison_body(report)?.into())
         })
         .await?;

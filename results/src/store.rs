@@ -707,6 +707,18 @@ impl Store {
         summarized_report_in(&mut conn, experiment).await
     }
 
+    /// An experiment's report: from its cohort summaries when they hold every stored run, else
+    /// from the runs themselves (which reads and unpacks every profile).
+    pub async fn report(&self, experiment: ExperimentRow) -> Result<ExperimentReport, Error> {
+        match self.summarized_report(&experiment).await? {
+            Some(report) => Ok(report),
+            None => {
+                let runs = self.experiment_runs(experiment.id).await?;
+                crate::report::build_report(experiment, &runs)
+            }
+        }
+    }
+
     /// A value that changes whenever any stored run or experiment does: the number of
     /// experiments and the sum of their revisions, read in one snapshot.
     pub async fn results_revision(&self) -> Result<(i64, i64), Error> {

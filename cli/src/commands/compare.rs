@@ -1,7 +1,6 @@
 use std::process::ExitCode;
 
 use loadlab_results::Database;
-use loadlab_results::report::build_report;
 
 use crate::args::{CompareArgs, ReportFormat};
 use crate::render;
@@ -9,8 +8,7 @@ use crate::render;
 pub async fn run(args: CompareArgs) -> anyhow::Result<ExitCode> {
     let store = Database::from_env().open().await?;
     let experiment = store.experiment(args.experiment).await?;
-    let runs = store.experiment_runs(args.experiment).await?;
-    let report = build_report(experiment, &runs)?;
+    let report = store.report(experiment).await?;
     let format = if args.json {
         ReportFormat::Json
     } else {
