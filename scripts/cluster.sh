@@ -8,13 +8,17 @@
 #   bash scripts/cluster.sh up        # build what is missing (cached), start, wait until Ready
 #   bash scripts/cluster.sh images    # build the loadlab and Postgres images, import them
 #   bash scripts/cluster.sh kwok N    # N simulated nodes beside the real one (kwok)
+#   bash scripts/cluster.sh node add NAME KERNEL  # a node booting KERNEL under QEMU (a Debian
+#                                     # package name or a vmlinuz path); also: node stop NAME,
+#                                     # node remove NAME, nodes (scripts/kernel-node.sh)
 #   bash scripts/cluster.sh down      # stop everything, remove the network (keeps the cache)
 #   bash scripts/cluster.sh status    # what runs
 #   export KUBECONFIG=$(bash scripts/cluster.sh kubeconfig)
 #
 # Pods live on a bridge of their own (10.234.0.0/24, gateway 10.234.0.1, which is also where
-# the API server, the kubelet and DNS listen). A pod has routes to the bridge and to Service
-# addresses (10.235.0.0/24) only, and forwarding is on only from that bridge back onto it: a
+# the API server, the kubelet and DNS listen; .200 and up are kernel nodes, whose pods are in
+# 10.234.N.0/24). A pod has routes to the bridge, to other nodes' pods (10.234.0.0/16) and to
+# Service addresses (10.235.0.0/24) only, and forwarding is on only from that bridge back onto it: a
 # pod reaches other pods, Services and this machine's servers on the bridge, never another
 # network.
 set -euo pipefail
@@ -202,8 +206,8 @@ network_up() {
       "hairpinMode": true,
       "ipam": {
         "type": "host-local",
-        "ranges": [[{ "subnet": "$pod_cidr", "gateway": "$gateway" }]],
-        "routes": [{ "dst": "$service_cidr" }],
+        "ranges": [[{ "subnet": "$pod_cidr", "gateway": "$gateway", "rangeEnd": "10.234.0.199" }]],
+        "routes": [{ "dst": "$service_cidr" }, { "dst": "$cluster_cidr" }],
         "dataDir": "$dir/cni/ipam"
       }
     },
@@ -517,6 +521,7 @@ up() {
 down() {
   need_root
   local name
+  kernel_nodes down
   for name in kwok coredns kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do
     stop "$name"
   done
@@ -556,6 +561,12 @@ status() {
   done
 }
 
+kernel_nodes() {
+  LOADLAB_CLUSTER_DIR="$dir" LOADLAB_BRIDGE="$bridge" LOADLAB_GATEWAY="$gateway" \
+    LOADLAB_CLUSTER_CIDR="$cluster_cidr" LOADLAB_SERVICE_CIDR="$service_cidr" \
+    LOADLAB_API_PORT="$api_port" bash "$here/kernel-node.sh" "$@"
+}
+
 case "${1:-}" in
   up) up ;;
   down) down ;;
@@ -563,5 +574,7 @@ case "${1:-}" in
   kubeconfig) echo "$KUBECONFIG" ;;
   images) need_root; bash "$here/images.sh" "$containerd_sock" ;;
   kwok) need_root; bash "$here/kwok-nodes.sh" "$dir" "${2:-10}" ;;
-  *) echo "usage: $0 up|down|status|images|kwok N|kubeconfig" >&2; exit 2 ;;
+  node) need_root; shift; kernel_nodes "$@" ;;
+  nodes) need_root; kernel_nodes list ;;
+  *) echo "usage: $0 up|down|status|images|kwok N|node add NAME KERNEL|node stop NAME|node remove NAME|nodes|kubeconfig" >&2; exit 2 ;;
 esac

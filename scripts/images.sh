@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # Builds the images the chart runs on this machine's cluster and imports them into its
 # containerd. No registry is reachable, so nothing starts from a pulled base image:
-# - a Debian bookworm root made by debootstrap from Debian's packages (what the Dockerfile's
-#   runtime stage installs: nginx-light, bpftrace with linux-libc-dev, linux-perf,
-#   ca-certificates; plus postgresql-15 for the chart's bundled database), cached under
-#   /opt/loadlab-tools/images;
+# - a Debian bookworm root (scripts/debian-root.sh) with what the Dockerfile's runtime stage
+#   installs: nginx-light, bpftrace with linux-libc-dev, linux-perf, ca-certificates; plus
+#   postgresql-15 for the chart's bundled database;
 # - loadlab/loadlab:<appVersion>: that root and the release binary, as the Dockerfile makes it;
 # - loadlab/postgresql:15: the same root and an entrypoint that honours the official postgres
 #   image's POSTGRES_USER / POSTGRES_DB / POSTGRES_PASSWORD / PGDATA, so the chart is unchanged,
@@ -19,28 +18,15 @@ socket="$1"
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(dirname "$here")"
 packages="nginx-light,bpftrace,linux-libc-dev,linux-perf,ca-certificates,postgresql-15,iproute2"
-key="$(echo "bookworm $packages v1" | sha256sum | cut -c1-12)"
-base="${LOADLAB_TOOLS:-/opt/loadlab-tools}/images/bookworm-$key"
 app_version="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$repo/helm/loadlab/Chart.yaml")"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 say() { echo "images: $*" >&2; }
 
-if [ ! -f "$base/.complete" ]; then
-  say "making the Debian root (debootstrap, about 2 minutes)"
-  rm -rf "$base"
-  mkdir -p "$base"
-  debootstrap --variant=minbase --include="$packages" bookworm "$base/rootfs" \
-    http://deb.debian.org/debian > "$base/debootstrap.log" 2>&1 \
-    || { tail -n 20 "$base/debootstrap.log" >&2; exit 1; }
-  # What an image never needs: downloaded packages, package lists, documentation.
-  rm -rf "$base/rootfs/var/cache/apt/archives/"*.deb "$base/rootfs/var/lib/apt/lists/"* \
-    "$base/rootfs/usr/share/doc" "$base/rootfs/usr/share/man" "$base/rootfs/usr/share/info"
-  # The cluster's own postgres starts from the entrypoint below, not from Debian's cluster.
-  rm -rf "$base/rootfs/etc/postgresql" "$base/rootfs/var/lib/postgresql/15"
-  touch "$base/.complete"
-fi
+root="$(bash "$here/debian-root.sh" images "$packages")"
+# The cluster's own postgres starts from the entrypoint below, not from Debian's cluster.
+rm -rf "$root/etc/postgresql" "$root/var/lib/postgresql/15"
 
 binary="$repo/target/release/loadlab"
 say "building the release binary"
@@ -106,8 +92,8 @@ pack_and_import() {
   rm -f "$work/image.tar"
 }
 
-pack_and_import "loadlab/loadlab:$app_version" "$base/rootfs:$work/loadlab" '["/usr/local/bin/loadlab"]'
-pack_and_import "loadlab/postgresql:15" "$base/rootfs:$work/postgresql" '["/usr/local/bin/postgres-entrypoint"]' \
+pack_and_import "loadlab/loadlab:$app_version" "$root:$work/loadlab" '["/usr/local/bin/loadlab"]'
+pack_and_import "loadlab/postgresql:15" "$root:$work/postgresql" '["/usr/local/bin/postgres-entrypoint"]' \
   '["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","PGDATA=/var/lib/postgresql/data","LANG=C.UTF-8"]' \
   SIGINT
 pack_and_import "busybox:1.36" "$work/busybox" '["/bin/sh"]' '["PATH=/bin"]'

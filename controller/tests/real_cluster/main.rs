@@ -12,4 +12,5 @@ mod crd;
 mod failover;
 mod harness;
 mod journey;
+mod kernel_node;
 mod unreadable;
