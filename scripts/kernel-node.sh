@@ -21,7 +21,9 @@
 # The root disk (per kernel) and the images disk (per set of loadlab images in this machine's
 # cluster) are built once and shared read-only by every guest (QEMU's snapshot=on keeps each
 # guest's writes in a temporary file); a tar of the node's own files is its third disk.
-# Without KVM that runs stock kernels the guest is emulated (TCG): rates carry the caveat.
+# Without KVM that runs stock kernels the guest is emulated (TCG; LOADLAB_NODE_ACCEL=kvm where
+# KVM runs them): the kernel command line says which (loadlab.accel=), the agent reports it in
+# the node's facts, and rates measured there carry the emulation caveat.
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -384,7 +386,10 @@ free_index() {
 accelerator() {
   case "${LOADLAB_NODE_ACCEL:-tcg}" in
     kvm) echo "-accel kvm -cpu host" ;;
-    tcg) echo "-accel tcg,thread=multi -cpu max" ;;
+    # One host thread runs every virtual CPU in turn: with a thread per CPU, a 6.1.0-56 guest
+    # crashed (a call to address 0 on both CPUs at once) as bpftrace detached its probes,
+    # which rewrites kernel text another CPU may be running.
+    tcg) echo "-accel tcg,thread=single -cpu max" ;;
     *) die "LOADLAB_NODE_ACCEL must be kvm or tcg" ;;
   esac
 }
@@ -417,7 +422,7 @@ add() {
   qemu-system-x86_64 $(accelerator) -smp "$cpus" -m "${memory_mib}M" \
     -nodefaults -display none -no-reboot \
     -kernel "$image" \
-    -append "root=/dev/nvme0n1 rw console=ttyS0 init=/sbin/loadlab-node-init panic=-1 loglevel=4" \
+    -append "root=/dev/nvme0n1 rw console=ttyS0 init=/sbin/loadlab-node-init panic=-1 loglevel=4 loadlab.accel=${LOADLAB_NODE_ACCEL:-tcg}" \
     -drive "file=$root_image,if=none,id=root,format=raw,snapshot=on" -device nvme,drive=root,serial=root \
     -drive "file=$images,if=none,id=images,format=raw,snapshot=on" -device virtio-blk-pci,drive=images,serial=images \
     -drive "file=$nodes/$name/config.tar,if=none,id=config,format=raw,readonly=on" -device virtio-blk-pci,drive=config,serial=config \

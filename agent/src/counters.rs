@@ -30,6 +30,11 @@ pub fn parse_stub_status(body: &str) -> Option<NginxStatus> {
     })
 }
 
+/// How long stub_status may take. Right after a storm nginx's listen queue can still be full,
+/// so the connect's SYN is dropped and sent again after 1, 3, 7 and 15 s: 5 s failed runs on a
+/// loaded two-core machine ("no answer within 5 s"), and emulated guests are slower still.
+const STUB_STATUS_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Fetches `/stub_status` from an nginx target. This is itself one connection and one request
 /// to the target, which `NginxStatus` counts.
 pub async fn fetch_stub_status(endpoint: SocketAddr) -> Result<NginxStatus, Error> {
@@ -42,11 +47,11 @@ pub async fn fetch_stub_status(endpoint: SocketAddr) -> Result<NginxStatus, Erro
         stream.read_to_end(&mut response).await?;
         Ok::<_, std::io::Error>(response)
     };
-    let response = tokio::time::timeout(Duration::from_secs(5), fetch)
+    let response = tokio::time::timeout(STUB_STATUS_PATIENCE, fetch)
         .await
         .map_err(|_| Error::StubStatus {
             endpoint,
-            reason: "no answer within 5 s".into(),
+            reason: format!("no answer within {} s", STUB_STATUS_PATIENCE.as_secs()),
         })?
         .map_err(|e| Error::StubStatus {
             endpoint,

@@ -494,7 +494,7 @@ async fn an_agent_that_is_gone_is_named_before_anything_is_stored() {
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(
-        errors[0].contains(&format!("cohort host-b, {}", hosts.agent_b)),
+        errors[0].contains(&format!("cohort host-b, node {}", hosts.agent_b)),
         "{stderr}"
     );
     let experiments = stored_experiments(&store).await;

@@ -128,6 +128,9 @@ pub struct Fleet {
     /// Per cohort, the generators that load its nodes; every storm is split evenly over them,
     /// started together. Most fleets share one set; a virtual machine brings its own.
     pub generators: Vec<Vec<LoadgenClient<RpcChannel>>>,
+    /// Per cohort, what a message calls each agent: its node's name on a cluster, its address
+    /// for agent hosts. Where empty, "node N".
+    pub agent_names: Vec<Vec<String>>,
 }
 
 /// An agent's client, taking replies up to `MAX_MESSAGE_BYTES` (a capture with its profile).
@@ -148,12 +151,16 @@ impl Fleet {
         generators: impl IntoIterator<Item = impl AsRef<str>>,
         connection: &Connection,
     ) -> Result<Self, Error> {
-        let cohorts = agents
+        let agent_names: Vec<Vec<String>> = agents
             .into_iter()
+            .map(|cohort| cohort.into_iter().map(|a| a.as_ref().to_string()).collect())
+            .collect();
+        let cohorts = agent_names
+            .iter()
             .map(|cohort| {
                 cohort
-                    .into_iter()
-                    .map(|a| Ok(agent_client(rpc_channel(a.as_ref(), connection)?)))
+                    .iter()
+                    .map(|a| Ok(agent_client(rpc_channel(a, connection)?)))
                     .collect::<Result<Vec<_>, Error>>()
             })
             .collect::<Result<Vec<_>, Error>>()?;
@@ -164,7 +171,14 @@ impl Fleet {
         Ok(Self {
             generators: vec![shared; cohorts.len()],
             cohorts,
+            agent_names,
         })
+    }
+
+    /// The same fleet, its agents called by these names in messages (per cohort, in order).
+    pub fn with_agent_names(mut self, names: Vec<Vec<String>>) -> Self {
+        self.agent_names = names;
+        self
     }
 
     /// The agent hosts and generators an experiment names (`nodes`, `generators`).
@@ -187,6 +201,7 @@ impl Fleet {
         Self {
             cohorts,
             generators,
+            agent_names: Vec::new(),
         }
     }
 
@@ -195,6 +210,7 @@ impl Fleet {
         Self {
             cohorts: vec![vec![endpoints.agent]; cohorts],
             generators: vec![vec![endpoints.loadgen; generators.max(1) as usize]; cohorts],
+            agent_names: Vec::new(),
         }
     }
 }
@@ -244,9 +260,12 @@ pub async fn run_experiment(
     let Fleet {
         cohorts: mut agents,
         generators,
+        agent_names,
     } = fleet;
     let mut facts: Vec<Vec<v1::NodeFacts>> = Vec::with_capacity(agents.len());
-    for (cohort, cohort_agents) in file.spec.cohorts.iter().zip(&mut agents) {
+    for (cohort_index, (cohort, cohort_agents)) in
+        file.spec.cohorts.iter().zip(&mut agents).enumerate()
+    {
         let mut described = Vec::with_capacity(cohort_agents.len());
         for (index, agent) in cohort_agents.iter_mut().enumerate() {
             let patience = tokio::time::Instant::now() + options.describe_patience;
@@ -288,10 +307,10 @@ pub async fn run_experiment(
             };
             let node = described_node
                 .map_err(|status| {
-                    let at = cohort
-                        .nodes
-                        .get(index)
-                        .map_or_else(|| format!("node {}", index + 1), |a| a.clone());
+                    let at = agent_names
+                        .get(cohort_index)
+                        .and_then(|names| names.get(index))
+                        .map_or_else(|| format!("node {}", index + 1), |a| format!("node {a}"));
                     Error::Agent(format!(
                         "cohort {}, {at}: {}",
                         cohort.name,

@@ -241,16 +241,23 @@ async fn drive(
         ready.generators.iter().map(ToString::to_string),
         &connection,
     ) {
-        Ok(fleet) => fleet,
-        Err(error) => return (Err(error), json!({ "resultsId": id.to_string() })),
+        Ok(fleet) => fleet.with_agent_names(
+            ready
+                .agents
+                .iter()
+                .map(|cohort| cohort.iter().map(|(node, _)| node.clone()).collect())
+                .collect(),
+        ),
+        Err(error) => return (Err(error), earlier_progress(experiment, id)),
     };
     let file = experiment_file(experiment);
     let (events, mut received) = tokio::sync::mpsc::unbounded_channel();
     let name = experiment.name_any();
+    let earlier = earlier_progress(experiment, id);
     let reporter = {
         let experiments = experiments.clone();
         tokio::spawn(async move {
-            let mut progress = json!({ "resultsId": id.to_string() });
+            let mut progress = earlier;
             let (mut planned, mut resumed, mut failed) = (0usize, 0usize, 0usize);
             // A planned run counts once, however many attempts it took.
             let mut finished = std::collections::BTreeSet::new();
@@ -344,8 +351,27 @@ async fn drive(
     .await;
     let progress = reporter
         .await
-        .unwrap_or_else(|_| json!({ "resultsId": id.to_string() }));
+        .unwrap_or_else(|_| earlier_progress(experiment, id));
     (outcome, progress)
+}
+
+/// The runner's part of the status as an earlier runner of this experiment left it: a runner
+/// that fails before its first run (a node gone while the experiment was resumed) must not
+/// write the counts of the runs stored so far away.
+fn earlier_progress(experiment: &Experiment, id: Uuid) -> serde_json::Value {
+    let mut progress = json!({ "resultsId": id.to_string() });
+    let id = id.to_string();
+    if let Some(status) = experiment
+        .status
+        .as_ref()
+        .filter(|s| s.results_id.as_deref() == Some(id.as_str()) && s.runs_planned > 0)
+    {
+        progress["progress"] = json!(status.progress);
+        progress["runsPlanned"] = json!(status.runs_planned);
+        progress["runsStored"] = json!(status.runs_stored);
+        progress["runsFailed"] = json!(status.runs_failed);
+    }
+    progress
 }
 
 async fn finish(
@@ -601,5 +627,36 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(message.ends_with("; and 1 more in the report"), "{message}");
+    }
+
+    #[test]
+    fn a_resumed_runner_keeps_the_counts_an_earlier_one_wrote_for_the_same_results() {
+        let file = crate::parse_experiment(
+            "apiVersion: loadlab.dev/v1alpha1\nkind: Experiment\nmetadata: { name: e }\nspec:\n  target: { nginx: {} }\n  load: { connections: 8, duration: 1s }\n  cohorts: [{ name: a, kernel: \"6.*\" }]\n",
+        )
+        .unwrap();
+        let mut experiment = Experiment::new("e", file.spec);
+        let id = Uuid::from_u128(7);
+        experiment.status = Some(crate::status::ExperimentStatus {
+            results_id: Some(id.to_string()),
+            progress: Some("3/4".into()),
+            runs_planned: 4,
+            runs_stored: 3,
+            runs_failed: 1,
+            ..Default::default()
+        });
+        assert_eq!(
+            earlier_progress(&experiment, id),
+            json!({
+                "resultsId": id.to_string(), "progress": "3/4",
+                "runsPlanned": 4, "runsStored": 3, "runsFailed": 1,
+            })
+        );
+        // Another results id (the experiment deleted and made again) starts from nothing.
+        let other = Uuid::from_u128(8);
+        assert_eq!(
+            earlier_progress(&experiment, other),
+            json!({ "resultsId": other.to_string() })
+        );
     }
 }

@@ -270,7 +270,8 @@ async fn an_agent_that_drops_the_first_connections_at_the_start_is_waited_for() 
         .await
         .unwrap();
     let statuses = cluster.lock().unwrap().status_patches();
-    assert_eq!(runs.len(), 4, "{statuses:?}");
+    let outcomes: Vec<_> = runs.iter().map(|r| &r.outcome).collect();
+    assert_eq!(runs.len(), 4, "{outcomes:?} {statuses:?}");
     assert!(runs.iter().all(|r| r.outcome == RunOutcome::Succeeded));
     assert_eq!(statuses.last().unwrap()["phase"], "Succeeded");
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::report::EMULATED_CAVEAT;
 use crate::stats::{Comparison, Summary, Sums, compare_sums};
 
 /// The succeeded runs of one node under one workload, as sums.
@@ -18,6 +19,8 @@ pub struct FleetRuns {
     pub kernel_release: String,
     pub cpu_model: String,
     pub logical_cpus: i32,
+    /// The node's CPUs are emulated (QEMU TCG): its rates measure the emulator.
+    pub emulated: bool,
     /// Of connections per second.
     pub sums: Sums,
 }
@@ -74,6 +77,9 @@ pub struct FleetGroup {
     pub b: FleetSide,
     /// B against A; absent when a side has no runs.
     pub comparison: Option<Comparison>,
+    /// What the rates cannot say: set when a run of the group ran on emulated CPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caveat: Option<String>,
 }
 
 fn side(runs: &[&FleetRuns]) -> (FleetSide, Sums) {
@@ -118,11 +124,13 @@ pub fn compare_fleet(a: &[FleetRuns], b: &[FleetRuns], group_by: GroupBy) -> Vec
                 .or(b_runs.first())
                 .map(|r| r.workload.clone())
                 .unwrap_or_default();
+            let emulated = a_runs.iter().chain(&b_runs).any(|r| r.emulated);
             FleetGroup {
                 workload,
                 cpu_model,
                 logical_cpus,
                 comparison: compare_sums(&a_sums, &b_sums),
+                caveat: emulated.then(|| EMULATED_CAVEAT.to_string()),
                 a,
                 b,
             }
@@ -158,6 +166,7 @@ mod tests {
             kernel_release: kernel.into(),
             cpu_model: cpu.into(),
             logical_cpus: cpus,
+            emulated: false,
             sums: Sums {
                 n: 1,
                 sum: rate,
@@ -195,6 +204,16 @@ mod tests {
         assert!(xeon.comparison.is_none());
         assert_eq!(compare_fleet(&a, &b, GroupBy::None).len(), 1);
         assert_eq!((epyc.a.nodes, epyc.b.nodes), (3, 3));
+        assert_eq!(epyc.caveat, None);
+    }
+
+    #[test]
+    fn a_group_with_an_emulated_node_carries_the_caveat() {
+        let a = [run("6.1.0-47", "QEMU TCG CPU", 2, 500.0)];
+        let mut emulated = run("6.1.0-56", "QEMU TCG CPU", 2, 510.0);
+        emulated.emulated = true;
+        let groups = compare_fleet(&a, &[emulated], GroupBy::Cpu);
+        assert_eq!(groups[0].caveat.as_deref(), Some(EMULATED_CAVEAT));
     }
 
     #[test]

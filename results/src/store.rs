@@ -500,6 +500,7 @@ impl Store {
         let query = match experiment_name {
             None => sqlx::query(
                 "SELECT n.id AS node_id, s.workload, n.kernel_release, n.cpu_model, n.logical_cpus,
+                        coalesce(n.facts->>'virtualization' LIKE 'emulated%', false) AS emulated,
                         s.runs AS n, s.sum, s.sum_squares, s.sum_logs, s.sum_log_squares
                  FROM node_sums s JOIN nodes n ON n.id = s.node_id
                  WHERE s.runs > 0 AND n.kernel_release LIKE $1",
@@ -507,6 +508,7 @@ impl Store {
             .bind(like_pattern(kernel_glob)),
             Some(name) => sqlx::query(
                 "SELECT n.id AS node_id, r.workload, n.kernel_release, n.cpu_model, n.logical_cpus,
+                        coalesce(n.facts->>'virtualization' LIKE 'emulated%', false) AS emulated,
                         count(*) AS n,
                         sum(r.connections_per_second) AS sum,
                         sum(r.connections_per_second ^ 2) AS sum_squares,
@@ -530,6 +532,7 @@ impl Store {
                     kernel_release: row.try_get("kernel_release")?,
                     cpu_model: row.try_get("cpu_model")?,
                     logical_cpus: row.try_get("logical_cpus")?,
+                    emulated: row.try_get("emulated")?,
                     sums: Sums {
                         n: row.try_get::<i64, _>("n")?.max(0) as u64,
                         sum: row.try_get("sum")?,

@@ -809,7 +809,8 @@ function fleetCell(group) {
     h("span", { class: "ratio" }, cmp ? fmtRatio(cmp.ratio) : "no runs"),
     cmp ? h("span", {}, ` ${VERDICT_TEXT[verdict]}`) : null, h("br"),
     cmp && cmp.ci95 ? h("span", {}, `95% CI ${fmtCi(cmp.ci95, fmtRatio)}`) : h("span", {}, "no CI"), h("br"),
-    h("span", { class: "note" }, `A: ${group.a.runs} runs on ${group.a.nodes} nodes · B: ${group.b.runs} runs on ${group.b.nodes} nodes`));
+    h("span", { class: "note" }, `A: ${group.a.runs} runs on ${group.a.nodes} nodes · B: ${group.b.runs} runs on ${group.b.nodes} nodes`),
+    group.caveat ? [h("br"), h("span", { class: "caveat", title: group.caveat }, "emulated CPUs: the ratio measures the emulator")] : null);
   return cell;
 }
 

@@ -305,3 +305,44 @@ pub fn real_node_experiment(
     })
     .to_string()
 }
+
+/// `scripts/cluster.sh ARGS`: whether it succeeded, and everything it printed.
+pub fn cluster_script(args: &[&str]) -> (bool, String) {
+    let script = repo().join("scripts/cluster.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .output()
+        .expect("bash runs scripts/cluster.sh");
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// A kernel node for one test, removed with everything it made when the test ends.
+pub struct KernelNode {
+    pub name: String,
+}
+
+impl KernelNode {
+    pub fn add(name: &str, kernel: &str) -> Self {
+        let node = KernelNode { name: name.into() };
+        let (ok, said) = cluster_script(&["node", "add", name, kernel]);
+        assert!(ok, "cluster.sh node add {name} {kernel}: {said}");
+        node
+    }
+}
+
+impl Drop for KernelNode {
+    fn drop(&mut self) {
+        let (ok, said) = cluster_script(&["node", "remove", &self.name]);
+        if !ok {
+            eprintln!("cluster.sh node remove {}: {said}", self.name);
+        }
+    }
+}

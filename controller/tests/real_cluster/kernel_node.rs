@@ -6,51 +6,11 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::harness::{apply_json, kubectl, kubectl_json, repo, try_run};
+use crate::harness::{KernelNode, apply_json, kubectl, kubectl_json, try_run};
 
 /// The unpatched kernel of the seed experiment.
 const KERNEL_PACKAGE: &str = "linux-image-6.1.0-47-cloud-amd64-unsigned";
 const KERNEL_RELEASE: &str = "6.1.0-47-cloud-amd64";
-
-fn cluster_script(args: &[&str]) -> (bool, String) {
-    let script = repo().join("scripts/cluster.sh");
-    let output = Command::new("bash")
-        .arg(&script)
-        .args(args)
-        .output()
-        .expect("bash runs scripts/cluster.sh");
-    (
-        output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
-}
-
-/// A kernel node for one test, removed with everything it made when the test ends.
-struct KernelNode {
-    name: String,
-}
-
-impl KernelNode {
-    fn add(name: &str, kernel: &str) -> Self {
-        let node = KernelNode { name: name.into() };
-        let (ok, said) = cluster_script(&["node", "add", name, kernel]);
-        assert!(ok, "cluster.sh node add {name} {kernel}: {said}");
-        node
-    }
-}
-
-impl Drop for KernelNode {
-    fn drop(&mut self) {
-        let (ok, said) = cluster_script(&["node", "remove", &self.name]);
-        if !ok {
-            eprintln!("cluster.sh node remove {}: {said}", self.name);
-        }
-    }
-}
 
 struct Namespace(String);
 

@@ -13,4 +13,5 @@ mod failover;
 mod harness;
 mod journey;
 mod kernel_node;
+mod kernel_seed;
 mod unreadable;
