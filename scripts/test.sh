@@ -10,6 +10,7 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 cargo fmt --all -- --check
 shellcheck scripts/*.sh .ci/run
+bash scripts/chart-lint.sh
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 

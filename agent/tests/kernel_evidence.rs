@@ -79,7 +79,7 @@ fn locks_only() -> TraceRequest {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn contention_on_one_pipe_mutex_is_found_on_top_with_its_call_path() {
+async fn contention_on_one_pipe_mutex_is_found_with_its_call_path() {
     let _turn = ONE_AT_A_TIME.lock().await;
     let symbols = DataSymbols::read(Path::new("/proc/kallsyms"));
     let found = trace_while(&locks_only(), &symbols, contend_for(Duration::from_secs(2)))
@@ -96,19 +96,21 @@ async fn contention_on_one_pipe_mutex_is_found_on_top_with_its_call_path() {
             return;
         }
     };
-    let top = report
+    // Tracing is system-wide: on a loaded machine the scheduler's spinlocks can outweigh the
+    // pipe (seen: `spinlock in __schedule` on top while builds ran), so the pipe's mutex is
+    // looked for among the paths rather than required first.
+    let pipe = report
         .contentions
-        .first()
-        .expect("four writers on one pipe contend");
-    eprintln!("top contention: {top:?}");
-    assert_eq!(top.lock_type, "mutex", "{top:?}");
-    assert!(
-        top.stack.contains("pipe_write") || top.stack.contains("pipe_read"),
-        "the pipe's mutex has the most wait: {top:?}"
-    );
-    assert!(top.caller.contains("pipe_"), "{top:?}");
-    assert!(top.count > 100, "{top:?}");
-    assert!(top.max_wait_ns <= top.wait_ns && top.max_wait_ns > 0);
+        .iter()
+        .find(|c| {
+            c.lock_type == "mutex"
+                && (c.stack.contains("pipe_write") || c.stack.contains("pipe_read"))
+        })
+        .unwrap_or_else(|| panic!("four writers on one pipe contend: {:?}", report.contentions));
+    eprintln!("the pipe's contention: {pipe:?}");
+    assert!(pipe.caller.contains("pipe_"), "{pipe:?}");
+    assert!(pipe.count > 100, "{pipe:?}");
+    assert!(pipe.max_wait_ns <= pipe.wait_ns && pipe.max_wait_ns > 0);
 }
 
 /// An independent count of `lock:contention_end` by a bpftrace program of its own, printed

@@ -84,6 +84,12 @@ pub struct ControllerArgs {
     /// Requests and limits of generator pods, as JSON (a Kubernetes ResourceRequirements).
     #[arg(long, env = "LOADLAB_LOADGEN_RESOURCES")]
     pub loadgen_resources: Option<String>,
+    /// The controller's own pod labels (`key=value,...`): each experiment then gets a
+    /// NetworkPolicy that admits only pods with these labels in the controller's namespace
+    /// (`--namespace`) to its agents and generators, and only its generators to its agents'
+    /// nginx. Without it no NetworkPolicy is made.
+    #[arg(long, env = "LOADLAB_NETWORK_POLICY_LABELS")]
+    pub network_policy_labels: Option<String>,
     /// Namespace of the leader lease: the controller's own.
     #[arg(long, env = "LOADLAB_NAMESPACE", default_value = "default")]
     pub namespace: String,
@@ -96,6 +102,9 @@ pub struct ControllerArgs {
     /// Bearer token for ingest over HTTP, as for `loadlab serve`.
     #[arg(long, env = "LOADLAB_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// Token that reads of results need, as for `loadlab serve`.
+    #[arg(long, env = "LOADLAB_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
     /// How long to wait for the results database to accept connections at start (a database
     /// installed beside the controller may start after it), e.g. `2m`.
     #[arg(long, env = "LOADLAB_DATABASE_WAIT", default_value = "2m", value_parser = Span::parse)]
@@ -438,9 +447,13 @@ pub struct ServeArgs {
     #[arg(long, env = "LOADLAB_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Bearer token that POST /api/v1/experiments and /api/v1/runs require; ingest is off
-    /// without one. Reads stay open.
+    /// without one.
     #[arg(long, env = "LOADLAB_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// Token every read under /api/v1 then needs (a bearer token, or the dashboard asks for
+    /// it); without one reads are open. Health, metrics and the dashboard's files stay open.
+    #[arg(long, env = "LOADLAB_READ_TOKEN", hide_env_values = true)]
+    pub read_token: Option<String>,
 }
 
 #[derive(Debug, Args)]

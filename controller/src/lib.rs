@@ -7,6 +7,7 @@ pub mod events;
 pub mod guests;
 pub mod leader;
 pub mod local;
+pub mod netpol;
 pub mod operator;
 pub mod orchestrator;
 pub mod placement;

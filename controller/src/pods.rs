@@ -42,6 +42,9 @@ pub struct PodSettings {
     pub agent_resources: Option<ResourceRequirements>,
     /// Requests and limits of generator pods (the chart's `loadgen.resources`).
     pub loadgen_resources: Option<ResourceRequirements>,
+    /// Where the controller runs, when each experiment gets a NetworkPolicy that admits only
+    /// it to the experiment's pods (the chart's `networkPolicy.enabled`).
+    pub network_policy: Option<crate::netpol::ControllerPeer>,
 }
 
 /// The capability agent pods open perf events with (the chart's `agent.perfEvents`).
@@ -89,7 +92,7 @@ pub fn loadgen_pod_name(experiment: &Experiment, index: usize) -> String {
     )
 }
 
-fn experiment_uid(experiment: &Experiment) -> &str {
+pub(crate) fn experiment_uid(experiment: &Experiment) -> &str {
     experiment.metadata.uid.as_deref().unwrap_or_default()
 }
 
@@ -260,7 +263,7 @@ pub fn uid_selector(experiment: &Experiment) -> String {
     format!("{EXPERIMENT_UID_LABEL}={}", experiment_uid(experiment))
 }
 
-fn experiment_name(experiment: &Experiment) -> String {
+pub(crate) fn experiment_name(experiment: &Experiment) -> String {
     experiment.metadata.name.clone().unwrap_or_default()
 }
 
@@ -342,7 +345,7 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
-fn owned_metadata(
+pub(crate) fn owned_metadata(
     experiment: &Experiment,
     name: String,
     component: &str,
@@ -372,7 +375,7 @@ fn owned_metadata(
 
 /// `{experiment}-{role}[-{suffix}]`, cut to 63 characters (a DNS label, so it is also a valid
 /// hostname and label value) without a trailing '-'.
-fn bounded_name(experiment: &str, role: &str, suffix: &str) -> String {
+pub(crate) fn bounded_name(experiment: &str, role: &str, suffix: &str) -> String {
     let tail = if suffix.is_empty() {
         format!("-{role}")
     } else {
@@ -384,7 +387,7 @@ fn bounded_name(experiment: &str, role: &str, suffix: &str) -> String {
 }
 
 /// FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
-fn short_hash(text: &str) -> String {
+pub(crate) fn short_hash(text: &str) -> String {
     let hash = text.bytes().fold(0x811c_9dc5u32, |hash, byte| {
         (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
     });
@@ -412,6 +415,7 @@ mod tests {
             perf_events: PerfEvents::Perfmon,
             agent_resources: None,
             loadgen_resources: None,
+            network_policy: None,
             image: "ghcr.io/example/loadlab:0.1.0".into(),
             image_pull_policy: None,
         }
@@ -466,6 +470,7 @@ mod tests {
         let settings = PodSettings {
             agent_resources: Some(agent.clone()),
             loadgen_resources: Some(loadgen.clone()),
+            network_policy: None,
             ..settings()
         };
         let exp = experiment("epoll");

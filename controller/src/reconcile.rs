@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -72,7 +73,7 @@ pub struct Context {
     pub token_key: TokenKey,
     /// Where what stops an experiment is told besides its status.
     pub events: Events,
-    /// Uids of experiments whose token Secret this process made or found.
+    /// Uids of experiments whose token Secret (and NetworkPolicy) this process made or found.
     secrets_made: Mutex<BTreeSet<String>>,
 }
 
@@ -263,8 +264,8 @@ async fn apply(
     Ok(Action::requeue(WAIT * 3))
 }
 
-/// The experiment's token, its Secret created first (once per process: a Secret that exists
-/// already was made by this or an earlier leader from the same key).
+/// The experiment's token, its Secret (and, where the chart asks, its NetworkPolicy) created
+/// first, once per process: what exists already was made by this or an earlier leader.
 async fn ensure_token(
     context: &Context,
     namespace: &str,
@@ -276,22 +277,43 @@ async fn ensure_token(
         return Ok(Ok(token));
     }
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), namespace);
-    let secret = token_secret(experiment, &token);
-    match secrets.create(&PostParams::default(), &secret).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 409 => {}
-        Err(error) => {
-            return match refusal(&error) {
-                Some(why) => Ok(Err(NotReady::Refused(format!(
-                    "the API server refused the token Secret {}: {why}",
-                    secret.metadata.name.unwrap_or_default()
-                )))),
-                None => Err(error.into()),
-            };
+    if let Err(refused) =
+        create_unless_there(&secrets, &token_secret(experiment, &token), "token Secret").await?
+    {
+        return Ok(Err(refused));
+    }
+    if let Some(controller) = &context.pods.network_policy {
+        let policies: Api<NetworkPolicy> = Api::namespaced(context.client.clone(), namespace);
+        let policy = crate::netpol::network_policy(experiment, controller);
+        if let Err(refused) = create_unless_there(&policies, &policy, "NetworkPolicy").await? {
+            return Ok(Err(refused));
         }
     }
     lock(&context.secrets_made).insert(uid);
     Ok(Ok(token))
+}
+
+/// Creates `object` unless it exists; a refusal by the API server (admission, quota) is a
+/// reason the experiment waits, named with `what`.
+async fn create_unless_there<K>(
+    api: &Api<K>,
+    object: &K,
+    what: &str,
+) -> Result<Result<(), NotReady>, ReconcileError>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+{
+    match api.create(&PostParams::default(), object).await {
+        Ok(_) => Ok(Ok(())),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(Ok(())),
+        Err(error) => match refusal(&error) {
+            Some(why) => Ok(Err(NotReady::Refused(format!(
+                "the API server refused the {what} {}: {why}",
+                object.meta().name.clone().unwrap_or_default()
+            )))),
+            None => Err(error.into()),
+        },
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

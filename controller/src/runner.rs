@@ -13,6 +13,7 @@ use std::time::Duration;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use loadlab_results::report::ExperimentReport;
+use loadlab_results::stats::Verdict;
 use loadlab_results::{RunOutcome, Store};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -498,7 +499,17 @@ pub fn summarize(report: &ExperimentReport) -> (Vec<CohortStatus>, Option<String
                     .ci95
                     .map(|(low, high)| format!(" [{}, {}]", percent(low), percent(high)))
                     .unwrap_or_default();
-                format!("{} {}{interval}", c.verdict.as_str(), percent(c.ratio))
+                let detects = match (c.verdict, c.min_detectable_change) {
+                    (Verdict::NoDetectableChange, Some(d)) => {
+                        format!(" (detects ±{:.1}%)", d * 100.0)
+                    }
+                    _ => String::new(),
+                };
+                format!(
+                    "{} {}{interval}{detects}",
+                    c.verdict.as_str(),
+                    percent(c.ratio)
+                )
             });
             if let Some(line) = &versus {
                 verdicts.push(format!("{}: {line}", cohort.name));

@@ -208,6 +208,7 @@ fn the_pods_the_controller_creates_are_valid_kubernetes_objects() {
         perf_events: PerfEvents::Perfmon,
         agent_resources: None,
         loadgen_resources: None,
+        network_policy: None,
         image_pull_policy: Some("IfNotPresent".into()),
     };
     let objects = [

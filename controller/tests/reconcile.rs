@@ -8,6 +8,7 @@ use common::{Cluster, client_for};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use loadlab_controller::cache::{ClusterCache, Snapshot};
+use loadlab_controller::netpol::ControllerPeer;
 use loadlab_controller::pods::{PerfEvents, PodSettings};
 use loadlab_controller::reconcile::{Context, FINALIZER, ReadyFleet, Runner, reconcile};
 use loadlab_controller::token::TokenKey;
@@ -105,6 +106,8 @@ fn seed_fleet() -> Vec<Value> {
 struct Harness {
     cluster: Arc<Mutex<Cluster>>,
     runner: Arc<RecordingRunner>,
+    /// The controller's pods, when experiments get NetworkPolicies.
+    network_policy: Option<ControllerPeer>,
     /// One controller process across the passes, as in a cluster.
     context: Mutex<Option<(Arc<Context>, Snapshot)>>,
 }
@@ -117,7 +120,18 @@ impl Harness {
                 ..Cluster::default()
             })),
             runner: Arc::default(),
+            network_policy: None,
             context: Mutex::default(),
+        }
+    }
+
+    fn with_network_policies(nodes: Vec<Value>) -> Self {
+        Self {
+            network_policy: Some(
+                ControllerPeer::parse("loadlab-system", "app.kubernetes.io/component=controller")
+                    .unwrap(),
+            ),
+            ..Self::new(nodes)
         }
     }
 
@@ -135,6 +149,7 @@ impl Harness {
                         perf_events: PerfEvents::Perfmon,
                         agent_resources: None,
                         loadgen_resources: None,
+                        network_policy: self.network_policy.clone(),
                         image_pull_policy: None,
                     },
                     self.runner.clone(),
@@ -319,12 +334,54 @@ async fn a_cohort_without_nodes_is_a_condition_that_names_it() {
 }
 
 #[tokio::test]
+async fn where_asked_an_experiment_gets_its_network_policy_once_before_its_pods() {
+    let harness = Harness::with_network_policies(seed_fleet());
+    harness.reconcile(experiment(true)).await;
+    harness.reconcile(experiment(true)).await;
+    {
+        let cluster = harness.cluster();
+        let policies = cluster.created("/networkpolicies");
+        assert_eq!(policies.len(), 1, "{:?}", cluster.requests);
+        let policy = &policies[0];
+        assert!(
+            policy["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("epoll-refcount-netpol-")
+        );
+        assert_eq!(
+            policy["spec"]["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            "loadlab-system"
+        );
+        let first_pod = cluster
+            .requests
+            .iter()
+            .position(|(m, p, _)| m == "POST" && p.ends_with("/pods"))
+            .unwrap();
+        let policy_at = cluster
+            .requests
+            .iter()
+            .position(|(m, p, _)| m == "POST" && p.ends_with("/networkpolicies"))
+            .unwrap();
+        assert!(policy_at < first_pod);
+    }
+    // Without the chart's setting, none.
+    let plain = Harness::new(seed_fleet());
+    plain.reconcile(experiment(true)).await;
+    assert!(plain.cluster().created("/networkpolicies").is_empty());
+}
+
+#[tokio::test]
 async fn pods_or_a_secret_the_api_server_refuses_are_named_in_the_status() {
     for (suffix, says) in [
         ("/pods", "the API server refused pod "),
         ("/secrets", "the API server refused the token Secret "),
+        (
+            "/networkpolicies",
+            "the API server refused the NetworkPolicy ",
+        ),
     ] {
-        let harness = Harness::new(seed_fleet());
+        let harness = Harness::with_network_policies(seed_fleet());
         let refused = "violates PodSecurity \"baseline:latest\": non-default capabilities";
         harness.cluster().refuse = Some((suffix.to_string(), 403, refused.to_string()));
         harness.reconcile(experiment(true)).await;

@@ -37,6 +37,10 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// The bearer token ingest requires; ingest is off without one.
     ingest_token: Option<Arc<str>>,
+    /// When set, every read under /api/v1 needs this token (or the ingest token), as a bearer
+    /// token or the dashboard's `loadlab_token` cookie; health, metrics, the OpenAPI document
+    /// and the dashboard's own files stay open.
+    read_token: Option<Arc<str>>,
     /// Comparisons by experiment and baseline, valid at an experiment revision.
     comparisons: Arc<Memo<(Uuid, String), i64>>,
     /// The runs of two kernel patterns (and an experiment name), summed per kernel and
@@ -59,6 +63,7 @@ impl std::fmt::Debug for ApiState {
         // Never print the token.
         f.debug_struct("ApiState")
             .field("ingest", &self.ingest_token.is_some())
+            .field("reads_need_token", &self.read_token.is_some())
             .finish()
     }
 }
@@ -69,6 +74,7 @@ impl ApiState {
             store,
             metrics: Arc::default(),
             ingest_token: None,
+            read_token: None,
             comparisons: Arc::default(),
             fleet_runs: Arc::default(),
             fleet_comparisons: Arc::default(),
@@ -87,6 +93,45 @@ impl ApiState {
     pub fn with_ingest_token(mut self, token: &str) -> Self {
         self.ingest_token = Some(token.into());
         self
+    }
+
+    /// Reads under /api/v1 need this token (or the ingest token).
+    pub fn with_read_token(mut self, token: &str) -> Self {
+        self.read_token = Some(token.into());
+        self
+    }
+
+    fn authorize_read(&self, headers: &HeaderMap) -> ApiResult<()> {
+        let Some(expected) = &self.read_token else {
+            return Ok(());
+        };
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let cookie = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|pair| pair.trim().strip_prefix("loadlab_token="))
+            .map(percent_decoded);
+        let accepted = |token: &str| {
+            constant_time_eq(token.as_bytes(), expected.as_bytes())
+                || self
+                    .ingest_token
+                    .as_ref()
+                    .is_some_and(|ingest| constant_time_eq(token.as_bytes(), ingest.as_bytes()))
+        };
+        match bearer.map(str::to_string).or(cookie) {
+            Some(token) if accepted(&token) => Ok(()),
+            Some(_) => Err(ApiError::Unauthorized(
+                "the token is not the read token".into(),
+            )),
+            None => Err(ApiError::Unauthorized(
+                "reads need the read token: send Authorization: Bearer <token> (the dashboard asks for it)".into(),
+            )),
+        }
     }
 
     fn authorize(&self, headers: &HeaderMap) -> ApiResult<()> {
@@ -109,6 +154,28 @@ impl ApiState {
             )),
         }
     }
+}
+
+/// A cookie value as the dashboard wrote it (`encodeURIComponent`); a malformed escape stays
+/// as it is (and then matches no token).
+fn percent_decoded(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&hi), Some(&lo)) if hex(hi).is_some() && hex(lo).is_some() => {
+                out.push((hex(hi).unwrap_or(0) * 16 + hex(lo).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Compares without leaking where the first difference is.
@@ -261,10 +328,33 @@ pub fn app(state: ApiState) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
+            reads_behind_token,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
             within_deadline,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// Reads of results need the read token when one is set; writes check their own token.
+async fn reads_behind_token(
+    State(state): State<ApiState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let read = matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if read
+        && request.uri().path().starts_with("/api/v1/")
+        && let Err(refused) = state.authorize_read(request.headers())
+    {
+        return refused.into_response();
+    }
+    next.run(request).await
 }
 
 fn parse_id(id: &str) -> ApiResult<Uuid> {

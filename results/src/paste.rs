@@ -155,6 +155,18 @@ fn comparison(
             out,
             format!("{:12}conn/s: {}{interval}", "", comparison.verdict.as_str()),
         );
+        if let Some(detectable) = comparison.min_detectable_change {
+            let mut said = format!(
+                "these runs detect a change of ±{:.1}% (80% of the time)",
+                detectable * 100.0
+            );
+            if let Some(runs) = comparison.runs_for_practical_change {
+                said.push_str(&format!("; about {runs} runs per cohort would detect 5%"));
+            }
+            for piece in wrapped(&said, WIDTH - 12) {
+                line(out, format!("{:12}{piece}", ""));
+            }
+        }
     }
     line(
         out,

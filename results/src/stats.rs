@@ -16,6 +16,12 @@ pub const MIN_EFFECT: f64 = 0.01;
 pub const NOISY_CV: f64 = 0.05;
 /// Fewer runs than this are flagged as too few.
 pub const ENOUGH_RUNS: usize = 3;
+/// The change a fixed design is sized against when it says how many runs would decide it.
+pub const PRACTICAL_CHANGE: f64 = 0.05;
+/// The 80th percentile of the standard normal: a design's minimum detectable change is the one
+/// it finds 80% of the time (power 0.8) at the 95% level.
+const Z_POWER: f64 = 0.841_621_233_572_914_3;
+const Z_975: f64 = 1.959_963_984_540_054;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -100,6 +106,15 @@ pub struct Comparison {
     pub p_value: Option<f64>,
     pub verdict: Verdict,
     pub flags: Vec<NoiseFlag>,
+    /// The smallest change (a fraction, either way) these runs would detect 80% of the time at
+    /// the 95% level, given the noise they showed: exp((t + z₀.₈) · standard error of the log
+    /// ratio) − 1. What "no detectable change" rules out, and what it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_detectable_change: Option<f64>,
+    /// Runs per cohort that would detect a change of `PRACTICAL_CHANGE` (5%) 80% of the time
+    /// at this noise, when these runs are too few for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs_for_practical_change: Option<u64>,
 }
 
 /// Compares a candidate's per-run values with the baseline's. Values must be positive.
@@ -202,9 +217,12 @@ fn compare_summaries((la, a): (Summary, Summary), (lb, b): (Summary, Summary)) -
             p_value: None,
             verdict: Verdict::InsufficientData,
             flags,
+            min_detectable_change: None,
+            runs_for_practical_change: None,
         };
     }
 
+    let (mut detectable, mut runs_needed) = (None, None);
     let (va, vb) = (la.sd.powi(2) / la.n as f64, lb.sd.powi(2) / lb.n as f64);
     let se = (va + vb).sqrt();
     let diff = lb.mean - la.mean;
@@ -213,6 +231,15 @@ fn compare_summaries((la, a): (Summary, Summary), (lb, b): (Summary, Summary)) -
             (va + vb).powi(2) / (va.powi(2) / (la.n - 1) as f64 + vb.powi(2) / (lb.n - 1) as f64);
         let t = student_t_quantile_975(df);
         let ci = ((diff - t * se).exp(), (diff + t * se).exp());
+        detectable = Some(((t + Z_POWER) * se).exp() - 1.0);
+        // Per cohort, with large-sample quantiles: (z₀.₉₇₅ + z₀.₈)² (s_a² + s_b²) / ln(1.05)².
+        let needed = ((Z_975 + Z_POWER).powi(2) * (la.sd.powi(2) + lb.sd.powi(2))
+            / (1.0 + PRACTICAL_CHANGE).ln().powi(2))
+        .ceil()
+        .max(2.0);
+        if detectable.is_some_and(|d| d > PRACTICAL_CHANGE) && needed.is_finite() {
+            runs_needed = Some(needed as u64);
+        }
         (Some(ci), Some(two_sided_p(diff / se, df)))
     } else {
         // Identical runs on both sides: the difference is exact.
@@ -242,6 +269,8 @@ fn compare_summaries((la, a): (Summary, Summary), (lb, b): (Summary, Summary)) -
         p_value,
         verdict,
         flags,
+        min_detectable_change: detectable,
+        runs_for_practical_change: runs_needed,
     }
 }
 
@@ -435,6 +464,27 @@ mod tests {
         let (low, high) = c.ci95.unwrap();
         assert!(close(low, (1.21f64.ln() - half).exp(), 1e-4), "{low}");
         assert!(close(high, (1.21f64.ln() + half).exp(), 1e-4), "{high}");
+    }
+
+    #[test]
+    fn a_design_says_the_smallest_change_it_detects_and_the_runs_a_5_percent_change_needs() {
+        // The hand computation above: log sd ln 1.1 on both sides, three runs each, df 4.
+        let a = [100.0, 110.0, 121.0];
+        let b = [121.0, 133.1, 146.41];
+        let c = compare(&a, &b).unwrap();
+        let se = 1.1f64.ln() * (2.0f64 / 3.0).sqrt();
+        let expected = ((2.776_445 + 0.841_621) * se).exp() - 1.0;
+        let mde = c.min_detectable_change.unwrap();
+        assert!(close(mde, expected, 1e-4), "{mde} vs {expected}");
+        // (1.96 + 0.8416)^2 * 2 (ln 1.1)^2 / (ln 1.05)^2 = 59.9: 60 runs per cohort.
+        assert_eq!(c.runs_for_practical_change, Some(60));
+        // Quiet runs detect under 5% already: no runs to ask for.
+        let quiet = compare(&[1000.0, 1002.0, 998.0], &[1001.0, 999.0, 1003.0]).unwrap();
+        assert!(quiet.min_detectable_change.unwrap() < PRACTICAL_CHANGE);
+        assert_eq!(quiet.runs_for_practical_change, None);
+        // One run a side: nothing to size.
+        let single = compare(&[1000.0], &[1100.0]).unwrap();
+        assert_eq!(single.min_detectable_change, None);
     }
 
     #[test]

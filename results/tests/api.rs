@@ -175,6 +175,8 @@ async fn the_comparison_as_text_to_paste_fits_80_columns() {
         "{text}"
     );
     assert!(text.contains("cpu.osq_lock"), "{text}");
+    // What the design could have seen, beside what it saw.
+    assert!(text.contains("these runs detect a change of ±"), "{text}");
     let (_, flipped_type, flipped) = get(
         &store,
         &format!("/api/v1/experiments/{id}/comparison?format=text&baseline=patched"),
@@ -742,4 +744,75 @@ async fn answers_are_reused_only_while_nothing_they_come_from_changed() {
         .unwrap();
     assert_eq!(succeeded(&get_json_from(&app, &comparison).await), 4);
     assert_eq!(fleet_runs(&get_json_from(&app, fleet).await), 8);
+}
+
+#[tokio::test]
+async fn with_a_read_token_results_need_it_and_health_metrics_and_the_page_do_not() {
+    let (store, id) = seeded_faster_patched().await;
+    let app = app(ApiState::new(store.clone())
+        .with_ingest_token("ingest-s3cret")
+        .with_read_token("read s3cret;="));
+    let status = |request: Request<Body>| {
+        let app = app.clone();
+        async move { app.oneshot(request).await.unwrap().status() }
+    };
+    let comparison = format!("/api/v1/experiments/{id}/comparison");
+    for uri in [
+        "/api/v1/experiments",
+        comparison.as_str(),
+        "/api/v1/nodes",
+        "/api/v1/kernels/compare?a=*&b=*",
+    ] {
+        let bare = Request::get(uri).body(Body::empty()).unwrap();
+        assert_eq!(status(bare).await, StatusCode::UNAUTHORIZED, "{uri}");
+        let wrong = Request::get(uri)
+            .header(header::AUTHORIZATION, "Bearer read")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(status(wrong).await, StatusCode::UNAUTHORIZED, "{uri}");
+        for token in ["read s3cret;=", "ingest-s3cret"] {
+            let bearer = Request::get(uri)
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap();
+            assert_eq!(status(bearer).await, StatusCode::OK, "{uri}");
+        }
+        // The dashboard's cookie, as encodeURIComponent wrote it, beside another site cookie.
+        let cookie = Request::get(uri)
+            .header(
+                header::COOKIE,
+                "theme=dark; loadlab_token=read%20s3cret%3B%3D",
+            )
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(status(cookie).await, StatusCode::OK, "{uri}");
+    }
+    let (refused, body) = send(
+        &app,
+        Request::get("/api/v1/nodes").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_error(refused, &body, StatusCode::UNAUTHORIZED, "read token");
+    for open in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/openapi.json",
+        "/",
+        "/assets/app.js",
+    ] {
+        let request = Request::get(open).body(Body::empty()).unwrap();
+        assert_eq!(status(request).await, StatusCode::OK, "{open}");
+    }
+    // The read token reads; it does not ingest.
+    let (status, _) = send(
+        &app,
+        Request::post("/api/v1/experiments")
+            .header(header::AUTHORIZATION, "Bearer read s3cret;=")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{}"))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

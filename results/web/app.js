@@ -231,6 +231,10 @@ async function route() {
 }
 
 function showProblem(e) {
+  if (e instanceof ApiProblem && e.status === 401) {
+    signInPage(e.message);
+    return;
+  }
   if (e instanceof ApiProblem) {
     const title = e.status === 404 ? "Not found" : e.status === 400 ? "Bad request" : "The server could not answer";
     problemPage(title, e.message, h("p", {}, link("/", "All experiments")));
@@ -238,6 +242,26 @@ function showProblem(e) {
     problemPage("Something went wrong", String(e && e.message ? e.message : e), h("p", {}, link("/", "All experiments")));
     console.warn(e);
   }
+}
+
+// Results are behind a read token on this server: it goes into a cookie for this site only,
+// which fetches, the flamegraph frames and the download links all carry.
+function signInPage(detail) {
+  const input = h("input", { type: "password", id: "read-token", autocomplete: "current-password", size: 40 });
+  const form = h("form", {
+    id: "sign-in",
+    onsubmit: (event) => {
+      event.preventDefault();
+      const token = input.value.trim();
+      if (!token) return;
+      const secure = location.protocol === "https:" ? "; Secure" : "";
+      document.cookie = `loadlab_token=${encodeURIComponent(token)}; path=/; SameSite=Strict${secure}`;
+      route();
+    },
+  }, h("label", {}, "Read token ", input), " ", h("button", { type: "submit" }, "Show the results"));
+  setPage("Sign in", h("h1", {}, "This server's results need its read token"),
+    h("p", { class: "note" }, detail), form);
+  input.focus();
 }
 
 document.addEventListener("click", (event) => {
@@ -499,7 +523,10 @@ function comparisonTable(comparison, baseline) {
       num(isBase ? "–" : fmtCi(cmp?.ci95, fmtRatio), cmp?.ci95 ? cmp.ci95.join(" ") : ""),
       num(isBase || !cmp || cmp.hedges_g == null ? "–" : cmp.hedges_g.toFixed(2), cmp?.hedges_g),
       num(isBase ? "–" : fmtP(cmp?.p_value), cmp?.p_value),
-      verdictBadge(cmp?.verdict, isBase),
+      isBase || !cmp || cmp.min_detectable_change == null ? verdictBadge(cmp?.verdict, isBase)
+        : h("span", {}, verdictBadge(cmp.verdict, isBase), h("div", { class: "note", title: "the smallest change these runs find 80% of the time, at the noise they showed" },
+          `detects ±${fmtPct(cmp.min_detectable_change)}`,
+          cmp.runs_for_practical_change ? `; ~${cmp.runs_for_practical_change} runs per cohort would detect 5%` : "")),
       isBase ? "–" : flags,
     ];
   });

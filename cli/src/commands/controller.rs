@@ -3,8 +3,9 @@ use std::time::Duration;
 
 use crate::args::{AgentPerfEvents, ControllerArgs};
 use crate::commands::interrupt_token;
-use crate::commands::serve::Api;
+use crate::commands::serve::{Api, ApiTokens};
 use anyhow::Context;
+use loadlab_controller::netpol::ControllerPeer;
 use loadlab_controller::operator::{OperatorConfig, run_operator};
 use loadlab_controller::pods::{PerfEvents, PodSettings};
 use loadlab_controller::token::TokenKey;
@@ -18,6 +19,12 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         (3..=3600).contains(&args.lease_seconds),
         "--lease-seconds must be between 3 and 3600"
     );
+    let network_policy = args
+        .network_policy_labels
+        .as_deref()
+        .map(|labels| ControllerPeer::parse(&args.namespace, labels))
+        .transpose()
+        .map_err(|error| anyhow::anyhow!("--network-policy-labels: {error}"))?;
     let token_key = TokenKey::new(&args.token_key)
         .map_err(|error| anyhow::anyhow!("--token-key (LOADLAB_TOKEN_KEY): {error}"))?;
     let identity = match args.identity {
@@ -30,8 +37,15 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     let client = kube::Client::try_default().await.map_err(|error| {
         anyhow::anyhow!("no Kubernetes API to talk to (in-cluster config or KUBECONFIG): {error}")
     })?;
-    let api =
-        Api::open_waiting(args.listen, args.api_token.as_deref(), args.database_wait.0).await?;
+    let api = Api::open_waiting(
+        args.listen,
+        &ApiTokens {
+            ingest: args.api_token.clone(),
+            read: args.read_token.clone(),
+        },
+        args.database_wait.0,
+    )
+    .await?;
     eprintln!(
         "loadlab controller {identity}: API on http://{}/api/v1 · results in {}",
         api.address, api.database
@@ -52,6 +66,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
             },
             agent_resources: resources("--agent-resources", args.agent_resources.as_deref())?,
             loadgen_resources: resources("--loadgen-resources", args.loadgen_resources.as_deref())?,
+            network_policy,
         },
         lease_namespace: args.namespace,
         identity,

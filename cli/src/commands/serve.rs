@@ -12,7 +12,11 @@ use crate::args::ServeArgs;
 use crate::commands::{DrainWithin, interrupt_token};
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let api = Api::open(args.listen, args.api_token.as_deref()).await?;
+    let tokens = ApiTokens {
+        ingest: args.api_token.clone(),
+        read: args.read_token.clone(),
+    };
+    let api = Api::open(args.listen, &tokens).await?;
     eprintln!(
         "loadlab dashboard on http://{}/ · API on http://{}/api/v1/experiments · results in {}",
         api.address, api.address, api.database
@@ -20,9 +24,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.api_token.is_none() {
         eprintln!("ingest is off (set LOADLAB_API_TOKEN to accept runs over HTTP)");
     }
+    if args.read_token.is_some() {
+        eprintln!("reads need the read token (LOADLAB_READ_TOKEN)");
+    }
     let stop = interrupt_token();
     api.serve(&stop).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The API's tokens: one turns ingest on, the other puts reads behind it.
+#[derive(Clone, Default)]
+pub struct ApiTokens {
+    pub ingest: Option<String>,
+    pub read: Option<String>,
 }
 
 /// The REST API, ready to serve: its database open and its address bound.
@@ -37,8 +51,8 @@ pub struct Api {
 
 impl Api {
     /// Opens the results database (`DATABASE_URL` or the private cluster) and binds `listen`.
-    /// A token turns on ingest over HTTP.
-    pub async fn open(listen: SocketAddr, api_token: Option<&str>) -> anyhow::Result<Self> {
+    /// An ingest token turns on ingest over HTTP; a read token puts reads behind it.
+    pub async fn open(listen: SocketAddr, tokens: &ApiTokens) -> anyhow::Result<Self> {
         let database = Database::from_env();
         let store = database
             .open()
@@ -48,9 +62,14 @@ impl Api {
             .await
             .with_context(|| format!("cannot listen on {listen}"))?;
         let mut state = ApiState::new(store.clone());
-        match api_token.map(str::trim) {
+        match tokens.ingest.as_deref().map(str::trim) {
             Some("") => anyhow::bail!("LOADLAB_API_TOKEN is set but empty"),
             Some(token) => state = state.with_ingest_token(token),
+            None => {}
+        }
+        match tokens.read.as_deref().map(str::trim) {
+            Some("") => anyhow::bail!("LOADLAB_READ_TOKEN is set but empty"),
+            Some(token) => state = state.with_read_token(token),
             None => {}
         }
         Ok(Self {
@@ -66,13 +85,13 @@ impl Api {
     /// or not reachable yet) is tried again every two seconds for up to `patience`, saying so.
     pub async fn open_waiting(
         listen: SocketAddr,
-        api_token: Option<&str>,
+        tokens: &ApiTokens,
         patience: std::time::Duration,
     ) -> anyhow::Result<Self> {
         let started = std::time::Instant::now();
         let mut said = false;
         loop {
-            match Self::open(listen, api_token).await {
+            match Self::open(listen, tokens).await {
                 Ok(api) => return Ok(api),
                 Err(error) if started.elapsed() < patience && database_unreachable(&error) => {
                     if !said {

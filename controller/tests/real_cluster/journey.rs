@@ -74,6 +74,7 @@ async fn helm_install_apply_run_and_read_the_results() {
         ("create", "events.events.k8s.io"),
         ("patch", "events.events.k8s.io"),
         ("update", "leases.coordination.k8s.io"),
+        ("create", "networkpolicies.networking.k8s.io"),
     ];
     for (verb, resource) in uses {
         assert!(
@@ -95,6 +96,8 @@ async fn helm_install_apply_run_and_read_the_results() {
         ("delete", "events.events.k8s.io", ns.as_str()),
         ("create", "deployments.apps", ns.as_str()),
         ("create", "pods/exec", ns.as_str()),
+        ("get", "networkpolicies.networking.k8s.io", ns.as_str()),
+        ("delete", "networkpolicies.networking.k8s.io", ns.as_str()),
         ("update", "leases.coordination.k8s.io", "kube-system"),
     ];
     for (verb, resource, namespace) in never {
@@ -192,6 +195,26 @@ async fn helm_install_apply_run_and_read_the_results() {
             "{cohort:?}"
         );
     }
+
+    // The experiment's NetworkPolicy, as the API server accepted it: only the controller
+    // reaches its pods' gRPC. (This cluster's network plugin does not enforce policies.)
+    let policies = release.kubectl_json(&[
+        "get",
+        "networkpolicies",
+        "-l",
+        &format!("loadlab.dev/experiment={EXPERIMENT}"),
+    ]);
+    let policies = policies["items"].as_array().unwrap();
+    assert_eq!(policies.len(), 1, "{policies:?}");
+    let from = &policies[0]["spec"]["ingress"][0]["from"][0];
+    assert_eq!(
+        from["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        ns.as_str()
+    );
+    assert_eq!(
+        from["podSelector"]["matchLabels"]["app.kubernetes.io/component"],
+        "controller"
+    );
 
     // The REST API through the chart's Service.
     let id = status

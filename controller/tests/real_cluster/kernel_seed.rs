@@ -11,7 +11,7 @@ use loadlab_controller::Experiment;
 use loadlab_controller::status::Phase;
 use serde_json::Value;
 
-use crate::harness::{KernelNode, Release, cluster_script, repo};
+use crate::harness::{KernelNode, Release, cluster_script, repo, try_run};
 
 const EXAMPLE: &str = "examples/epoll-refcount-kernel-nodes.yaml";
 const NAME: &str = "epoll-refcount-kernel-nodes";
@@ -21,6 +21,17 @@ fn cohort<'a>(comparison: &'a Value, name: &str) -> &'a Value {
         .as_array()
         .and_then(|c| c.iter().find(|c| c["name"] == name))
         .unwrap_or_else(|| panic!("no cohort {name}: {comparison}"))
+}
+
+fn condition<'a>(
+    status: &'a loadlab_controller::status::ExperimentStatus,
+    type_: &str,
+) -> &'a loadlab_controller::status::Condition {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition: {status:?}"))
 }
 
 fn finished(e: Option<&Experiment>) -> bool {
@@ -176,11 +187,7 @@ async fn the_seed_experiment_compares_two_debian_kernels_on_real_nodes() {
     );
     let status = ended.status.clone().unwrap();
     assert_eq!(status.phase, Phase::Failed, "{status:?}");
-    let completed = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Completed")
-        .unwrap_or_else(|| panic!("{status:?}"));
+    let completed = condition(&status, "Completed");
     assert!(completed.message.contains(&patched.name), "{completed:?}");
     // What was stored stays: counts in the status, runs in the store, each planned run once.
     assert!(
@@ -217,6 +224,52 @@ async fn the_seed_experiment_compares_two_debian_kernels_on_real_nodes() {
     );
     // The powered-off node goes first: its pods cannot end until its Node object does.
     drop(patched);
+
+    // The agent with the chart's default capabilities on Debian's default paranoid level (3):
+    // conn/s is measured, and the status says why there is no lock or CPU evidence and what
+    // to set.
+    let chart = repo().join("helm/loadlab");
+    let (upgraded, said) = try_run(
+        "helm",
+        &[
+            "upgrade",
+            &release.name,
+            chart.to_str().unwrap(),
+            "--namespace",
+            &release.namespace,
+            "--reuse-values",
+            "--set",
+            "agent.perfEvents=perfmon",
+            "--wait",
+            "--timeout",
+            "5m",
+        ],
+    );
+    assert!(upgraded, "helm upgrade: {said}");
+    let plain = "debian-default";
+    let manifest = std::fs::read_to_string(&example)
+        .unwrap()
+        .replace(&format!("name: {NAME}"), &format!("name: {plain}"))
+        .replace("repetitions: 2", "repetitions: 1")
+        .replace("    - { name: patched, kernel: \"6.1.0-56-*\" }\n", "");
+    assert!(!manifest.contains("kernel: \"6.1.0-56-*\""), "{manifest}");
+    std::fs::write(&file, manifest).unwrap();
+    release.kubectl(&["apply", "-f", file.to_str().unwrap()]);
+    let measured = release
+        .wait_experiment(plain, Duration::from_secs(900), "finished", finished)
+        .await;
+    let status = measured.status.clone().unwrap();
+    assert_eq!(status.phase, Phase::Succeeded, "{status:?}");
+    let evidence = condition(&status, "EvidenceCollected");
+    assert_eq!(evidence.status, "False", "{evidence:?}");
+    assert!(
+        evidence.message.contains("perf_event_paranoid") && evidence.message.contains("sysAdmin"),
+        "{evidence:?}"
+    );
+    eprintln!(
+        "on Debian's default without CAP_SYS_ADMIN: {}",
+        evidence.message
+    );
     drop(release);
     drop(unpatched);
     eprintln!(
