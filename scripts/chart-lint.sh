@@ -10,6 +10,8 @@ version=v1.20.0
 bin="${LOADLAB_TOOLS:-/opt/loadlab-tools}/kube-score/$version"
 
 if [ ! -x "$bin/kube-score" ]; then
+  # Go as the machine's own install puts it, when it is not on PATH.
+  command -v go >/dev/null || [ ! -x /usr/local/go/bin/go ] || PATH="/usr/local/go/bin:$PATH"
   command -v go >/dev/null || { echo "chart-lint: go is needed to build kube-score" >&2; exit 1; }
   echo "chart-lint: building kube-score $version" >&2
   mkdir -p "$bin"

@@ -63,6 +63,7 @@ install_packages() {
   command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+  command -v file >/dev/null 2>&1 || missing+=(file)
   command -v gcc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing: ${missing[*]}"

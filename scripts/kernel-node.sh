@@ -79,7 +79,12 @@ resolve_kernel() {
     [ -f "$image" ] || die "$kernel: no such kernel image (give a vmlinuz path or a Debian package name such as linux-image-6.1.0-47-cloud-amd64-unsigned)"
     root="$(dirname "$(dirname "$image")")"
   fi
-  release="$(file -bL "$image" | sed -n 's/.*version \([^ ]*\) .*/\1/p')"
+  # vmlinuz-<release>, as Debian names it; else the version string in the image's header.
+  release="$(basename "$image")"
+  release="${release#vmlinuz-}"
+  if [ "$release" = "$(basename "$image")" ] || [ ! -d "$root/lib/modules/$release" ]; then
+    release="$(file -bL "$image" | sed -n 's/.*version \([^ ]*\) .*/\1/p')"
+  fi
   [ -n "$release" ] || die "$image is not an x86 bzImage (no kernel version in its header)"
   [ -d "$root/lib/modules/$release" ] \
     || die "no modules for $release beside $image (expected $root/lib/modules/$release)"
