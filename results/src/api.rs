@@ -105,10 +105,7 @@ impl ApiState {
         let Some(expected) = &self.read_token else {
             return Ok(());
         };
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+        let bearer = bearer_token(headers);
         let cookie = headers
             .get_all(header::COOKIE)
             .iter()
@@ -140,10 +137,7 @@ impl ApiState {
                 "ingest is off: start loadlab serve with LOADLAB_API_TOKEN set".into(),
             ));
         };
-        let presented = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+        let presented = bearer_token(headers);
         match presented {
             Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
             Some(_) => Err(ApiError::Unauthorized(
@@ -154,6 +148,14 @@ impl ApiState {
             )),
         }
     }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
 }
 
 /// A cookie value as the dashboard wrote it (`encodeURIComponent`); a malformed escape stays
