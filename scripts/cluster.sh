@@ -279,22 +279,9 @@ state = "$dir/containerd/state"
   address = "$dir/containerd/containerd.sock.ttrpc"
 [plugins."io.containerd.internal.v1.opt"]
   path = "$dir/containerd/opt"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "loadlab.dev/pause:1"
-  # Without CAP_SYS_RESOURCE (some sandboxes withhold it) no process may lower its OOM score,
-  # and every pod sandbox asks for -998: keep scores at or above containerd's own.
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "$dir/cni/net.d"
 EOF
+  bash "$here/containerd-cri.sh" "$dir/cni/net.d" --restrict-oom-score-adj \
+    >> "$dir/containerd/config.toml"
   start containerd containerd --config "$dir/containerd/config.toml"
   wait_for containerd 60 "$logs/containerd.log" ctr --address "$containerd_sock" version
   import_pause_image

@@ -111,7 +111,7 @@ root_disk() {
   local modules="$1" release="$2" root bin key disk staging
   root="$(bash "$here/debian-root.sh" node-root "$node_packages")"
   bin="$(bash "$here/k8s-tools.sh" | tail -n 1)"
-  key="$( { echo "$root"; sha256sum "$bin/kubelet" "$here/kernel-node.sh"; } | sha256sum | cut -c1-12)"
+  key="$( { echo "$root"; sha256sum "$bin/kubelet" "$here/kernel-node.sh" "$here/containerd-cri.sh"; } | sha256sum | cut -c1-12)"
   disk="$dir/node-disks/root-$release-$key.ext4"
   if [ ! -f "$disk" ]; then
     say "making the root disk for $release"
@@ -189,19 +189,8 @@ root = "/var/lib/containerd"
 state = "/run/containerd"
 [grpc]
   address = "/run/containerd/containerd.sock"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "loadlab.dev/pause:1"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = "/etc/cni/net.d"
 EOF
+  bash "$here/containerd-cri.sh" /etc/cni/net.d >> "$root/etc/containerd/config.toml"
   cat > "$root/sbin/loadlab-node-init" <<'EOF'
 #!/bin/sh
 # PID 1 of a kernel node: tini reaps what containerd's shims leave behind.
