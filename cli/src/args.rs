@@ -90,6 +90,11 @@ pub struct ControllerArgs {
     /// nginx. Without it no NetworkPolicy is made.
     #[arg(long, env = "LOADLAB_NETWORK_POLICY_LABELS")]
     pub network_policy_labels: Option<String>,
+    /// Namespaces experiments may run in, separated by commas, or `*` for every one: the
+    /// controller makes pods, Secrets and NetworkPolicies only there (the chart grants a Role
+    /// in each) and tells an experiment applied elsewhere why it waits.
+    #[arg(long, env = "LOADLAB_EXPERIMENT_NAMESPACES", default_value = "*")]
+    pub experiment_namespaces: String,
     /// Namespace of the leader lease: the controller's own.
     #[arg(long, env = "LOADLAB_NAMESPACE", default_value = "default")]
     pub namespace: String,

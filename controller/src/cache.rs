@@ -10,12 +10,15 @@ use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
+use crate::namespaces::Namespaces;
 use crate::pods::{MANAGED_BY_LABEL, MANAGER};
 
 #[derive(Clone)]
 pub struct ClusterCache {
     nodes: Store<Node>,
-    pods: Store<Pod>,
+    /// One store per watched namespace (or one for all): a store takes one watch's listings,
+    /// and a relist of one namespace must not empty another's.
+    pods: Vec<Store<Pod>>,
 }
 
 /// The watches behind a [`ClusterCache`]: the node watch runs on its own once spawned; the
@@ -26,9 +29,9 @@ pub struct Watches {
 }
 
 impl ClusterCache {
-    pub fn watch(client: Client) -> (Self, Watches) {
+    /// Watches every node, and the controller's pods in the namespaces it may use.
+    pub fn watch(client: Client, namespaces: &Namespaces) -> (Self, Watches) {
         let (nodes, node_writer) = reflector::store();
-        let (pods, pod_writer) = reflector::store();
         let node_stream = reflector(
             node_writer,
             watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
@@ -47,17 +50,32 @@ impl ClusterCache {
             }
         })
         .boxed();
-        let pod_stream = reflector(
-            pod_writer,
-            watcher(
-                Api::<Pod>::all(client),
-                watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}")),
-            )
-            .default_backoff()
-            .modify(|pod| pod.managed_fields_mut().clear()),
-        )
-        .touched_objects()
-        .boxed();
+        let apis = match namespaces {
+            Namespaces::All => vec![Api::<Pod>::all(client)],
+            Namespaces::Only(names) => names
+                .iter()
+                .map(|namespace| Api::<Pod>::namespaced(client.clone(), namespace))
+                .collect(),
+        };
+        let (pods, streams): (Vec<_>, Vec<_>) = apis
+            .into_iter()
+            .map(|api| {
+                let (store, writer) = reflector::store();
+                let stream = reflector(
+                    writer,
+                    watcher(
+                        api,
+                        watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}")),
+                    )
+                    .default_backoff()
+                    .modify(|pod| pod.managed_fields_mut().clear()),
+                )
+                .touched_objects()
+                .boxed();
+                (store, stream)
+            })
+            .unzip();
+        let pod_stream = futures::stream::select_all(streams).boxed();
         (
             Self { nodes, pods },
             Watches {
@@ -73,7 +91,10 @@ impl ClusterCache {
         let (nodes, node_writer) = reflector::store();
         let (pods, pod_writer) = reflector::store();
         (
-            Self { nodes, pods },
+            Self {
+                nodes,
+                pods: vec![pods],
+            },
             Snapshot {
                 nodes: node_writer,
                 pods: pod_writer,
@@ -84,7 +105,10 @@ impl ClusterCache {
     /// Waits for both watches' first listings (at start, not on every pass).
     pub async fn ready(&self) -> Result<(), reflector::store::WriterDropped> {
         self.nodes.wait_until_ready().await?;
-        self.pods.wait_until_ready().await
+        for pods in &self.pods {
+            pods.wait_until_ready().await?;
+        }
+        Ok(())
     }
 
     pub fn nodes(&self) -> Vec<Arc<Node>> {
@@ -92,15 +116,21 @@ impl ClusterCache {
     }
 
     pub fn pod(&self, namespace: &str, name: &str) -> Option<Arc<Pod>> {
-        self.pods.get(&ObjectRef::new(name).within(namespace))
+        let wanted = ObjectRef::new(name).within(namespace);
+        self.pods.iter().find_map(|pods| pods.get(&wanted))
     }
 
     /// The pods the controller made for this very experiment (by its uid, not its name).
     pub fn pods_of(&self, experiment: &crate::Experiment) -> Vec<Arc<Pod>> {
         let namespace = experiment.namespace();
-        self.pods.state_filter(|pod| {
-            pod.namespace() == namespace && crate::pods::is_owned_by(pod, experiment)
-        })
+        self.pods
+            .iter()
+            .flat_map(|pods| {
+                pods.state_filter(|pod| {
+                    pod.namespace() == namespace && crate::pods::is_owned_by(pod, experiment)
+                })
+            })
+            .collect()
     }
 }
 

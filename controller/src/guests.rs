@@ -158,6 +158,7 @@ impl GuestFleet {
                 let connection = Connection {
                     token: Some(guest.token.clone()),
                     tls_ca: None,
+                    tls_server_name: None,
                 };
                 let loadgen = match (&self.host_generator, here) {
                     (Some(host), true) => {

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cache::ClusterCache;
 use crate::leader::{Holding, LeaseLock, keep_renewing};
+use crate::namespaces::Namespaces;
 use crate::pods::PodSettings;
 use crate::reconcile::Context;
 use crate::runner::ProtocolRunner;
@@ -30,6 +31,8 @@ pub struct OperatorConfig {
     pub lease_duration: Duration,
     /// Derives each experiment's pod token (the same on every replica).
     pub token_key: TokenKey,
+    /// Where experiments may run (the namespaces the controller has a Role in).
+    pub namespaces: Namespaces,
 }
 
 /// How long an experiment's wake-ups are gathered into one reconcile.
@@ -74,7 +77,7 @@ pub async fn run_operator(
 
     let runner =
         Arc::new(ProtocolRunner::new(client.clone(), store).reporting_as(&config.identity));
-    let (cache, watches) = ClusterCache::watch(client.clone());
+    let (cache, watches) = ClusterCache::watch(client.clone(), &config.namespaces);
     let node_watch = tokio::spawn(watches.nodes);
     let waiting = cache.clone();
     let context = Arc::new(
@@ -85,7 +88,8 @@ pub async fn run_operator(
             cache,
             config.token_key,
         )
-        .reporting_as(&config.identity),
+        .reporting_as(&config.identity)
+        .in_namespaces(config.namespaces),
     );
     let lost = CancellationToken::new();
     let halt = CancellationToken::new();

@@ -69,12 +69,25 @@ pub enum Event {
 pub type RpcChannel = InterceptedService<Channel, AttachToken>;
 
 /// How agents and generators beyond this process are reached.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Connection {
     /// Sent as `authorization: Bearer` on every call.
     pub token: Option<String>,
     /// TLS, trusting this PEM CA certificate; plain HTTP/2 without one.
     pub tls_ca: Option<Vec<u8>>,
+    /// The name the peers' certificate must carry; the host of each address when unset.
+    pub tls_server_name: Option<String>,
+}
+
+impl Connection {
+    /// The pods of one experiment: its token, TLS with its authority and its pods' name.
+    pub fn to_pods(token: String, trust: crate::pod_tls::PodTrust) -> Self {
+        Self {
+            token: Some(token),
+            tls_ca: Some(trust.ca_pem.into_bytes()),
+            tls_server_name: Some(trust.server_name),
+        }
+    }
 }
 
 /// Opens a lazily connected channel to `address` (`host:port`). Connection errors show up on
@@ -95,11 +108,13 @@ pub fn rpc_channel(address: &str, connection: &Connection) -> Result<RpcChannel,
         .keep_alive_timeout(Duration::from_secs(30))
         .keep_alive_while_idle(true);
     if let Some(ca) = &connection.tls_ca {
-        let host = address
-            .rsplit_once(':')
-            .map_or(address, |(host, _)| host)
-            .trim_start_matches('[')
-            .trim_end_matches(']');
+        let host = connection.tls_server_name.as_deref().unwrap_or_else(|| {
+            address
+                .rsplit_once(':')
+                .map_or(address, |(host, _)| host)
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+        });
         endpoint = endpoint
             .tls_config(
                 tonic::transport::ClientTlsConfig::new()

@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 
+use crate::pod_tls::PodIdentity;
 use crate::spec::Experiment;
 
 pub const AGENT_PORT: u16 = 7700;
@@ -29,6 +30,9 @@ pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGER: &str = "loadlab-controller";
 pub const TOKEN_KEY: &str = "token";
+/// The pods' TLS certificate and key, beside the token in the same Secret.
+pub const TLS_CERT_KEY: &str = "tls.crt";
+pub const TLS_KEY_KEY: &str = "tls.key";
 const TOKEN_DIR: &str = "/etc/loadlab/token";
 
 /// How the controller's pods are made, from the chart's values.
@@ -109,14 +113,17 @@ pub fn is_owned_by(pod: &Pod, experiment: &Experiment) -> bool {
             .any(|owner| owner.uid == uid)
 }
 
-/// The Secret holding the bearer token agents and generators require.
-pub fn token_secret(experiment: &Experiment, token: &str) -> Secret {
+/// The Secret holding the bearer token agents and generators require, and the TLS identity
+/// they serve with.
+pub fn token_secret(experiment: &Experiment, token: &str, tls: &PodIdentity) -> Secret {
+    let entry = |key: &str, value: &str| (key.to_string(), ByteString(value.as_bytes().to_vec()));
     Secret {
         metadata: owned_metadata(experiment, token_secret_name(experiment), "token", None),
-        data: Some(BTreeMap::from([(
-            TOKEN_KEY.to_string(),
-            ByteString(token.as_bytes().to_vec()),
-        )])),
+        data: Some(BTreeMap::from([
+            entry(TOKEN_KEY, token),
+            entry(TLS_CERT_KEY, &tls.cert_pem),
+            entry(TLS_KEY_KEY, &tls.key_pem),
+        ])),
         type_: Some("Opaque".into()),
         ..Secret::default()
     }
@@ -140,9 +147,10 @@ pub fn agent_pod(
             "serve".into(),
             "--listen".into(),
             format!("0.0.0.0:{AGENT_PORT}"),
-            "--token-file".into(),
-            format!("{TOKEN_DIR}/{TOKEN_KEY}"),
-        ],
+        ]
+        .into_iter()
+        .chain(credential_args())
+        .collect(),
         AGENT_PORT,
     );
     container.env = Some(vec![
@@ -223,9 +231,8 @@ pub fn loadgen_pod(
         "serve".into(),
         "--listen".into(),
         format!("0.0.0.0:{LOADGEN_PORT}"),
-        "--token-file".into(),
-        format!("{TOKEN_DIR}/{TOKEN_KEY}"),
     ];
+    args.extend(credential_args());
     for target in targets {
         args.push("--allow".into());
         args.push(target.to_string());
@@ -317,6 +324,18 @@ fn loadlab_container(
         }]),
         ..Container::default()
     }
+}
+
+/// The token and TLS identity from the mounted Secret.
+fn credential_args() -> [String; 6] {
+    [
+        "--token-file".into(),
+        format!("{TOKEN_DIR}/{TOKEN_KEY}"),
+        "--tls-cert".into(),
+        format!("{TOKEN_DIR}/{TLS_CERT_KEY}"),
+        "--tls-key".into(),
+        format!("{TOKEN_DIR}/{TLS_KEY_KEY}"),
+    ]
 }
 
 fn token_volume(experiment: &Experiment) -> Volume {

@@ -18,6 +18,8 @@ use serde_json::json;
 
 use crate::cache::ClusterCache;
 use crate::events::Events;
+use crate::namespaces::Namespaces;
+use crate::orchestrator::Connection;
 use crate::placement::{NodeView, Placement, place};
 use crate::pods::{
     AGENT_PORT, LOADGEN_PORT, PodSettings, agent_pod, agent_pod_name, is_owned_by, loadgen_pod,
@@ -38,6 +40,8 @@ pub enum ReconcileError {
     Kube(#[from] kube::Error),
     #[error("{0}")]
     Finalizer(String),
+    #[error("{0}")]
+    Credentials(String),
 }
 
 /// A fleet whose pods are all up, ready for the run protocol.
@@ -46,7 +50,8 @@ pub struct ReadyFleet {
     /// Per cohort, in the spec's order: (node name, agent address).
     pub agents: Vec<Vec<(String, SocketAddr)>>,
     pub generators: Vec<SocketAddr>,
-    pub token: String,
+    /// The experiment's token and TLS trust.
+    pub connection: Connection,
 }
 
 /// Runs experiments whose fleets are ready. One implementation drives the run protocol and
@@ -75,6 +80,8 @@ pub struct Context {
     pub events: Events,
     /// Uids of experiments whose token Secret (and NetworkPolicy) this process made or found.
     secrets_made: Mutex<BTreeSet<String>>,
+    /// Where experiments may run: elsewhere they wait, told why.
+    namespaces: Namespaces,
 }
 
 impl Context {
@@ -93,12 +100,19 @@ impl Context {
             cache,
             token_key,
             secrets_made: Mutex::default(),
+            namespaces: Namespaces::All,
         }
     }
 
     /// Events name this replica (its pod name) as their reporting instance.
     pub fn reporting_as(mut self, instance: &str) -> Self {
         self.events = Events::new(self.client.clone(), Some(instance.to_string()));
+        self
+    }
+
+    /// Experiments run only in these namespaces (every one by default).
+    pub fn in_namespaces(mut self, namespaces: Namespaces) -> Self {
+        self.namespaces = namespaces;
         self
     }
 }
@@ -159,6 +173,19 @@ async fn apply(
         return Ok(Action::await_change());
     }
     report.condition("SpecValid", true, "Valid", "the spec is valid");
+    if !context.namespaces.allows(namespace) {
+        // Nothing is made here (the controller may not); a new chart setting restarts the
+        // controller, which reconciles every experiment again.
+        report.phase = Some(Phase::Pending);
+        report.condition(
+            "PodsReady",
+            false,
+            "NamespaceNotAllowed",
+            context.namespaces.refusal(namespace),
+        );
+        report.send(&experiments).await?;
+        return Ok(Action::await_change());
+    }
 
     // A running experiment keeps its nodes even if labels change under it. A pod it runs on
     // that is gone or going is reported; the runner is left to find out at its next call to
@@ -231,8 +258,8 @@ async fn apply(
     {
         return Ok(Action::await_change());
     }
-    let token = match ensure_token(context, namespace, &experiment).await? {
-        Ok(token) => token,
+    let connection = match ensure_credentials(context, namespace, &experiment).await? {
+        Ok(connection) => connection,
         Err(not_ready) => return report.pods_not_ready(not_ready, &experiments).await,
     };
     let pods = PodAccess {
@@ -258,28 +285,31 @@ async fn apply(
         ReadyFleet {
             agents,
             generators,
-            token,
+            connection,
         },
     );
     Ok(Action::requeue(WAIT * 3))
 }
 
-/// The experiment's token, its Secret (and, where the chart asks, its NetworkPolicy) created
-/// first, once per process: what exists already was made by this or an earlier leader.
-async fn ensure_token(
+/// How the experiment's pods are reached (its token and TLS trust), their Secret (and, where
+/// the chart asks, their NetworkPolicy) created first, once per process: what exists already
+/// was made by this or an earlier leader.
+async fn ensure_credentials(
     context: &Context,
     namespace: &str,
     experiment: &Experiment,
-) -> Result<Result<String, NotReady>, ReconcileError> {
+) -> Result<Result<Connection, NotReady>, ReconcileError> {
     let uid = experiment.uid().unwrap_or_default();
     let token = context.token_key.token_for(&uid);
+    let (trust, identity) =
+        crate::pod_tls::issue(&context.token_key, &uid).map_err(ReconcileError::Credentials)?;
+    let connection = Connection::to_pods(token.clone(), trust);
     if lock(&context.secrets_made).contains(&uid) {
-        return Ok(Ok(token));
+        return Ok(Ok(connection));
     }
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), namespace);
-    if let Err(refused) =
-        create_unless_there(&secrets, &token_secret(experiment, &token), "token Secret").await?
-    {
+    let secret = token_secret(experiment, &token, &identity);
+    if let Err(refused) = create_unless_there(&secrets, &secret, "token Secret").await? {
         return Ok(Err(refused));
     }
     if let Some(controller) = &context.pods.network_policy {
@@ -290,7 +320,7 @@ async fn ensure_token(
         }
     }
     lock(&context.secrets_made).insert(uid);
-    Ok(Ok(token))
+    Ok(Ok(connection))
 }
 
 /// Creates `object` unless it exists; a refusal by the API server (admission, quota) is a

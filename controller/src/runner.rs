@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::events::Events;
-use crate::orchestrator::{Connection, Event, Fleet, RunOptions, run_experiment};
+use crate::orchestrator::{Event, Fleet, RunOptions, run_experiment};
 use crate::pods::uid_selector;
 use crate::reconcile::{ReadyFleet, Runner, key};
 use crate::spec::{API_VERSION, Experiment, ExperimentFile, KIND, Metadata};
@@ -229,10 +229,6 @@ async fn drive(
     ready: ReadyFleet,
     cancel: CancellationToken,
 ) -> (Result<(Uuid, Ending), Error>, serde_json::Value) {
-    let connection = Connection {
-        token: Some(ready.token.clone()),
-        tls_ca: None,
-    };
     let id = results_id(experiment);
     let fleet = match Fleet::connect(
         ready
@@ -240,7 +236,7 @@ async fn drive(
             .iter()
             .map(|cohort| cohort.iter().map(|(_, address)| address.to_string())),
         ready.generators.iter().map(ToString::to_string),
-        &connection,
+        &ready.connection,
     ) {
         Ok(fleet) => fleet.with_agent_names(
             ready

@@ -28,6 +28,18 @@ impl TokenKey {
         let tag = hmac::sign(&self.0, experiment_uid.as_bytes());
         tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
     }
+
+    /// 32 bytes for one `purpose` (a key seed), the same for the same uid under the same key
+    /// and unrelated to the token or to other purposes.
+    pub fn seed_for(&self, purpose: &str, experiment_uid: &str) -> [u8; 32] {
+        // A NUL cannot occur in a purpose or a uid, so no two (purpose, uid) pairs sign the
+        // same bytes, nor does any pair sign a bare uid as the token does.
+        let message = [purpose.as_bytes(), &[0], experiment_uid.as_bytes()].concat();
+        let tag = hmac::sign(&self.0, &message);
+        let mut seed = [0; 32];
+        seed.copy_from_slice(tag.as_ref());
+        seed
+    }
 }
 
 impl std::fmt::Debug for TokenKey {

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use serde::Deserialize;
+
 use loadlab_controller::pods::{PerfEvents, PodSettings, agent_pod, loadgen_pod, token_secret};
 use loadlab_controller::{Experiment, parse_experiment};
 
@@ -211,6 +213,9 @@ fn the_pods_the_controller_creates_are_valid_kubernetes_objects() {
         network_policy: None,
         image_pull_policy: Some("IfNotPresent".into()),
     };
+    let key = loadlab_controller::token::TokenKey::new(&"k".repeat(32)).unwrap();
+    let (_, identity) =
+        loadlab_controller::pod_tls::issue(&key, "0d6c3f7e-6f43-4c36-9a4f-1f2b4f7d7a01").unwrap();
     let objects = [
         serde_yaml::to_string(&agent_pod(&experiment, &["unpatched"], "node-a", &settings))
             .unwrap(),
@@ -222,7 +227,90 @@ fn the_pods_the_controller_creates_are_valid_kubernetes_objects() {
             &settings,
         ))
         .unwrap(),
-        serde_yaml::to_string(&token_secret(&experiment, "t0ken")).unwrap(),
+        serde_yaml::to_string(&token_secret(&experiment, "t0ken", &identity)).unwrap(),
     ];
     validate(&objects.join("---\n"));
+}
+
+/// The resources a rendered Role or ClusterRole may create, keyed by its kind and namespace.
+fn creatable(rendered: &str) -> Vec<(String, String, Vec<String>)> {
+    let mut found = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(rendered) {
+        let object = serde_yaml::Value::deserialize(document).unwrap();
+        let kind = object["kind"].as_str().unwrap_or_default();
+        if kind != "Role" && kind != "ClusterRole" {
+            continue;
+        }
+        let namespace = object["metadata"]["namespace"].as_str().unwrap_or("*");
+        let resources = object["rules"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter(|rule| {
+                rule["verbs"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .any(|verb| verb == "create")
+            })
+            .flat_map(|rule| rule["resources"].as_sequence().unwrap().clone())
+            .map(|resource| resource.as_str().unwrap().to_string())
+            .collect();
+        found.push((kind.to_string(), namespace.to_string(), resources));
+    }
+    found
+}
+
+#[test]
+fn pods_and_secrets_are_made_only_in_the_namespaces_the_chart_names() {
+    let experiment_resources = |grants: &[(String, String, Vec<String>)], kind: &str| {
+        grants
+            .iter()
+            .filter(|(k, _, resources)| k == kind && resources.iter().any(|r| r == "pods"))
+            .map(|(_, namespace, resources)| (namespace.clone(), resources.clone()))
+            .collect::<Vec<_>>()
+    };
+    let everything = ["pods", "secrets", "networkpolicies"];
+    // By default the release's namespace only, through a Role; the ClusterRole creates Events
+    // (anywhere, to explain a refusal) and nothing else.
+    let default = creatable(&render(&[]));
+    assert_eq!(
+        experiment_resources(&default, "Role"),
+        vec![(
+            "default".to_string(),
+            everything.iter().map(|r| r.to_string()).collect()
+        )]
+    );
+    assert!(experiment_resources(&default, "ClusterRole").is_empty());
+    let cluster_role = default.iter().find(|(k, _, _)| k == "ClusterRole").unwrap();
+    assert_eq!(cluster_role.2, vec!["events".to_string()]);
+
+    let two = creatable(&render(&["experimentNamespaces={perf-a,perf-b}"]));
+    let namespaces: Vec<String> = experiment_resources(&two, "Role")
+        .into_iter()
+        .map(|(namespace, _)| namespace)
+        .collect();
+    assert_eq!(namespaces, vec!["perf-a", "perf-b"]);
+
+    let anywhere = creatable(&render(&["experimentNamespaces={*}"]));
+    assert!(experiment_resources(&anywhere, "Role").is_empty());
+    assert_eq!(experiment_resources(&anywhere, "ClusterRole").len(), 1);
+    let rendered = render(&["experimentNamespaces={perf-a,perf-b}"]);
+    assert!(
+        rendered.contains(
+            "name: LOADLAB_EXPERIMENT_NAMESPACES\n              value: \"perf-a,perf-b\""
+        ),
+        "the controller is not told its namespaces"
+    );
+
+    // `*` beside names, and what is no namespace name, are refused at install.
+    for (value, says) in [
+        ("experimentNamespaces={*,perf-a}", "stands alone"),
+        ("experimentNamespaces={Perf}", "does not match pattern"),
+    ] {
+        let chart = chart();
+        let output = helm(&["template", "lab", chart.to_str().unwrap(), "--set", value]);
+        assert!(!output.status.success(), "{value} rendered");
+        assert!(text(&output).contains(says), "{value}: {}", text(&output));
+    }
 }

@@ -7,8 +7,11 @@ mod common;
 use common::{Cluster, client_for};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
+use loadlab_controller::Connection;
 use loadlab_controller::cache::{ClusterCache, Snapshot};
+use loadlab_controller::namespaces::Namespaces;
 use loadlab_controller::netpol::ControllerPeer;
+use loadlab_controller::pod_tls;
 use loadlab_controller::pods::{PerfEvents, PodSettings};
 use loadlab_controller::reconcile::{Context, FINALIZER, ReadyFleet, Runner, reconcile};
 use loadlab_controller::token::TokenKey;
@@ -108,6 +111,8 @@ struct Harness {
     runner: Arc<RecordingRunner>,
     /// The controller's pods, when experiments get NetworkPolicies.
     network_policy: Option<ControllerPeer>,
+    /// Where experiments may run (every namespace unless a test narrows it).
+    namespaces: Namespaces,
     /// One controller process across the passes, as in a cluster.
     context: Mutex<Option<(Arc<Context>, Snapshot)>>,
 }
@@ -121,6 +126,7 @@ impl Harness {
             })),
             runner: Arc::default(),
             network_policy: None,
+            namespaces: Namespaces::All,
             context: Mutex::default(),
         }
     }
@@ -155,7 +161,8 @@ impl Harness {
                     self.runner.clone(),
                     cache,
                     TokenKey::new(TOKEN_KEY).unwrap(),
-                );
+                )
+                .in_namespaces(self.namespaces.clone());
                 (Arc::new(context), snapshot)
             });
             let cluster = self.cluster.lock().unwrap();
@@ -274,14 +281,28 @@ async fn pods_are_created_once_and_the_run_starts_when_all_are_ready() {
     assert!(fleet.generators.iter().all(|g| g.port() == 7701));
     // The token is the key's for this experiment: a new leader derives the same one, so
     // the controller never reads a Secret back.
-    let expected = TokenKey::new(TOKEN_KEY)
-        .unwrap()
-        .token_for("0d6c3f7e-6f43-4c36-9a4f-1f2b4f7d7a01");
-    assert_eq!(fleet.token, expected);
+    // So is the TLS authority the runner trusts, and the pods' identity it signed.
+    let key = TokenKey::new(TOKEN_KEY).unwrap();
+    let uid = "0d6c3f7e-6f43-4c36-9a4f-1f2b4f7d7a01";
+    let expected = key.token_for(uid);
+    let (trust, identity) = pod_tls::issue(&key, uid).unwrap();
+    assert_eq!(
+        fleet.connection,
+        Connection::to_pods(expected.clone(), trust)
+    );
     let cluster = harness.cluster();
     let secret = &cluster.created("/secrets")[0];
     let stored = secret["data"]["token"].as_str().unwrap();
     assert_eq!(stored, base64_of(&expected), "{secret}");
+    assert_eq!(secret["data"]["tls.crt"], base64_of(&identity.cert_pem));
+    assert_eq!(secret["data"]["tls.key"], base64_of(&identity.key_pem));
+    for pod in cluster.created("/pods") {
+        let args = pod["spec"]["containers"][0]["args"].to_string();
+        assert!(
+            args.contains(r#""--tls-cert","/etc/loadlab/token/tls.crt","--tls-key","/etc/loadlab/token/tls.key""#),
+            "{args}"
+        );
+    }
     assert_eq!(cluster.status_patches().pop().unwrap()["phase"], "Running");
     assert_eq!(cluster.created("/pods").len(), 4, "nothing created twice");
     // Nodes and pods come from the watches' cache: no pass lists nodes or reads a pod, and
@@ -479,6 +500,19 @@ async fn a_failing_pod_fails_the_experiment_and_is_named() {
     assert!(harness.runner.started.lock().unwrap().is_empty());
 }
 
+/// Nothing was asked of the API server but the status and Events.
+fn assert_only_status_and_events_written(cluster: &Cluster) {
+    assert!(
+        cluster
+            .requests
+            .iter()
+            .all(|(m, p, _)| (m == "PATCH" && p.ends_with("/status"))
+                || (m == "POST" && p.ends_with("/events"))),
+        "{:?}",
+        cluster.requests
+    );
+}
+
 #[tokio::test]
 async fn an_invalid_spec_fails_without_touching_the_cluster() {
     let harness = Harness::new(seed_fleet());
@@ -486,16 +520,42 @@ async fn an_invalid_spec_fails_without_touching_the_cluster() {
     bad.spec.cohorts[1].name = "unpatched".into();
     harness.reconcile(bad).await;
     let cluster = harness.cluster();
-    assert!(
-        cluster
-            .requests
-            .iter()
-            .all(|(m, p, _)| (m == "PATCH" && p.ends_with("/status"))
-                || (m == "POST" && p.ends_with("/events")))
-    );
+    assert_only_status_and_events_written(&cluster);
     let status = cluster.status_patches().pop().unwrap();
     assert_eq!(status["phase"], "Failed");
     assert!(status["conditions"].to_string().contains("another cohort"));
+}
+
+#[tokio::test]
+async fn an_experiment_where_the_controller_may_not_run_waits_told_why_and_nothing_is_made() {
+    let harness = Harness {
+        namespaces: Namespaces::parse("perf").unwrap(),
+        ..Harness::new(seed_fleet())
+    };
+    // In `lab`, which the chart did not grant.
+    let action = harness.reconcile(experiment(true)).await;
+    assert_eq!(action, Action::await_change());
+    let cluster = harness.cluster();
+    assert_only_status_and_events_written(&cluster);
+    let status = cluster.status_patches().pop().unwrap();
+    assert_eq!(status["phase"], "Pending");
+    let pods = condition(&status, "PodsReady");
+    assert_eq!(pods["reason"], "NamespaceNotAllowed");
+    let message = pods["message"].as_str().unwrap();
+    assert!(
+        message.contains("only in namespace(s) perf, not in lab")
+            && message.contains("experimentNamespaces"),
+        "{message}"
+    );
+    assert!(
+        cluster
+            .created("/events")
+            .iter()
+            .any(|event| event.to_string().contains("NamespaceNotAllowed")),
+        "no Warning Event"
+    );
+    drop(cluster);
+    assert!(harness.runner.started.lock().unwrap().is_empty());
 }
 
 #[tokio::test]

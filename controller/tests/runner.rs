@@ -11,8 +11,11 @@ use std::time::Duration;
 
 use common::{Cluster, client_for};
 use loadlab_agent::AgentService;
+use loadlab_controller::orchestrator::{Connection, agent_client, rpc_channel};
+use loadlab_controller::pod_tls;
 use loadlab_controller::reconcile::{ReadyFleet, Runner};
 use loadlab_controller::runner::{ProtocolRunner, results_id};
+use loadlab_controller::token::TokenKey;
 use loadlab_controller::{Experiment, parse_experiment};
 use loadlab_loadgen::{LoadgenService, TargetPolicy};
 use loadlab_proto::auth::RequireToken;
@@ -24,6 +27,18 @@ use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 const TOKEN: &str = "s3cret-token";
+/// The uid the pods' TLS identity is issued for, as the reconciler would for the experiment.
+const FLEET_UID: &str = "4b8c5b8e-0d2a-4a49-9a0e-5f3e1c2d7a10";
+
+fn token_key() -> TokenKey {
+    TokenKey::new("a key for the runner's tests, 32+ bytes long").unwrap()
+}
+
+/// How the runner reaches pods issued for `uid`: the token and that experiment's trust.
+fn connection_to(uid: &str) -> Connection {
+    let (trust, _) = pod_tls::issue(&token_key(), uid).unwrap();
+    Connection::to_pods(TOKEN.into(), trust)
+}
 
 const EXPERIMENT: &str = r#"
 apiVersion: loadlab.dev/v1alpha1
@@ -38,27 +53,39 @@ spec:
   repetitions: 2
 "#;
 
-/// An agent and a generator on one loopback port, both requiring the token.
+/// An agent and a generator on one loopback port, both requiring the token, serving TLS as
+/// the pods do.
 async fn serve_fleet() -> std::net::SocketAddr {
     serve_fleet_with(AgentService::new()).await
 }
 
 async fn serve_fleet_with(agent: AgentService) -> std::net::SocketAddr {
+    serve_fleet_as(FLEET_UID, agent).await
+}
+
+/// The fleet with the TLS identity the controller issues for experiment `uid`.
+async fn serve_fleet_as(uid: &str, agent: AgentService) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AgentServer::with_interceptor(
-                agent,
-                RequireToken::new(TOKEN),
-            ))
-            .add_service(LoadgenServer::with_interceptor(
-                LoadgenService::new(TargetPolicy::loopback_only()),
-                RequireToken::new(TOKEN),
-            ))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    tokio::spawn(fleet_server(uid, agent).serve_with_incoming(TcpListenerStream::new(listener)));
     address
+}
+
+/// An agent and a generator as the pods serve them: behind the token, over TLS.
+fn fleet_server(uid: &str, agent: AgentService) -> tonic::transport::server::Router {
+    let (_, identity) = pod_tls::issue(&token_key(), uid).unwrap();
+    let identity = tonic::transport::Identity::from_pem(identity.cert_pem, identity.key_pem);
+    tonic::transport::Server::builder()
+        .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+        .unwrap()
+        .add_service(AgentServer::with_interceptor(
+            agent,
+            RequireToken::new(TOKEN),
+        ))
+        .add_service(LoadgenServer::with_interceptor(
+            LoadgenService::new(TargetPolicy::loopback_only()),
+            RequireToken::new(TOKEN),
+        ))
 }
 
 async fn scratch_store() -> Store {
@@ -84,7 +111,7 @@ fn two_node_fleet(node_a: std::net::SocketAddr, node_b: std::net::SocketAddr) ->
             vec![("node-b".to_string(), node_b)],
         ],
         generators: vec![node_a],
-        token: TOKEN.into(),
+        connection: connection_to(FLEET_UID),
     }
 }
 
@@ -187,7 +214,7 @@ async fn a_cohort_of_two_nodes_runs_every_repetition_on_each_node() {
             vec![("node-b".to_string(), b)],
         ],
         generators: vec![b],
-        token: TOKEN.into(),
+        connection: connection_to(FLEET_UID),
     };
     let cluster = Arc::new(Mutex::new(Cluster::default()));
     run_to_the_end(&cluster, &experiment, &store, fleet).await;
@@ -238,15 +265,7 @@ async fn an_agent_that_drops_the_first_connections_at_the_start_is_waited_for() 
             drop(connection);
             let _ = dropped.send(());
         }
-        tonic::transport::Server::builder()
-            .add_service(AgentServer::with_interceptor(
-                AgentService::new(),
-                RequireToken::new(TOKEN),
-            ))
-            .add_service(LoadgenServer::with_interceptor(
-                LoadgenService::new(TargetPolicy::loopback_only()),
-                RequireToken::new(TOKEN),
-            ))
+        fleet_server(FLEET_UID, AgentService::new())
             .serve_with_incoming(TcpListenerStream::new(listener))
             .await
             .unwrap();
@@ -357,4 +376,33 @@ async fn a_cohort_without_a_successful_run_fails_the_experiment_and_is_named() {
     );
     let statuses = again.lock().unwrap().status_patches();
     assert_eq!(statuses[0]["progress"], "4/4", "{statuses:?}");
+}
+
+/// The runner trusts only the experiment's own authority: pods serving another experiment's
+/// certificate (or one from another controller key) are refused at the handshake, before the
+/// token is sent.
+#[tokio::test]
+async fn pods_are_reached_over_tls_trusting_only_their_experiments_authority() {
+    let pods = serve_fleet_as(FLEET_UID, AgentService::new()).await;
+    let describe = |connection: Connection| async move {
+        let mut agent = agent_client(rpc_channel(&pods.to_string(), &connection).unwrap());
+        agent
+            .describe(loadlab_proto::v1::DescribeRequest::default())
+            .await
+    };
+    let facts = describe(connection_to(FLEET_UID)).await.unwrap();
+    assert!(!facts.into_inner().kernel_release.is_empty());
+
+    let other_experiment = describe(connection_to("another-experiment")).await;
+    let refused = other_experiment.unwrap_err();
+    assert!(
+        format!("{refused:?}").contains("certificate"),
+        "not a certificate refusal: {refused:?}"
+    );
+    let plaintext = describe(Connection {
+        token: Some(TOKEN.into()),
+        ..Connection::default()
+    })
+    .await;
+    assert!(plaintext.is_err(), "the pods answered plaintext");
 }

@@ -5,6 +5,7 @@ use crate::args::{AgentPerfEvents, ControllerArgs};
 use crate::commands::interrupt_token;
 use crate::commands::serve::{Api, ApiTokens};
 use anyhow::Context;
+use loadlab_controller::namespaces::Namespaces;
 use loadlab_controller::netpol::ControllerPeer;
 use loadlab_controller::operator::{OperatorConfig, run_operator};
 use loadlab_controller::pods::{PerfEvents, PodSettings};
@@ -25,6 +26,8 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         .map(|labels| ControllerPeer::parse(&args.namespace, labels))
         .transpose()
         .map_err(|error| anyhow::anyhow!("--network-policy-labels: {error}"))?;
+    let namespaces = Namespaces::parse(&args.experiment_namespaces)
+        .map_err(|error| anyhow::anyhow!("--experiment-namespaces: {error}"))?;
     let token_key = TokenKey::new(&args.token_key)
         .map_err(|error| anyhow::anyhow!("--token-key (LOADLAB_TOKEN_KEY): {error}"))?;
     let identity = match args.identity {
@@ -72,6 +75,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
         identity,
         lease_duration: Duration::from_secs(args.lease_seconds),
         token_key,
+        namespaces,
     };
     let operated = run_operator(client, store, config, stop.clone()).await;
     stop.cancel();

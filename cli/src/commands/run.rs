@@ -96,7 +96,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
                 })
                 .transpose()?;
-            Fleet::hosts(&file.spec, &Connection { token, tls_ca })?
+            Fleet::hosts(
+                &file.spec,
+                &Connection {
+                    token,
+                    tls_ca,
+                    tls_server_name: None,
+                },
+            )?
         }
     };
     // A guest that dies mid-experiment is said at once, with its console: its runs fail only

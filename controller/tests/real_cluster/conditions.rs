@@ -1,12 +1,15 @@
 //! What blocks an experiment is a condition that names it, as `kubectl describe` shows it: a
-//! cohort no node matches, and agent pods whose image this node does not have.
+//! cohort no node matches, an experiment in a namespace the chart did not grant, and agent
+//! pods whose image this node does not have.
 
 use std::time::Duration;
 
+use kube::Api;
+use kube::runtime::wait::await_condition;
 use loadlab_controller::Experiment;
 use loadlab_controller::status::Phase;
 
-use crate::harness::{Release, apply_json, real_node_experiment};
+use crate::harness::{Release, apply_json, kubectl, real_node_experiment, run, try_run};
 
 fn one_node_experiment(name: &str, namespace: &str, selector: &str) -> String {
     real_node_experiment(
@@ -54,6 +57,64 @@ async fn a_cohort_without_nodes_and_an_image_the_node_lacks_are_named() {
     assert!(
         described.contains("cohort \"lonely\" has no node: no node matches labels lab/kind=absent"),
         "{described}"
+    );
+
+    // An experiment in a namespace the chart granted nothing in (experimentNamespaces is the
+    // release's own by default): told why, and nothing is made there.
+    let elsewhere = format!("{ns}-elsewhere");
+    let _ = try_run(
+        "kubectl",
+        &["delete", "namespace", &elsewhere, "--wait=true"],
+    );
+    kubectl(&["create", "namespace", &elsewhere]);
+    apply_json(&one_node_experiment("elsewhere", &elsewhere, "real"));
+    let waiting = tokio::time::timeout(
+        Duration::from_secs(300),
+        await_condition(
+            Api::<Experiment>::namespaced(release.client.clone(), &elsewhere),
+            "elsewhere",
+            |e: Option<&Experiment>| {
+                e.and_then(|e| condition(e, "PodsReady"))
+                    .is_some_and(|c| c.reason == "NamespaceNotAllowed")
+            },
+        ),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("not told within 300 s\n{}", release.diagnose()))
+    .unwrap()
+    .unwrap();
+    let refused = condition(&waiting, "PodsReady").unwrap();
+    assert!(
+        refused
+            .message
+            .contains(&format!("only in namespace(s) {ns}, not in {elsewhere}")),
+        "{refused:?}"
+    );
+    assert_eq!(waiting.status.as_ref().unwrap().phase, Phase::Pending);
+    let described = kubectl(&["describe", "experiment", "elsewhere", "-n", &elsewhere]);
+    assert!(described.contains("NamespaceNotAllowed"), "{described}");
+    let made = kubectl(&["get", "pods,secrets", "-n", &elsewhere, "-o", "name"]);
+    assert!(
+        !made.contains("elsewhere-"),
+        "made where not allowed: {made}"
+    );
+    // The controller may not make them either, as the API server enforces it.
+    let account = format!("system:serviceaccount:{ns}:loadlab");
+    for resource in ["pods", "secrets"] {
+        let (allowed, _) = try_run(
+            "kubectl",
+            &[
+                "auth", "can-i", "create", resource, "--as", &account, "-n", &elsewhere,
+            ],
+        );
+        assert!(
+            !allowed,
+            "the controller may create {resource} in {elsewhere}"
+        );
+    }
+    run(
+        "kubectl",
+        &["delete", "namespace", &elsewhere, "--timeout=300s"],
     );
 
     // An operator points the controller at an image this node does not have.

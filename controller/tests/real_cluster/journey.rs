@@ -99,6 +99,12 @@ async fn helm_install_apply_run_and_read_the_results() {
         ("get", "networkpolicies.networking.k8s.io", ns.as_str()),
         ("delete", "networkpolicies.networking.k8s.io", ns.as_str()),
         ("update", "leases.coordination.k8s.io", "kube-system"),
+        // Pods, Secrets and NetworkPolicies only where experiments may run (the release's
+        // namespace unless the chart names others).
+        ("create", "pods", "default"),
+        ("list", "pods", "kube-system"),
+        ("create", "secrets", "default"),
+        ("create", "networkpolicies.networking.k8s.io", "default"),
     ];
     for (verb, resource, namespace) in never {
         assert!(

@@ -38,3 +38,29 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "loadlab.tokenKeySecret" -}}
 {{- default (printf "%s-token-key" (include "loadlab.fullname" . | trunc 53 | trimSuffix "-")) .Values.controller.tokenKey.existingSecret -}}
 {{- end -}}
+
+{{/* The namespaces experiments may run in, comma-separated: the release's own unless
+     experimentNamespaces names others, or "*" for every namespace. */}}
+{{- define "loadlab.experimentNamespaces" -}}
+{{- $namespaces := .Values.experimentNamespaces | default (list .Release.Namespace) -}}
+{{- if and (has "*" $namespaces) (gt (len $namespaces) 1) -}}
+{{- fail "experimentNamespaces: \"*\" (every namespace) stands alone" -}}
+{{- end -}}
+{{- join "," $namespaces -}}
+{{- end -}}
+
+{{/* What the controller does in a namespace experiments run in. */}}
+{{- define "loadlab.experimentRules" -}}
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "create", "delete", "deletecollection"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
+{{- if .Values.networkPolicy.enabled }}
+# One per experiment, owned by it: only this controller reaches its pods.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create"]
+{{- end }}
+{{- end -}}
