@@ -28,7 +28,7 @@ root="$(bash "$here/debian-root.sh" images "$packages")"
 # The cluster's own postgres starts from the entrypoint below, not from Debian's cluster.
 rm -rf "$root/etc/postgresql" "$root/var/lib/postgresql/15"
 
-binary="$repo/target/release/loadlab"
+binary="${CARGO_TARGET_DIR:-$repo/target}/release/loadlab"
 say "building the release binary"
 (cd "$repo" && cargo build --release --locked -p loadlab >&2)
 
