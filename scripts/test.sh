@@ -16,7 +16,7 @@ cargo test --workspace --locked
 
 # The real cluster on this machine (scripts/cluster.sh): the chart installed with helm, an
 # experiment applied with kubectl and run on real pods. Whatever it starts is stopped at exit,
-# pass or fail.
+# pass or fail. The fault tests (minutes each) run by hand: scripts/fault-tests.sh.
 if [ "${LOADLAB_SKIP_CLUSTER:-}" = 1 ]; then
   echo "LOADLAB_SKIP_CLUSTER=1: the real-cluster tests are skipped"
   exit 0
@@ -27,5 +27,6 @@ bash scripts/cluster.sh up
 bash scripts/cluster.sh images
 echo "cluster and images ready in $(( $(date +%s) - cluster_started )) s"
 KUBECONFIG="$(bash scripts/cluster.sh kubeconfig)" PATH="$(bash scripts/k8s-tools.sh | tail -n 1):$PATH" \
-  cargo test -p loadlab-controller --test real_cluster --locked -- --ignored --test-threads=1
+  cargo test -p loadlab-controller --test real_cluster --locked -- --ignored --test-threads=1 \
+  --skip faults::
 echo "real-cluster tests done in $(( $(date +%s) - cluster_started )) s"

@@ -16,7 +16,7 @@ use loadlab_controller::status::ExperimentStatus;
 use crate::harness::{Release, apply_json, kubectl, real_node_experiment};
 
 /// Four repetitions of two cohorts on the real node: long enough to lose a pod in the middle.
-fn experiment(name: &str, namespace: &str) -> String {
+pub(crate) fn experiment(name: &str, namespace: &str) -> String {
     real_node_experiment(
         name,
         namespace,
@@ -32,7 +32,10 @@ fn experiment(name: &str, namespace: &str) -> String {
 /// Waits for the end: it succeeded with all 8 planned runs, each succeeding exactly once (a
 /// run in flight when something was lost may be stored failed and run again, never a stored
 /// success twice). The failure reasons stored on the way.
-async fn all_eight_succeed_once(release: &Release, name: &str) -> (ExperimentStatus, Vec<String>) {
+pub(crate) async fn all_eight_succeed_once(
+    release: &Release,
+    name: &str,
+) -> (ExperimentStatus, Vec<String>) {
     let ended = release
         .wait_experiment(name, Duration::from_secs(900), "finished", finished)
         .await;
@@ -71,20 +74,22 @@ async fn one_run_in(namespace: &str, name: &str) -> Release {
     release
 }
 
-fn runs_stored_at_least(count: u32) -> impl Fn(Option<&loadlab_controller::Experiment>) -> bool {
+pub(crate) fn runs_stored_at_least(
+    count: u32,
+) -> impl Fn(Option<&loadlab_controller::Experiment>) -> bool {
     move |e| {
         e.and_then(|e| e.status.as_ref())
             .is_some_and(|s| s.runs_stored >= count || s.phase.is_finished())
     }
 }
 
-fn finished(e: Option<&loadlab_controller::Experiment>) -> bool {
+pub(crate) fn finished(e: Option<&loadlab_controller::Experiment>) -> bool {
     e.and_then(|e| e.status.as_ref())
         .is_some_and(|s| s.phase.is_finished())
 }
 
 /// Per (cohort, repetition): how many runs succeeded, and the failure reasons stored.
-fn outcomes(runs: &serde_json::Value) -> (BTreeMap<(String, u64), usize>, Vec<String>) {
+pub(crate) fn outcomes(runs: &serde_json::Value) -> (BTreeMap<(String, u64), usize>, Vec<String>) {
     let mut succeeded = BTreeMap::new();
     let mut failures = Vec::new();
     for run in runs.as_array().unwrap() {
@@ -106,7 +111,7 @@ fn outcomes(runs: &serde_json::Value) -> (BTreeMap<(String, u64), usize>, Vec<St
     (succeeded, failures)
 }
 
-fn holder(lease: &Lease) -> Option<String> {
+pub(crate) fn holder(lease: &Lease) -> Option<String> {
     lease.spec.as_ref().and_then(|s| s.holder_identity.clone())
 }
 

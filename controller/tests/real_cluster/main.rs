@@ -5,11 +5,13 @@
 //! the chart's Service. `scripts/test.sh` runs them; by hand:
 //!   bash scripts/cluster.sh up && bash scripts/cluster.sh images
 //!   KUBECONFIG=$(bash scripts/cluster.sh kubeconfig) cargo test -p loadlab-controller \
-//!     --test real_cluster -- --ignored --test-threads=1
+//!     --test real_cluster -- --ignored --test-threads=1 --skip faults::
+//! The fault tests (`faults.rs`, minutes each) run by hand: `bash scripts/fault-tests.sh`.
 
 mod conditions;
 mod crd;
 mod failover;
+mod faults;
 mod harness;
 mod journey;
 mod kernel_node;
