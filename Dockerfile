@@ -3,7 +3,7 @@
 #   docker build -t loadlab/loadlab:0.1.0 .
 FROM rust:1-bookworm AS build
 RUN apt-get update -qq \
- && apt-get install -y -qq --no-install-recommends protobuf-compiler \
+ && apt-get install -y -qq --no-install-recommends protobuf-compiler clang libelf-dev zlib1g-dev pkg-config \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -11,11 +11,10 @@ RUN cargo build --release --locked -p loadlab \
  && install -m 0755 target/release/loadlab /usr/local/bin/loadlab
 
 FROM debian:bookworm-slim
-# nginx is the target the agent starts for every run; bpftrace and perf collect lock contention
-# and CPU profiles on the node. bpftrace's clang needs the kernel's UAPI headers
-# (linux-libc-dev), which its package does not pull in.
+# nginx is the target the agent starts for every run; perf collects CPU profiles on the node.
+# Lock contention needs no tool: its BPF program is compiled into loadlab (libelf links it).
 RUN apt-get update -qq \
- && apt-get install -y -qq --no-install-recommends nginx-light bpftrace linux-libc-dev linux-perf ca-certificates \
+ && apt-get install -y -qq --no-install-recommends nginx-light linux-perf libelf1 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /usr/local/bin/loadlab /usr/local/bin/loadlab
 ENTRYPOINT ["/usr/local/bin/loadlab"]

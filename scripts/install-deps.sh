@@ -9,6 +9,10 @@ command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 command -v cc >/dev/null 2>&1 || missing+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+# The agent's BPF program is compiled with the workspace; libbpf links libelf and zlib in.
+command -v clang >/dev/null 2>&1 || missing+=(clang)
+[ -e /usr/lib/x86_64-linux-gnu/libelf.a ] || [ -e /usr/lib/aarch64-linux-gnu/libelf.a ] || missing+=(libelf-dev)
+[ -e /usr/include/zlib.h ] || missing+=(zlib1g-dev)
 command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)   # the peer `loadlab bench loadgen` compares with
 command -v unzip >/dev/null 2>&1 || missing+=(unzip)
@@ -33,7 +37,7 @@ fi
 
 # Evidence collectors, best effort: without them runs go on and say what is missing.
 optional=()
-command -v bpftrace >/dev/null 2>&1 || optional+=(bpftrace)   # kernel lock contention
+command -v bpftrace >/dev/null 2>&1 || optional+=(bpftrace)   # the tests' independent lock count
 command -v perf >/dev/null 2>&1 || optional+=(linux-perf)      # CPU profiles (Debian's name)
 if [ ${#optional[@]} -gt 0 ]; then
   echo "installing (optional): ${optional[*]}"

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::Error;
 use crate::counters::{NginxStatus, NodeCounters, fetch_stub_status, read_node_counters};
 use crate::facts::{NodeFacts, Presence, check_symbol_names, describe_from, logical_cpus};
-use crate::lockstat::{Contention, DataSymbols};
+use crate::lockstat::{Contention, KernelSymbols};
 use crate::nginx::{NginxSettings, NginxTarget, find_nginx, nginx_version};
 use crate::profile::CpuProfile;
 use crate::traces::{TraceRequest, Traces};
@@ -42,7 +42,7 @@ pub struct AgentService {
     state: Arc<Mutex<State>>,
     /// Kernel data symbols, read once: naming locks needs them after every window, and
     /// `kallsyms` is megabytes.
-    data_symbols: Arc<OnceCell<DataSymbols>>,
+    data_symbols: Arc<OnceCell<KernelSymbols>>,
     /// Where targets listen: loopback on one machine, the pod's address on a cluster.
     target_address: IpAddr,
     /// Reported instead of the hostname (on a cluster the hostname is the pod's name).
@@ -51,8 +51,8 @@ pub struct AgentService {
     abandon: Abandon,
 }
 
-/// A caller that disappears (killed, cut off) never stops what it started: perf and bpftrace
-/// would sample and write for ever, nginx hold its port. A window lasts at most an hour and a
+/// A caller that disappears (killed, cut off) never stops what it started: perf and the lock
+/// probe would sample and trace for ever, nginx hold its port. A window lasts at most an hour and a
 /// run two of them (warm-up and measured), so anything left longer than this is abandoned and
 /// stopped by the agent itself.
 #[derive(Debug, Clone, Copy)]
@@ -106,7 +106,7 @@ impl AgentService {
     }
 
     /// Ends the capture `id` once `abandon.capture_after` has passed, unless its caller ended
-    /// it first. Dropping a capture kills its perf and bpftrace.
+    /// it first. Dropping a capture kills its perf and detaches its lock probe.
     fn end_capture_if_abandoned(&self, id: String) {
         let (state, after) = (Arc::downgrade(&self.state), self.abandon.capture_after);
         tokio::spawn(async move {
@@ -160,11 +160,11 @@ impl AgentService {
         }
     }
 
-    async fn data_symbols(&self) -> &DataSymbols {
+    async fn data_symbols(&self) -> &KernelSymbols {
         let kallsyms = self.proc.join("kallsyms");
         self.data_symbols
             .get_or_init(|| async move {
-                tokio::task::spawn_blocking(move || DataSymbols::read(&kallsyms))
+                tokio::task::spawn_blocking(move || KernelSymbols::read(&kallsyms))
                     .await
                     .unwrap_or_default()
             })
@@ -358,7 +358,7 @@ impl agent_server::Agent for AgentService {
         } else {
             None
         };
-        let no_symbols = DataSymbols::default();
+        let no_symbols = KernelSymbols::default();
         let symbols = if request.lock_contention {
             self.data_symbols().await
         } else {
@@ -410,7 +410,7 @@ impl agent_server::Agent for AgentService {
         let nginx = fetch_stub_status(endpoint).await?;
         // The closing status request is itself one accepted connection and one request.
         let own_request = 1;
-        let no_symbols = DataSymbols::default();
+        let no_symbols = KernelSymbols::default();
         let symbols = if opened.traces.traces_locks() {
             self.data_symbols().await
         } else {

@@ -5,6 +5,7 @@ pub mod counters;
 pub mod facts;
 pub mod grpc;
 pub mod kallsyms;
+pub mod lockprobe;
 pub mod lockstat;
 pub mod nginx;
 pub mod platform;

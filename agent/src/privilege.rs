@@ -71,7 +71,7 @@ impl TracingAccess {
         ))
     }
 
-    /// Why loading a BPF program (bpftrace) is certainly refused; `None` when it may work.
+    /// Why loading a BPF program (the lock probe) is certainly refused; `None` when it may work.
     pub fn bpf_refusal(&self) -> Option<String> {
         if !self.has(CAP_SYS_ADMIN) && !self.has(CAP_BPF) {
             return Some(

@@ -2,7 +2,7 @@
 //! window opens and ended together when it closes, so both cover the same span. Used by the
 //! agent's captures of a target and by one-off captures of the whole node.
 
-use crate::lockstat::{DataSymbols, FunctionProbes, LockCapture, LockReport, LockstatError};
+use crate::lockstat::{FunctionProbes, KernelSymbols, LockCapture, LockReport, LockstatError};
 use crate::profile::{CpuProfile, ProfileError, Profiler};
 
 /// What to trace over a window.
@@ -35,7 +35,7 @@ impl Traces {
     /// starts traced. `symbols` tell what the kernel lets the lock capture count besides
     /// contention (epoll calls, `epmutex` acquisitions); without lock contention they are not
     /// read and may be empty.
-    pub async fn start(request: &TraceRequest, symbols: &DataSymbols) -> Self {
+    pub async fn start(request: &TraceRequest, symbols: &KernelSymbols) -> Self {
         let locks = if request.lock_contention {
             let capture = LockCapture::start(FunctionProbes::for_kernel(symbols)).await;
             if let Err(error) = &capture {
@@ -80,7 +80,7 @@ impl Traces {
     }
 
     /// Ends the window if still open, and reads what every trace found.
-    pub async fn collect(mut self, symbols: &DataSymbols) -> TraceResults {
+    pub async fn collect(mut self, symbols: &KernelSymbols) -> TraceResults {
         self.end_window().await;
         let locks = match self.locks {
             None => None,

@@ -1,5 +1,5 @@
 //! A caller that disappears never stops what it started: the agent stops an abandoned capture
-//! (perf and bpftrace with it) and an abandoned target (nginx) by itself. The periods are
+//! (perf and the lock probe with it) and an abandoned target (nginx) by itself. The periods are
 //! shortened here; the agent's are an hour and a bit, and two.
 
 use std::time::Duration;
@@ -10,6 +10,18 @@ use loadlab_proto::v1::{CaptureHandle, StartCaptureRequest, TargetSpec};
 use tonic::Request;
 
 /// This process's children with this command name.
+/// Threads of this process holding a lock probe's BPF program attached.
+fn lock_probes() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|comm| comm.trim() == "lock-probe")
+        })
+        .count()
+}
+
 fn children_named(name: &str) -> usize {
     let me = std::process::id().to_string();
     std::fs::read_dir("/proc")
@@ -47,9 +59,8 @@ async fn an_abandoned_capture_and_target_are_stopped_by_the_agent() {
     if loadlab_agent::nginx::find_nginx().is_err() {
         panic!("nginx is needed (apt-get install nginx-light)");
     }
-    let tracing = nix::unistd::Uid::effective().is_root()
-        && loadlab_agent::lockstat::find_bpftrace().is_some()
-        && loadlab_agent::profile::find_perf().is_some();
+    let tracing =
+        nix::unistd::Uid::effective().is_root() && loadlab_agent::profile::find_perf().is_some();
     let agent = AgentService::new().with_abandon(Abandon {
         capture_after: Duration::from_millis(500),
         target_after: Duration::from_secs(3),
@@ -75,15 +86,15 @@ async fn an_abandoned_capture_and_target_are_stopped_by_the_agent() {
         .into_inner();
     if tracing {
         assert_eq!(children_named("perf"), 1, "perf samples the window");
-        assert_eq!(children_named("bpftrace"), 1, "bpftrace traces the window");
+        assert_eq!(lock_probes(), 1, "the lock probe traces the window");
     }
     // Nobody stops the capture.
     until("the capture ended", async || {
         !agent.has_capture(&capture.capture_id).await
     })
     .await;
-    until("perf and bpftrace gone", async || {
-        children_named("perf") + children_named("bpftrace") == 0
+    until("perf and the lock probe gone", async || {
+        children_named("perf") + lock_probes() == 0
     })
     .await;
     assert!(

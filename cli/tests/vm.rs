@@ -158,7 +158,9 @@ async fn the_unpatched_kernel_takes_the_global_epmutex_on_every_close_and_the_pa
     let taken =
         |c: &serde_json::Value| c["epoll_calls_per_thousand"]["epmutex_acquisitions"].as_f64();
     // Every close of an epoll-watched socket takes the global mutex without the patch.
-    let before = taken(&unpatched).expect("6.1.0-47 has a global epmutex to count");
+    let before = taken(&unpatched).unwrap_or_else(|| {
+        panic!("6.1.0-47 has a global epmutex to count: {unpatched}\nstderr:\n{stderr}")
+    });
     assert!(
         before > 500.0,
         "{before} acquisitions per 1,000 connections: {unpatched}\nstderr:\n{stderr}"

@@ -151,7 +151,7 @@ pub enum CohortKind {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CollectSpec {
-    /// Kernel lock contention by lock and call path (needs root and bpftrace on the node).
+    /// Kernel lock contention by lock and call path (needs root, or CAP_BPF and CAP_PERFMON, on the node).
     #[serde(default)]
     pub lock_contention: bool,
     /// Sampled call stacks on every CPU (needs root and perf on the node).
@@ -517,7 +517,7 @@ pub enum Accel {
 }
 
 pub const MAX_VM_CPUS: u32 = 64;
-/// Below this the guest cannot hold its root file system (loadlab, nginx, bpftrace, perf and
+/// Below this the guest cannot hold its root file system (loadlab, nginx, perf and
 /// their libraries) in memory.
 pub const MIN_VM_MEMORY_MIB: u32 = 1024;
 

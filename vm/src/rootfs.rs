@@ -19,8 +19,6 @@ pub struct GuestTools {
     pub busybox: PathBuf,
     pub loadlab: PathBuf,
     pub nginx: PathBuf,
-    /// Lock contention in the guest needs it.
-    pub bpftrace: Option<PathBuf>,
     /// CPU profiles in the guest need it.
     pub perf: Option<PathBuf>,
 }
@@ -40,7 +38,6 @@ impl GuestTools {
             busybox,
             loadlab,
             nginx,
-            bpftrace: loadlab_agent::lockstat::find_bpftrace(),
             perf: loadlab_agent::profile::find_perf(),
         })
     }
@@ -105,10 +102,14 @@ impl RootFs {
             root.directory(dir);
         }
         root.host_file("bin/busybox", &tools.busybox, 0o755);
-        for program in [Some(&tools.loadlab), Some(&tools.nginx)]
-            .into_iter()
-            .chain([tools.bpftrace.as_ref(), tools.perf.as_ref()])
-            .flatten()
+        // Lock contention needs nothing more: its BPF program is inside loadlab.
+        for program in [
+            Some(&tools.loadlab),
+            Some(&tools.nginx),
+            tools.perf.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
         {
             root.program_with_libraries(program)?;
         }
@@ -428,7 +429,6 @@ mod tests {
             busybox: PathBuf::from("/bin/sh"),
             loadlab: PathBuf::from("/bin/true"),
             nginx: PathBuf::from("/bin/ls"),
-            bpftrace: None,
             perf: None,
         };
         let identity = GuestIdentity {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use loadlab_agent::facts::logical_cpus;
 use loadlab_agent::lockstat::{
-    Contention, DataSymbols, EPOLL_CALLS_UNCOUNTED, EpollCalls, LockReport,
+    Contention, EPOLL_CALLS_UNCOUNTED, EpollCalls, KernelSymbols, LockReport,
 };
 use loadlab_agent::profile::CpuProfile;
 use loadlab_agent::traces::{TraceRequest, Traces};
@@ -35,9 +35,9 @@ pub async fn run(args: AgentCaptureArgs, interrupted: CancellationToken) -> anyh
     let cpus = logical_cpus(proc)?.max(1);
     // Kernel data symbols name static locks; a capture without locks does not read them.
     let symbols = if args.no_locks {
-        DataSymbols::default()
+        KernelSymbols::default()
     } else {
-        tokio::task::spawn_blocking(|| DataSymbols::read(Path::new("/proc/kallsyms")))
+        tokio::task::spawn_blocking(|| KernelSymbols::read(Path::new("/proc/kallsyms")))
             .await
             .unwrap_or_default()
     };
