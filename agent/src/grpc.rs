@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::Error;
 use crate::counters::{NginxStatus, NodeCounters, fetch_stub_status, read_node_counters};
 use crate::facts::{NodeFacts, Presence, check_symbol_names, describe_from, logical_cpus};
+use crate::lockprobe::SourceChoice;
 use crate::lockstat::{Contention, KernelSymbols};
 use crate::nginx::{NginxSettings, NginxTarget, find_nginx, nginx_version};
 use crate::profile::CpuProfile;
@@ -367,6 +368,7 @@ impl agent_server::Agent for AgentService {
         let traces = Traces::start(
             &TraceRequest {
                 lock_contention: request.lock_contention,
+                lock_source: source_choice(&request.lock_source)?,
                 cpu_profile_hz: request.cpu_profile_hz,
                 profile_processes,
             },
@@ -417,6 +419,10 @@ impl agent_server::Agent for AgentService {
             &no_symbols
         };
         let traced = opened.traces.collect(symbols).await;
+        let lock_source = match &traced.locks {
+            Some(Ok(report)) => report.source.describe().to_string(),
+            _ => String::new(),
+        };
         let (locks, epoll_calls, lock_contention_unavailable) = match traced.locks {
             None => (Vec::new(), None, String::new()),
             Some(Err(error)) => (Vec::new(), None, error.to_string()),
@@ -471,9 +477,48 @@ impl agent_server::Agent for AgentService {
             }),
             locks,
             lock_contention_unavailable,
+            lock_source,
             epoll_calls,
             cpu_profile,
             cpu_profile_unavailable,
         }))
+    }
+}
+
+/// The lock source a capture asks for, by the names the proto gives.
+fn source_choice(name: &str) -> Result<SourceChoice, Status> {
+    match name {
+        "" | "auto" => Ok(SourceChoice::Auto),
+        "tracepoints" => Ok(SourceChoice::Tracepoints),
+        "slow-paths" => Ok(SourceChoice::SlowPaths),
+        other => Err(Status::invalid_argument(format!(
+            "lock source {other:?}: auto, tracepoints or slow-paths"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_sources_are_named_as_the_protocol_says() {
+        assert_eq!(source_choice("").unwrap(), SourceChoice::Auto);
+        assert_eq!(source_choice("auto").unwrap(), SourceChoice::Auto);
+        assert_eq!(
+            source_choice("tracepoints").unwrap(),
+            SourceChoice::Tracepoints
+        );
+        assert_eq!(
+            source_choice("slow-paths").unwrap(),
+            SourceChoice::SlowPaths
+        );
+        let refused = source_choice("bpftrace").unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(
+            refused
+                .message()
+                .contains("auto, tracepoints or slow-paths")
+        );
     }
 }

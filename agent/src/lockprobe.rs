@@ -31,9 +31,87 @@ const ATTACH_DEADLINE: Duration = Duration::from_secs(60);
 /// How long reading the maps may take once the window ends.
 const READ_DEADLINE: Duration = Duration::from_secs(60);
 
-/// What to count besides contention, and for whom.
+/// Where contention is seen.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SourceChoice {
+    /// The lock tracepoints where the kernel has them (5.19 and later), else the slow paths.
+    #[default]
+    Auto,
+    Tracepoints,
+    SlowPaths,
+}
+
+/// Where contention was seen, as a run reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockSource {
+    /// `lock:contention_begin/end`: every lock type, from Linux 5.19.
+    Tracepoints,
+    /// kprobes on the mutex, rwsem and spinlock slow paths, on kernels of any age: a slow path
+    /// entered counts as a contention, and its wait runs to the slow path's return.
+    SlowPaths,
+}
+
+impl LockSource {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Tracepoints => "lock tracepoints",
+            Self::SlowPaths => "kprobes on slow paths",
+        }
+    }
+}
+
+/// The slow-path functions this kernel has, per lock kind (variants: killable, interruptible,
+/// paravirtual; names changed across kernel versions).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlowPaths {
+    pub mutex: Vec<&'static str>,
+    pub rwsem_read: Vec<&'static str>,
+    pub rwsem_write: Vec<&'static str>,
+    pub spin: Vec<&'static str>,
+}
+
+impl SlowPaths {
+    pub const MUTEX: [&'static str; 3] = [
+        "__mutex_lock_slowpath",
+        "__mutex_lock_killable_slowpath",
+        "__mutex_lock_interruptible_slowpath",
+    ];
+    pub const RWSEM_READ: [&'static str; 3] = [
+        "rwsem_down_read_slowpath",
+        "rwsem_down_read_failed",
+        "rwsem_down_read_failed_killable",
+    ];
+    pub const RWSEM_WRITE: [&'static str; 3] = [
+        "rwsem_down_write_slowpath",
+        "rwsem_down_write_failed",
+        "rwsem_down_write_failed_killable",
+    ];
+    pub const SPIN: [&'static str; 3] = [
+        "native_queued_spin_lock_slowpath",
+        "__pv_queued_spin_lock_slowpath",
+        "queued_spin_lock_slowpath",
+    ];
+
+    /// The candidates `has` says the kernel has.
+    pub fn present(has: impl Fn(&str) -> bool) -> Self {
+        let pick = |names: [&'static str; 3]| names.into_iter().filter(|n| has(n)).collect();
+        Self {
+            mutex: pick(Self::MUTEX),
+            rwsem_read: pick(Self::RWSEM_READ),
+            rwsem_write: pick(Self::RWSEM_WRITE),
+            spin: pick(Self::SPIN),
+        }
+    }
+}
+
+/// What to trace, and what to count besides contention.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProbeOptions {
+    pub source: SourceChoice,
+    /// Whether the kernel offers kprobes at all (a kprobe PMU or `kprobe_events`).
+    pub kprobes: bool,
+    /// The slow paths to probe when the tracepoints are not used.
+    pub slow_paths: SlowPaths,
     /// Count `mutex_lock` calls on this address (the global `epmutex`), with a kprobe.
     pub epmutex: Option<u64>,
     /// Count the target's `epoll_ctl` and `epoll_wait` calls, with kprobes.
@@ -53,8 +131,9 @@ pub struct RawContention {
 }
 
 /// Everything the program counted over the window.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawReport {
+    pub source: LockSource,
     pub contentions: Vec<RawContention>,
     /// `None` when not asked for or the kprobe could not attach.
     pub epmutex_acquisitions: Option<u64>,
@@ -128,7 +207,7 @@ fn trace(
 ) {
     forward_libbpf_messages();
     let mut object = MaybeUninit::uninit();
-    let (skel, links, notes) = match load_and_attach(&mut object, options) {
+    let (skel, links, source, notes) = match load_and_attach(&mut object, &options) {
         Ok(loaded) => loaded,
         Err(why) => {
             let _ = attached.send(Err(why));
@@ -144,17 +223,24 @@ fn trace(
             Request::EndWindow => links = None,
             Request::Read(reply) => {
                 drop(links.take());
-                let _ = reply.send(read(&skel, &options, &notes));
+                let _ = reply.send(read(&skel, source, &options, &notes));
                 return;
             }
         }
     }
 }
 
-fn load_and_attach(
-    object: &mut MaybeUninit<libbpf_rs::OpenObject>,
-    options: ProbeOptions,
-) -> Result<(skeleton::LockstatSkel<'_>, Vec<Link>, Vec<String>), String> {
+type Attached<'obj> = (
+    skeleton::LockstatSkel<'obj>,
+    Vec<Link>,
+    LockSource,
+    Vec<String>,
+);
+
+fn load_and_attach<'obj>(
+    object: &'obj mut MaybeUninit<libbpf_rs::OpenObject>,
+    options: &ProbeOptions,
+) -> Result<Attached<'obj>, String> {
     let mut open = LockstatSkelBuilder::default()
         .open(object)
         .map_err(|e| format!("cannot open the lock probe: {e}"))?;
@@ -165,17 +251,25 @@ fn load_and_attach(
         .load()
         .map_err(|e| with_libbpf_said(format!("the kernel refused the lock probe: {e}")))?;
     let mut all = Vec::new();
-    for (program, tracepoint) in [
-        (&skel.progs.contention_begin, "contention_begin"),
-        (&skel.progs.contention_end, "contention_end"),
-    ] {
-        let link = program.attach_raw_tracepoint(tracepoint).map_err(|e| {
-            with_libbpf_said(format!(
-                "cannot attach to the lock:{tracepoint} tracepoint (Linux 5.19 and later): {e}"
-            ))
-        })?;
-        all.push(link);
-    }
+    let source = match options.source {
+        SourceChoice::Tracepoints => {
+            attach_tracepoints(&skel, &mut all)?;
+            LockSource::Tracepoints
+        }
+        SourceChoice::SlowPaths => {
+            attach_slow_paths(&skel, options, &mut all)?;
+            LockSource::SlowPaths
+        }
+        SourceChoice::Auto => match attach_tracepoints(&skel, &mut all) {
+            Ok(()) => LockSource::Tracepoints,
+            Err(no_tracepoints) => {
+                all.clear();
+                attach_slow_paths(&skel, options, &mut all)
+                    .map_err(|no_slow_paths| format!("{no_tracepoints}; {no_slow_paths}"))?;
+                LockSource::SlowPaths
+            }
+        },
+    };
     let mut notes = Vec::new();
     let mut kprobe = |program: &libbpf_rs::ProgramMut<'_>, function: &str| match program
         .attach_kprobe(false, function)
@@ -195,11 +289,81 @@ fn load_and_attach(
     if options.epoll_calls && kprobe(&skel.progs.do_epoll_ctl, "do_epoll_ctl") {
         kprobe(&skel.progs.do_epoll_wait, "do_epoll_wait");
     }
-    Ok((skel, all, notes))
+    Ok((skel, all, source, notes))
+}
+
+fn attach_tracepoints(
+    skel: &skeleton::LockstatSkel<'_>,
+    links: &mut Vec<Link>,
+) -> Result<(), String> {
+    for (program, tracepoint) in [
+        (&skel.progs.contention_begin, "contention_begin"),
+        (&skel.progs.contention_end, "contention_end"),
+    ] {
+        let link = program.attach_raw_tracepoint(tracepoint).map_err(|e| {
+            with_libbpf_said(format!(
+                "cannot attach to the lock:{tracepoint} tracepoint (Linux 5.19 and later): {e}"
+            ))
+        })?;
+        links.push(link);
+    }
+    Ok(())
+}
+
+/// Every slow path present, entry and return. The mutex's is required: without it the
+/// contention that matters most (`epmutex`) would go unseen.
+fn attach_slow_paths(
+    skel: &skeleton::LockstatSkel<'_>,
+    options: &ProbeOptions,
+    links: &mut Vec<Link>,
+) -> Result<(), String> {
+    if !options.kprobes {
+        return Err(
+            "the lock slow paths need kprobes, which this kernel does not offer (no kprobe PMU \
+             and no kprobe_events)"
+                .into(),
+        );
+    }
+    let slow_paths = &options.slow_paths;
+    if slow_paths.mutex.is_empty() {
+        return Err(format!(
+            "no mutex slow path to probe ({} not in /proc/kallsyms)",
+            SlowPaths::MUTEX.join(", ")
+        ));
+    }
+    let mut attached = Vec::new();
+    for (program, functions) in [
+        (&skel.progs.mutex_slow_path, &slow_paths.mutex),
+        (&skel.progs.rwsem_read_slow_path, &slow_paths.rwsem_read),
+        (&skel.progs.rwsem_write_slow_path, &slow_paths.rwsem_write),
+        (&skel.progs.spin_slow_path, &slow_paths.spin),
+    ] {
+        for function in functions {
+            // The return first: an entry without its return would leave contentions open.
+            let attach = skel
+                .progs
+                .slow_path_return
+                .attach_kprobe(true, function)
+                .and_then(|exit| Ok((exit, program.attach_kprobe(false, function)?)));
+            match attach {
+                Ok((exit, entry)) => {
+                    links.extend([exit, entry]);
+                    attached.push(*function);
+                }
+                Err(e) if SlowPaths::MUTEX.contains(function) && attached.is_empty() => {
+                    return Err(with_libbpf_said(format!("cannot probe {function}: {e}")));
+                }
+                Err(e) => tracing::warn!(%function, error = %e, "a lock slow path not probed"),
+            }
+        }
+    }
+    tracing::debug!(?attached, "lock slow paths probed");
+    Ok(())
 }
 
 fn read(
     skel: &skeleton::LockstatSkel<'_>,
+    source: LockSource,
     options: &ProbeOptions,
     notes: &[String],
 ) -> Result<RawReport, String> {
@@ -254,6 +418,7 @@ fn read(
         .ok_or("the lock probe's counters are not mapped")?;
     let attached = links_of(options, notes);
     Ok(RawReport {
+        source,
         contentions,
         epmutex_acquisitions: attached.0.then_some(counters.epmutex_acquisitions),
         epoll_calls: attached.1.then(|| {
@@ -368,10 +533,43 @@ mod tests {
     }
 
     #[test]
+    fn the_slow_paths_probed_are_the_ones_the_kernel_has() {
+        // A 5.10 kernel on a KVM guest: the pv spinlock, the 5.3+ rwsem names.
+        let has = |name: &str| {
+            [
+                "__mutex_lock_slowpath",
+                "__mutex_lock_killable_slowpath",
+                "rwsem_down_read_slowpath",
+                "rwsem_down_write_slowpath",
+                "__pv_queued_spin_lock_slowpath",
+                "native_queued_spin_lock_slowpath",
+            ]
+            .contains(&name)
+        };
+        let found = SlowPaths::present(has);
+        assert_eq!(
+            found.mutex,
+            ["__mutex_lock_slowpath", "__mutex_lock_killable_slowpath"]
+        );
+        assert_eq!(found.rwsem_read, ["rwsem_down_read_slowpath"]);
+        assert_eq!(found.rwsem_write, ["rwsem_down_write_slowpath"]);
+        assert_eq!(
+            found.spin,
+            [
+                "native_queued_spin_lock_slowpath",
+                "__pv_queued_spin_lock_slowpath"
+            ]
+        );
+        assert_eq!(SlowPaths::present(|_| false), SlowPaths::default());
+        assert_eq!(LockSource::SlowPaths.describe(), "kprobes on slow paths");
+    }
+
+    #[test]
     fn a_refused_kprobe_leaves_its_count_out() {
         let options = ProbeOptions {
             epmutex: Some(1),
             epoll_calls: true,
+            ..ProbeOptions::default()
         };
         assert_eq!(links_of(&options, &[]), (true, true));
         let notes = vec!["no kprobe on do_epoll_wait: permission denied".to_string()];

@@ -11,7 +11,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::lockprobe::{ProbeCapture, ProbeOptions, RawContention, RawReport};
+use crate::lockprobe::{
+    LockSource, ProbeCapture, ProbeOptions, RawContention, RawReport, SlowPaths, SourceChoice,
+};
 use crate::privilege::TracingAccess;
 
 /// Frames of the locking code itself, skipped to find who wanted the lock.
@@ -74,37 +76,34 @@ pub struct EpollCalls {
 }
 
 /// What a lock capture returns.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LockReport {
+    /// Where the contention was seen.
+    pub source: LockSource,
     pub contentions: Vec<Contention>,
     /// `None` where the kernel does not let them be counted cheaply
     /// ([`EPOLL_CALLS_UNCOUNTED`]).
     pub epoll_calls: Option<EpollCalls>,
 }
 
-/// What the lock program counts besides contention. Both need kprobes; syscall tracepoints
-/// could count the epoll calls on any kernel, but enabling one puts every system call of every
-/// task on the slow path, which cost a connection storm about 5% of its rate on top of the lock
-/// tracing (README, "Cost of collecting evidence"), more than the whole capture may cost.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FunctionProbes {
-    /// Count the target's `epoll_ctl` (by op) and `epoll_wait` calls, with kprobes on
-    /// `do_epoll_ctl` and `do_epoll_wait`, which every epoll system call goes through.
-    pub epoll_calls: bool,
-    /// The address of the global `epmutex`, whose every `mutex_lock` is then counted.
-    pub epmutex: Option<u64>,
-}
-
-impl FunctionProbes {
-    /// What this kernel lets the program count cheaply, given its symbols.
-    pub fn for_kernel(symbols: &KernelSymbols) -> Self {
-        if !kprobes_available() {
-            return Self::default();
-        }
-        Self {
-            epoll_calls: symbols.has_epoll_functions(),
-            epmutex: symbols.address_of("epmutex"),
-        }
+/// What the lock program traces on this kernel, given its symbols: the source asked for (the
+/// slow paths it has, for when the tracepoints are not used), and what it counts besides
+/// contention. Both counts need kprobes; syscall tracepoints could count the epoll calls on
+/// any kernel, but enabling one puts every system call of every task on the slow path, which
+/// cost a connection storm about 5% of its rate on top of the lock tracing (README, "Cost of
+/// collecting evidence"), more than the whole capture may cost.
+pub fn probe_options(symbols: &KernelSymbols, source: SourceChoice) -> ProbeOptions {
+    let kprobes = kprobes_available();
+    ProbeOptions {
+        source,
+        kprobes,
+        slow_paths: if kprobes {
+            SlowPaths::present(|name| symbols.has_function(name))
+        } else {
+            SlowPaths::default()
+        },
+        epoll_calls: kprobes && symbols.has_epoll_functions(),
+        epmutex: symbols.address_of("epmutex").filter(|_| kprobes),
     }
 }
 
@@ -151,7 +150,7 @@ pub enum LockstatError {
 #[derive(Debug)]
 pub struct LockCapture {
     probe: ProbeCapture,
-    probes: FunctionProbes,
+    epoll_calls: bool,
     access: TracingAccess,
 }
 
@@ -159,20 +158,18 @@ impl LockCapture {
     /// Loads and attaches the program and returns once it is attached, so the window starts
     /// traced. What the kernel certainly refuses is said before trying; a refusal it may make
     /// (Debian's perf restriction) is explained with the failure.
-    pub async fn start(probes: FunctionProbes) -> Result<Self, LockstatError> {
+    pub async fn start(options: ProbeOptions) -> Result<Self, LockstatError> {
         let access = TracingAccess::read(Path::new("/proc"));
         if let Some(why) = access.bpf_refusal() {
             return Err(LockstatError::NotPrivileged(why));
         }
-        let probe = ProbeCapture::start(ProbeOptions {
-            epmutex: probes.epmutex,
-            epoll_calls: probes.epoll_calls,
-        })
-        .await
-        .map_err(|why| LockstatError::Failed(access.explain(why)))?;
+        let epoll_calls = options.epoll_calls;
+        let probe = ProbeCapture::start(options)
+            .await
+            .map_err(|why| LockstatError::Failed(access.explain(why)))?;
         Ok(Self {
             probe,
-            probes,
+            epoll_calls,
             access,
         })
     }
@@ -199,12 +196,12 @@ impl LockCapture {
                 "lock contentions not counted: the probe's maps were full"
             );
         }
-        Ok(report(&raw, self.probes, symbols))
+        Ok(report(&raw, self.epoll_calls, symbols))
     }
 }
 
-/// Names what the program counted.
-pub fn report(raw: &RawReport, probes: FunctionProbes, symbols: &KernelSymbols) -> LockReport {
+/// Names what the program counted; epoll calls only when they were asked for.
+pub fn report(raw: &RawReport, epoll_calls: bool, symbols: &KernelSymbols) -> LockReport {
     let contentions: Vec<Contention> = raw
         .contentions
         .iter()
@@ -212,7 +209,7 @@ pub fn report(raw: &RawReport, probes: FunctionProbes, symbols: &KernelSymbols) 
         .collect();
     let epoll_calls =
         raw.epoll_calls
-            .filter(|_| probes.epoll_calls)
+            .filter(|_| epoll_calls)
             .map(|[ctl_add, ctl_del, ctl_mod, wait]| EpollCalls {
                 ctl_add,
                 ctl_del,
@@ -221,6 +218,7 @@ pub fn report(raw: &RawReport, probes: FunctionProbes, symbols: &KernelSymbols) 
                 epmutex_acquisitions: raw.epmutex_acquisitions,
             });
     LockReport {
+        source: raw.source,
         contentions: merge_by_lock_and_path(&contentions),
         epoll_calls,
     }
@@ -294,6 +292,11 @@ impl KernelSymbols {
             offset if offset < 256 => Some(format!("{name}+{offset:#x}")),
             _ => None,
         }
+    }
+
+    /// Whether the kernel has a function of this name (one that kprobes can find).
+    pub fn has_function(&self, name: &str) -> bool {
+        self.functions.iter().any(|(_, function)| function == name)
     }
 
     /// The function a return address lies in (the nearest symbol at or below it).
@@ -414,6 +417,18 @@ ffffffff82a01000 d epmutex
 ffffffff82a02000 B big_table
 ";
 
+    /// A report from the tracepoints holding these contentions and nothing else.
+    fn found(contentions: Vec<RawContention>) -> RawReport {
+        RawReport {
+            source: LockSource::Tracepoints,
+            contentions,
+            epmutex_acquisitions: None,
+            epoll_calls: None,
+            dropped: 0,
+            notes: Vec::new(),
+        }
+    }
+
     fn raw(lock: u64, flags: u32, frames: &[u64], counts: (u64, u64, u64)) -> RawContention {
         RawContention {
             lock,
@@ -457,20 +472,16 @@ ffffffff82a02000 B big_table
             .copied()
             .collect();
         let found = RawReport {
-            contentions: vec![
+            epmutex_acquisitions: Some(977),
+            epoll_calls: Some([1000, 0, 7, 2500]),
+            ..found(vec![
                 raw(0xffff8881016634e0, 1, &bucket_path, (3, 300, 150)),
                 raw(0xffff888101660000, 1, &bucket_path, (2, 200, 180)),
                 raw(0xffffffff82a01000, 32, &epmutex_path, (7, 7000, 2000)),
-            ],
-            epmutex_acquisitions: Some(977),
-            epoll_calls: Some([1000, 0, 7, 2500]),
-            ..RawReport::default()
+            ])
         };
-        let probes = FunctionProbes {
-            epoll_calls: true,
-            epmutex: Some(0xffffffff82a01000),
-        };
-        let report = report(&found, probes, &symbols);
+        let report = report(&found, true, &symbols);
+        assert_eq!(report.source, LockSource::Tracepoints);
         let contentions = &report.contentions;
         assert_eq!(contentions.len(), 2, "{contentions:#?}");
         let epmutex = &contentions[0];
@@ -508,16 +519,36 @@ ffffffff82a02000 B big_table
     }
 
     #[test]
+    fn a_slow_path_walk_starts_at_the_slow_path_and_names_the_same_caller() {
+        let symbols = KernelSymbols::parse(
+            "ffffffff81200000 T __mutex_lock_slowpath\nffffffff81300000 T eventpoll_release_file\nffffffff81300400 T __fput\nffffffff82a01000 d epmutex\n",
+        );
+        // A kprobe's walk has no tracing machinery on top: it starts at the probed function.
+        let found = RawReport {
+            source: LockSource::SlowPaths,
+            ..found(vec![raw(
+                0xffffffff82a01000,
+                32,
+                &[0xffffffff81200000, 0xffffffff8130003c, 0xffffffff813005f4],
+                (3, 900, 400),
+            )])
+        };
+        let report = report(&found, false, &symbols);
+        assert_eq!(report.source, LockSource::SlowPaths);
+        let epmutex = &report.contentions[0];
+        assert_eq!(epmutex.lock, "epmutex");
+        assert_eq!(epmutex.caller, "eventpoll_release_file ← __fput");
+        assert!(epmutex.epoll);
+    }
+
+    #[test]
     fn a_failed_walk_or_unknown_frames_still_give_a_row() {
         let symbols = KernelSymbols::parse(KALLSYMS);
-        let found = RawReport {
-            contentions: vec![
-                raw(0xffff888100000000, 1, &[], (4, 40, 20)),
-                raw(0xffff888100000100, 32, &[0x10], (1, 10, 10)),
-            ],
-            ..RawReport::default()
-        };
-        let report = report(&found, FunctionProbes::default(), &symbols);
+        let found = found(vec![
+            raw(0xffff888100000000, 1, &[], (4, 40, 20)),
+            raw(0xffff888100000100, 32, &[0x10], (1, 10, 10)),
+        ]);
+        let report = report(&found, false, &symbols);
         let rows: Vec<(&str, &str)> = report
             .contentions
             .iter()
@@ -542,13 +573,10 @@ ffffffff82a02000 B big_table
         // Counted, but not asked for: not reported.
         let found = RawReport {
             epoll_calls: Some([1, 2, 3, 4]),
-            ..RawReport::default()
+            ..found(Vec::new())
         };
         let symbols = KernelSymbols::default();
-        assert_eq!(
-            report(&found, FunctionProbes::default(), &symbols).epoll_calls,
-            None
-        );
+        assert_eq!(report(&found, false, &symbols).epoll_calls, None);
     }
 
     #[test]

@@ -2,13 +2,16 @@
 //! window opens and ended together when it closes, so both cover the same span. Used by the
 //! agent's captures of a target and by one-off captures of the whole node.
 
-use crate::lockstat::{FunctionProbes, KernelSymbols, LockCapture, LockReport, LockstatError};
+use crate::lockprobe::SourceChoice;
+use crate::lockstat::{KernelSymbols, LockCapture, LockReport, LockstatError, probe_options};
 use crate::profile::{CpuProfile, ProfileError, Profiler};
 
 /// What to trace over a window.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TraceRequest {
     pub lock_contention: bool,
+    /// Where lock contention is seen.
+    pub lock_source: SourceChoice,
     /// Sampling frequency of the CPU profile; 0 for no profile.
     pub cpu_profile_hz: u32,
     /// Keep only these processes' samples; every CPU's when `None`.
@@ -37,7 +40,7 @@ impl Traces {
     /// read and may be empty.
     pub async fn start(request: &TraceRequest, symbols: &KernelSymbols) -> Self {
         let locks = if request.lock_contention {
-            let capture = LockCapture::start(FunctionProbes::for_kernel(symbols)).await;
+            let capture = LockCapture::start(probe_options(symbols, request.lock_source)).await;
             if let Err(error) = &capture {
                 tracing::warn!(error = %error, "lock contention not collected");
             }

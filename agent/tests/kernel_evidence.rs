@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use loadlab_agent::facts::{Presence, describe};
+use loadlab_agent::lockprobe::{LockSource, SourceChoice};
 use loadlab_agent::lockstat::KernelSymbols;
 use loadlab_agent::profile::{ProfileError, find_perf};
 use loadlab_agent::traces::{TraceRequest, TraceResults, Traces};
@@ -108,6 +109,46 @@ async fn contention_on_one_pipe_mutex_is_found_with_its_call_path() {
     assert!(pipe.caller.contains("pipe_"), "{pipe:?}");
     assert!(pipe.count > 100, "{pipe:?}");
     assert!(pipe.max_wait_ns <= pipe.wait_ns && pipe.max_wait_ns > 0);
+}
+
+/// Asked for the slow paths, the capture either sees the pipe's mutex through them or says
+/// why not: this machine's kernel offers no kprobes, and then the reason names them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slow_paths_are_traced_or_refused_with_the_reason() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    if !is_root() {
+        eprintln!("skipped: tracing needs root");
+        return;
+    }
+    let symbols = KernelSymbols::read(Path::new("/proc/kallsyms"));
+    let request = TraceRequest {
+        lock_source: SourceChoice::SlowPaths,
+        ..locks_only()
+    };
+    let kprobes = Path::new("/sys/bus/event_source/devices/kprobe").exists()
+        || Path::new("/sys/kernel/tracing/kprobe_events").exists();
+    let found = trace_while(&request, &symbols, contend_for(Duration::from_secs(2)))
+        .await
+        .locks
+        .expect("asked for locks");
+    match found {
+        Ok(report) => {
+            assert!(kprobes, "traced without kprobes: {report:?}");
+            assert_eq!(report.source, LockSource::SlowPaths);
+            assert!(
+                report
+                    .contentions
+                    .iter()
+                    .any(|c| c.lock_type == "mutex" && c.stack.contains("pipe_")),
+                "{:?}",
+                report.contentions
+            );
+        }
+        Err(error) => {
+            assert!(!kprobes, "kprobes are there, yet: {error}");
+            assert!(error.to_string().contains("need kprobes"), "{error}");
+        }
+    }
 }
 
 /// bpftrace, the independent counter: `$LOADLAB_BPFTRACE`, else on `PATH` or in /usr/bin.

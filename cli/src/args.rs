@@ -382,12 +382,33 @@ pub struct AgentCaptureArgs {
     /// Leave lock contention out.
     #[arg(long, env = "LOADLAB_NO_LOCKS")]
     pub no_locks: bool,
+    /// Where lock contention is seen: the lock tracepoints (Linux 5.19 and later), kprobes on
+    /// the lock slow paths (any kernel with kprobes), or the first that works.
+    #[arg(long, env = "LOADLAB_LOCK_SOURCE", value_enum, default_value = "auto")]
+    pub lock_source: LockSourceArg,
     /// Rows of locks and of CPU symbols shown (the JSON output has every lock).
     #[arg(long, env = "LOADLAB_CAPTURE_TOP", default_value_t = 15)]
     pub top: usize,
     /// Print one JSON object instead of text.
     #[arg(long, env = "LOADLAB_JSON")]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LockSourceArg {
+    Auto,
+    Tracepoints,
+    SlowPaths,
+}
+
+impl From<LockSourceArg> for loadlab_agent::lockprobe::SourceChoice {
+    fn from(arg: LockSourceArg) -> Self {
+        match arg {
+            LockSourceArg::Auto => Self::Auto,
+            LockSourceArg::Tracepoints => Self::Tracepoints,
+            LockSourceArg::SlowPaths => Self::SlowPaths,
+        }
+    }
 }
 
 /// TLS for a gRPC server: both files, or neither (plain HTTP/2).

@@ -525,7 +525,13 @@ pub fn report_table(report: &ExperimentReport) -> String {
                 .epoll_share_of_contention
                 .map(|share| format!(" · epoll paths {:.1}% of lock wait", share * 100.0))
                 .unwrap_or_default();
-            let _ = writeln!(out, "  {}{epoll}", cohort.name);
+            // The tracepoints are the default; only another source is worth a word.
+            let source = match cohort.lock_sources.as_slice() {
+                [] => String::new(),
+                [only] if only == "lock tracepoints" => String::new(),
+                sources => format!(" · seen through {}", sources.join(" and ")),
+            };
+            let _ = writeln!(out, "  {}{epoll}{source}", cohort.name);
             if let Some(rates) = cohort.epoll_calls_per_thousand {
                 let _ = writeln!(
                     out,

@@ -671,6 +671,7 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
         let start = self.agent.start_capture(v1::StartCaptureRequest {
             target_id: target.target_id.clone(),
             lock_contention: self.file.spec.collect.lock_contention,
+            lock_source: self.file.spec.collect.lock_source.wire_name().to_string(),
             cpu_profile_hz: self
                 .file
                 .spec
@@ -853,6 +854,8 @@ impl Measurement {
             .collect();
         record.lock_contention_unavailable = Some(self.capture.lock_contention_unavailable.clone())
             .filter(|reason| !reason.is_empty());
+        record.lock_source =
+            Some(self.capture.lock_source.clone()).filter(|source| !source.is_empty());
         record.cpu_profile = self.capture.cpu_profile.as_ref().map(|p| ProfileRecord {
             frequency_hz: i32::try_from(p.frequency_hz).unwrap_or(i32::MAX),
             samples: to_i64(p.samples),
@@ -944,6 +947,7 @@ fn unmeasured_run(
         counters: WindowCounters::default(),
         locks: Vec::new(),
         lock_contention_unavailable: None,
+        lock_source: None,
         cpu_profile: None,
         cpu_profile_unavailable: None,
         generator_skew_us: None,

@@ -154,6 +154,11 @@ pub struct CollectSpec {
     /// Kernel lock contention by lock and call path (needs root, or CAP_BPF and CAP_PERFMON, on the node).
     #[serde(default)]
     pub lock_contention: bool,
+    /// Where lock contention is seen: `auto` (the lock tracepoints on Linux 5.19 and later,
+    /// else kprobes on the mutex, rwsem and spinlock slow paths), `tracepoints` or `slowPaths`.
+    /// Each run names the source it used.
+    #[serde(default, skip_serializing_if = "LockSourceSpec::is_auto")]
+    pub lock_source: LockSourceSpec,
     /// Sampled call stacks on every CPU (needs root and perf on the node).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_profile: Option<CpuProfileSpec>,
@@ -179,6 +184,30 @@ pub struct CpuProfileSpec {
     /// target's processes.
     #[serde(default)]
     pub scope: ProfileScope,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum LockSourceSpec {
+    #[default]
+    Auto,
+    Tracepoints,
+    SlowPaths,
+}
+
+impl LockSourceSpec {
+    fn is_auto(&self) -> bool {
+        *self == Self::Auto
+    }
+
+    /// The name the agent's protocol gives it.
+    pub fn wire_name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Tracepoints => "tracepoints",
+            Self::SlowPaths => "slow-paths",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -1168,6 +1197,28 @@ spec:
             let message = error_of(&with_load(wrong)).to_string();
             assert!(named.iter().all(|n| message.contains(n)), "{message}");
         }
+    }
+
+    #[test]
+    fn the_lock_source_is_auto_unless_named_and_named_ones_are_checked() {
+        let with_collect = |collect: &str| {
+            GOOD.replace(
+                "  repetitions: 3\n",
+                &format!("  repetitions: 3\n  collect: {collect}\n"),
+            )
+        };
+        let auto = parse_experiment(&with_collect("{ lockContention: true }")).unwrap();
+        assert_eq!(auto.spec.collect.lock_source, LockSourceSpec::Auto);
+        let slow = parse_experiment(&with_collect(
+            "{ lockContention: true, lockSource: slowPaths }",
+        ))
+        .unwrap();
+        assert_eq!(slow.spec.collect.lock_source, LockSourceSpec::SlowPaths);
+        assert_eq!(slow.spec.collect.lock_source.wire_name(), "slow-paths");
+        let error = error_of(&with_collect(
+            "{ lockContention: true, lockSource: bpftrace }",
+        ));
+        assert!(error.to_string().contains("lockSource"), "{error}");
     }
 
     #[test]

@@ -489,6 +489,7 @@ struct RunSummary {
     total_latency: Option<Percentiles>,
     counters: WindowCounters,
     lock_contention_unavailable: Option<String>,
+    lock_source: Option<String>,
     cpu_profile_unavailable: Option<String>,
     generator_skew_us: Option<i64>,
 }
@@ -531,6 +532,7 @@ impl RunSummary {
             total_latency,
             counters: run.counters,
             lock_contention_unavailable: run.lock_contention_unavailable,
+            lock_source: run.lock_source,
             cpu_profile_unavailable: run.cpu_profile_unavailable,
             generator_skew_us: run.generator_skew_us,
         }

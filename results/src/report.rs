@@ -69,6 +69,10 @@ pub struct CohortReport {
     pub epoll_share_of_contention: Option<f64>,
     /// Why lock contention was not collected on some runs.
     pub lock_contention_unavailable: Vec<String>,
+    /// Where the cohort's lock contention was seen ("lock tracepoints", "kprobes on slow
+    /// paths"), each source once.
+    #[serde(default)]
+    pub lock_sources: Vec<String>,
     /// The target's epoll system calls per 1,000 completed connections, over traced runs.
     pub epoll_calls_per_thousand: Option<EpollRates>,
     /// The symbols with the most CPU samples over the cohort's profiled windows.
@@ -271,6 +275,7 @@ impl CohortAccumulator {
                 locks: Vec::new(),
                 epoll_share_of_contention: None,
                 lock_contention_unavailable: Vec::new(),
+                lock_sources: Vec::new(),
                 epoll_calls_per_thousand: None,
                 cpu_symbols: Vec::new(),
                 cpu_profile_samples: 0,
@@ -342,6 +347,11 @@ impl CohortAccumulator {
             && !report.lock_contention_unavailable.contains(reason)
         {
             report.lock_contention_unavailable.push(reason.clone());
+        }
+        if let Some(source) = &run.lock_source
+            && !report.lock_sources.contains(source)
+        {
+            report.lock_sources.push(source.clone());
         }
         if let Some(reason) = &run.cpu_profile_unavailable
             && !report.cpu_profile_unavailable.contains(reason)

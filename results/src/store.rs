@@ -178,6 +178,9 @@ pub struct RunRecord {
     /// Why lock contention was asked for and not collected.
     #[serde(default)]
     pub lock_contention_unavailable: Option<String>,
+    /// Where the lock contention was seen ("lock tracepoints", "kprobes on slow paths").
+    #[serde(default)]
+    pub lock_source: Option<String>,
     #[serde(default)]
     pub cpu_profile: Option<ProfileRecord>,
     /// Why a CPU profile was asked for and not collected.
@@ -583,9 +586,9 @@ impl Store {
                 completed_connections, failed_connections, warmup_connections,
                 connections_per_second, errors, connect_histogram, first_byte_histogram,
                 total_histogram, completed_per_second, counters, lock_contention_unavailable,
-                cpu_profile_unavailable, generator_skew_us, workload)
+                cpu_profile_unavailable, generator_skew_us, lock_source, workload)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27,
+                     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28,
                      jsonb_build_object('load', $13::jsonb, 'target', $12::jsonb, 'collect',
                        coalesce((SELECT spec #> '{spec,collect}' FROM experiments WHERE id = $2),
                                 'null'::jsonb)))
@@ -622,6 +625,7 @@ impl Store {
         .bind(&run.lock_contention_unavailable)
         .bind(&run.cpu_profile_unavailable)
         .bind(run.generator_skew_us)
+        .bind(&run.lock_source)
         .execute(&mut *tx)
         .await?
         .rows_affected()
@@ -1013,6 +1017,7 @@ fn run_from_row(row: &sqlx::postgres::PgRow) -> Result<RunRecord, Error> {
         counters: row.try_get::<Json<_>, _>("counters")?.0,
         locks: Vec::new(),
         lock_contention_unavailable: row.try_get("lock_contention_unavailable")?,
+        lock_source: row.try_get("lock_source")?,
         cpu_profile: None,
         cpu_profile_unavailable: row.try_get("cpu_profile_unavailable")?,
         generator_skew_us: row.try_get("generator_skew_us")?,

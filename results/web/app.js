@@ -642,6 +642,8 @@ function countersSection(cohorts, runs) {
 function locksSection(cohorts) {
   return h("div", { class: "side" }, cohorts.filter((c) => c.runs_succeeded).map((c) => h("section", {},
     h("h3", {}, c.name),
+    (c.lock_sources || []).length
+      ? h("p", { class: "note" }, `Seen through ${c.lock_sources.join(" and ")}.`) : null,
     c.locks.length
       ? tableWithCsv(table(c.epoll_share_of_contention != null ? `epoll's share of all lock wait: ${fmtPct(c.epoll_share_of_contention)}` : null,
         ["Lock", "Call path with most wait", num("Wait, share of CPU"), num("per 1,000 conn"), num("max wait")],

@@ -119,11 +119,19 @@ __u64 epoll_wait_calls = 0;
 
 static const struct thread_state empty_thread = {};
 
+// The tracepoints' lock flags (include/trace/events/lock.h), also given by the slow-path
+// probes so both sources name lock types alike.
+#define LCB_F_SPIN (1U << 0)
+#define LCB_F_READ (1U << 1)
+#define LCB_F_WRITE (1U << 2)
+#define LCB_F_MUTEX (1U << 5)
+
 // A contention opens. A second begin on the lock already on top (a mutex that stops spinning
 // and sleeps) continues that contention, so its wait includes the spinning. The wait starts
-// after the stack walk, so the walk is not counted as waiting.
-SEC("raw_tp/contention_begin")
-int BPF_PROG(contention_begin, void *lock, unsigned int flags)
+// after the stack walk, so the walk is not counted as waiting. `sleeping`: a slow-path probe
+// of a lock that sleeps, which no other lock's slow path can be inside of, so anything still
+// open on the thread is a return the kretprobe missed and is dropped.
+static __always_inline int open_contention(void *ctx, __u64 lock, __u32 flags, int sleeping)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct thread_state *state = bpf_map_lookup_elem(&threads, &tid);
@@ -135,15 +143,15 @@ int BPF_PROG(contention_begin, void *lock, unsigned int flags)
 			return 0;
 		}
 	}
-	__u32 depth = state->depth;
+	__u32 depth = sleeping ? 0 : state->depth;
 	if (depth > MAX_NESTING)
 		return 0;
-	if (depth > 0 && state->open[slot(depth - 1)].lock == (__u64)lock)
+	if (depth > 0 && state->open[slot(depth - 1)].lock == lock)
 		return 0;
 	if (depth == MAX_NESTING)
 		return 0;
 	struct open_contention *open = &state->open[slot(depth)];
-	open->lock = (__u64)lock;
+	open->lock = lock;
 	open->flags = flags;
 	open->stack_id = bpf_get_stackid(ctx, &stacks, 0);
 	open->start_ns = bpf_ktime_get_ns();
@@ -151,8 +159,9 @@ int BPF_PROG(contention_begin, void *lock, unsigned int flags)
 	return 0;
 }
 
-SEC("raw_tp/contention_end")
-int BPF_PROG(contention_end, void *lock, int ret)
+// The contention on top of the thread's stack ends: on `lock` (the tracepoint), or whatever it
+// is (a slow path's return, which does not say its lock: `lock` 0).
+static __always_inline int close_contention(__u64 lock)
 {
 	__u64 now = bpf_ktime_get_ns();
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
@@ -163,7 +172,7 @@ int BPF_PROG(contention_end, void *lock, int ret)
 	if (depth == 0 || depth > MAX_NESTING)
 		return 0;
 	struct open_contention *open = &state->open[slot(depth - 1)];
-	if (open->lock != (__u64)lock)
+	if (lock && open->lock != lock)
 		return 0;
 	__u64 wait = now - open->start_ns;
 	struct contention_key key = {
@@ -194,6 +203,51 @@ int BPF_PROG(contention_end, void *lock, int ret)
 	if (wait > stats->max_wait_ns)
 		stats->max_wait_ns = wait;
 	return 0;
+}
+
+SEC("raw_tp/contention_begin")
+int BPF_PROG(contention_begin, void *lock, unsigned int flags)
+{
+	return open_contention(ctx, (__u64)lock, flags, 0);
+}
+
+SEC("raw_tp/contention_end")
+int BPF_PROG(contention_end, void *lock, int ret)
+{
+	return close_contention((__u64)lock);
+}
+
+// Kernels without the lock tracepoints (before 5.19): the slow paths every contended lock
+// goes through, entered with the lock as first argument, as klockstat traces them. Each
+// program is attached to every variant present (killable, interruptible, pv).
+SEC("kprobe")
+int BPF_KPROBE(mutex_slow_path, void *lock)
+{
+	return open_contention(ctx, (__u64)lock, LCB_F_MUTEX, 1);
+}
+
+SEC("kprobe")
+int BPF_KPROBE(rwsem_read_slow_path, void *sem)
+{
+	return open_contention(ctx, (__u64)sem, LCB_F_READ, 1);
+}
+
+SEC("kprobe")
+int BPF_KPROBE(rwsem_write_slow_path, void *sem)
+{
+	return open_contention(ctx, (__u64)sem, LCB_F_WRITE, 1);
+}
+
+SEC("kprobe")
+int BPF_KPROBE(spin_slow_path, void *lock)
+{
+	return open_contention(ctx, (__u64)lock, LCB_F_SPIN, 0);
+}
+
+SEC("kretprobe")
+int BPF_KRETPROBE(slow_path_return)
+{
+	return close_contention(0);
 }
 
 SEC("kprobe/mutex_lock")

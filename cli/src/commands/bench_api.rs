@@ -190,6 +190,7 @@ pub async fn run(args: BenchApiArgs) -> anyhow::Result<()> {
                 counters: WindowCounters::default(),
                 locks: Vec::new(),
                 lock_contention_unavailable: None,
+                lock_source: None,
                 cpu_profile: None,
                 cpu_profile_unavailable: None,
                 generator_skew_us: None,

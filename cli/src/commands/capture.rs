@@ -43,6 +43,7 @@ pub async fn run(args: AgentCaptureArgs, interrupted: CancellationToken) -> anyh
     };
     let request = TraceRequest {
         lock_contention: !args.no_locks,
+        lock_source: args.lock_source.into(),
         cpu_profile_hz: args.cpu_profile_hz,
         profile_processes: None,
     };
@@ -161,6 +162,7 @@ fn capture_json(capture: &NodeCapture) -> serde_json::Value {
         "window_ms": capture.window.as_millis() as u64,
         "logical_cpus": capture.cpus,
         "locks": locks,
+        "lock_source": capture.locks.as_ref().ok().and_then(Option::as_ref).map(|r| r.source.describe()),
         "lock_contention_unavailable": capture.locks.as_ref().err(),
         "epoll": epoll,
         "cpu": capture.profile.as_ref().ok().and_then(Option::as_ref).map(profile_json),
@@ -194,9 +196,10 @@ fn capture_text(capture: &NodeCapture, top: usize) -> String {
             let contended: u64 = report.contentions.iter().map(|c| c.count).sum();
             let _ = writeln!(
                 out,
-                "\ncontended kernel locks: {} contentions on {} lock/call-path pairs",
+                "\ncontended kernel locks: {} contentions on {} lock/call-path pairs (from {})",
                 thousands(contended),
-                report.contentions.len()
+                report.contentions.len(),
+                report.source.describe()
             );
             if !report.contentions.is_empty() {
                 let _ = writeln!(
@@ -277,6 +280,7 @@ fn capture_text(capture: &NodeCapture, top: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use loadlab_agent::lockprobe::LockSource;
 
     fn contention(lock: &str, count: u64, wait_ns: u64, epoll: bool) -> Contention {
         Contention {
@@ -296,6 +300,7 @@ mod tests {
             window: Duration::from_secs(2),
             cpus: 2,
             locks: Ok(Some(LockReport {
+                source: LockSource::Tracepoints,
                 contentions: vec![
                     contention("mutex in pipe_write", 10, 400_000_000, false),
                     contention("epmutex", 2, 100_000_000, true),

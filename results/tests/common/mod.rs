@@ -80,6 +80,7 @@ pub fn run(experiment_id: Uuid, cohort: &str, repetition: i32, conn_per_sec: f64
             epoll: true,
         }],
         lock_contention_unavailable: None,
+        lock_source: Some("lock tracepoints".into()),
         cpu_profile: Some(ProfileRecord {
             frequency_hz: 499,
             samples: 100,
