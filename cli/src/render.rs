@@ -323,6 +323,22 @@ impl RunProgress {
                 ));
             }
             Event::Progress { .. } => {}
+            Event::RoundJudged(judged) => {
+                if self.live {
+                    clear_line();
+                }
+                for (cohort, judgement) in &judged.judgements {
+                    eprintln!(
+                        "round {}/{}: {cohort:width$}  {}",
+                        judged.round,
+                        judged.budget,
+                        judgement.describe(judged.threshold)
+                    );
+                }
+                if let Some(reason) = judged.stop_reason() {
+                    eprintln!("{reason}");
+                }
+            }
             Event::StoreUnavailable { error } => {
                 if self.live {
                     clear_line();
@@ -441,6 +457,18 @@ pub fn report_table(report: &ExperimentReport) -> String {
             emulated.join(", "),
             loadlab_results::report::EMULATED_CAVEAT
         );
+    }
+    if let Some(stopping) = &report.stopping {
+        let _ = writeln!(
+            out,
+            "\nrepetitions: auto · {}\n (per-round conn/s ratios; each of {looks} looks a t interval at 1 - 0.05/{looks}, so 95% over all;\n practical change ±{:.0}%):",
+            stopping.reason,
+            stopping.practical_change * 100.0,
+            looks = stopping.budget.saturating_sub(2).max(1),
+        );
+        for cohort in &stopping.cohorts {
+            let _ = writeln!(out, "  {:width$}  {}", cohort.cohort, cohort.text);
+        }
     }
     let _ = writeln!(
         out,

@@ -373,3 +373,63 @@ async fn a_target_scoped_profile_samples_only_nginx() {
         }
     }
 }
+
+/// `repetitions: auto` runs interleaved rounds and judges after each: it stops at the first
+/// round where every cohort is decided, or at the budget, and stores exactly the rounds it ran.
+/// Which of the two happens depends on this machine's noise; what each implies does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_repetitions_stop_when_decided_or_at_the_budget_and_store_what_ran() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, store) = scratch().await;
+    let yaml = r#"
+apiVersion: loadlab.dev/v1alpha1
+kind: Experiment
+metadata: { name: auto }
+spec:
+  target: { nginx: { workers: 1 } }
+  load: { connections: 8, warmup: 200ms, duration: 500ms }
+  cohorts:
+    - { name: one-worker, local: true }
+    - { name: two-workers, local: true, target: { nginx: { workers: 2 } } }
+  repetitions: auto
+  stopping: { maxRepetitions: 4, practicalChangePercent: 5 }
+"#;
+    let output = loadlab(dir.path(), yaml, &url, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stderr}");
+    // A judgement after every round, the first interval at round 3.
+    assert!(
+        stderr.contains("round 1/4: two-workers  undecided"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("round 3/4: two-workers  "), "{stderr}");
+    let id = sqlx::query_scalar::<_, uuid::Uuid>("SELECT id FROM experiments")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let row = store.experiment(id).await.unwrap();
+    let runs = store.experiment_runs(id).await.unwrap();
+    let report = loadlab_results::report::build_report(row.clone(), &runs).unwrap();
+    let stopping = report
+        .stopping
+        .expect("an auto experiment reports its stopping");
+    assert_eq!(stopping.budget, 4);
+    let rounds = stopping.rounds as usize;
+    assert!((3..=4).contains(&rounds), "{stopping:?}");
+    // Every round ran both cohorts; nothing after the round that stopped it.
+    assert_eq!(runs.len(), 2 * rounds, "{stderr}");
+    assert_eq!(row.planned_runs, Some(2 * rounds as i64));
+    let decided = stopping
+        .cohorts
+        .iter()
+        .all(|c| c.judgement.decision != loadlab_results::sequential::Decision::Undecided);
+    if rounds < 4 {
+        assert!(decided, "stopped early undecided: {stopping:?}");
+        assert!(stderr.contains(&format!("stopped after round {rounds} of at most 4")));
+    } else if !decided {
+        assert!(stderr.contains("stopped at the budget, round 4: two-workers undecided"));
+    }
+    assert!(stdout.contains("repetitions: auto · "), "{stdout}");
+    assert!(stdout.contains(&stopping.cohorts[0].text), "{stdout}");
+}

@@ -13,6 +13,7 @@ use loadlab_proto::histogram::{encode_histogram, latency_histogram};
 use loadlab_proto::v1::{
     self, agent_client::AgentClient, loadgen_client::LoadgenClient, storm_event,
 };
+use loadlab_results::sequential::{RoundJudgement, Rounds, all_decided};
 use loadlab_results::store::{EpollCounts, WindowCounters};
 use loadlab_results::{
     ExperimentStatus, LockRecord, NewExperiment, NodeRecord, ProfileRecord, RunOutcome, RunRecord,
@@ -25,7 +26,9 @@ use uuid::Uuid;
 
 use crate::Error;
 use crate::plan::{PlannedRun, schedule};
-use crate::spec::{CloseSpec, ExperimentFile, ExperimentSpec, HandshakeAckSpec, NginxSpec};
+use crate::spec::{
+    CloseSpec, ExperimentFile, ExperimentSpec, HandshakeAckSpec, NginxSpec, StoppingSpec,
+};
 
 /// What an experiment reports while it runs.
 #[derive(Debug, Clone)]
@@ -63,6 +66,9 @@ pub enum Event {
     /// The results database does not answer; the finished run waits and is written as soon
     /// as it does.
     StoreUnavailable { error: String },
+    /// With `repetitions: auto`: what the stopping rule says after a round, per cohort other
+    /// than the baseline, and whether the experiment stops here.
+    RoundJudged(RoundJudgement),
 }
 
 /// A gRPC channel whose every call carries the bearer token (when there is one).
@@ -345,7 +351,8 @@ pub async fn run_experiment(
         facts.push(described);
     }
     let nodes_per_cohort: Vec<usize> = agents.iter().map(Vec::len).collect();
-    let plan = schedule(&nodes_per_cohort, file.spec.repetitions);
+    let (budget, stopping) = file.spec.rounds();
+    let plan = schedule(&nodes_per_cohort, budget);
     let planned_runs = i64::try_from(plan.len()).ok();
     let experiment_id = options.experiment_id.unwrap_or_else(Uuid::new_v4);
     let created = store
@@ -403,7 +410,20 @@ pub async fn run_experiment(
 
     let mut ending = Ending::Completed;
     let mut loadgens = generators;
+    let mut rounds = RoundValues::new(file, &stored);
+    let mut judged_through = 0;
+    let mut stopped_after = None;
     for planned in plan {
+        // A round is judged once every run of it is done, before the next round starts.
+        if let Some(stopping) = stopping
+            && planned.repetition > judged_through + 1
+        {
+            judged_through = planned.repetition - 1;
+            if rounds.judge(judged_through, budget, stopping, &mut on_event) {
+                stopped_after = Some(judged_through);
+                break;
+            }
+        }
         let (done, previous_attempts) = attempts_so_far(&planned);
         if done {
             continue;
@@ -463,6 +483,7 @@ pub async fn run_experiment(
             }
             let succeeded = matches!(record.outcome, RunOutcome::Succeeded);
             record_run_patiently(store, &record, &cancel, &mut on_event).await?;
+            rounds.add(&record);
             on_event(Event::RunFinished {
                 run: planned,
                 record: Box::new(record),
@@ -479,12 +500,87 @@ pub async fn run_experiment(
             break;
         }
     }
+    if ending == Ending::Completed
+        && let Some(stopping) = stopping
+    {
+        match stopped_after {
+            // Stopped early: the runs it planned are the rounds it made.
+            Some(round) => {
+                let planned = nodes_per_cohort.iter().sum::<usize>() * round as usize;
+                store
+                    .reopen_experiment(experiment_id, i64::try_from(planned).ok())
+                    .await?;
+            }
+            // The budget's last round, judged for the record: decided or not, it ends here.
+            None => {
+                rounds.judge(budget, budget, stopping, &mut on_event);
+            }
+        }
+    }
     let status = match ending {
         Ending::Completed => ExperimentStatus::Completed,
         Ending::Interrupted => ExperimentStatus::Interrupted,
     };
     store.finish_experiment(experiment_id, status).await?;
     Ok((experiment_id, ending))
+}
+
+/// The succeeded runs' conn/s by round, and the stopping rule applied to them.
+struct RoundValues<'a> {
+    file: &'a ExperimentFile,
+    rounds: Rounds,
+}
+
+impl<'a> RoundValues<'a> {
+    fn new(file: &'a ExperimentFile, stored: &[RunRecord]) -> Self {
+        let mut values = Self {
+            file,
+            rounds: Rounds::default(),
+        };
+        for record in stored {
+            values.add(record);
+        }
+        values
+    }
+
+    fn add(&mut self, record: &RunRecord) {
+        if matches!(record.outcome, RunOutcome::Succeeded) {
+            let round = u32::try_from(record.repetition).unwrap_or(0);
+            self.rounds
+                .add(&record.cohort, round, record.connections_per_second);
+        }
+    }
+
+    /// Judges rounds 1..=`through`; true when the experiment stops early (every cohort
+    /// decided before the budget's last round).
+    fn judge(
+        &self,
+        through: u32,
+        budget: u32,
+        stopping: StoppingSpec,
+        on_event: &mut impl FnMut(Event),
+    ) -> bool {
+        let cohorts: Vec<String> = self
+            .file
+            .spec
+            .cohorts
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        let threshold = stopping.practical_change_percent / 100.0;
+        let judgements =
+            self.rounds
+                .judge(&cohorts, self.file.baseline(), through, budget, threshold);
+        let stops = through >= budget || all_decided(&judgements);
+        on_event(Event::RoundJudged(RoundJudgement {
+            round: through,
+            budget,
+            threshold,
+            judgements,
+            stops,
+        }));
+        stops && through < budget
+    }
 }
 
 /// A node's runs are told apart from the other nodes' of its cohort by its name (the agent's

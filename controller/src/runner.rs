@@ -262,6 +262,9 @@ async fn drive(
             // for how long it was away once it is back.
             let mut store_condition: Option<serde_json::Value> = None;
             let mut unavailable_since: Option<tokio::time::Instant> = None;
+            let mut stopping: Option<String> = progress["stopping"].as_str().map(str::to_string);
+            // With `repetitions: auto`, the verdict is the stopping rule's once it stops.
+            let mut decided: Option<String> = None;
             while let Some(event) = received.recv().await {
                 match event {
                     Event::StoreUnavailable { error } => {
@@ -302,6 +305,20 @@ async fn drive(
                             failed += 1;
                         }
                     }
+                    Event::RoundJudged(judged) => {
+                        let cohorts = judged.lines().join("; ");
+                        let mut line = format!(
+                            "round {} of at most {}: {cohorts}",
+                            judged.round, judged.budget
+                        );
+                        if let Some(reason) = judged.stop_reason() {
+                            line.push_str(&format!(" · {reason}"));
+                            // No run comes after this one: what is stored is what was planned.
+                            planned = resumed + finished.len();
+                            decided = Some(cohorts);
+                        }
+                        stopping = Some(line);
+                    }
                     _ => continue,
                 }
                 let stored = resumed + finished.len();
@@ -315,6 +332,12 @@ async fn drive(
                 });
                 if let Some(store) = &store_condition {
                     progress["conditions"] = json!([store]);
+                }
+                if let Some(stopping) = &stopping {
+                    progress["stopping"] = json!(stopping);
+                }
+                if let Some(decided) = &decided {
+                    progress["verdict"] = json!(decided);
                 }
                 if let Err(error) = write_status(&experiments, &name, progress.clone()).await {
                     tracing::warn!(experiment = %name, %error, "writing progress");
@@ -339,7 +362,10 @@ async fn drive(
         move |event| {
             if matches!(
                 event,
-                Event::Started { .. } | Event::RunFinished { .. } | Event::StoreUnavailable { .. }
+                Event::Started { .. }
+                    | Event::RunFinished { .. }
+                    | Event::StoreUnavailable { .. }
+                    | Event::RoundJudged { .. }
             ) {
                 let _ = events.send(event);
             }
@@ -416,9 +442,10 @@ async fn finish(
         )
     };
     let mut status = progress;
+    let sequential = status["verdict"].as_str().map(str::to_string);
     status["phase"] = json!(phase);
     status["cohorts"] = json!(cohorts);
-    status["verdict"] = json!(verdict);
+    status["verdict"] = json!(sequential.or(verdict));
     with_condition(&mut status, condition);
     if let Some(report) = &report {
         with_condition(&mut status, evidence_condition(report));
@@ -604,9 +631,11 @@ mod tests {
                 finished_at: None,
                 planned_runs: None,
                 revision: 0,
+                stopping: None,
             },
             cohorts,
             nodes: Vec::new(),
+            stopping: None,
         }
     }
 

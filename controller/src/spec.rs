@@ -46,6 +46,8 @@ const GENERATORS_AT_MOST_CONNECTIONS: &str =
 const RATE_IN_RANGE: &str = "!has(self.rate) || (self.rate > 0.0 && self.rate <= 10000000.0)";
 const WORKERS_VALID: &str =
     "type(self) == string ? self == 'auto' : (int(self) >= 1 && int(self) <= 1024)";
+const REPETITIONS_VALID: &str =
+    "type(self) == string ? self == 'auto' : (int(self) >= 1 && int(self) <= 1000)";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -114,9 +116,13 @@ pub struct ExperimentSpec {
     pub load: LoadSpec,
     #[schemars(length(min = 1, max = MAX_COHORTS))]
     pub cohorts: Vec<CohortSpec>,
-    #[serde(default = "default_repetitions")]
-    #[schemars(range(min = 1, max = MAX_REPETITIONS))]
-    pub repetitions: u32,
+    /// Rounds of runs: a number, or `auto` to run rounds until every cohort's change against
+    /// the baseline is decided (see `stopping`).
+    #[serde(default)]
+    pub repetitions: Repetitions,
+    /// With `repetitions: auto`: the most rounds, and the smallest change that matters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopping: Option<StoppingSpec>,
     /// How many times a failed run is tried again before the experiment moves on; every
     /// attempt is stored with its reason.
     #[serde(default = "one")]
@@ -222,8 +228,96 @@ fn default_profile_hz() -> u32 {
     499
 }
 
-fn default_repetitions() -> u32 {
-    3
+/// How many rounds an experiment runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repetitions {
+    Fixed(u32),
+    /// Until decided, within `stopping.maxRepetitions`.
+    Auto,
+}
+
+impl Default for Repetitions {
+    fn default() -> Self {
+        Self::Fixed(3)
+    }
+}
+
+impl fmt::Display for Repetitions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fixed(n) => write!(f, "{n}"),
+            Self::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl JsonSchema for Repetitions {
+    fn schema_name() -> Cow<'static, str> {
+        "Repetitions".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        auto_or_number_schema(
+            "Rounds of runs: a number from 1 to 1000, or `auto` (until decided; see stopping)",
+            REPETITIONS_VALID,
+            "repetitions must be `auto` or a number from 1 to 1000",
+        )
+    }
+}
+
+impl Serialize for Repetitions {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Auto => serializer.serialize_str("auto"),
+            Self::Fixed(n) => serializer.serialize_u32(*n),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Repetitions {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(
+            auto_or_number(deserializer, "repetitions", MAX_REPETITIONS)?
+                .map_or(Self::Auto, Self::Fixed),
+        )
+    }
+}
+
+/// When `repetitions: auto` stops.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StoppingSpec {
+    /// The most rounds: the budget the stopping rule's error rate is spread over.
+    #[serde(default = "default_max_repetitions")]
+    #[schemars(range(min = 3, max = MAX_REPETITIONS))]
+    pub max_repetitions: u32,
+    /// The smallest change in conn/s that matters, in percent: a change is reported once the
+    /// interval excludes none and the estimate reaches it, no change once the interval lies
+    /// inside ±it.
+    #[serde(default = "default_practical_change")]
+    #[schemars(range(min = 0.1, max = 50.0))]
+    pub practical_change_percent: f64,
+}
+
+impl Default for StoppingSpec {
+    fn default() -> Self {
+        Self {
+            max_repetitions: default_max_repetitions(),
+            practical_change_percent: default_practical_change(),
+        }
+    }
+}
+
+fn default_max_repetitions() -> u32 {
+    20
+}
+
+fn default_practical_change() -> f64 {
+    5.0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -281,16 +375,11 @@ impl JsonSchema for Workers {
     }
 
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "description": "nginx worker_processes: `auto` (one per logical CPU) or a number from 1 to 1024",
-            "x-kubernetes-int-or-string": true,
-            // Bounds the string case, so the API server can bound the rule's cost.
-            "maxLength": 4,
-            "x-kubernetes-validations": [{
-                "rule": WORKERS_VALID,
-                "message": "workers must be `auto` or a number from 1 to 1024"
-            }]
-        })
+        auto_or_number_schema(
+            "nginx worker_processes: `auto` (one per logical CPU) or a number from 1 to 1024",
+            WORKERS_VALID,
+            "workers must be `auto` or a number from 1 to 1024",
+        )
     }
 }
 
@@ -305,24 +394,44 @@ impl Serialize for Workers {
 
 impl<'de> Deserialize<'de> for Workers {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Count(i64),
-            Text(String),
-        }
-        let invalid = |shown: String| {
-            serde::de::Error::custom(format!(
-                "invalid workers {shown}: expected `auto` or a number from 1 to 1024"
-            ))
-        };
-        match Raw::deserialize(deserializer)? {
-            Raw::Text(text) if text == "auto" => Ok(Workers::Auto),
-            Raw::Text(text) => Err(invalid(format!("{text:?}"))),
-            Raw::Count(n @ 1..=1024) => Ok(Workers::Count(n as u32)),
-            Raw::Count(n) => Err(invalid(n.to_string())),
-        }
+        Ok(auto_or_number(deserializer, "workers", 1024)?.map_or(Workers::Auto, Workers::Count))
     }
+}
+
+/// `auto` or a number from 1 to `max`, as `workers` and `repetitions` take it: `None` for auto.
+fn auto_or_number<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    what: &str,
+    max: u32,
+) -> Result<Option<u32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Count(i64),
+        Text(String),
+    }
+    let invalid = |shown: String| {
+        serde::de::Error::custom(format!(
+            "invalid {what} {shown}: expected `auto` or a number from 1 to {max}"
+        ))
+    };
+    match Raw::deserialize(deserializer)? {
+        Raw::Text(text) if text == "auto" => Ok(None),
+        Raw::Text(text) => Err(invalid(format!("{text:?}"))),
+        Raw::Count(n) if (1..=i64::from(max)).contains(&n) => Ok(Some(n as u32)),
+        Raw::Count(n) => Err(invalid(n.to_string())),
+    }
+}
+
+/// The CRD schema of an `auto`-or-number field, checked by a CEL `rule`.
+fn auto_or_number_schema(description: &str, rule: &str, message: &str) -> Schema {
+    json_schema!({
+        "description": description,
+        "x-kubernetes-int-or-string": true,
+        // Bounds the string case, so the API server can bound the rule's cost.
+        "maxLength": 4,
+        "x-kubernetes-validations": [{ "rule": rule, "message": message }]
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -739,6 +848,17 @@ impl ExperimentFile {
 }
 
 impl ExperimentSpec {
+    /// The most rounds the experiment may run, and the stopping rule when it stops early.
+    pub fn rounds(&self) -> (u32, Option<StoppingSpec>) {
+        match self.repetitions {
+            Repetitions::Fixed(n) => (n, None),
+            Repetitions::Auto => {
+                let stopping = self.stopping.unwrap_or_default();
+                (stopping.max_repetitions, Some(stopping))
+            }
+        }
+    }
+
     /// Where the cohorts run (all cohorts of a valid spec are of one kind).
     pub fn kind(&self) -> CohortKind {
         self.cohorts
@@ -851,14 +971,42 @@ impl ExperimentSpec {
             };
             SpecError::at(field, bad.message)
         })?;
-        if self.repetitions == 0 || self.repetitions > MAX_REPETITIONS {
-            return Err(SpecError::at(
-                "spec.repetitions",
-                format!(
-                    "must be between 1 and {MAX_REPETITIONS}, got {}",
-                    self.repetitions
-                ),
-            ));
+        match (self.repetitions, self.stopping) {
+            (Repetitions::Fixed(n), _) if n == 0 || n > MAX_REPETITIONS => {
+                return Err(SpecError::at(
+                    "spec.repetitions",
+                    format!("must be between 1 and {MAX_REPETITIONS} or auto, got {n}"),
+                ));
+            }
+            (Repetitions::Fixed(_), Some(_)) => {
+                return Err(SpecError::at(
+                    "spec.stopping",
+                    "applies to repetitions: auto only (a fixed number of rounds never stops early)",
+                ));
+            }
+            (Repetitions::Auto, Some(stopping))
+                if !(3..=MAX_REPETITIONS).contains(&stopping.max_repetitions) =>
+            {
+                return Err(SpecError::at(
+                    "spec.stopping.maxRepetitions",
+                    format!(
+                        "must be between 3 and {MAX_REPETITIONS}, got {}",
+                        stopping.max_repetitions
+                    ),
+                ));
+            }
+            (Repetitions::Auto, Some(stopping))
+                if !(0.1..=50.0).contains(&stopping.practical_change_percent) =>
+            {
+                return Err(SpecError::at(
+                    "spec.stopping.practicalChangePercent",
+                    format!(
+                        "must be between 0.1 and 50, got {}",
+                        stopping.practical_change_percent
+                    ),
+                ));
+            }
+            _ => {}
         }
         if self.retries > MAX_RETRIES {
             return Err(SpecError::at(
@@ -1222,6 +1370,20 @@ spec:
     }
 
     #[test]
+    fn auto_repetitions_take_the_stopping_defaults() {
+        let auto = parse_experiment(&GOOD.replace("repetitions: 3", "repetitions: auto")).unwrap();
+        assert_eq!(auto.spec.repetitions, Repetitions::Auto);
+        let (budget, stopping) = auto.spec.rounds();
+        assert_eq!(budget, 20);
+        assert_eq!(stopping.unwrap().practical_change_percent, 5.0);
+        let fixed = parse_experiment(GOOD).unwrap();
+        assert_eq!(fixed.spec.rounds(), (3, None));
+        // Written back as it was read.
+        let again = parse_experiment(&serde_yaml::to_string(&auto).unwrap()).unwrap();
+        assert_eq!(again, auto);
+    }
+
+    #[test]
     fn the_parsed_file_serializes_back_to_the_same_experiment() {
         let file = parse_experiment(GOOD).unwrap();
         let again = parse_experiment(&serde_yaml::to_string(&file).unwrap()).unwrap();
@@ -1332,7 +1494,31 @@ spec:
                 "repetitions: 3",
                 "repetitions: 0",
                 "spec.repetitions",
-                "between",
+                "a number from 1 to 1000",
+            ),
+            (
+                "repetitions: 3",
+                "repetitions: often",
+                "spec.repetitions",
+                "expected `auto`",
+            ),
+            (
+                "repetitions: 3",
+                "repetitions: 3\n  stopping: { maxRepetitions: 10 }",
+                "spec.stopping",
+                "repetitions: auto only",
+            ),
+            (
+                "repetitions: 3",
+                "repetitions: auto\n  stopping: { maxRepetitions: 2 }",
+                "spec.stopping.maxRepetitions",
+                "between 3 and 1000",
+            ),
+            (
+                "repetitions: 3",
+                "repetitions: auto\n  stopping: { practicalChangePercent: 0 }",
+                "spec.stopping.practicalChangePercent",
+                "between 0.1 and 50",
             ),
             (
                 "baseline: one-worker",
@@ -1525,9 +1711,9 @@ spec:
             ),
             (Some(1.0), Some(f64::from(MAX_CONNECTIONS)))
         );
-        let repetitions = &spec["properties"]["repetitions"];
+        let stopping = &spec["properties"]["stopping"]["properties"];
         assert_eq!(
-            repetitions["maximum"].as_f64(),
+            stopping["maxRepetitions"]["maximum"].as_f64(),
             Some(f64::from(MAX_REPETITIONS))
         );
         assert_eq!(
@@ -1560,6 +1746,11 @@ spec:
         assert!(
             rules(workers).contains(&WORKERS_VALID.to_string()),
             "{workers}"
+        );
+        let repetitions = &spec["properties"]["repetitions"];
+        assert!(
+            rules(repetitions).contains(&REPETITIONS_VALID.to_string()),
+            "{repetitions}"
         );
     }
 

@@ -27,6 +27,10 @@ pub struct ExperimentStatus {
     /// One line for the whole comparison, e.g. `patched: improved +61.2%`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<String>,
+    /// With `repetitions: auto`: the rounds done, each cohort's interval as the stopping rule
+    /// last judged it, and why it stopped once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopping: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cohorts: Vec<CohortStatus>,
     /// Keyed by type, so the reconciler and the runner each apply their own conditions.

@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod memo;
 pub mod paste;
 pub mod report;
+pub mod sequential;
 pub mod stats;
 pub mod store;
 

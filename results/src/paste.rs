@@ -334,6 +334,7 @@ mod tests {
             finished_at: None,
             planned_runs: Some(6),
             revision: 0,
+            stopping: None,
         };
         let mut patched = cohort("patched", &[16_000.0, 16_200.0, 15_900.0]);
         patched.total_latency.p99_us = 3_000;

@@ -9,6 +9,7 @@ use loadlab_proto::histogram::{HistogramError, decode_histogram, latency_histogr
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::sequential::{Judgement, Rounds, all_decided};
 use crate::stats::{Comparison, METHOD, Summary, compare, summarize};
 use crate::store::{EpollCounts, ExperimentRow, NodeRecord, RunOutcome, RunRecord};
 
@@ -38,6 +39,10 @@ pub const EMULATED_CAVEAT: &str = "ran on emulated CPUs (QEMU TCG): connection r
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CohortReport {
     pub name: String,
+    /// Per round, the mean natural log of the cohort's succeeded runs' conn/s: what the
+    /// stopping rule of `repetitions: auto` reads.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub round_log_means: BTreeMap<u32, f64>,
     pub runs_succeeded: usize,
     pub runs_failed: usize,
     /// The nodes behind the cohort's runs, by their ids in the report's `nodes`.
@@ -133,6 +138,31 @@ pub struct ExperimentReport {
     pub experiment: ExperimentRow,
     pub cohorts: Vec<CohortReport>,
     pub nodes: Vec<NodeRecord>,
+    /// With `repetitions: auto`: each cohort as the stopping rule judges it, and why the
+    /// rounds stopped (or how far they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopping: Option<StoppingReport>,
+}
+
+/// The stopping rule's view of an experiment (`sequential.rs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoppingReport {
+    /// Rounds with stored runs.
+    pub rounds: u32,
+    /// The most rounds allowed.
+    pub budget: u32,
+    /// The smallest change that matters, as a fraction (0.05 for 5%).
+    pub practical_change: f64,
+    pub cohorts: Vec<CohortJudgement>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CohortJudgement {
+    pub cohort: String,
+    pub judgement: Judgement,
+    /// E.g. "slower by 12.3% [-18.0%, -6.2%]".
+    pub text: String,
 }
 
 /// The comparison of an experiment's cohorts as the API serves it: its report and the method
@@ -214,11 +244,50 @@ pub fn assemble_finished(
     for cohort in cohorts.iter_mut().filter(|c| c.name != experiment.baseline) {
         cohort.comparison = compare(&baseline_values, &cohort.connections_per_second);
     }
+    let stopping = stopping_report(&experiment, &cohorts);
     ExperimentReport {
         experiment,
         cohorts,
         nodes,
+        stopping,
     }
+}
+
+/// What the stopping rule of `repetitions: auto` says over every round stored; `None` for a
+/// fixed number of repetitions.
+fn stopping_report(experiment: &ExperimentRow, cohorts: &[CohortReport]) -> Option<StoppingReport> {
+    let rule = experiment.stopping?;
+    let (budget, threshold) = (rule.max_repetitions, rule.practical_change);
+    let mut rounds = Rounds::default();
+    for cohort in cohorts {
+        for (round, log_mean) in &cohort.round_log_means {
+            rounds.add(&cohort.name, *round, log_mean.exp());
+        }
+    }
+    let through = rounds.last_round();
+    let names: Vec<String> = cohorts.iter().map(|c| c.name.clone()).collect();
+    let judgements = rounds.judge(&names, &experiment.baseline, through, budget, threshold);
+    let reason = if all_decided(&judgements) {
+        format!("every cohort decided after {through} of at most {budget} rounds")
+    } else if through >= budget {
+        format!("the budget of {budget} rounds is spent")
+    } else {
+        format!("{through} of at most {budget} rounds so far")
+    };
+    Some(StoppingReport {
+        rounds: through,
+        budget,
+        practical_change: threshold,
+        cohorts: judgements
+            .into_iter()
+            .map(|(cohort, judgement)| CohortJudgement {
+                text: judgement.describe(threshold),
+                cohort,
+                judgement,
+            })
+            .collect(),
+        reason,
+    })
 }
 
 /// A cohort's runs folded so far: everything its report is computed from. Adding a run is
@@ -249,6 +318,10 @@ pub struct CohortAccumulator {
     busy: Vec<f64>,
     /// The nodes the runs ran on, first seen first.
     nodes: Vec<NodeRecord>,
+    /// Per round: the sum of the succeeded runs' log conn/s and their count, for the stopping
+    /// rule of `repetitions: auto`.
+    #[serde(default)]
+    rounds: BTreeMap<u32, (f64, u32)>,
 }
 
 impl CohortAccumulator {
@@ -256,6 +329,7 @@ impl CohortAccumulator {
         Self {
             report: CohortReport {
                 name: name.to_string(),
+                round_log_means: BTreeMap::new(),
                 runs_succeeded: 0,
                 runs_failed: 0,
                 node_ids: Vec::new(),
@@ -293,6 +367,7 @@ impl CohortAccumulator {
             total: latency_histogram(),
             busy: Vec::new(),
             nodes: Vec::new(),
+            rounds: BTreeMap::new(),
         }
     }
 
@@ -329,6 +404,14 @@ impl CohortAccumulator {
         report
             .connections_per_second
             .push(run.connections_per_second);
+        if run.connections_per_second > 0.0 && run.connections_per_second.is_finite() {
+            let round = self
+                .rounds
+                .entry(u32::try_from(run.repetition).unwrap_or(0))
+                .or_default();
+            round.0 += run.connections_per_second.ln();
+            round.1 += 1;
+        }
         if run.node.facts["virtualization"]
             .as_str()
             .is_some_and(|v| v.starts_with(EMULATED_PREFIX))
@@ -432,8 +515,18 @@ impl CohortAccumulator {
             connect,
             total,
             busy,
+            rounds,
             ..
         } = self;
+        // Twelve decimals (a part in 10^12 of the rate), few enough digits to come back
+        // unchanged from Postgres's JSON, where the report is kept.
+        report.round_log_means = rounds
+            .into_iter()
+            .map(|(round, (sum, n))| {
+                let mean = sum / f64::from(n.max(1));
+                (round, (mean * 1e12).round() / 1e12)
+            })
+            .collect();
         report.summary = summarize(&report.connections_per_second);
         report.connect_latency = Percentiles::of(&connect);
         report.total_latency = Percentiles::of(&total);

@@ -21,6 +21,8 @@ use crate::stats::Sums;
 macro_rules! experiment_columns {
     () => {
         "id, name, baseline, cohorts, status, created_at, finished_at, revision,
+         spec #>> '{spec,repetitions}' = 'auto' AS auto_repetitions,
+         spec #> '{spec,stopping}' AS stopping,
          coalesce(planned_runs,
                   CASE WHEN jsonb_typeof(spec #> '{spec,repetitions}') = 'number'
                        THEN (spec #>> '{spec,repetitions}')::numeric::bigint * cardinality(cohorts)
@@ -86,6 +88,32 @@ pub struct ExperimentRow {
     /// Bumped by every write to the experiment or its runs (not part of the API's answers).
     #[serde(skip)]
     pub revision: i64,
+    /// With `repetitions: auto`: the stopping rule's budget and practical change.
+    #[serde(skip)]
+    pub stopping: Option<StoppingRule>,
+}
+
+/// `repetitions: auto`'s rule as the spec set it (defaults filled in).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoppingRule {
+    pub max_repetitions: u32,
+    /// As a fraction: 0.05 for 5%.
+    pub practical_change: f64,
+}
+
+impl StoppingRule {
+    fn from_spec(auto: bool, stopping: Option<&serde_json::Value>) -> Option<Self> {
+        auto.then(|| Self {
+            max_repetitions: stopping
+                .and_then(|s| s["maxRepetitions"].as_u64())
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(20),
+            practical_change: stopping
+                .and_then(|s| s["practicalChangePercent"].as_f64())
+                .unwrap_or(5.0)
+                / 100.0,
+        })
+    }
 }
 
 /// A node as measured. Its id is derived from the facts that make measurements comparable.
@@ -978,6 +1006,12 @@ fn experiment_from_row(row: &sqlx::postgres::PgRow) -> Result<ExperimentRow, Err
         finished_at: row.try_get("finished_at")?,
         revision: row.try_get("revision")?,
         planned_runs: row.try_get("planned_runs")?,
+        stopping: StoppingRule::from_spec(
+            row.try_get::<Option<bool>, _>("auto_repetitions")?
+                .unwrap_or(false),
+            row.try_get::<Option<serde_json::Value>, _>("stopping")?
+                .as_ref(),
+        ),
     })
 }
 

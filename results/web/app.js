@@ -476,6 +476,7 @@ async function experimentPage(id, params) {
     h("h2", { id: "comparison" }, "Connections per second"),
     h("div", { class: "controls" }, baselineSelect),
     comparisonTable(comparison, baseline),
+    stoppingSection(comparison.stopping),
     ciChart(cohorts, runs, colourOf),
     h("h2", { id: "timeline" }, "Per-second timeline"),
     timelineChart(succeeded, experiment.cohorts, colourOf),
@@ -506,6 +507,16 @@ function experimentUrl(id, experiment, baseline, symbol) {
   if (symbol && symbol !== "osq_lock") q.set("symbol", symbol);
   const text = q.toString();
   return `/experiments/${id}${text ? `?${text}` : ""}`;
+}
+
+// repetitions: auto: each cohort as the stopping rule judges it, and why the rounds stopped.
+function stoppingSection(stopping) {
+  if (!stopping) return null;
+  return h("section", { id: "stopping" },
+    h("p", {}, `Repetitions: auto · ${stopping.reason} · practical change ±${fmtPct(stopping.practical_change)}`),
+    table("Judged on paired rounds, at a level that keeps 95% over every look.",
+      ["Cohort", num("Rounds"), "Judgement"],
+      stopping.cohorts.map((c) => [c.cohort, num(String(c.judgement.rounds), c.judgement.rounds), c.text])));
 }
 
 function comparisonTable(comparison, baseline) {

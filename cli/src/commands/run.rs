@@ -27,7 +27,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         env!("CARGO_PKG_VERSION"),
         file.metadata.name,
         file.spec.cohorts.len(),
-        file.spec.repetitions,
+        match file.spec.rounds() {
+            (budget, Some(stopping)) => format!(
+                "auto (until decided, ±{}%, at most {budget})",
+                stopping.practical_change_percent
+            ),
+            (fixed, None) => fixed.to_string(),
+        },
         load.duration,
         load.warmup,
         load.connections,
