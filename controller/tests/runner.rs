@@ -406,3 +406,59 @@ async fn pods_are_reached_over_tls_trusting_only_their_experiments_authority() {
     .await;
     assert!(plaintext.is_err(), "the pods answered plaintext");
 }
+
+/// `repetitions: auto` on a cluster: the status carries the stopping rule's last judgement
+/// round by round and, once it stops, why, the verdict it reached and progress that counts
+/// what ran (not the budget).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_repetitions_tell_the_status_each_round_and_why_they_stopped() {
+    let store = scratch_store().await;
+    let address = serve_fleet().await;
+    let mut experiment = tiny_experiment();
+    experiment.spec.repetitions = loadlab_controller::spec::Repetitions::Auto;
+    experiment.spec.stopping = Some(loadlab_controller::spec::StoppingSpec {
+        max_repetitions: 4,
+        practical_change_percent: 5.0,
+    });
+    let cluster = Arc::new(Mutex::new(Cluster::default()));
+    run_to_the_end(
+        &cluster,
+        &experiment,
+        &store,
+        two_node_fleet(address, address),
+    )
+    .await;
+    let statuses = cluster.lock().unwrap().status_patches();
+    let stopping: Vec<&str> = statuses
+        .iter()
+        .filter_map(|s| s["stopping"].as_str())
+        .collect();
+    assert!(
+        stopping
+            .iter()
+            .any(|s| s.starts_with("round 1 of at most 4: patched: undecided")),
+        "{stopping:?}"
+    );
+    let last = statuses.last().unwrap();
+    assert_eq!(last["phase"], "Succeeded", "{last}");
+    let line = last["stopping"].as_str().unwrap();
+    assert!(
+        line.contains(" · stopped after round") || line.contains(" · stopped at the budget"),
+        "{line}"
+    );
+    let runs = store
+        .experiment_runs(results_id(&experiment))
+        .await
+        .unwrap();
+    assert_eq!(
+        last["progress"],
+        format!("{}/{}", runs.len(), runs.len()),
+        "{last}"
+    );
+    let verdict = last["verdict"].as_str().unwrap();
+    assert!(verdict.starts_with("patched: "), "{verdict}");
+    assert!(
+        line.contains(verdict),
+        "{verdict} is not the rule's: {line}"
+    );
+}
