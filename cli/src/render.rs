@@ -531,6 +531,42 @@ pub fn report_table(report: &ExperimentReport) -> String {
     if report
         .cohorts
         .iter()
+        .any(|c| c.cpu_per_connection.is_some())
+    {
+        let _ = writeln!(
+            out,
+            "\nnode CPU per connection (µs; busy share × window × CPUs ÷ connections: nginx, the kernel\n and a generator on the node; vs baseline as connections per CPU-second, Welch 95% CI):"
+        );
+        for cohort in &report.cohorts {
+            let Some(cpu) = cohort.cpu_per_connection else {
+                continue;
+            };
+            let versus = match &cohort.efficiency_comparison {
+                Some(c) => {
+                    let interval = c.ci95.map_or_else(String::new, |(low, high)| {
+                        format!(" [{}, {}]", signed_percent(low), signed_percent(high))
+                    });
+                    let word = match c.verdict {
+                        Verdict::Improved => "cheaper",
+                        Verdict::Regressed => "dearer",
+                        Verdict::NoDetectableChange | Verdict::InsufficientData => {
+                            "no detectable change"
+                        }
+                    };
+                    format!("  {word}: {}{interval}", signed_percent(c.ratio))
+                }
+                None => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "  {:width$}  {:>8.1} ± {:.1}{versus}",
+                cohort.name, cpu.mean, cpu.sd
+            );
+        }
+    }
+    if report
+        .cohorts
+        .iter()
         .any(|c| !c.locks.is_empty() || !c.lock_contention_unavailable.is_empty())
     {
         let _ = writeln!(

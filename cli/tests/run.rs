@@ -70,6 +70,18 @@ async fn a_tiny_experiment_is_measured_stored_and_reported() {
     );
     assert!(stdout.contains("conn/s (mean ± sd)"), "{stdout}");
     assert!(stdout.contains("two-workers"), "{stdout}");
+    // The service demand of each cohort, and the second cohort's against the first.
+    let cpu = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("node CPU per connection"))
+        .find(|l| l.trim_start().starts_with("two-workers"))
+        .unwrap_or_else(|| panic!("no CPU per connection row: {stdout}"));
+    assert!(
+        ["cheaper", "dearer", "no detectable change"]
+            .iter()
+            .any(|word| cpu.contains(word)),
+        "{cpu}"
+    );
     assert!(stderr.contains("[2/2 rep 1]"), "progress per run: {stderr}");
 
     let id_line = stdout

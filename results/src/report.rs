@@ -68,6 +68,17 @@ pub struct CohortReport {
     pub nginx_accepts: u64,
     pub tcp_passive_opens: u64,
     pub mean_cpu_busy_share: f64,
+    /// Per succeeded run, the node's CPU time per completed connection in µs (its busy share
+    /// × window × logical CPUs ÷ connections): the service demand, everything on the node
+    /// included (nginx, the kernel, a generator on the same node).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpu_us_per_connection: Vec<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_per_connection: Option<Summary>,
+    /// Connections per CPU-second against the baseline's (the inverse of the above, so a ratio
+    /// above 1 and `improved` mean cheaper connections); absent for the baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub efficiency_comparison: Option<Comparison>,
     /// The most contended kernel locks over the cohort's windows, largest wait first.
     pub locks: Vec<LockSummary>,
     /// Share of all contended wait whose call path runs through eventpoll code.
@@ -241,8 +252,22 @@ pub fn assemble_finished(
         .find(|c| c.name == experiment.baseline)
         .map(|c| c.connections_per_second.clone())
         .unwrap_or_default();
+    let per_cpu_second = |c: &CohortReport| -> Vec<f64> {
+        c.cpu_us_per_connection.iter().map(|us| 1e6 / us).collect()
+    };
+    let baseline_efficiency = cohorts
+        .iter()
+        .find(|c| c.name == experiment.baseline)
+        .map(per_cpu_second)
+        .unwrap_or_default();
+    for cohort in &mut cohorts {
+        // Derived here, not kept with the cohort's summary: what is kept goes through
+        // Postgres's JSON, whose numbers need not come back to the last bit.
+        cohort.cpu_per_connection = summarize(&cohort.cpu_us_per_connection);
+    }
     for cohort in cohorts.iter_mut().filter(|c| c.name != experiment.baseline) {
         cohort.comparison = compare(&baseline_values, &cohort.connections_per_second);
+        cohort.efficiency_comparison = compare(&baseline_efficiency, &per_cpu_second(cohort));
     }
     let stopping = stopping_report(&experiment, &cohorts);
     ExperimentReport {
@@ -346,6 +371,9 @@ impl CohortAccumulator {
                 nginx_accepts: 0,
                 tcp_passive_opens: 0,
                 mean_cpu_busy_share: 0.0,
+                cpu_us_per_connection: Vec::new(),
+                cpu_per_connection: None,
+                efficiency_comparison: None,
                 locks: Vec::new(),
                 epoll_share_of_contention: None,
                 lock_contention_unavailable: Vec::new(),
@@ -404,6 +432,18 @@ impl CohortAccumulator {
         report
             .connections_per_second
             .push(run.connections_per_second);
+        let cpu_us = run.counters.cpu_busy_share
+            * run.window_seconds
+            * f64::from(run.node.logical_cpus.max(1))
+            * 1e6;
+        if run.completed_connections > 0 && cpu_us > 0.0 && cpu_us.is_finite() {
+            // To a millionth of a µs: few enough digits to come back unchanged from Postgres's
+            // JSON, where the report is kept.
+            let per_connection = cpu_us / run.completed_connections as f64;
+            report
+                .cpu_us_per_connection
+                .push((per_connection * 1e6).round() / 1e6);
+        }
         if run.connections_per_second > 0.0 && run.connections_per_second.is_finite() {
             let round = self
                 .rounds

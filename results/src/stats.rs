@@ -49,6 +49,11 @@ pub fn summarize(values: &[f64]) -> Option<Summary> {
     if n == 0 {
         return None;
     }
+    // Summed in sorted order: runs folded in the order they committed and read back in
+    // another give the same figures to the last bit.
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let values = sorted.as_slice();
     let mean = values.iter().sum::<f64>() / n as f64;
     let sd = if n > 1 {
         (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()

@@ -156,8 +156,11 @@ async fn runs_written_at_once_are_all_folded() {
     // Runs folded in the order they committed, read back in another: same values.
     let per_run_sorted = |mut comparison: serde_json::Value| {
         for cohort in comparison["cohorts"].as_array_mut().unwrap() {
-            let rates = cohort["connections_per_second"].as_array_mut().unwrap();
-            rates.sort_by(|a, b| a.as_f64().unwrap().total_cmp(&b.as_f64().unwrap()));
+            for per_run in ["connections_per_second", "cpu_us_per_connection"] {
+                if let Some(values) = cohort[per_run].as_array_mut() {
+                    values.sort_by(|a, b| a.as_f64().unwrap().total_cmp(&b.as_f64().unwrap()));
+                }
+            }
         }
         comparison
     };
@@ -369,4 +372,26 @@ async fn the_per_node_migration_keeps_every_run_and_a_second_node_of_a_cohort_st
     assert!(store.record_run(&repeated).await.is_err());
     let runs = store.experiment_runs(first.experiment_id).await.unwrap();
     assert_eq!(runs.len(), 2);
+}
+
+/// Every run's node CPU per connection (busy share × window × CPUs ÷ connections), and the
+/// cohorts compared on connections per CPU-second: the same busy node serving more
+/// connections serves each for less.
+#[tokio::test]
+async fn cpu_per_connection_is_reported_and_compared() {
+    let (store, id) = seeded_faster_patched().await;
+    let report = store
+        .report(store.experiment(id).await.unwrap())
+        .await
+        .unwrap();
+    let (unpatched, patched) = (&report.cohorts[0], &report.cohorts[1]);
+    // 0.9 busy × 10 s × 2 CPUs ÷ (1,000 conn/s × 10 s) = 1,800 µs.
+    assert_eq!(unpatched.cpu_us_per_connection[0], 1800.0);
+    assert_eq!(patched.cpu_us_per_connection[0], 1125.0);
+    let cpu = patched.cpu_per_connection.unwrap();
+    assert!((cpu.mean - 1125.0).abs() < 5.0, "{cpu:?}");
+    assert!(unpatched.efficiency_comparison.is_none(), "the baseline");
+    let cheaper = patched.efficiency_comparison.as_ref().unwrap();
+    assert!((cheaper.ratio - 1.6).abs() < 0.01, "{cheaper:?}");
+    assert_eq!(cheaper.verdict, loadlab_results::stats::Verdict::Improved);
 }
