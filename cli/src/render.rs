@@ -535,16 +535,22 @@ pub fn report_table(report: &ExperimentReport) -> String {
     {
         let _ = writeln!(
             out,
-            "\nnode CPU per connection (µs; busy share × window × CPUs ÷ connections: nginx, the kernel\n and a generator on the node; vs baseline as connections per CPU-second, Welch 95% CI):"
+            "\nnode CPU per connection (µs; busy share × window × CPUs ÷ connections: nginx, the kernel\n and a generator on the node; change against the baseline, Welch 95% CI):"
         );
         for cohort in &report.cohorts {
             let Some(cpu) = cohort.cpu_per_connection else {
                 continue;
             };
+            // The comparison is of connections per CPU-second; shown as the change in µs per
+            // connection, the figure printed beside it (the inverse ratio and interval).
             let versus = match &cohort.efficiency_comparison {
                 Some(c) => {
                     let interval = c.ci95.map_or_else(String::new, |(low, high)| {
-                        format!(" [{}, {}]", signed_percent(low), signed_percent(high))
+                        format!(
+                            " [{}, {}]",
+                            signed_percent(1.0 / high),
+                            signed_percent(1.0 / low)
+                        )
                     });
                     let word = match c.verdict {
                         Verdict::Improved => "cheaper",
@@ -553,7 +559,7 @@ pub fn report_table(report: &ExperimentReport) -> String {
                             "no detectable change"
                         }
                     };
-                    format!("  {word}: {}{interval}", signed_percent(c.ratio))
+                    format!("  {word}: {}{interval}", signed_percent(1.0 / c.ratio))
                 }
                 None => String::new(),
             };

@@ -107,6 +107,17 @@ fn comparison(
         r.epoll_calls_per_thousand
             .and_then(|e| e.epmutex_acquisitions)
     };
+    if let (Some(before), Some(after)) = (base.cpu_per_connection, cohort.cpu_per_connection) {
+        row(
+            out,
+            &format!("{:.1}", before.mean),
+            &format!("±{:.0}%", before.cv * 100.0),
+            &percent(after.mean / before.mean - 1.0),
+            &format!("±{:.0}%", after.cv * 100.0),
+            &format!("{:.1}", after.mean),
+            "cpu.us_per_connection",
+        );
+    }
     if let (Some(before), Some(after)) = (epmutex(base), epmutex(cohort)) {
         let change = if before > 0.0 {
             percent(after / before - 1.0)
@@ -147,6 +158,18 @@ fn comparison(
         base,
         cohort,
     );
+    let judged = report.stopping.as_ref().and_then(|stopping| {
+        stopping
+            .cohorts
+            .iter()
+            .find(|c| c.cohort == cohort.name)
+            .map(|c| format!("{} ({})", c.text, stopping.reason))
+    });
+    if let Some(judged) = judged {
+        for piece in wrapped(&format!("repetitions auto: {judged}"), WIDTH - 12) {
+            line(out, format!("{:12}{piece}", ""));
+        }
+    }
     if let Some(comparison) = &cohort.comparison {
         let interval = comparison.ci95.map_or_else(String::new, |(low, high)| {
             format!(", 95% CI {} .. {}", percent(low - 1.0), percent(high - 1.0))
