@@ -204,9 +204,45 @@ pub fn read_node_counters(proc: &Path) -> Result<NodeCounters, Error> {
     })
 }
 
+/// Clock ticks per second in `/proc/<pid>/stat` (USER_HZ): 100 on every Linux architecture
+/// loadlab runs on, whatever the kernel's own HZ.
+pub const USER_HZ: u64 = 100;
+
+/// CPU time (user + system) the processes have used, in ticks of [`USER_HZ`]; a process gone
+/// meanwhile adds nothing.
+pub fn processes_cpu_ticks(proc: &Path, pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(proc.join(pid.to_string()).join("stat")).ok())
+        .filter_map(|stat| process_cpu_ticks(&stat))
+        .sum()
+}
+
+/// utime + stime of one `/proc/<pid>/stat` line (fields 14 and 15; the command name, which may
+/// hold spaces and parentheses, ends at the last ')').
+pub fn process_cpu_ticks(stat: &str) -> Option<u64> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_cpu_time_is_user_plus_system() {
+        // `cat /proc/self/stat` of a process named with a space and a parenthesis.
+        let stat = "4242 (nginx: w (x)) S 1 4242 4242 0 -1 4194560 300 0 0 0 125 37 0 0 20 0 1 0 \
+                    100 10000000 500 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+        assert_eq!(process_cpu_ticks(stat), Some(162));
+        assert_eq!(process_cpu_ticks("garbage"), None);
+        // This process has used some CPU; a pid that does not exist adds nothing.
+        let me = std::process::id();
+        assert!(processes_cpu_ticks(Path::new("/proc"), &[me, u32::MAX]) < u64::MAX);
+        assert_eq!(processes_cpu_ticks(Path::new("/proc"), &[u32::MAX]), 0);
+    }
 
     #[test]
     fn stub_status_page_parses() {

@@ -12,7 +12,9 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use crate::Error;
-use crate::counters::{NginxStatus, NodeCounters, fetch_stub_status, read_node_counters};
+use crate::counters::{
+    NginxStatus, NodeCounters, USER_HZ, fetch_stub_status, processes_cpu_ticks, read_node_counters,
+};
 use crate::facts::{NodeFacts, Presence, check_symbol_names, describe_from, logical_cpus};
 use crate::lockprobe::SourceChoice;
 use crate::lockstat::{Contention, KernelSymbols};
@@ -28,6 +30,8 @@ struct OpenCapture {
     nginx: NginxStatus,
     node: NodeCounters,
     traces: Traces,
+    /// The target's processes and the CPU ticks they had used when the window opened.
+    nginx_cpu: (Vec<u32>, u64),
 }
 
 #[derive(Debug, Default)]
@@ -379,12 +383,18 @@ impl agent_server::Agent for AgentService {
         // the node-wide TCP deltas (see `stop_capture` for the closing order).
         let nginx = fetch_stub_status(endpoint).await?;
         let node = read_node_counters(&self.proc)?;
+        let processes = match self.state.lock().await.targets.get(&target_id) {
+            Some(target) => target.processes(&self.proc),
+            None => Vec::new(),
+        };
+        let ticks = processes_cpu_ticks(&self.proc, &processes);
         let capture = OpenCapture {
             target_id,
             started: Instant::now(),
             nginx,
             node,
             traces,
+            nginx_cpu: (processes, ticks),
         };
         let id = uuid::Uuid::new_v4().to_string();
         self.state.lock().await.captures.insert(id.clone(), capture);
@@ -408,6 +418,11 @@ impl agent_server::Agent for AgentService {
         let window = opened.started.elapsed();
         opened.traces.end_window().await;
         let node = read_node_counters(&self.proc)?;
+        let (processes, ticks_before) = &opened.nginx_cpu;
+        let nginx_cpu_ns = (!processes.is_empty()).then(|| {
+            let ticks = processes_cpu_ticks(&self.proc, processes).saturating_sub(*ticks_before);
+            ticks * (1_000_000_000 / USER_HZ)
+        });
         let endpoint = self.endpoint_of(&opened.target_id).await?;
         let nginx = fetch_stub_status(endpoint).await?;
         // The closing status request is itself one accepted connection and one request.
@@ -478,6 +493,7 @@ impl agent_server::Agent for AgentService {
             locks,
             lock_contention_unavailable,
             lock_source,
+            nginx_cpu_ns,
             epoll_calls,
             cpu_profile,
             cpu_profile_unavailable,

@@ -563,9 +563,13 @@ pub fn report_table(report: &ExperimentReport) -> String {
                 }
                 None => String::new(),
             };
+            let nginx = cohort
+                .nginx_cpu_per_connection
+                .map(|n| format!("  (nginx alone {:.1} ± {:.1})", n.mean, n.sd))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  {:width$}  {:>8.1} ± {:.1}{versus}",
+                "  {:width$}  {:>8.1} ± {:.1}{versus}{nginx}",
                 cohort.name, cpu.mean, cpu.sd
             );
         }

@@ -995,6 +995,7 @@ impl Measurement {
                 wait: e.wait,
                 epmutex_acquisitions: e.epmutex_acquisitions,
             }),
+            nginx_cpu_seconds: self.capture.nginx_cpu_ns.map(|ns| ns as f64 / 1e9),
         };
     }
 }

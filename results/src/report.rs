@@ -75,6 +75,12 @@ pub struct CohortReport {
     pub cpu_us_per_connection: Vec<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_per_connection: Option<Summary>,
+    /// Per succeeded run, nginx's own CPU time (its processes' user + system) per completed
+    /// connection in µs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nginx_cpu_us_per_connection: Vec<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nginx_cpu_per_connection: Option<Summary>,
     /// Connections per CPU-second against the baseline's (the inverse of the above, so a ratio
     /// above 1 and `improved` mean cheaper connections); absent for the baseline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -264,6 +270,7 @@ pub fn assemble_finished(
         // Derived here, not kept with the cohort's summary: what is kept goes through
         // Postgres's JSON, whose numbers need not come back to the last bit.
         cohort.cpu_per_connection = summarize(&cohort.cpu_us_per_connection);
+        cohort.nginx_cpu_per_connection = summarize(&cohort.nginx_cpu_us_per_connection);
     }
     for cohort in cohorts.iter_mut().filter(|c| c.name != experiment.baseline) {
         cohort.comparison = compare(&baseline_values, &cohort.connections_per_second);
@@ -373,6 +380,8 @@ impl CohortAccumulator {
                 mean_cpu_busy_share: 0.0,
                 cpu_us_per_connection: Vec::new(),
                 cpu_per_connection: None,
+                nginx_cpu_us_per_connection: Vec::new(),
+                nginx_cpu_per_connection: None,
                 efficiency_comparison: None,
                 locks: Vec::new(),
                 epoll_share_of_contention: None,
@@ -436,6 +445,15 @@ impl CohortAccumulator {
             * run.window_seconds
             * f64::from(run.node.logical_cpus.max(1))
             * 1e6;
+        if let Some(seconds) = run.counters.nginx_cpu_seconds
+            && run.completed_connections > 0
+            && seconds.is_finite()
+        {
+            let per_connection = seconds * 1e6 / run.completed_connections as f64;
+            report
+                .nginx_cpu_us_per_connection
+                .push((per_connection * 1e6).round() / 1e6);
+        }
         if run.completed_connections > 0 && cpu_us > 0.0 && cpu_us.is_finite() {
             // To a millionth of a µs: few enough digits to come back unchanged from Postgres's
             // JSON, where the report is kept.

@@ -354,6 +354,9 @@ pub struct WindowCounters {
     /// epoll system calls of the target over the window, when traced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoll: Option<EpollCounts>,
+    /// CPU time (user + system) nginx's own processes used over the window, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nginx_cpu_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
