@@ -278,6 +278,7 @@ impl RunProgress {
                 nodes,
                 runs,
                 resumed,
+                until_decided,
                 ..
             } => {
                 self.runs = *runs + *resumed;
@@ -285,12 +286,13 @@ impl RunProgress {
                 for node in nodes.iter().filter(|n| seen.insert(n.hostname.clone())) {
                     eprintln!("{}", facts_line(node));
                 }
+                let most = if *until_decided { "at most " } else { "" };
                 if *resumed > 0 {
                     eprintln!(
-                        "experiment {experiment_id}: {runs} runs to go, {resumed} stored already"
+                        "experiment {experiment_id}: {most}{runs} runs to go, {resumed} stored already"
                     );
                 } else {
-                    eprintln!("experiment {experiment_id}: {runs} runs");
+                    eprintln!("experiment {experiment_id}: {most}{runs} runs");
                 }
             }
             Event::RunStarted { cohort, node, .. } => {

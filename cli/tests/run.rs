@@ -412,6 +412,8 @@ spec:
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stderr}");
+    // The budget is the most it may run.
+    assert!(stderr.contains(": at most 8 runs"), "{stderr}");
     // A judgement after every round, the first interval at round 3.
     assert!(
         stderr.contains("round 1/4: two-workers  undecided"),

@@ -44,6 +44,8 @@ pub enum Event {
         resumed: usize,
         /// Failed attempts stored by earlier invocations.
         failed_before: usize,
+        /// `repetitions: auto`: `runs` is the most it may make; it may stop sooner.
+        until_decided: bool,
     },
     RunStarted {
         run: PlannedRun,
@@ -406,6 +408,7 @@ pub async fn run_experiment(
             .iter()
             .filter(|r| matches!(r.outcome, RunOutcome::Failed { .. }))
             .count(),
+        until_decided: stopping.is_some(),
     });
 
     let mut ending = Ending::Completed;
