@@ -353,16 +353,17 @@ impl agent_server::Agent for AgentService {
         let target_id = request.target_id;
         let endpoint = self.endpoint_of(&target_id).await?;
         // Tracing attaches first, so the whole window is traced.
-        let profile_processes = if request.cpu_profile_hz > 0 && request.cpu_profile_target_only {
+        // nginx's processes, read once: for a target-only profile and for their CPU time.
+        let processes = {
             let state = self.state.lock().await;
             let target = state
                 .targets
                 .get(&target_id)
                 .ok_or_else(|| Status::not_found(format!("no target {target_id}")))?;
-            Some(target.processes(&self.proc))
-        } else {
-            None
+            target.processes(&self.proc)
         };
+        let profile_processes = (request.cpu_profile_hz > 0 && request.cpu_profile_target_only)
+            .then(|| processes.clone());
         let no_symbols = KernelSymbols::default();
         let symbols = if request.lock_contention {
             self.data_symbols().await
@@ -383,10 +384,6 @@ impl agent_server::Agent for AgentService {
         // the node-wide TCP deltas (see `stop_capture` for the closing order).
         let nginx = fetch_stub_status(endpoint).await?;
         let node = read_node_counters(&self.proc)?;
-        let processes = match self.state.lock().await.targets.get(&target_id) {
-            Some(target) => target.processes(&self.proc),
-            None => Vec::new(),
-        };
         let ticks = processes_cpu_ticks(&self.proc, &processes);
         let capture = OpenCapture {
             target_id,

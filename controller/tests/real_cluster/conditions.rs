@@ -4,12 +4,10 @@
 
 use std::time::Duration;
 
-use kube::Api;
-use kube::runtime::wait::await_condition;
 use loadlab_controller::Experiment;
 use loadlab_controller::status::Phase;
 
-use crate::harness::{Release, apply_json, kubectl, real_node_experiment, run, try_run};
+use crate::harness::{Release, apply_json, condition, kubectl, real_node_experiment, run, try_run};
 
 fn one_node_experiment(name: &str, namespace: &str, selector: &str) -> String {
     real_node_experiment(
@@ -18,18 +16,6 @@ fn one_node_experiment(name: &str, namespace: &str, selector: &str) -> String {
         serde_json::json!([{ "name": "lonely", "nodeSelector": { "lab/kind": selector } }]),
         1,
     )
-}
-
-fn condition<'a>(
-    experiment: &'a Experiment,
-    type_: &str,
-) -> Option<&'a loadlab_controller::status::Condition> {
-    experiment
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
 }
 
 #[tokio::test]
@@ -68,21 +54,18 @@ async fn a_cohort_without_nodes_and_an_image_the_node_lacks_are_named() {
     );
     kubectl(&["create", "namespace", &elsewhere]);
     apply_json(&one_node_experiment("elsewhere", &elsewhere, "real"));
-    let waiting = tokio::time::timeout(
-        Duration::from_secs(300),
-        await_condition(
-            Api::<Experiment>::namespaced(release.client.clone(), &elsewhere),
+    let waiting = release
+        .wait_experiment_in(
+            &elsewhere,
             "elsewhere",
+            Duration::from_secs(300),
+            "told why it waits",
             |e: Option<&Experiment>| {
                 e.and_then(|e| condition(e, "PodsReady"))
                     .is_some_and(|c| c.reason == "NamespaceNotAllowed")
             },
-        ),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("not told within 300 s\n{}", release.diagnose()))
-    .unwrap()
-    .unwrap();
+        )
+        .await;
     let refused = condition(&waiting, "PodsReady").unwrap();
     assert!(
         refused

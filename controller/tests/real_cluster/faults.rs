@@ -20,7 +20,7 @@ use loadlab_controller::status::Phase;
 use crate::failover::{
     all_eight_succeed_once, experiment, finished, holder, outcomes, runs_stored_at_least,
 };
-use crate::harness::{Release, apply_json, kubectl, real_node_experiment, run, try_run};
+use crate::harness::{Release, apply_json, condition, kubectl, real_node_experiment, run, try_run};
 
 /// Host pids of the processes whose command line contains `command` and, when given, whose
 /// environment holds `variable` (a container's processes are this machine's processes).
@@ -79,18 +79,6 @@ fn firewall(pid: i32, action: &str, port: u16, source: &str, target: &[&str]) {
     ];
     args.extend(target);
     run("nsenter", &args);
-}
-
-fn condition<'a>(
-    experiment: &'a Experiment,
-    type_: &str,
-) -> Option<&'a loadlab_controller::status::Condition> {
-    experiment
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
 }
 
 #[tokio::test]
@@ -291,21 +279,18 @@ async fn a_namespace_whose_pod_security_refuses_the_agent_is_named_in_the_status
         serde_json::json!([{ "name": "only", "nodeSelector": { "lab/kind": "real" } }]),
         1,
     ));
-    let waiting = tokio::time::timeout(
-        Duration::from_secs(300),
-        kube::runtime::wait::await_condition(
-            Api::<Experiment>::namespaced(release.client.clone(), restricted),
+    let waiting = release
+        .wait_experiment_in(
+            restricted,
+            "refused",
+            Duration::from_secs(300),
             "refused",
             |e: Option<&Experiment>| {
                 e.and_then(|e| condition(e, "PodsReady"))
                     .is_some_and(|c| c.reason == "Refused")
             },
-        ),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("not refused within 300 s\n{}", release.diagnose()))
-    .unwrap()
-    .unwrap();
+        )
+        .await;
     let refused = condition(&waiting, "PodsReady").unwrap();
     assert!(
         refused.message.contains("PodSecurity") && refused.message.contains("restricted"),

@@ -208,9 +208,21 @@ impl Release {
         what: &str,
         condition: impl Condition<Experiment>,
     ) -> Experiment {
-        match tokio::time::timeout(limit, await_condition(self.experiments(), name, condition))
+        self.wait_experiment_in(&self.namespace, name, limit, what, condition)
             .await
-        {
+    }
+
+    /// [`Release::wait_experiment`] for an experiment in another namespace.
+    pub async fn wait_experiment_in(
+        &self,
+        namespace: &str,
+        name: &str,
+        limit: Duration,
+        what: &str,
+        condition: impl Condition<Experiment>,
+    ) -> Experiment {
+        let experiments = Api::<Experiment>::namespaced(self.client.clone(), namespace);
+        match tokio::time::timeout(limit, await_condition(experiments, name, condition)).await {
             Ok(Ok(Some(experiment))) => experiment,
             Ok(other) => panic!("watching {name}: {other:?}"),
             Err(_) => panic!("{name}: not {what} within {limit:?}\n{}", self.diagnose()),
@@ -345,4 +357,17 @@ impl Drop for KernelNode {
             eprintln!("cluster.sh node remove {}: {said}", self.name);
         }
     }
+}
+
+/// The condition of this type in the experiment's status.
+pub fn condition<'a>(
+    experiment: &'a Experiment,
+    type_: &str,
+) -> Option<&'a loadlab_controller::status::Condition> {
+    experiment
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
 }
