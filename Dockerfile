@@ -11,10 +11,10 @@ RUN cargo build --release --locked -p loadlab \
  && install -m 0755 target/release/loadlab /usr/local/bin/loadlab
 
 FROM debian:bookworm-slim
-# nginx is the target the agent starts for every run; perf collects CPU profiles on the node.
-# Lock contention needs no tool: its BPF program is compiled into loadlab (libelf links it).
+# nginx is the target the agent starts for every run. Lock contention and CPU profiles need no
+# tool: their BPF programs are compiled into loadlab (libelf links them).
 RUN apt-get update -qq \
- && apt-get install -y -qq --no-install-recommends nginx-light linux-perf libelf1 ca-certificates \
+ && apt-get install -y -qq --no-install-recommends nginx-light libelf1 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /usr/local/bin/loadlab /usr/local/bin/loadlab
 ENTRYPOINT ["/usr/local/bin/loadlab"]

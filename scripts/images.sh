@@ -2,7 +2,7 @@
 # Builds the images the chart runs on this machine's cluster and imports them into its
 # containerd. No registry is reachable, so nothing starts from a pulled base image:
 # - a Debian bookworm root (scripts/debian-root.sh) with what the Dockerfile's runtime stage
-#   installs: nginx-light, linux-perf, libelf1, ca-certificates; plus
+#   installs: nginx-light, libelf1, ca-certificates; plus
 #   postgresql-15 for the chart's bundled database;
 # - loadlab/loadlab:<appVersion>: that root and the release binary, as the Dockerfile makes it;
 # - loadlab/postgresql:15: the same root and an entrypoint that honours the official postgres
@@ -17,7 +17,7 @@ set -euo pipefail
 socket="$1"
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(dirname "$here")"
-packages="nginx-light,linux-perf,libelf1,ca-certificates,postgresql-15,iproute2"
+packages="nginx-light,libelf1,ca-certificates,postgresql-15,iproute2"
 app_version="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$repo/helm/loadlab/Chart.yaml")"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

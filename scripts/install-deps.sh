@@ -38,7 +38,6 @@ fi
 # Evidence collectors, best effort: without them runs go on and say what is missing.
 optional=()
 command -v bpftrace >/dev/null 2>&1 || optional+=(bpftrace)   # the tests' independent lock count
-command -v perf >/dev/null 2>&1 || optional+=(linux-perf)      # CPU profiles (Debian's name)
 if [ ${#optional[@]} -gt 0 ]; then
   echo "installing (optional): ${optional[*]}"
   apt-get update -qq >/dev/null 2>&1 || true

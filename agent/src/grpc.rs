@@ -16,8 +16,9 @@ use crate::counters::{
     NginxStatus, NodeCounters, USER_HZ, fetch_stub_status, processes_cpu_ticks, read_node_counters,
 };
 use crate::facts::{NodeFacts, Presence, check_symbol_names, describe_from, logical_cpus};
+use crate::kallsyms::KernelSymbols;
 use crate::lockprobe::SourceChoice;
-use crate::lockstat::{Contention, KernelSymbols};
+use crate::lockstat::Contention;
 use crate::nginx::{NginxSettings, NginxTarget, find_nginx, nginx_version};
 use crate::profile::CpuProfile;
 use crate::traces::{TraceRequest, Traces};
@@ -56,7 +57,7 @@ pub struct AgentService {
     abandon: Abandon,
 }
 
-/// A caller that disappears (killed, cut off) never stops what it started: perf and the lock
+/// A caller that disappears (killed, cut off) never stops what it started: the sampler and the lock
 /// probe would sample and trace for ever, nginx hold its port. A window lasts at most an hour and a
 /// run two of them (warm-up and measured), so anything left longer than this is abandoned and
 /// stopped by the agent itself.
@@ -111,7 +112,7 @@ impl AgentService {
     }
 
     /// Ends the capture `id` once `abandon.capture_after` has passed, unless its caller ended
-    /// it first. Dropping a capture kills its perf and detaches its lock probe.
+    /// it first. Dropping a capture detaches its sampler and its lock probe.
     fn end_capture_if_abandoned(&self, id: String) {
         let (state, after) = (Arc::downgrade(&self.state), self.abandon.capture_after);
         tokio::spawn(async move {

@@ -5,13 +5,18 @@ pub mod counters;
 pub mod facts;
 pub mod grpc;
 pub mod kallsyms;
+mod libbpf_log;
 pub mod lockprobe;
 pub mod lockstat;
 pub mod nginx;
+mod perf_event;
 pub mod platform;
 pub mod privilege;
+pub mod probe_thread;
 pub mod profile;
+pub mod sampler;
 pub mod traces;
+pub mod usersyms;
 
 use std::path::PathBuf;
 

@@ -1,17 +1,14 @@
 //! The agent's BPF program (`src/bpf/lockstat.bpf.c`, compiled and linked in by `build.rs`):
 //! loaded, attached for one window, detached, and its maps read as plain numbers. Naming the
-//! locks and call paths is `lockstat.rs`'s job.
-//!
-//! libbpf's objects stay on one thread of their own for the capture's life: they are not
-//! `Send`, and loading and reading maps block, which the async runtime should not.
+//! locks and call paths is `lockstat.rs`'s job. It lives on a thread of its own
+//! (`probe_thread.rs`).
 
 use std::mem::MaybeUninit;
-use std::sync::mpsc;
-use std::time::Duration;
 
+use crate::libbpf_log::{forward_libbpf_messages, with_libbpf_said};
+use crate::probe_thread::{ProbeSide, ProbeThread, Request};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags};
-use tokio::sync::oneshot;
 
 #[allow(
     unsafe_code,
@@ -24,12 +21,6 @@ mod skeleton {
 }
 
 use skeleton::LockstatSkelBuilder;
-
-/// How long loading and attaching may take: the verifier is quick, but an emulated node is
-/// slow at everything.
-const ATTACH_DEADLINE: Duration = Duration::from_secs(60);
-/// How long reading the maps may take once the window ends.
-const READ_DEADLINE: Duration = Duration::from_secs(60);
 
 /// Where contention is seen.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -145,85 +136,38 @@ pub struct RawReport {
     pub notes: Vec<String>,
 }
 
-enum Request {
-    EndWindow,
-    Read(oneshot::Sender<Result<RawReport, String>>),
-}
-
 /// The program, attached, on its own thread.
-#[derive(Debug)]
-pub struct ProbeCapture {
-    requests: mpsc::Sender<Request>,
-}
+pub type ProbeCapture = ProbeThread<RawReport>;
 
-impl ProbeCapture {
-    /// Loads and attaches the program, returning once the window is traced.
-    pub async fn start(options: ProbeOptions) -> Result<Self, String> {
-        let (attached, attaching) = oneshot::channel();
-        let (requests, received) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("lock-probe".into())
-            .spawn(move || trace(options, attached, received))
-            .map_err(|e| format!("cannot start the lock probe's thread: {e}"))?;
-        match tokio::time::timeout(ATTACH_DEADLINE, attaching).await {
-            Ok(Ok(Ok(()))) => Ok(Self { requests }),
-            Ok(Ok(Err(why))) => Err(why),
-            Ok(Err(_)) => Err("the lock probe's thread ended while attaching".into()),
-            Err(_) => Err(format!(
-                "the lock probe did not attach within {} s",
-                ATTACH_DEADLINE.as_secs()
-            )),
-        }
-    }
-
-    /// Detaches the program: nothing after this counts.
-    pub fn end_window(&self) {
-        let _ = self.requests.send(Request::EndWindow);
-    }
-
-    /// Ends the window if still open and reads what the program counted.
-    pub async fn stop(self) -> Result<RawReport, String> {
-        let (reply, answer) = oneshot::channel();
-        self.requests
-            .send(Request::Read(reply))
-            .map_err(|_| "the lock probe's thread is gone".to_string())?;
-        match tokio::time::timeout(READ_DEADLINE, answer).await {
-            Ok(Ok(report)) => report,
-            Ok(Err(_)) => Err("the lock probe's thread ended before reading its maps".into()),
-            Err(_) => Err(format!(
-                "the lock probe's maps were not read within {} s",
-                READ_DEADLINE.as_secs()
-            )),
-        }
-    }
+/// Loads and attaches the program, returning once the window is traced.
+pub async fn attach(options: ProbeOptions) -> Result<ProbeCapture, String> {
+    ProbeThread::start("the lock probe", "lock-probe", move |side| {
+        trace(&options, side);
+    })
+    .await
 }
 
 /// The capture's thread: load, attach, then wait for the end of the window and the read.
-/// A capture dropped without being read detaches when its sender goes.
-fn trace(
-    options: ProbeOptions,
-    attached: oneshot::Sender<Result<(), String>>,
-    requests: mpsc::Receiver<Request>,
-) {
+fn trace(options: &ProbeOptions, side: ProbeSide<RawReport>) {
     forward_libbpf_messages();
     let mut object = MaybeUninit::uninit();
-    let (skel, links, source, notes) = match load_and_attach(&mut object, &options) {
+    let (skel, links, source, notes) = match load_and_attach(&mut object, options) {
         Ok(loaded) => loaded,
         Err(why) => {
-            let _ = attached.send(Err(why));
+            let _ = side.attached.send(Err(why));
             return;
         }
     };
-    if attached.send(Ok(())).is_err() {
+    if side.attached.send(Ok(())).is_err() {
         return;
     }
     let mut links = Some(links);
-    for request in requests {
+    for request in side.requests {
         match request {
             Request::EndWindow => links = None,
             Request::Read(reply) => {
                 drop(links.take());
-                let _ = reply.send(read(&skel, source, &options, &notes));
+                let _ = reply.send(read(&skel, source, options, &notes));
                 return;
             }
         }
@@ -467,46 +411,6 @@ fn words<const N: usize>(value: &[u8]) -> Result<[u64; N], String> {
         *word = u64::from_ne_bytes(bytes.try_into().unwrap_or_default());
     }
     Ok(words)
-}
-
-/// Lines of libbpf's last warnings on this thread: a refusal names its cause with them.
-const REMEMBERED_LINES: usize = 12;
-
-thread_local! {
-    static LIBBPF_SAID: std::cell::RefCell<std::collections::VecDeque<String>> =
-        const { std::cell::RefCell::new(std::collections::VecDeque::new()) };
-}
-
-/// libbpf's warnings (a verifier log, a missing kernel feature) go to the agent's log rather
-/// than to stderr unannounced, and the last lines are kept for the error they explain.
-fn forward_libbpf_messages() {
-    fn forward(level: libbpf_rs::PrintLevel, message: String) {
-        let message = message.trim_end();
-        match level {
-            libbpf_rs::PrintLevel::Warn => tracing::warn!(target: "libbpf", "{message}"),
-            _ => tracing::debug!(target: "libbpf", "{message}"),
-        }
-        LIBBPF_SAID.with(|said| {
-            let mut said = said.borrow_mut();
-            for line in message.lines().filter(|l| !l.trim().is_empty()) {
-                if said.len() == REMEMBERED_LINES {
-                    said.pop_front();
-                }
-                said.push_back(line.trim().to_string());
-            }
-        });
-    }
-    libbpf_rs::set_print(Some((libbpf_rs::PrintLevel::Warn, forward)));
-}
-
-/// `error`, with what libbpf last said on this thread (the verifier's verdict, say).
-fn with_libbpf_said(error: String) -> String {
-    let said = LIBBPF_SAID.with(|said| said.borrow_mut().drain(..).collect::<Vec<_>>());
-    if said.is_empty() {
-        error
-    } else {
-        format!("{error} (libbpf: {})", said.join(" | "))
-    }
 }
 
 #[cfg(test)]

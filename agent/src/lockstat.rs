@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::kallsyms::KernelSymbols;
 use crate::lockprobe::{
     LockSource, ProbeCapture, ProbeOptions, RawContention, RawReport, SlowPaths, SourceChoice,
 };
@@ -164,7 +165,7 @@ impl LockCapture {
             return Err(LockstatError::NotPrivileged(why));
         }
         let epoll_calls = options.epoll_calls;
-        let probe = ProbeCapture::start(options)
+        let probe = crate::lockprobe::attach(options)
             .await
             .map_err(|why| LockstatError::Failed(access.explain(why)))?;
         Ok(Self {
@@ -221,91 +222,6 @@ pub fn report(raw: &RawReport, epoll_calls: bool, symbols: &KernelSymbols) -> Lo
         source: raw.source,
         contentions: merge_by_lock_and_path(&contentions),
         epoll_calls,
-    }
-}
-
-/// Kernel symbols by address: data symbols name static locks, functions name call paths.
-#[derive(Debug, Default)]
-pub struct KernelSymbols {
-    data: Vec<(u64, String)>,
-    functions: Vec<(u64, String)>,
-    /// Both functions every epoll system call goes through are there to probe (not inlined).
-    epoll_functions: bool,
-}
-
-impl KernelSymbols {
-    /// Reads a `kallsyms` file; no symbols when it cannot be read.
-    pub fn read(kallsyms: &Path) -> Self {
-        std::fs::read_to_string(kallsyms)
-            .map(|text| Self::parse(&text))
-            .unwrap_or_default()
-    }
-
-    pub fn parse(kallsyms: &str) -> Self {
-        let (mut data, mut functions) = (Vec::new(), Vec::new());
-        let (mut ctl, mut wait) = (false, false);
-        for (address, kind, name) in crate::kallsyms::entries(kallsyms) {
-            let Some(address) = u64::from_str_radix(address, 16).ok().filter(|&a| a != 0) else {
-                continue;
-            };
-            match kind {
-                "t" | "T" | "w" | "W" => {
-                    ctl |= name == "do_epoll_ctl";
-                    wait |= name == "do_epoll_wait";
-                    functions.push((address, name.to_string()));
-                }
-                "d" | "D" | "b" | "B" => data.push((address, name.to_string())),
-                _ => {}
-            }
-        }
-        data.sort();
-        functions.sort();
-        Self {
-            data,
-            functions,
-            epoll_functions: ctl && wait,
-        }
-    }
-
-    pub fn has_epoll_functions(&self) -> bool {
-        self.epoll_functions
-    }
-
-    /// The address of a data symbol, such as `epmutex`.
-    pub fn address_of(&self, symbol: &str) -> Option<u64> {
-        self.data
-            .iter()
-            .find(|(_, name)| name == symbol)
-            .map(|(address, _)| *address)
-    }
-
-    /// The symbol a lock address lies in: exact, or within the first 256 bytes of a symbol
-    /// (a lock embedded in a static structure).
-    pub fn resolve(&self, address: u64) -> Option<String> {
-        let index = self
-            .data
-            .partition_point(|(a, _)| *a <= address)
-            .checked_sub(1)?;
-        let (start, name) = &self.data[index];
-        match address - start {
-            0 => Some(name.clone()),
-            offset if offset < 256 => Some(format!("{name}+{offset:#x}")),
-            _ => None,
-        }
-    }
-
-    /// Whether the kernel has a function of this name (one that kprobes can find).
-    pub fn has_function(&self, name: &str) -> bool {
-        self.functions.iter().any(|(_, function)| function == name)
-    }
-
-    /// The function a return address lies in (the nearest symbol at or below it).
-    pub fn function_at(&self, address: u64) -> Option<&str> {
-        let index = self
-            .functions
-            .partition_point(|(a, _)| *a <= address)
-            .checked_sub(1)?;
-        Some(self.functions[index].1.as_str())
     }
 }
 

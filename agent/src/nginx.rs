@@ -285,9 +285,14 @@ impl NginxTarget {
 
 impl Drop for NginxTarget {
     fn drop(&mut self) {
-        // Reached when a run is interrupted: never leave an nginx holding a port behind.
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.terminate();
+        // Reached when a run is interrupted: never leave an nginx holding a port behind. Not
+        // SIGTERM: a master that receives it after installing its handlers but before its main
+        // loop sleeps on until another signal comes (seen when a run was interrupted while
+        // nginx started). Its workers share its process group, so all go at once.
+        if matches!(self.child.try_wait(), Ok(None))
+            && let Some(pid) = self.child.id()
+        {
+            let _ = nix::sys::signal::killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
         }
     }
 }

@@ -1,21 +1,16 @@
-//! CPU profile of a window: `perf record` samples call stacks (kernel and user) on every CPU at
-//! a fixed frequency with the `cpu-clock` software event, enabled and disabled through perf's
-//! control FIFO so the samples cover exactly the window; `perf script` symbolizes them and they
-//! are kept as folded stacks with counts, plus the top symbols by self and total share.
+//! CPU profile of a window: the agent's own BPF sampler (`sampler.rs`) takes call stacks,
+//! kernel and user, on every CPU at a fixed frequency with the `cpu-clock` software event,
+//! switched on and off at the window's edges; the addresses are named here, kernel frames from
+//! `/proc/kallsyms` and user frames from each process's objects (`usersyms.rs`), and kept as
+//! folded stacks with counts, plus the top symbols by self and total share. No perf binary.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
 
-use nix::sys::signal::{Signal, kill};
-use nix::sys::stat::Mode;
-use nix::unistd::{Pid, mkfifo};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::unix::pipe;
-use tokio::process::{Child, Command};
-
+use crate::kallsyms::KernelSymbols;
 use crate::privilege::TracingAccess;
+use crate::sampler::{RawProfile, Sampler};
+use crate::usersyms::{UserFrame, UserSymbols};
 
 /// How many symbols a profile lists.
 pub const TOP_SYMBOLS: usize = 30;
@@ -24,19 +19,15 @@ pub const TOP_SYMBOLS: usize = 30;
 /// CPUs folded to 7 MB here, and more CPUs make more distinct stacks. Past it the least sampled
 /// stacks are merged, per command, into one `[other stacks]` frame, so every sample still counts.
 pub const MAX_FOLDED_BYTES: usize = 8 * 1024 * 1024;
-/// The most `perf.data` one window may write: an hour at 999 Hz on 64 CPUs would be hundreds
-/// of gigabytes. perf stops sampling there; a window that long is summarized from what fits.
-const MAX_PERF_DATA: &str = "1G";
 /// The frame that stands for the stacks merged away.
 pub const OTHER_STACKS: &str = "[other stacks]";
-const CONTROL_DEADLINE: Duration = Duration::from_secs(30);
+/// A frame no symbol names.
+pub const UNKNOWN_FRAME: &str = "[unknown]";
 /// A sample whose stack contains this frame is the CPU idling.
 const IDLE_FRAME: &str = "do_idle";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProfileError {
-    #[error("CPU profile unavailable: perf not found (apt-get install linux-perf)")]
-    Missing,
     #[error("CPU profile unavailable: {0}")]
     NotPrivileged(String),
     #[error("CPU profile unavailable: {0}")]
@@ -63,245 +54,182 @@ pub struct CpuProfile {
     pub top_symbols: Vec<SymbolSamples>,
 }
 
-/// Finds perf: `$LOADLAB_PERF`, then `PATH`, then `/usr/bin`.
-pub fn find_perf() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("LOADLAB_PERF") {
-        return Some(PathBuf::from(path)).filter(|p| p.is_file());
+impl CpuProfile {
+    /// Samples with a frame no symbol names.
+    pub fn unknown_samples(&self) -> u64 {
+        self.folded
+            .iter()
+            .filter(|(stack, _)| stack.split(';').skip(1).any(|f| f == UNKNOWN_FRAME))
+            .map(|(_, samples)| samples)
+            .sum()
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join("perf"))
-        .find(|p| p.is_file())
 }
 
-/// A running profile: perf is recording, events enabled.
+/// A running profile: the sampler is attached and sampling.
 #[derive(Debug)]
 pub struct Profiler {
-    perf: PathBuf,
-    child: Child,
-    dir: tempfile::TempDir,
-    control: pipe::Sender,
-    ack: BufReader<pipe::Receiver>,
+    sampler: Sampler,
     frequency_hz: u32,
-    window_ended: bool,
     /// Only these processes' samples are kept; every sample when `None`.
     processes: Option<Vec<u32>>,
 }
 
 impl Profiler {
-    /// Starts perf with events disabled, then enables them and waits for perf's ack, so the
-    /// profile starts with the window. With `processes`, only those are sampled; otherwise
-    /// every CPU.
-    /// What the kernel certainly refuses is said before perf starts; a refusal it may make
-    /// (Debian's perf restriction) is explained with the failure.
+    /// Attaches the sampler on every CPU and returns once it samples, so the profile starts
+    /// with the window. With `processes`, only those are kept; otherwise every CPU's samples.
+    /// What the kernel certainly refuses is said before anything is loaded; a refusal it may
+    /// make (Debian's perf restriction) is explained with the failure.
     pub async fn start(frequency_hz: u32, processes: Option<&[u32]>) -> Result<Self, ProfileError> {
-        let perf = find_perf().ok_or(ProfileError::Missing)?;
-        let access = TracingAccess::read(Path::new("/proc"));
-        if let Some(why) = access.perf_refusal() {
-            return Err(ProfileError::NotPrivileged(why));
-        }
-        Self::start_perf(perf, frequency_hz, processes)
-            .await
-            .map_err(|error| match error {
-                ProfileError::Failed(why) => ProfileError::Failed(access.explain(why)),
-                other => other,
-            })
-    }
-
-    async fn start_perf(
-        perf: PathBuf,
-        frequency_hz: u32,
-        processes: Option<&[u32]>,
-    ) -> Result<Self, ProfileError> {
-        let failed =
-            |what: &str, e: &dyn std::fmt::Display| ProfileError::Failed(format!("{what}: {e}"));
-        let dir = tempfile::Builder::new()
-            .prefix("loadlab-profile-")
-            .tempdir()
-            .map_err(|e| failed("temporary directory", &e))?;
-        let (control_path, ack_path) = (dir.path().join("control"), dir.path().join("ack"));
-        for fifo in [&control_path, &ack_path] {
-            mkfifo(fifo, Mode::S_IRUSR | Mode::S_IWUSR).map_err(|e| failed("control FIFO", &e))?;
-        }
-        // Read-write opens of a FIFO never block waiting for the other end.
-        let control = pipe::OpenOptions::new()
-            .read_write(true)
-            .open_sender(&control_path)
-            .map_err(|e| failed("control FIFO", &e))?;
-        let ack = pipe::OpenOptions::new()
-            .read_write(true)
-            .open_receiver(&ack_path)
-            .map_err(|e| failed("ack FIFO", &e))?;
         if processes.is_some_and(<[u32]>::is_empty) {
             return Err(ProfileError::Failed(
                 "the target has no processes to profile".into(),
             ));
         }
-        // Always every CPU: per-process events (`perf record -p`) are switched on and off at
-        // every context switch, which cost a connection storm 12% of its rate against 1.3%
-        // system-wide; a target's samples are picked out when the profile is read.
-        let child = Command::new(&perf)
-            .args(["record", "-e", "cpu-clock", "-F", &frequency_hz.to_string()])
-            .args(["-a", "-g", "-D", "-1", "--quiet"])
-            // Samples × stack depth × CPUs has no bound the spec can see; the node's disk has.
-            .args(["--max-size", MAX_PERF_DATA])
-            .arg(format!(
-                "--control=fifo:{},{}",
-                control_path.display(),
-                ack_path.display()
-            ))
-            .arg("-o")
-            .arg(dir.path().join("perf.data"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| failed("cannot run perf", &e))?;
-        let mut profiler = Self {
-            perf,
-            child,
-            dir,
-            control,
-            ack: BufReader::new(ack),
-            frequency_hz,
-            window_ended: false,
-            processes: processes.map(<[u32]>::to_vec),
-        };
-        profiler.command("enable").await?;
-        Ok(profiler)
-    }
-
-    async fn command(&mut self, command: &str) -> Result<(), ProfileError> {
-        let exchange = async {
-            self.control
-                .write_all(format!("{command}\n").as_bytes())
-                .await?;
-            let mut line = String::new();
-            self.ack.read_line(&mut line).await?;
-            Ok::<_, std::io::Error>(line)
-        };
-        match tokio::time::timeout(CONTROL_DEADLINE, exchange).await {
-            // perf terminates each ack with a NUL, which then leads the next line.
-            Ok(Ok(line))
-                if line.trim_matches(|c: char| c == '\0' || c.is_whitespace()) == "ack" =>
-            {
-                Ok(())
-            }
-            Ok(Ok(line)) => Err(ProfileError::Failed(format!(
-                "perf answered {line:?} to {command}"
-            ))),
-            Ok(Err(e)) => Err(ProfileError::Failed(format!("perf control: {e}"))),
-            Err(_) => Err(ProfileError::Failed(format!(
-                "perf did not acknowledge {command}"
-            ))),
+        let access = TracingAccess::read(Path::new("/proc"));
+        if let Some(why) = access.bpf_refusal() {
+            return Err(ProfileError::NotPrivileged(why));
         }
+        // Always every CPU: per-process events are switched on and off at every context
+        // switch, which cost a connection storm 12% of its rate against 1.3% system-wide; a
+        // target's samples are picked out when the profile is read.
+        let sampler = crate::sampler::attach(frequency_hz)
+            .await
+            .map_err(|why| ProfileError::Failed(access.explain(why)))?;
+        Ok(Self {
+            sampler,
+            frequency_hz,
+            processes: processes.map(<[u32]>::to_vec),
+        })
     }
 
     /// Stops sampling: the window is over.
-    pub async fn end_window(&mut self) -> Result<(), ProfileError> {
-        if !self.window_ended {
-            self.window_ended = true;
-            self.command("disable").await?;
-        }
-        Ok(())
+    pub fn end_window(&mut self) {
+        self.sampler.end_window();
     }
 
-    /// Ends the window if still open, and reads the profile.
-    pub async fn stop(mut self) -> Result<CpuProfile, ProfileError> {
-        self.end_window().await?;
-        if let Some(pid) = self.child.id() {
-            let _ = kill(Pid::from_raw(pid as i32), Signal::SIGINT);
+    /// Ends the window if still open, and names and folds the samples.
+    pub async fn stop(self) -> Result<CpuProfile, ProfileError> {
+        let raw = self.sampler.stop().await.map_err(ProfileError::Failed)?;
+        if raw.lost > 0 {
+            tracing::warn!(lost = raw.lost, "CPU profile samples lost");
         }
-        let _ = tokio::time::timeout(CONTROL_DEADLINE, self.child.wait()).await;
-        let mut script = Command::new(&self.perf);
-        script.args(["script", "-F", "comm,ip,sym"]);
-        if let Some(processes) = &self.processes {
-            let pids: Vec<String> = processes.iter().map(u32::to_string).collect();
-            script.arg(format!("--pid={}", pids.join(",")));
-        }
-        let output = script
-            .arg("-i")
-            .arg(self.dir.path().join("perf.data"))
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .await
-            .map_err(|e| ProfileError::Failed(format!("perf script: {e}")))?;
-        if !output.status.success() {
-            return Err(ProfileError::Failed(format!(
-                "perf script failed ({})",
-                output.status
-            )));
-        }
-        Ok(fold(
-            &String::from_utf8_lossy(&output.stdout),
-            self.frequency_hz,
-        ))
+        let (frequency_hz, processes) = (self.frequency_hz, self.processes);
+        tokio::task::spawn_blocking(move || {
+            let kernel = KernelSymbols::read(Path::new("/proc/kallsyms"));
+            let user =
+                UserSymbols::new(TracingAccess::read(Path::new("/proc")).reads_mapped_files());
+            let kept = |tgid: u32| processes.as_ref().is_none_or(|p| p.contains(&tgid));
+            fold(&name_stacks(&raw, &kernel, &user, kept), frequency_hz)
+        })
+        .await
+        .map_err(|e| ProfileError::Failed(format!("naming the profile's frames: {e}")))
     }
 }
 
-/// Folds `perf script -F comm,ip,sym` output: a header line with the command, then one frame
-/// per line (innermost first), then a blank line.
-pub fn fold(script: &str, frequency_hz: u32) -> CpuProfile {
+/// One named stack: command, frames innermost first, samples.
+pub type NamedStack = (String, Vec<String>, u64);
+
+/// Names every kept stack's frames. A return address is named by the call before it (the
+/// address less one), as a call that never returns is often a function's last instruction.
+pub fn name_stacks(
+    raw: &RawProfile,
+    kernel: &KernelSymbols,
+    user: &UserSymbols,
+    kept: impl Fn(u32) -> bool,
+) -> Vec<NamedStack> {
+    let lookup = |stack: &[u64], leaf: bool, position: usize| {
+        let address = stack[position];
+        if leaf && position == 0 {
+            address
+        } else {
+            address.saturating_sub(1)
+        }
+    };
+    let mut user_addresses: HashMap<u32, HashSet<u64>> = HashMap::new();
+    for key in raw.stacks.keys().filter(|k| kept(k.tgid)) {
+        let leaf = key.kernel.is_empty();
+        let addresses = user_addresses.entry(key.tgid).or_default();
+        addresses.extend((0..key.user.len()).map(|i| lookup(&key.user, leaf, i)));
+    }
+    let user_names: HashMap<u32, HashMap<u64, UserFrame>> = user_addresses
+        .into_iter()
+        .map(|(tgid, addresses)| {
+            let addresses: Vec<u64> = addresses.into_iter().collect();
+            (tgid, user.name(tgid, &addresses))
+        })
+        .collect();
+    let mut named = Vec::with_capacity(raw.stacks.len());
+    for (key, &samples) in raw.stacks.iter().filter(|(k, _)| kept(k.tgid)) {
+        let mut frames: Vec<String> = (0..key.kernel.len())
+            .map(|i| {
+                let address = lookup(&key.kernel, true, i);
+                kernel
+                    .function_at(address)
+                    .map_or_else(|| UNKNOWN_FRAME.to_string(), str::to_string)
+            })
+            .collect();
+        let names = user_names.get(&key.tgid);
+        let leaf = key.kernel.is_empty();
+        for i in 0..key.user.len() {
+            let frame = names
+                .and_then(|n| n.get(&lookup(&key.user, leaf, i)))
+                .unwrap_or(&UserFrame::Unknown);
+            if *frame == UserFrame::Unknown {
+                // A walk that left every executable mapping went wrong there: the frames
+                // beyond are not return addresses. Only a first frame unnamed is shown.
+                if i == 0 {
+                    frames.push(UNKNOWN_FRAME.into());
+                }
+                break;
+            }
+            frames.push(frame.label());
+        }
+        named.push((key.comm.clone(), frames, samples));
+    }
+    for ((tgid, comm), &samples) in &raw.unkept {
+        if kept(*tgid) {
+            named.push((comm.clone(), vec![OTHER_STACKS.to_string()], samples));
+        }
+    }
+    named
+}
+
+/// Folds named stacks into the profile: stacks by command, idle samples, top symbols.
+pub fn fold(stacks: &[NamedStack], frequency_hz: u32) -> CpuProfile {
     let mut profile = CpuProfile {
         frequency_hz,
         ..CpuProfile::default()
     };
-    let mut self_counts: BTreeMap<String, u64> = BTreeMap::new();
-    let mut total_counts: BTreeMap<String, u64> = BTreeMap::new();
-    let mut comm: Option<String> = None;
-    let mut frames: Vec<String> = Vec::new();
-    let mut finish =
-        |comm: &mut Option<String>, frames: &mut Vec<String>, profile: &mut CpuProfile| {
-            let Some(name) = comm.take() else { return };
-            profile.samples += 1;
-            if frames.iter().any(|f| f == IDLE_FRAME) {
-                profile.idle_samples += 1;
-            } else {
-                if let Some(leaf) = frames.first() {
-                    *self_counts.entry(leaf.clone()).or_default() += 1;
-                }
-                let mut seen: Vec<&String> = Vec::with_capacity(frames.len());
-                for frame in frames.iter() {
-                    if !seen.contains(&frame) {
-                        seen.push(frame);
-                        *total_counts.entry(frame.clone()).or_default() += 1;
-                    }
-                }
-            }
-            let mut stack = name;
-            for frame in frames.iter().rev() {
-                stack.push(';');
-                stack.push_str(frame);
-            }
-            *profile.folded.entry(stack).or_default() += 1;
-            frames.clear();
-        };
-    for line in script.lines() {
-        if line.trim().is_empty() {
-            finish(&mut comm, &mut frames, &mut profile);
-        } else if line.starts_with(char::is_whitespace) && comm.is_some() {
-            // "\t ffffffff8225f42b pv_native_safe_halt" (the symbol may be missing or carry
-            // an offset).
-            let mut parts = line.split_whitespace();
-            let _address = parts.next();
-            let symbol = parts.next().unwrap_or("[unknown]");
-            let symbol = symbol.split('+').next().unwrap_or(symbol);
-            frames.push(symbol.to_string());
+    let mut self_counts: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut total_counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for (comm, frames, samples) in stacks {
+        profile.samples += samples;
+        if frames.iter().any(|f| f == IDLE_FRAME) {
+            profile.idle_samples += samples;
         } else {
-            finish(&mut comm, &mut frames, &mut profile);
-            comm = Some(line.trim().replace(';', ":"));
+            if let Some(leaf) = frames.first() {
+                *self_counts.entry(leaf).or_default() += samples;
+            }
+            let mut seen: Vec<&str> = Vec::with_capacity(frames.len());
+            for frame in frames {
+                if !seen.contains(&frame.as_str()) {
+                    seen.push(frame);
+                    *total_counts.entry(frame).or_default() += samples;
+                }
+            }
         }
+        let mut stack = comm.replace(';', ":");
+        for frame in frames.iter().rev() {
+            stack.push(';');
+            stack.push_str(frame);
+        }
+        *profile.folded.entry(stack).or_default() += samples;
     }
-    finish(&mut comm, &mut frames, &mut profile);
     let mut top: Vec<SymbolSamples> = total_counts
         .into_iter()
         .map(|(symbol, total_samples)| SymbolSamples {
-            self_samples: self_counts.get(&symbol).copied().unwrap_or(0),
-            symbol,
+            self_samples: self_counts.get(symbol).copied().unwrap_or(0),
+            symbol: symbol.to_string(),
             total_samples,
         })
         .collect();
@@ -362,17 +290,43 @@ pub fn cap_folded(folded: BTreeMap<String, u64>, max_bytes: usize) -> BTreeMap<S
 mod tests {
     use super::*;
 
-    const SCRIPT: &str = "swapper \n\tffffffff8225f42b pv_native_safe_halt\n\tffffffff813cfe96 do_idle\n\nnginx \n\tffffffff81a osq_lock\n\tffffffff81b __mutex_lock.constprop.0\n\tffffffff81c eventpoll_release_file\n\tffffffff81d __fput\n\nnginx \n\tffffffff81a osq_lock\n\tffffffff81b __mutex_lock.constprop.0\n\tffffffff81c eventpoll_release_file\n\tffffffff81d __fput\n\nloadlab \n\t7f00 [unknown]\n\tffffffff81e tcp_v4_connect\n\tffffffff81e tcp_v4_connect\n\n";
+    fn stack(comm: &str, frames: &[&str], samples: u64) -> NamedStack {
+        (
+            comm.to_string(),
+            frames.iter().map(|f| f.to_string()).collect(),
+            samples,
+        )
+    }
+
+    fn stacks() -> Vec<NamedStack> {
+        let mutex = [
+            "osq_lock",
+            "__mutex_lock.constprop.0",
+            "eventpoll_release_file",
+            "__fput",
+        ];
+        vec![
+            stack("swapper/0", &["pv_native_safe_halt", "do_idle"], 1),
+            stack("nginx", &mutex, 1),
+            stack("nginx", &mutex, 1),
+            stack(
+                "loadlab",
+                &["[unknown]", "tcp_v4_connect", "tcp_v4_connect"],
+                1,
+            ),
+        ]
+    }
 
     #[test]
     fn samples_fold_into_stacks_and_symbol_shares() {
-        let profile = fold(SCRIPT, 499);
+        let profile = fold(&stacks(), 499);
         assert_eq!((profile.samples, profile.idle_samples), (4, 1));
+        assert_eq!(profile.unknown_samples(), 1);
         assert_eq!(
             profile.folded["nginx;__fput;eventpoll_release_file;__mutex_lock.constprop.0;osq_lock"],
             2
         );
-        assert_eq!(profile.folded["swapper;do_idle;pv_native_safe_halt"], 1);
+        assert_eq!(profile.folded["swapper/0;do_idle;pv_native_safe_halt"], 1);
         let osq = &profile.top_symbols[0];
         assert_eq!(
             (osq.symbol.as_str(), osq.self_samples, osq.total_samples),
@@ -431,8 +385,80 @@ mod tests {
 
     #[test]
     fn empty_output_is_an_empty_profile() {
-        let profile = fold("", 99);
+        let profile = fold(&[], 99);
         assert_eq!(profile.samples, 0);
         assert!(profile.folded.is_empty());
+    }
+
+    #[inline(never)]
+    fn a_user_function() -> u64 {
+        a_user_function as *const () as u64
+    }
+
+    #[test]
+    fn kernel_frames_are_named_from_kallsyms_and_user_walks_cut_where_they_leave_the_maps() {
+        use crate::sampler::StackKey;
+        let kernel = KernelSymbols::parse(
+            "ffffffff81000000 T tcp_v4_connect\nffffffff81000100 T __sys_connect\n\
+             ffffffff81000200 T do_syscall_64\n",
+        );
+        let me = std::process::id();
+        let user = a_user_function();
+        let mut raw = RawProfile::default();
+        // In the kernel, called from this process's function, then a frame outside every
+        // mapping (a walk gone wrong) and one that looks fine beyond it.
+        raw.stacks.insert(
+            StackKey {
+                tgid: me,
+                comm: "loadlab".into(),
+                kernel: vec![0xffff_ffff_8100_0010, 0xffff_ffff_8100_0101],
+                user: vec![user + 1, 0x10, user + 1],
+            },
+            3,
+        );
+        // A return address one past a function's end names the function that called.
+        raw.stacks.insert(
+            StackKey {
+                tgid: me,
+                comm: "loadlab".into(),
+                kernel: vec![0xffff_ffff_8100_0010, 0xffff_ffff_8100_0200],
+                user: vec![],
+            },
+            1,
+        );
+        // A process gone: its first user frame is unknown, the rest cut.
+        raw.stacks.insert(
+            StackKey {
+                tgid: u32::MAX - 1,
+                comm: "gone".into(),
+                kernel: vec![],
+                user: vec![0x4000, 0x5000],
+            },
+            2,
+        );
+        raw.unkept.insert((me, "loadlab".into()), 4);
+        raw.unkept.insert((7, "other".into()), 9);
+        let named = name_stacks(&raw, &kernel, &UserSymbols::new(true), |tgid| tgid != 7);
+        let profile = fold(&named, 99);
+        assert_eq!(profile.samples, 3 + 1 + 2 + 4);
+        let this = profile
+            .folded
+            .keys()
+            .find(|k| k.contains("a_user_function"))
+            .expect("the user frame named");
+        assert!(
+            this.starts_with("loadlab;") && this.ends_with(";__sys_connect;tcp_v4_connect"),
+            "{this}"
+        );
+        assert_eq!(
+            this.matches("a_user_function").count(),
+            1,
+            "cut at the unmapped frame: {this}"
+        );
+        assert_eq!(profile.folded["loadlab;__sys_connect;tcp_v4_connect"], 1);
+        assert_eq!(profile.folded["gone;[unknown]"], 2);
+        assert_eq!(profile.folded["loadlab;[other stacks]"], 4);
+        assert!(!profile.folded.keys().any(|k| k.starts_with("other")));
+        assert_eq!(profile.unknown_samples(), 2);
     }
 }

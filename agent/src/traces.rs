@@ -2,8 +2,9 @@
 //! window opens and ended together when it closes, so both cover the same span. Used by the
 //! agent's captures of a target and by one-off captures of the whole node.
 
+use crate::kallsyms::KernelSymbols;
 use crate::lockprobe::SourceChoice;
-use crate::lockstat::{KernelSymbols, LockCapture, LockReport, LockstatError, probe_options};
+use crate::lockstat::{LockCapture, LockReport, LockstatError, probe_options};
 use crate::profile::{CpuProfile, ProfileError, Profiler};
 
 /// What to trace over a window.
@@ -70,10 +71,8 @@ impl Traces {
     /// Ends every trace's window; collecting comes after, so slow collection of one trace does
     /// not lengthen another's window.
     pub async fn end_window(&mut self) {
-        if let Some(Ok(profiler)) = self.profile.as_mut()
-            && let Err(error) = profiler.end_window().await
-        {
-            self.profile = Some(Err(error));
+        if let Some(Ok(profiler)) = self.profile.as_mut() {
+            profiler.end_window();
         }
         if let Some(Ok(locks)) = self.locks.as_mut()
             && let Err(error) = locks.end_window()

@@ -392,6 +392,10 @@ pub struct AgentCaptureArgs {
     /// Print one JSON object instead of text.
     #[arg(long, env = "LOADLAB_JSON")]
     pub json: bool,
+    /// Also write the CPU profile's folded stacks (`comm;outer;...;inner count` per line, the
+    /// input of flamegraph.pl and inferno) to this file.
+    #[arg(long, env = "LOADLAB_CAPTURE_FOLDED", value_name = "FILE")]
+    pub folded: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

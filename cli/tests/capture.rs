@@ -2,21 +2,33 @@
 
 use std::process::Command;
 
+/// Runs a capture with nothing on `PATH`: no perf, no bpftrace, no compiler to lean on.
 fn capture(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_loadlab"))
         .args(["agent", "capture"])
         .args(args)
+        .env("PATH", "/nonexistent")
         .output()
         .expect("loadlab runs")
 }
 
 fn can_trace() -> bool {
-    nix::unistd::Uid::effective().is_root() && loadlab_agent::profile::find_perf().is_some()
+    nix::unistd::Uid::effective().is_root()
 }
 
 #[test]
 fn json_has_locks_with_their_paths_and_the_cpu_profile() {
-    let output = capture(&["--duration", "1s", "--cpu-profile-hz", "199", "--json"]);
+    let dir = tempfile::tempdir().unwrap();
+    let folded = dir.path().join("folded.txt");
+    let output = capture(&[
+        "--duration",
+        "1s",
+        "--cpu-profile-hz",
+        "199",
+        "--json",
+        "--folded",
+        folded.to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !can_trace() {
         assert!(!output.status.success());
@@ -54,6 +66,21 @@ fn json_has_locks_with_their_paths_and_the_cpu_profile() {
     let cpu = &value["cpu"];
     assert!(cpu["samples"].as_u64().unwrap() >= 199, "{cpu}");
     assert!(cpu["top_symbols"].is_array(), "{cpu}");
+    assert!(
+        cpu["unknown_samples"].as_u64().unwrap() <= cpu["samples"].as_u64().unwrap(),
+        "{cpu}"
+    );
+    // The folded stacks hold every sample, one `stack count` per line.
+    let text = std::fs::read_to_string(&folded).expect("the folded stacks written");
+    let counted: u64 = text
+        .lines()
+        .map(|line| {
+            let (stack, count) = line.rsplit_once(' ').expect("stack and count");
+            assert!(!stack.is_empty(), "{line}");
+            count.parse::<u64>().expect("a count")
+        })
+        .sum();
+    assert_eq!(counted, cpu["samples"].as_u64().unwrap(), "{cpu}");
 }
 
 #[test]
@@ -111,7 +138,7 @@ fn without_capabilities_each_trace_says_which_it_needs() {
         "{error}"
     );
     assert!(
-        error.contains("CPU profile unavailable: system-wide perf events need CAP_PERFMON"),
+        error.contains("CPU profile unavailable: loading BPF programs needs CAP_BPF"),
         "{error}"
     );
 }
@@ -125,7 +152,9 @@ fn the_agent_pods_capabilities_are_enough_where_perf_events_are_not_restricted()
         return;
     }
     // The chart's agent pods: drop ALL, add these (controller/src/pods.rs).
-    let output = capture_with_capabilities("-all,+bpf,+perfmon,+syslog,+chown,+setuid,+setgid");
+    let output = capture_with_capabilities(
+        "-all,+bpf,+perfmon,+syslog,+checkpoint_restore,+chown,+setuid,+setgid",
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();

@@ -68,7 +68,16 @@ pub enum PerfEvents {
 /// nothing more. No SYS_RESOURCE: since Linux 5.11 BPF memory is charged to the cgroup, not to
 /// RLIMIT_MEMLOCK, and nodes that withhold SYS_RESOURCE from their runtime (sandboxed ones do)
 /// could not start a pod asking for it.
-const AGENT_CAPABILITIES: [&str; 6] = ["BPF", "PERFMON", "SYSLOG", "CHOWN", "SETUID", "SETGID"];
+const AGENT_CAPABILITIES: [&str; 7] = [
+    "BPF",
+    "PERFMON",
+    "SYSLOG",
+    // Opening other processes' mapped files to name their frames (`/proc/PID/map_files`).
+    "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "SETUID",
+    "SETGID",
+];
 
 /// Named for this very resource: an experiment deleted and applied again at once must not
 /// find its predecessor's Secret (not yet collected), whose token is another's.

@@ -19,8 +19,6 @@ pub struct GuestTools {
     pub busybox: PathBuf,
     pub loadlab: PathBuf,
     pub nginx: PathBuf,
-    /// CPU profiles in the guest need it.
-    pub perf: Option<PathBuf>,
 }
 
 impl GuestTools {
@@ -38,7 +36,6 @@ impl GuestTools {
             busybox,
             loadlab,
             nginx,
-            perf: loadlab_agent::profile::find_perf(),
         })
     }
 }
@@ -102,15 +99,9 @@ impl RootFs {
             root.directory(dir);
         }
         root.host_file("bin/busybox", &tools.busybox, 0o755);
-        // Lock contention needs nothing more: its BPF program is inside loadlab.
-        for program in [
-            Some(&tools.loadlab),
-            Some(&tools.nginx),
-            tools.perf.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        // Lock contention and CPU profiles need nothing more: their BPF programs are inside
+        // loadlab.
+        for program in [&tools.loadlab, &tools.nginx] {
             root.program_with_libraries(program)?;
         }
         let mut module_names = Vec::new();
@@ -429,7 +420,6 @@ mod tests {
             busybox: PathBuf::from("/bin/sh"),
             loadlab: PathBuf::from("/bin/true"),
             nginx: PathBuf::from("/bin/ls"),
-            perf: None,
         };
         let identity = GuestIdentity {
             hostname: "guest".into(),

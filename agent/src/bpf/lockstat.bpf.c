@@ -8,36 +8,8 @@
 // attached as raw tracepoints so no kernel BTF is needed. Besides contention, where kprobes
 // are allowed: acquisitions of the global `epmutex` (its address given at load), and the
 // target's epoll_ctl (by op) and epoll_wait calls.
-//
-// No vmlinux.h: the programs read only their arguments, so the few types they need are
-// declared here.
 
-typedef unsigned char __u8;
-typedef short __s16;
-typedef unsigned short __u16;
-typedef int __s32;
-typedef unsigned int __u32;
-typedef long long __s64;
-typedef unsigned long long __u64;
-typedef __u16 __be16;
-typedef __u32 __be32;
-typedef __u32 __wsum;
-
-// The kernel's x86-64 register layout, as kprobes see it.
-#define __VMLINUX_H__
-struct pt_regs {
-	unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8;
-	unsigned long ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss;
-};
-
-enum {
-	BPF_MAP_TYPE_HASH = 1,
-	BPF_MAP_TYPE_ARRAY = 2,
-	BPF_MAP_TYPE_PERCPU_HASH = 5,
-	BPF_MAP_TYPE_STACK_TRACE = 7,
-};
-#define BPF_ANY 0
-#define BPF_NOEXIST 1
+#include "kernel_types.h"
 
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>

@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use loadlab_agent::facts::logical_cpus;
-use loadlab_agent::lockstat::{
-    Contention, EPOLL_CALLS_UNCOUNTED, EpollCalls, KernelSymbols, LockReport,
-};
+use loadlab_agent::kallsyms::KernelSymbols;
+use loadlab_agent::lockstat::{Contention, EPOLL_CALLS_UNCOUNTED, EpollCalls, LockReport};
 use loadlab_agent::profile::CpuProfile;
 use loadlab_agent::traces::{TraceRequest, Traces};
 use serde_json::json;
@@ -69,6 +68,15 @@ pub async fn run(args: AgentCaptureArgs, interrupted: CancellationToken) -> anyh
     };
     if let (Err(locks), Err(profile)) = (&capture.locks, &capture.profile) {
         bail!("nothing was captured: {locks}; {profile}");
+    }
+    if let (Some(path), Ok(Some(profile))) = (&args.folded, &capture.profile) {
+        let lines: String = profile
+            .folded
+            .iter()
+            .map(|(stack, samples)| format!("{stack} {samples}\n"))
+            .collect();
+        std::fs::write(path, lines)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&capture_json(&capture))?);
@@ -142,6 +150,7 @@ fn profile_json(profile: &CpuProfile) -> serde_json::Value {
         "frequency_hz": profile.frequency_hz,
         "samples": profile.samples,
         "idle_samples": profile.idle_samples,
+        "unknown_samples": profile.unknown_samples(),
         "top_symbols": top,
     })
 }
@@ -257,10 +266,11 @@ fn capture_text(capture: &NodeCapture, top: usize) -> String {
             let all = profile.samples.max(1) as f64;
             let _ = writeln!(
                 out,
-                "\nCPU profile: {} samples at {} Hz, {:.1}% idle",
+                "\nCPU profile: {} samples at {} Hz, {:.1}% idle, {:.1}% with a frame no symbol names",
                 thousands(profile.samples),
                 profile.frequency_hz,
-                100.0 * profile.idle_samples as f64 / all
+                100.0 * profile.idle_samples as f64 / all,
+                100.0 * profile.unknown_samples() as f64 / all
             );
             let _ = writeln!(out, "{:>7} {:>7}  symbol", "self", "total");
             for symbol in profile.top_symbols.iter().take(top) {
