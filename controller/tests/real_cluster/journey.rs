@@ -269,7 +269,16 @@ async fn helm_install_apply_run_and_read_the_results() {
         "/api/v1/experiments/{id}/flamegraph?cohort=two-workers"
     ));
     assert_eq!(code, 200);
-    assert!(String::from_utf8_lossy(&svg).contains("<svg"));
+    let svg = String::from_utf8_lossy(&svg);
+    assert!(svg.contains("<svg"));
+    // nginx's user-space half named inside the agent pod, with no perf binary in the image:
+    // the C library's system call wrappers its workers spend their time under.
+    assert!(
+        ["epoll_wait", "accept4", "__close", "writev"]
+            .iter()
+            .any(|wrapper| svg.contains(&format!("<title>{wrapper} ("))),
+        "no user-space frame of nginx named in the flamegraph"
+    );
 
     // The experiment's pods are gone once it ends; deleting it keeps its results.
     let left = pods
