@@ -10,7 +10,6 @@ use std::path::Path;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
-const CAP_CHECKPOINT_RESTORE: u32 = 40;
 
 /// The chart value that gives the agent CAP_SYS_ADMIN, named in advice.
 const CHART_VALUE: &str = "agent.perfEvents=sysAdmin";
@@ -53,13 +52,6 @@ impl TracingAccess {
     fn paranoid_text(&self) -> String {
         self.perf_event_paranoid
             .map_or_else(|| "unknown".to_string(), |level| level.to_string())
-    }
-
-    /// Whether other processes' mapped files can be opened through `/proc/PID/map_files`
-    /// (CAP_CHECKPOINT_RESTORE from Linux 5.9, else CAP_SYS_ADMIN): then a process's objects
-    /// are read from its own filesystem, whatever container it runs in.
-    pub fn reads_mapped_files(&self) -> bool {
-        self.has(CAP_SYS_ADMIN) || self.has(CAP_CHECKPOINT_RESTORE)
     }
 
     /// Why system-wide perf events (`perf record -a`, the lock tracepoints) are certainly

@@ -116,8 +116,7 @@ impl Profiler {
         let (frequency_hz, processes) = (self.frequency_hz, self.processes);
         tokio::task::spawn_blocking(move || {
             let kernel = KernelSymbols::read(Path::new("/proc/kallsyms"));
-            let user =
-                UserSymbols::new(TracingAccess::read(Path::new("/proc")).reads_mapped_files());
+            let user = UserSymbols::default();
             let kept = |tgid: u32| processes.as_ref().is_none_or(|p| p.contains(&tgid));
             fold(&name_stacks(&raw, &kernel, &user, kept), frequency_hz)
         })
@@ -438,7 +437,7 @@ mod tests {
         );
         raw.unkept.insert((me, "loadlab".into()), 4);
         raw.unkept.insert((7, "other".into()), 9);
-        let named = name_stacks(&raw, &kernel, &UserSymbols::new(true), |tgid| tgid != 7);
+        let named = name_stacks(&raw, &kernel, &UserSymbols::default(), |tgid| tgid != 7);
         let profile = fold(&named, 99);
         assert_eq!(profile.samples, 3 + 1 + 2 + 4);
         let this = profile

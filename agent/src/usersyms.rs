@@ -1,17 +1,16 @@
 //! User-space frames named in the agent: each address is placed in its process's memory map,
-//! then named from its object's symbol tables by blazesym. Where the agent may, it opens the
-//! objects through `/proc/PID/map_files`, so a file in another container's filesystem (or one
-//! replaced since) is the one read; otherwise by the path the map names, which is right for the
-//! processes of the agent's own container, nginx among them.
+//! then named from its object's ELF symbol tables by blazesym. Objects are opened through the
+//! process's own root (`/proc/PID/root/...`), so a file in another container's filesystem is the
+//! one read. Both need ptrace access to the process: root with CAP_SYS_PTRACE, or its own user.
 //!
 //! What a walk of a program built without frame pointers returns past its first frame is
 //! often not a return address at all. An address outside every executable mapping is where
 //! such a walk went wrong: the stack is cut there rather than shown with invented frames.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use blazesym::symbolize::source::{Process, Source};
+use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 
 /// What a user-space address is.
@@ -44,9 +43,39 @@ impl UserFrame {
 pub struct Mapping {
     pub start: u64,
     pub end: u64,
-    /// The file's name (last path component), or `[vdso]`-style pseudo names; `None` when
-    /// anonymous.
-    pub object: Option<String>,
+    /// Where the mapping starts in its file.
+    pub offset: u64,
+    pub backing: Backing,
+}
+
+/// What backs a mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backing {
+    /// A file: its path as the process sees it, and its device and inode (one file mapped by
+    /// many processes is read once).
+    File {
+        path: String,
+        device: String,
+        inode: u64,
+    },
+    /// A kernel-provided area such as `[vdso]`.
+    Special(String),
+    Anonymous,
+}
+
+impl Mapping {
+    /// The object's short name: `libc.so.6`, `vdso`.
+    fn object(&self) -> Option<String> {
+        match &self.backing {
+            Backing::File { path, .. } => Some(
+                Path::new(path)
+                    .file_name()
+                    .map_or_else(|| path.clone(), |n| n.to_string_lossy().into_owned()),
+            ),
+            Backing::Special(name) => Some(name.trim_matches(|c| c == '[' || c == ']').into()),
+            Backing::Anonymous => None,
+        }
+    }
 }
 
 /// The executable mappings in a `/proc/PID/maps` text, by start address.
@@ -54,21 +83,31 @@ pub fn executable_mappings(maps: &str) -> Vec<Mapping> {
     let mut found: Vec<Mapping> = maps
         .lines()
         .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let (range, perms) = (fields.next()?, fields.next()?);
+            let mut fields = line.splitn(6, char::is_whitespace);
+            let (range, perms, offset) = (fields.next()?, fields.next()?, fields.next()?);
+            let (device, inode) = (fields.next()?, fields.next()?);
             if !perms.contains('x') {
                 return None;
             }
             let (start, end) = range.split_once('-')?;
-            let path = fields.nth(3);
+            let path = fields.next().map(str::trim).unwrap_or_default();
+            let inode: u64 = inode.parse().ok()?;
+            let backing = if path.starts_with('/') && inode != 0 {
+                Backing::File {
+                    path: path.to_string(),
+                    device: device.to_string(),
+                    inode,
+                }
+            } else if path.starts_with('[') {
+                Backing::Special(path.to_string())
+            } else {
+                Backing::Anonymous
+            };
             Some(Mapping {
                 start: u64::from_str_radix(start, 16).ok()?,
                 end: u64::from_str_radix(end, 16).ok()?,
-                object: path.map(|p| {
-                    Path::new(p)
-                        .file_name()
-                        .map_or_else(|| p.to_string(), |n| n.to_string_lossy().into_owned())
-                }),
+                offset: u64::from_str_radix(offset, 16).ok()?,
+                backing,
             })
         })
         .collect();
@@ -83,10 +122,11 @@ fn mapping_of(mappings: &[Mapping], address: u64) -> Option<&Mapping> {
     mappings.get(index).filter(|m| address < m.end)
 }
 
-/// Names user-space stacks, caching each object's symbols across processes.
+/// Names user-space stacks, reading each object once across processes.
 pub struct UserSymbols {
     symbolizer: Symbolizer,
-    map_files: bool,
+    /// Per file (device, inode), the path it was first opened by.
+    opened: std::cell::RefCell<HashMap<(String, u64), PathBuf>>,
 }
 
 impl std::fmt::Debug for UserSymbols {
@@ -95,22 +135,40 @@ impl std::fmt::Debug for UserSymbols {
     }
 }
 
-impl UserSymbols {
-    /// `map_files`: whether `/proc/PID/map_files` may be opened (see `TracingAccess`).
-    pub fn new(map_files: bool) -> Self {
+impl Default for UserSymbols {
+    fn default() -> Self {
         Self {
             symbolizer: Symbolizer::builder()
                 .enable_code_info(false)
                 .enable_inlined_fns(false)
                 .build(),
-            map_files,
+            opened: std::cell::RefCell::default(),
         }
     }
+}
 
-    /// Names `lookups` (addresses as a stack holds them: a return address names its call) of
-    /// process `tgid`.
+impl UserSymbols {
+    /// Names `addresses` (as a stack holds them: a return address names its call) of process
+    /// `tgid`.
     pub fn name(&self, tgid: u32, addresses: &[u64]) -> HashMap<u64, UserFrame> {
-        let maps = std::fs::read_to_string(format!("/proc/{tgid}/maps")).unwrap_or_default();
+        let refused = |path: &str, error: &std::io::Error| {
+            if error.kind() == std::io::ErrorKind::PermissionDenied {
+                tracing::warn!(
+                    %path,
+                    "another user's process: its user-space frames stay unnamed (the agent \
+                     needs CAP_SYS_PTRACE)"
+                );
+            }
+        };
+        let path = format!("/proc/{tgid}/maps");
+        let maps = std::fs::read_to_string(&path).unwrap_or_else(|error| {
+            refused(&path, &error);
+            String::new()
+        });
+        let root = format!("/proc/{tgid}/root/");
+        if let Err(error) = std::fs::metadata(&root) {
+            refused(&root, &error);
+        }
         self.name_in(tgid, &executable_mappings(&maps), addresses)
     }
 
@@ -121,39 +179,59 @@ impl UserSymbols {
         addresses: &[u64],
     ) -> HashMap<u64, UserFrame> {
         let mut named = HashMap::with_capacity(addresses.len());
-        let mut in_files = Vec::new();
+        // File offsets per file, to name in one pass each.
+        let mut by_file: HashMap<PathBuf, Vec<(u64, u64)>> = HashMap::new();
         for &address in addresses {
-            match mapping_of(mappings, address) {
-                None => {
-                    named.insert(address, UserFrame::Unknown);
-                }
-                Some(Mapping { object: None, .. }) => {
+            let Some(mapping) = mapping_of(mappings, address) else {
+                named.insert(address, UserFrame::Unknown);
+                continue;
+            };
+            match &mapping.backing {
+                Backing::Anonymous => {
                     named.insert(address, UserFrame::Anonymous);
                 }
-                Some(_) => in_files.push(address),
+                Backing::Special(_) => {
+                    named.insert(
+                        address,
+                        UserFrame::Object(mapping.object().unwrap_or_default()),
+                    );
+                }
+                Backing::File {
+                    path,
+                    device,
+                    inode,
+                } => {
+                    // Through the process's own root: the file its container sees, wherever
+                    // the agent runs.
+                    let file = self
+                        .opened
+                        .borrow_mut()
+                        .entry((device.clone(), *inode))
+                        .or_insert_with(|| PathBuf::from(format!("/proc/{tgid}/root{path}")))
+                        .clone();
+                    let offset = address - mapping.start + mapping.offset;
+                    by_file.entry(file).or_default().push((address, offset));
+                }
             }
         }
-        if in_files.is_empty() || tgid == 0 {
-            return named;
-        }
-        let mut process = Process::new(tgid.into());
-        process.debug_syms = false;
-        process.perf_map = false;
-        process.map_files = self.map_files;
-        let source = Source::Process(process);
-        let symbolized = self
-            .symbolizer
-            .symbolize(&source, Input::AbsAddr(&in_files))
-            .unwrap_or_default();
-        for (index, &address) in in_files.iter().enumerate() {
-            let frame = match symbolized.get(index) {
-                Some(Symbolized::Sym(symbol)) => UserFrame::Function(symbol.name.to_string()),
-                _ => match mapping_of(mappings, address).and_then(|m| m.object.clone()) {
-                    Some(object) => UserFrame::Object(object),
-                    None => UserFrame::Unknown,
-                },
-            };
-            named.insert(address, frame);
+        for (file, wanted) in by_file {
+            let mut elf = Elf::new(&file);
+            elf.debug_syms = false;
+            let offsets: Vec<u64> = wanted.iter().map(|(_, offset)| *offset).collect();
+            let symbolized = self
+                .symbolizer
+                .symbolize(&Source::Elf(elf), Input::FileOffset(&offsets))
+                .unwrap_or_default();
+            for (index, (address, _)) in wanted.into_iter().enumerate() {
+                let frame = match symbolized.get(index) {
+                    Some(Symbolized::Sym(symbol)) => UserFrame::Function(symbol.name.to_string()),
+                    _ => match mapping_of(mappings, address).and_then(Mapping::object) {
+                        Some(object) => UserFrame::Object(object),
+                        None => UserFrame::Unknown,
+                    },
+                };
+                named.insert(address, frame);
+            }
         }
         named
     }
@@ -174,17 +252,18 @@ mod tests {
     #[test]
     fn only_executable_mappings_are_kept_with_their_object_names() {
         let found = executable_mappings(MAPS);
-        let objects: Vec<Option<&str>> = found.iter().map(|m| m.object.as_deref()).collect();
+        let objects: Vec<Option<String>> = found.iter().map(Mapping::object).collect();
+        let expected = [Some("nginx"), Some("libc.so.6"), None, Some("vdso")];
+        assert_eq!(objects, expected.map(|o| o.map(String::from)));
+        let nginx = mapping_of(&found, 0x55d0_c0a2_a000).unwrap();
+        assert_eq!(nginx.offset, 0x2a000);
         assert_eq!(
-            objects,
-            [Some("nginx"), Some("libc.so.6"), None, Some("[vdso]")]
-        );
-        assert_eq!(
-            mapping_of(&found, 0x55d0_c0a2_a000)
-                .unwrap()
-                .object
-                .as_deref(),
-            Some("nginx")
+            nginx.backing,
+            Backing::File {
+                path: "/usr/sbin/nginx".into(),
+                device: "fe:01".into(),
+                inode: 1049
+            }
         );
         assert!(
             mapping_of(&found, 0x55d0_c0b2_0000).is_none(),
@@ -199,11 +278,12 @@ mod tests {
 
     #[test]
     fn addresses_outside_files_are_named_without_reading_symbols() {
-        let symbols = UserSymbols::new(true);
+        let symbols = UserSymbols::default();
         let found = executable_mappings(MAPS);
-        let named = symbols.name_in(0, &found, &[0x10, 0x7f1c_2b00_0100]);
+        let named = symbols.name_in(0, &found, &[0x10, 0x7f1c_2b00_0100, 0x7ffd_3d7f_3010]);
         assert_eq!(named[&0x10], UserFrame::Unknown);
         assert_eq!(named[&0x7f1c_2b00_0100], UserFrame::Anonymous);
+        assert_eq!(named[&0x7ffd_3d7f_3010], UserFrame::Object("vdso".into()));
         assert_eq!(UserFrame::Object("nginx".into()).label(), "[nginx]");
         assert_eq!(UserFrame::Function("a;b".into()).label(), "a:b");
     }
@@ -216,7 +296,7 @@ mod tests {
     #[test]
     fn a_function_of_this_process_is_named_from_its_symbols() {
         let address = a_function_of_this_test();
-        let symbols = UserSymbols::new(true);
+        let symbols = UserSymbols::default();
         let named = symbols.name(std::process::id(), &[address + 1]);
         match &named[&(address + 1)] {
             UserFrame::Function(name) => {

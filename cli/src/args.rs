@@ -24,6 +24,9 @@ pub struct Cli {
 pub enum Command {
     /// Run an experiment file on this machine and report the comparison.
     Run(RunArgs),
+    /// Find the first kernel of an ordered list where a behaviour holds (`kind: Bisection`),
+    /// by binary search, each step an experiment on one kernel in a virtual machine.
+    Bisect(BisectArgs),
     /// Storm one URL with new connections (like wrk with `Connection: close`).
     Storm(StormArgs),
     /// Node agent: describe this node, or serve the agent over gRPC.
@@ -259,6 +262,15 @@ pub struct RunArgs {
     /// Reach the agent hosts and generators over TLS, trusting this PEM CA certificate.
     #[arg(long, env = "LOADLAB_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BisectArgs {
+    /// Bisection file (YAML, `kind: Bisection`).
+    pub file: PathBuf,
+    /// Print the bisection as JSON on stdout instead of a table.
+    #[arg(long, env = "LOADLAB_JSON")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -36,6 +36,7 @@ pub fn main(cli: Cli) -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => commands::run::run(args).await,
+            Command::Bisect(args) => commands::bisect::run(args).await,
             Command::Storm(args) => commands::storm::run(args).await,
             Command::Agent(args) => commands::agent::run(args).await,
             Command::Loadgen(args) => commands::loadgen::run(args).await,

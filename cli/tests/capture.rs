@@ -152,9 +152,8 @@ fn the_agent_pods_capabilities_are_enough_where_perf_events_are_not_restricted()
         return;
     }
     // The chart's agent pods: drop ALL, add these (controller/src/pods.rs).
-    let output = capture_with_capabilities(
-        "-all,+bpf,+perfmon,+syslog,+checkpoint_restore,+chown,+setuid,+setgid",
-    );
+    let output =
+        capture_with_capabilities("-all,+bpf,+perfmon,+syslog,+sys_ptrace,+chown,+setuid,+setgid");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();

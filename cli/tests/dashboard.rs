@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 
+use loadlab_results::bisections::{BisectionStatus, BisectionStep, NewBisection};
 use loadlab_results::store::ExperimentStatus;
 use loadlab_results::{Database, NewExperiment, RunOutcome, Store};
 use nix::sys::signal::{Signal, kill};
@@ -171,6 +172,47 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
         });
     store.record_run(&live_runs.next().unwrap()).await.unwrap();
 
+    // A finished bisection over three kernels, its one step the storm.
+    let bisection = Uuid::new_v4();
+    let kernels: Vec<String> = ["47", "53", "56"]
+        .iter()
+        .map(|k| format!("linux-image-6.1.0-{k}-cloud-amd64-unsigned"))
+        .collect();
+    store
+        .create_bisection(&NewBisection {
+            id: bisection,
+            name: "epoll-refcount".into(),
+            spec: serde_json::json!({}),
+            kernels: kernels.clone(),
+            condition: "epmutex acquisitions per 1,000 connections below 100".into(),
+        })
+        .await
+        .unwrap();
+    store
+        .record_bisection_step(
+            bisection,
+            &BisectionStep {
+                step: 1,
+                kernel_index: 1,
+                kernel: kernels[1].clone(),
+                experiment_id: storm.id,
+                holds: Some(true),
+                value: Some(0.0),
+                decision: "epmutex acquisitions per 1,000 connections 0.0 < 100: holds".into(),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .finish_bisection(
+            bisection,
+            BisectionStatus::Found,
+            Some(&kernels[1]),
+            "linux-image-6.1.0-53-cloud-amd64-unsigned is the first kernel where it holds",
+        )
+        .await
+        .unwrap();
+
     let (empty_url, _empty) = scratch().await;
     let served = serve(&url);
     let served_empty = serve(&empty_url);
@@ -182,6 +224,7 @@ async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
         .env("LOADLAB_EXPERIMENT", storm.id.to_string())
         .env("LOADLAB_FAILED", failed.id.to_string())
         .env("LOADLAB_LIVE", live.id.to_string())
+        .env("LOADLAB_BISECTION", bisection.to_string())
         .env("LOADLAB_ARTIFACTS", &artifacts)
         .env("CHROMIUM", &chromium)
         .stdin(Stdio::piped())

@@ -449,3 +449,52 @@ spec:
     assert!(stdout.contains("repetitions: auto · "), "{stdout}");
     assert!(stdout.contains(&stopping.cohorts[0].text), "{stdout}");
 }
+
+const BISECTION: &str = r#"
+apiVersion: loadlab.dev/v1alpha1
+kind: Bisection
+metadata: { name: bad }
+spec:
+  kernels: [linux-image-6.1.0-47-cloud-amd64-unsigned, linux-image-6.1.0-56-cloud-amd64-unsigned]
+  holds: { metric: epmutexAcquisitionsPer1kConnections, below: 100 }
+  vm: { cpus: 2 }
+  experiment:
+    target: { nginx: { workers: 1 } }
+    load: { connections: 8, duration: 1s }
+    repetitions: 1
+"#;
+
+#[tokio::test]
+async fn a_bad_bisection_file_gives_one_line_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, store) = scratch().await;
+    for (yaml, says) in [
+        (
+            BISECTION.replace("below: 100", "below: 100, above: 1"),
+            "spec.holds: give exactly one of below, above or changed",
+        ),
+        (
+            BISECTION.replace("vm: { cpus: 2 }", "vm: { cpus: 2, kernel: x }"),
+            "spec.vm.kernel: each step's kernel comes from spec.kernels",
+        ),
+        (
+            BISECTION.replace("duration: 1s", "duration: 2h"),
+            "spec.experiment (the step on linux-image-6.1.0-47-cloud-amd64-unsigned): spec.load.duration",
+        ),
+    ] {
+        let file = dir.path().join("bisection.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_loadlab"))
+            .arg("bisect")
+            .arg(&file)
+            .env("DATABASE_URL", &url)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let errors = error_lines(&output);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains(says), "{errors:?}");
+    }
+    assert_eq!(experiments(&store).await, 0);
+    assert!(store.list_bisections(10).await.unwrap().is_empty());
+}

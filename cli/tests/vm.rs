@@ -383,3 +383,62 @@ async fn a_guest_that_cannot_boot_its_network_fails_with_its_console() {
     );
     assert_eq!(stored_experiments(&store).await, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "boots three kernels under emulation, one after another: minutes on two CPUs; run with --ignored on a quiet machine"]
+async fn a_bisection_over_three_kernels_finds_the_first_without_the_global_epmutex() {
+    needs_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (url, store) = scratch().await;
+    // The ends measured too: 57 (holds), 47 (does not), then 56, the answer.
+    let file = dir.path().join("bisection.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: loadlab.dev/v1alpha1\nkind: Bisection\nmetadata: {{ name: vm-bisect }}\nspec:\n  kernels: [{UNPATCHED}, {PATCHED}, linux-image-6.1.0-57-cloud-amd64-unsigned]\n  holds: {{ metric: epmutexAcquisitionsPer1kConnections, below: 100 }}\n  checkEnds: true\n  vm: {{ cpus: 2, memoryMiB: 1536, accel: tcg }}\n  experiment:\n    target: {{ nginx: {{ workers: 2 }} }}\n    load: {{ connections: 8, warmup: 0s, duration: 3s }}\n    repetitions: 1\n    collect: {{ lockContention: true }}\n"
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_loadlab"))
+        .args(["bisect", "--json"])
+        .arg(&file)
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "stderr:\n{stderr}");
+    eprintln!("bisection took {:.0} s", started.elapsed().as_secs_f64());
+    let printed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let stored = store.list_bisections(10).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    let bisection = &stored[0];
+    assert_eq!(printed["id"], bisection.id.to_string());
+    assert_eq!(
+        bisection.status,
+        loadlab_results::bisections::BisectionStatus::Found
+    );
+    assert_eq!(bisection.first_holding.as_deref(), Some(PATCHED));
+    let measured: Vec<(u32, Option<bool>)> = bisection
+        .steps
+        .iter()
+        .map(|s| (s.kernel_index, s.holds))
+        .collect();
+    assert_eq!(
+        measured,
+        [(2, Some(true)), (0, Some(false)), (1, Some(true))],
+        "{stderr}"
+    );
+    // Each step is a stored experiment with its evidence: about one acquisition per
+    // connection without the patch, none with it.
+    for step in &bisection.steps {
+        let experiment = store.experiment(step.experiment_id).await.unwrap();
+        assert_eq!(experiment.status, "completed", "{step:?}");
+        let value = step.value.expect("measured");
+        if step.holds == Some(false) {
+            assert!(value > 500.0, "{step:?}");
+        } else {
+            assert!(value < 1.0, "{step:?}");
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! loadlab's controller: the experiment model, the run schedule, and the orchestrator that
 //! drives agents and generators through the run protocol and stores every run.
 
+pub mod bisect;
 pub mod cache;
 pub mod crd;
 pub mod events;

@@ -72,8 +72,10 @@ const AGENT_CAPABILITIES: [&str; 7] = [
     "BPF",
     "PERFMON",
     "SYSLOG",
-    // Opening other processes' mapped files to name their frames (`/proc/PID/map_files`).
-    "CHECKPOINT_RESTORE",
+    // Naming other processes' user-space frames: their memory maps and their files through
+    // `/proc/PID/root`, which root may not read for another user's process (nginx's workers)
+    // without it.
+    "SYS_PTRACE",
     "CHOWN",
     "SETUID",
     "SETGID",

@@ -776,7 +776,7 @@ pub struct SpecError {
 }
 
 impl SpecError {
-    fn at(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn at(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             message: message.into(),

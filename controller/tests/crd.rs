@@ -27,7 +27,7 @@ fn the_charts_crd_is_the_generated_one() {
 }
 
 #[test]
-fn every_example_is_a_valid_experiment() {
+fn every_example_is_a_valid_experiment_or_bisection() {
     let mut seen = 0;
     for entry in std::fs::read_dir(repository().join("examples")).unwrap() {
         let path = entry.unwrap().path();
@@ -35,6 +35,12 @@ fn every_example_is_a_valid_experiment() {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
+        if text.contains("\nkind: Bisection\n") {
+            loadlab_controller::bisect::parse_bisection(&text)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            seen += 1;
+            continue;
+        }
         let file = parse_experiment(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         if file.spec.kind() != CohortKind::Cluster {
             file.require_local().unwrap();

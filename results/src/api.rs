@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::bisections::BisectionRow;
 use crate::callchains::{CohortCallChains, cohort_call_chains};
 use crate::flamegraph::{cohort_folded, differential_svg, flamegraph_svg};
 use crate::fleet::{FleetGroup, FleetRuns, GroupBy, compare_fleet};
@@ -319,6 +320,8 @@ pub fn app(state: ApiState) -> Router {
         .route("/api/v1/experiments/{id}/comparison", get(comparison))
         .route("/api/v1/experiments/{id}/flamegraph", get(flamegraph))
         .route("/api/v1/experiments/{id}/callchains", get(call_chains))
+        .route("/api/v1/bisections", get(list_bisections))
+        .route("/api/v1/bisections/{id}", get(get_bisection))
         .route("/api/v1/nodes", get(list_nodes))
         .route("/api/v1/kernels/compare", get(compare_kernels))
         .route(
@@ -454,6 +457,33 @@ async fn list_experiments(
         limit,
         offset,
     }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BisectionQuery {
+    limit: Option<i64>,
+}
+
+/// Bisections, newest first, each with its steps.
+async fn list_bisections(
+    State(state): State<ApiState>,
+    raw: Result<Query<BisectionQuery>, QueryRejection>,
+) -> ApiResult<Json<Vec<BisectionRow>>> {
+    let limit = query(raw)?.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    Ok(Json(state.store.list_bisections(limit).await?))
+}
+
+async fn get_bisection(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<BisectionRow>> {
+    Ok(Json(state.store.bisection(parse_id(&id)?).await?))
 }
 
 async fn get_experiment(

@@ -27,12 +27,15 @@ pub async fn page() -> impl IntoResponse {
     )
 }
 
-/// The dashboard's routes: the experiments list, one experiment, the fleet, and the assets.
+/// The dashboard's routes: the experiments list, one experiment, the fleet, bisections, and
+/// the assets.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(page))
         .route("/experiments/{id}", get(page))
         .route("/fleet", get(page))
+        .route("/bisections", get(page))
+        .route("/bisections/{id}", get(page))
         .route(
             "/assets/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),

@@ -2,6 +2,7 @@
 //! reports computed from stored runs. Nothing here knows HTTP or gRPC.
 
 pub mod api;
+pub mod bisections;
 pub mod callchains;
 pub mod cluster;
 pub mod dashboard;

@@ -36,7 +36,7 @@ impl Percentiles {
 const EMULATED_PREFIX: &str = "emulated";
 pub const EMULATED_CAVEAT: &str = "ran on emulated CPUs (QEMU TCG): connection rates and latencies measure the emulator more than the kernel; lock evidence (which locks, how often, from where) holds";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CohortReport {
     pub name: String,
     /// Per round, the mean natural log of the cohort's succeeded runs' conn/s: what the

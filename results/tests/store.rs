@@ -395,3 +395,83 @@ async fn cpu_per_connection_is_reported_and_compared() {
     assert!((cheaper.ratio - 1.6).abs() < 0.01, "{cheaper:?}");
     assert_eq!(cheaper.verdict, loadlab_results::stats::Verdict::Improved);
 }
+
+#[tokio::test]
+async fn a_bisection_keeps_its_steps_in_order_and_its_answer() {
+    use loadlab_results::bisections::{BisectionStatus, BisectionStep, NewBisection};
+    let store = store().await;
+    let first = experiment(&store).await;
+    let second = experiment(&store).await;
+    let id = Uuid::new_v4();
+    let kernels: Vec<String> = ["47", "50", "53", "56"]
+        .iter()
+        .map(|k| format!("linux-image-6.1.0-{k}-cloud-amd64-unsigned"))
+        .collect();
+    store
+        .create_bisection(&NewBisection {
+            id,
+            name: "epoll-refcount".into(),
+            spec: serde_json::json!({"kernels": kernels}),
+            kernels: kernels.clone(),
+            condition: "epmutex acquisitions per 1,000 connections below 100".into(),
+        })
+        .await
+        .unwrap();
+    let running = store.bisection(id).await.unwrap();
+    assert_eq!(running.status, BisectionStatus::Running);
+    assert!(running.steps.is_empty() && running.finished_at.is_none());
+    let step = |step: u32, index: u32, experiment_id: Uuid, holds: Option<bool>| BisectionStep {
+        step,
+        kernel_index: index,
+        kernel: kernels[index as usize].clone(),
+        experiment_id,
+        holds,
+        value: holds.map(|h| if h { 0.0 } else { 991.5 }),
+        decision: format!("step {step}"),
+    };
+    // Written out of order, read in order; a step written twice is refused, not replaced.
+    store
+        .record_bisection_step(id, &step(2, 2, second.id, Some(true)))
+        .await
+        .unwrap();
+    store
+        .record_bisection_step(id, &step(1, 1, first.id, Some(false)))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .record_bisection_step(id, &step(1, 2, first.id, None))
+            .await
+            .is_err()
+    );
+    let orphan = step(3, 3, Uuid::new_v4(), None);
+    assert!(
+        store.record_bisection_step(id, &orphan).await.is_err(),
+        "a step names a stored experiment"
+    );
+    store
+        .finish_bisection(
+            id,
+            BisectionStatus::Found,
+            Some(&kernels[2]),
+            "first holds at 6.1.0-53",
+        )
+        .await
+        .unwrap();
+    let found = store.bisection(id).await.unwrap();
+    assert_eq!(found.status, BisectionStatus::Found);
+    assert_eq!(found.first_holding.as_deref(), Some(kernels[2].as_str()));
+    assert_eq!(
+        found.steps,
+        vec![
+            step(1, 1, first.id, Some(false)),
+            step(2, 2, second.id, Some(true))
+        ]
+    );
+    assert!(found.finished_at.is_some());
+    assert_eq!(store.list_bisections(10).await.unwrap(), vec![found]);
+    assert!(matches!(
+        store.bisection(Uuid::new_v4()).await,
+        Err(loadlab_results::Error::NotFound(_))
+    ));
+}

@@ -5,6 +5,7 @@
 //   LOADLAB_FAILED      an experiment whose runs all failed
 //   LOADLAB_ARTIFACTS   where screenshots go
 //   LOADLAB_EMPTY_URL   (optional) a server over an empty database
+//   LOADLAB_BISECTION   a finished bisection whose steps are stored experiments
 // Exits non-zero, naming each failed check, when anything is wrong.
 import { chromium } from "playwright-core";
 import { createRequire } from "node:module";
@@ -20,6 +21,7 @@ const base = process.env.LOADLAB_URL;
 const experimentId = process.env.LOADLAB_EXPERIMENT;
 const failedId = process.env.LOADLAB_FAILED;
 const liveId = process.env.LOADLAB_LIVE;
+const bisectionId = process.env.LOADLAB_BISECTION;
 const emptyBase = process.env.LOADLAB_EMPTY_URL;
 const artifacts = process.env.LOADLAB_ARTIFACTS || "dashboard-artifacts";
 mkdirSync(artifacts, { recursive: true });
@@ -180,12 +182,30 @@ try {
   await axe("fleet");
   await shot("fleet");
 
-  check(consoleErrors.length === 0, `no console errors on the list, experiment and fleet pages${consoleErrors.length ? ": " + consoleErrors.join(" | ") : ""}`);
+  // Bisections: the list, then one, its answer and each step linked to its experiment.
+  const bisection = await apiJson(`/api/v1/bisections/${bisectionId}`);
+  await page.goto(`${base}/bisections`);
+  await page.locator("#bisections tbody tr").first().waitFor();
+  const listed = await page.locator("#bisections tbody tr").count();
+  check(listed === (await apiJson("/api/v1/bisections")).length, `the bisections list shows every bisection (${listed})`);
+  await page.locator("#bisections tbody a").first().click();
+  await page.locator("#bisection-steps").waitFor();
+  const answer = await page.locator("#answer").textContent();
+  check(answer.includes(bisection.answer), `the bisection's answer is the API's: ${answer}`);
+  const stepLinks = await page.locator("#bisection-steps tbody a").evaluateAll((links) => links.map((a) => a.getAttribute("href")));
+  check(JSON.stringify(stepLinks) === JSON.stringify(bisection.steps.map((s) => `/experiments/${s.experiment_id}`)),
+    `each step links to its experiment: ${stepLinks.join(", ")}`);
+  const kernelRows = await page.locator("#bisection-steps tbody tr").count();
+  check(kernelRows === bisection.kernels.length, `every kernel of the list is a row (${kernelRows})`);
+  await axe("bisection");
+  await shot("bisection");
+
+  check(consoleErrors.length === 0, `no console errors on the list, experiment, fleet and bisection pages${consoleErrors.length ? ": " + consoleErrors.join(" | ") : ""}`);
   consoleErrors.length = 0;
   // Dark mode: the same pages, readable (axe checks contrast) in the other colour scheme.
   const dark = await browser.newContext({ viewport: { width: 1400, height: 1000 }, colorScheme: "dark", bypassCSP: true });
   const darkPage = await dark.newPage();
-  for (const [name, path] of [["list", "/"], ["experiment", `/experiments/${experimentId}`], ["fleet", "/fleet"]]) {
+  for (const [name, path] of [["list", "/"], ["experiment", `/experiments/${experimentId}`], ["fleet", "/fleet"], ["bisection", `/bisections/${bisectionId}`]]) {
     await darkPage.goto(base + path);
     await darkPage.locator("table").first().waitFor();
     await darkPage.addScriptTag({ content: axeSource });

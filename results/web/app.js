@@ -222,6 +222,8 @@ async function route() {
   try {
     if (path === "/") await listPage(url.searchParams);
     else if (path === "/fleet") await fleetPage(url.searchParams);
+    else if (path === "/bisections") await bisectionsPage();
+    else if (path.startsWith("/bisections/")) await bisectionPage(decodeURIComponent(path.slice(12)));
     else if (path.startsWith("/experiments/")) await experimentPage(decodeURIComponent(path.slice(13)), url.searchParams);
     else problemPage("No such page", `Nothing lives at ${path}.`, h("p", {}, link("/", "All experiments")));
   } catch (e) {
@@ -860,4 +862,58 @@ function describeWorkload(w) {
   if (w.target) parts.push(`target ${JSON.stringify(w.target)}`);
   if (w.collect) parts.push(`collect ${JSON.stringify(w.collect)}`);
   return parts.join(" · ") || JSON.stringify(w);
+}
+
+// ---- bisections ---------------------------------------------------------------------------
+
+const BISECTION_STATUS = {
+  running: "running",
+  found: "found",
+  never: "never holds in the list",
+  from_first: "holds from the first kernel",
+  undecided: "undecided",
+  failed: "failed",
+  interrupted: "interrupted",
+};
+
+async function bisectionsPage() {
+  const bisections = await api("/api/v1/bisections");
+  if (!bisections.length) {
+    setPage("Bisections", h("h1", {}, "Bisections"),
+      h("p", { class: "note", id: "empty" }, "No bisection yet: `loadlab bisect FILE` finds the first kernel of an ordered list where a behaviour holds."));
+    return;
+  }
+  const rows = bisections.map((b) => [
+    { text: link(`/bisections/${b.id}`, b.name), value: b.name },
+    b.condition,
+    BISECTION_STATUS[b.status] || b.status,
+    b.first_holding || "–",
+    num(String(b.steps.length), b.steps.length),
+    { text: new Date(b.created_at).toLocaleString(), value: b.created_at },
+  ]);
+  setPage("Bisections", h("h1", {}, "Bisections"),
+    tableWithCsv(table("Newest first. Each step is an experiment on one kernel.",
+      ["Bisection", "First kernel where", "Status", "Answer", "Steps", "Started"], rows, { id: "bisections" }), "bisections"));
+}
+
+async function bisectionPage(id) {
+  const b = await api(`/api/v1/bisections/${encodeURIComponent(id)}`);
+  const stepOf = new Map(b.steps.map((s) => [s.kernel_index, s]));
+  const rows = b.kernels.map((kernel, i) => {
+    const s = stepOf.get(i);
+    const holds = !s ? "not measured" : s.holds === true ? "holds" : s.holds === false ? "does not hold" : "undecided";
+    return [
+      num(String(i + 1), i + 1),
+      { text: kernel === b.first_holding ? h("strong", {}, kernel) : kernel, value: kernel },
+      s ? num(String(s.step), s.step) : { text: "–", value: "" },
+      holds,
+      s ? { text: link(`/experiments/${s.experiment_id}`, s.decision), value: s.decision } : { text: "", value: "" },
+    ];
+  });
+  setPage(`Bisection ${b.name}`, h("h1", {}, `Bisection ${b.name}`),
+    h("p", { id: "answer" }, h("strong", {}, `${BISECTION_STATUS[b.status] || b.status}: `), b.answer || "the search is running."),
+    h("p", { class: "note" }, `First kernel where ${b.condition}. Kernels oldest first; each step's decision links to its experiment.`),
+    tableWithCsv(table("", ["#", "Kernel", "Step", "Result", "Decision (the step's experiment)"], rows, { id: "bisection-steps" }), "bisection"),
+    h("p", { class: "note" }, "Also as JSON: ", h("a", { href: `/api/v1/bisections/${b.id}` }, `/api/v1/bisections/${b.id}`), "."));
+  if (b.status === "running") schedulePoll(() => bisectionPage(id));
 }

@@ -4,6 +4,7 @@ pub mod bench_agent;
 pub mod bench_api;
 pub mod bench_cluster;
 pub mod bench_plan;
+pub mod bisect;
 pub mod capture;
 pub mod compare;
 pub mod controller;

@@ -4,11 +4,15 @@ use std::process::ExitCode;
 use anyhow::Context;
 use loadlab_controller::guests::{BootEvent, GuestFleet};
 use loadlab_controller::local::LocalNode;
+use loadlab_controller::spec::ExperimentFile;
 use loadlab_controller::spec::{CloseSpec, CohortKind, HandshakeAckSpec};
 use loadlab_controller::{Connection, Ending, Fleet, RunOptions, parse_experiment, run_experiment};
 use loadlab_results::Database;
+use loadlab_results::Store;
 use loadlab_results::report::build_report;
 use loadlab_vm::Accelerator;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::INTERRUPTED;
 use crate::args::RunArgs;
@@ -68,91 +72,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             cohorts.join(", ")
         );
     }
-    let cancel = interrupt_token();
-    let local = match file.spec.kind() {
-        CohortKind::Local => Some(LocalNode::start().await?),
-        CohortKind::Hosts | CohortKind::Cluster | CohortKind::Vm => None,
+    let token = args
+        .token_file
+        .as_deref()
+        .map(loadlab_proto::auth::read_token_file)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let tls_ca = args
+        .tls_ca
+        .as_deref()
+        .map(|path| std::fs::read(path).with_context(|| format!("cannot read {}", path.display())))
+        .transpose()?;
+    let hosts = Connection {
+        token,
+        tls_ca,
+        tls_server_name: None,
     };
-    let guests = match file.spec.kind() {
-        CohortKind::Vm => Some(boot_guests(&file.spec, &cancel).await?),
-        _ => None,
-    };
-    let mut progress = RunProgress::new(
-        std::io::stderr().is_terminal(),
-        file.spec.cohorts.iter().map(|c| c.name.clone()).collect(),
-    );
-    let fleet = match (&local, &guests) {
-        (Some(node), _) => Fleet::single(
-            node.endpoints()?,
-            file.spec.cohorts.len(),
-            file.spec.load.generators,
-        ),
-        (None, Some(guests)) => guests.fleet(file.spec.load.generators)?,
-        (None, None) => {
-            let token = args
-                .token_file
-                .as_deref()
-                .map(loadlab_proto::auth::read_token_file)
-                .transpose()
-                .map_err(anyhow::Error::msg)?;
-            let tls_ca = args
-                .tls_ca
-                .as_deref()
-                .map(|path| {
-                    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
-                })
-                .transpose()?;
-            Fleet::hosts(
-                &file.spec,
-                &Connection {
-                    token,
-                    tls_ca,
-                    tls_server_name: None,
-                },
-            )?
-        }
-    };
-    // A guest that dies mid-experiment is said at once, with its console: its runs fail only
-    // as their calls time out.
-    let guest_watch = guests.as_ref().map(|guests| {
-        let stopped = guests.first_stopped();
-        tokio::spawn(async move {
-            let guest = stopped.await;
-            render::clear_line();
-            eprintln!(
-                "cohort {}: the {} guest stopped (QEMU exited); its remaining runs will fail. Last console lines:\n{}",
-                guest.cohort, guest.kernel, guest.console
-            );
-        })
-    });
-    let outcome = run_experiment(
-        &file,
-        &store,
-        fleet,
-        RunOptions {
-            experiment_id: args.resume,
-            ..RunOptions::default()
-        },
-        cancel,
-        |event| progress.show(&event),
-    )
-    .await;
-    // Stop nginx targets and servers before reporting, whatever happened.
-    if let Some(node) = local {
-        node.shutdown().await;
-    }
-    if let Some(watch) = guest_watch {
-        watch.abort();
-    }
-    if let Some(guests) = guests {
-        if outcome.is_err() {
-            for (kernel, console) in guests.console_tails() {
-                eprintln!("last console lines of the {kernel} guest:\n{console}");
-            }
-        }
-        guests.shutdown().await;
-    }
-    let (experiment_id, ending) = outcome?;
+    let (experiment_id, ending) =
+        execute(&file, &store, args.resume, &hosts, &interrupt_token()).await?;
 
     let report = build_report(
         store.experiment(experiment_id).await?,
@@ -174,6 +111,80 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from(INTERRUPTED)
         }
     })
+}
+
+/// Runs one experiment file on what its cohorts name (this machine, virtual machines or agent
+/// hosts) and stops everything it started, whatever happened; `loadlab run` and each step of
+/// `loadlab bisect`.
+pub async fn execute(
+    file: &ExperimentFile,
+    store: &Store,
+    resume: Option<Uuid>,
+    hosts: &Connection,
+    cancel: &CancellationToken,
+) -> anyhow::Result<(Uuid, Ending)> {
+    let local = match file.spec.kind() {
+        CohortKind::Local => Some(LocalNode::start().await?),
+        CohortKind::Hosts | CohortKind::Cluster | CohortKind::Vm => None,
+    };
+    let guests = match file.spec.kind() {
+        CohortKind::Vm => Some(boot_guests(&file.spec, cancel).await?),
+        _ => None,
+    };
+    let mut progress = RunProgress::new(
+        std::io::stderr().is_terminal(),
+        file.spec.cohorts.iter().map(|c| c.name.clone()).collect(),
+    );
+    let fleet = match (&local, &guests) {
+        (Some(node), _) => Fleet::single(
+            node.endpoints()?,
+            file.spec.cohorts.len(),
+            file.spec.load.generators,
+        ),
+        (None, Some(guests)) => guests.fleet(file.spec.load.generators)?,
+        (None, None) => Fleet::hosts(&file.spec, hosts)?,
+    };
+    // A guest that dies mid-experiment is said at once, with its console: its runs fail only
+    // as their calls time out.
+    let guest_watch = guests.as_ref().map(|guests| {
+        let stopped = guests.first_stopped();
+        tokio::spawn(async move {
+            let guest = stopped.await;
+            render::clear_line();
+            eprintln!(
+                "cohort {}: the {} guest stopped (QEMU exited); its remaining runs will fail. Last console lines:\n{}",
+                guest.cohort, guest.kernel, guest.console
+            );
+        })
+    });
+    let outcome = run_experiment(
+        file,
+        store,
+        fleet,
+        RunOptions {
+            experiment_id: resume,
+            ..RunOptions::default()
+        },
+        cancel.clone(),
+        |event| progress.show(&event),
+    )
+    .await;
+    // Stop nginx targets and servers before reporting, whatever happened.
+    if let Some(node) = local {
+        node.shutdown().await;
+    }
+    if let Some(watch) = guest_watch {
+        watch.abort();
+    }
+    if let Some(guests) = guests {
+        if outcome.is_err() {
+            for (kernel, console) in guests.console_tails() {
+                eprintln!("last console lines of the {kernel} guest:\n{console}");
+            }
+        }
+        guests.shutdown().await;
+    }
+    outcome.map_err(Into::into)
 }
 
 /// Boots the experiment's virtual machines, saying what happens: a cold boot under emulation
