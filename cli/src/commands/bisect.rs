@@ -71,10 +71,9 @@ pub async fn run(args: BisectArgs) -> anyhow::Result<ExitCode> {
         let (experiment_id, ran) = match outcome {
             Ok(done) => done,
             Err(error) => {
-                break Err((
-                    BisectionStatus::Failed,
-                    format!("step {step} on {kernel}: {error:#}"),
-                ));
+                let why = format!("step {step} on {kernel}: {error:#}");
+                eprintln!("error: {why}");
+                break Err((BisectionStatus::Failed, why));
             }
         };
         if ran == Ending::Interrupted {

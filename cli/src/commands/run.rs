@@ -1,5 +1,6 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use loadlab_controller::guests::{BootEvent, GuestFleet};
@@ -113,6 +114,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// How long a guest's agent, up by its own account, may refuse connections: a guest booted
+/// right after another on the same network namespace name sometimes refused the first
+/// connection (seen in bisections, one step in three).
+const GUEST_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Runs one experiment file on what its cohorts name (this machine, virtual machines or agent
 /// hosts) and stops everything it started, whatever happened; `loadlab run` and each step of
 /// `loadlab bisect`.
@@ -163,6 +169,11 @@ pub async fn execute(
         fleet,
         RunOptions {
             experiment_id: resume,
+            describe_patience: if guests.is_some() {
+                GUEST_PATIENCE
+            } else {
+                Duration::ZERO
+            },
             ..RunOptions::default()
         },
         cancel.clone(),
