@@ -9,7 +9,7 @@ use std::path::Path;
 
 use crate::kallsyms::KernelSymbols;
 use crate::privilege::TracingAccess;
-use crate::sampler::{RawProfile, Sampler};
+use crate::sampler::{OUTSIDE_NAMESPACE, RawProfile, Sampler};
 use crate::usersyms::{UserFrame, UserSymbols};
 
 /// How many symbols a profile lists.
@@ -23,6 +23,8 @@ pub const MAX_FOLDED_BYTES: usize = 8 * 1024 * 1024;
 pub const OTHER_STACKS: &str = "[other stacks]";
 /// A frame no symbol names.
 pub const UNKNOWN_FRAME: &str = "[unknown]";
+/// The user-space half of a process in another pid namespace than the agent's.
+pub const OUTSIDE_FRAME: &str = "[user space of another container]";
 /// A sample whose stack contains this frame is the CPU idling.
 const IDLE_FRAME: &str = "do_idle";
 
@@ -145,7 +147,11 @@ pub fn name_stacks(
         }
     };
     let mut user_addresses: HashMap<u32, HashSet<u64>> = HashMap::new();
-    for key in raw.stacks.keys().filter(|k| kept(k.tgid)) {
+    for key in raw
+        .stacks
+        .keys()
+        .filter(|k| kept(k.tgid) && k.tgid != OUTSIDE_NAMESPACE)
+    {
         let leaf = key.kernel.is_empty();
         let addresses = user_addresses.entry(key.tgid).or_default();
         addresses.extend((0..key.user.len()).map(|i| lookup(&key.user, leaf, i)));
@@ -167,6 +173,12 @@ pub fn name_stacks(
                     .map_or_else(|| UNKNOWN_FRAME.to_string(), str::to_string)
             })
             .collect();
+        if key.tgid == OUTSIDE_NAMESPACE && !key.user.is_empty() {
+            // Another container's process: the agent cannot see its memory map.
+            frames.push(OUTSIDE_FRAME.into());
+            named.push((key.comm.clone(), frames, samples));
+            continue;
+        }
         let names = user_names.get(&key.tgid);
         let leaf = key.kernel.is_empty();
         for i in 0..key.user.len() {

@@ -38,10 +38,16 @@ pub const MAX_DISTINCT_STACKS: usize = 200_000;
 /// `struct sample` before its frames: tgid, kernel bytes, user bytes, padding, comm.
 const HEADER_BYTES: usize = 32;
 
+/// The process id of a sample from outside the agent's pid namespace (another container's).
+pub const OUTSIDE_NAMESPACE: u32 = u32::MAX;
+/// The inode of the initial pid namespace (`PROC_PID_INIT_INO`).
+const INIT_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
+
 /// One distinct sampled stack.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StackKey {
-    /// The process (thread group); 0 for the idle task.
+    /// The process (thread group) as the agent's `/proc` shows it; 0 for the idle task,
+    /// [`OUTSIDE_NAMESPACE`] for a process the agent cannot see.
     pub tgid: u32,
     /// The thread's command.
     pub comm: String,
@@ -227,14 +233,26 @@ fn sample(frequency_hz: u32, side: ProbeSide<RawProfile>) {
     }
 }
 
+/// The agent's pid namespace (device, inode) when it is not the initial one.
+fn own_pid_namespace() -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let namespace = std::fs::metadata("/proc/self/ns/pid").ok()?;
+    (namespace.ino() != INIT_PID_NAMESPACE).then(|| (namespace.dev(), namespace.ino()))
+}
+
 fn load_and_attach(
     object: &mut MaybeUninit<libbpf_rs::OpenObject>,
     frequency_hz: u32,
 ) -> Result<(skeleton::ProfileSkel<'_>, Vec<Link>), String> {
     let cpus = online_cpus()?;
-    let open = ProfileSkelBuilder::default()
+    let mut open = ProfileSkelBuilder::default()
         .open(object)
         .map_err(|e| format!("cannot open the CPU sampler: {e}"))?;
+    if let (Some((dev, ino)), Some(rodata)) = (own_pid_namespace(), open.maps.rodata_data.as_mut())
+    {
+        rodata.pidns_dev = dev;
+        rodata.pidns_ino = ino;
+    }
     let skel = open
         .load()
         .map_err(|e| with_libbpf_said(format!("the kernel refused the CPU sampler: {e}")))?;

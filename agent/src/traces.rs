@@ -41,19 +41,23 @@ impl Traces {
     /// read and may be empty.
     pub async fn start(request: &TraceRequest, symbols: &KernelSymbols) -> Self {
         let locks = if request.lock_contention {
+            let attaching = std::time::Instant::now();
             let capture = LockCapture::start(probe_options(symbols, request.lock_source)).await;
-            if let Err(error) = &capture {
-                tracing::warn!(error = %error, "lock contention not collected");
+            match &capture {
+                Ok(_) => tracing::debug!(took = ?attaching.elapsed(), "lock probe attached"),
+                Err(error) => tracing::warn!(error = %error, "lock contention not collected"),
             }
             Some(capture)
         } else {
             None
         };
         let profile = if request.cpu_profile_hz > 0 {
+            let attaching = std::time::Instant::now();
             let profiler =
                 Profiler::start(request.cpu_profile_hz, request.profile_processes.as_deref()).await;
-            if let Err(error) = &profiler {
-                tracing::warn!(error = %error, "CPU profile not collected");
+            match &profiler {
+                Ok(_) => tracing::debug!(took = ?attaching.elapsed(), "CPU sampler attached"),
+                Err(error) => tracing::warn!(error = %error, "CPU profile not collected"),
             }
             Some(profiler)
         } else {

@@ -131,6 +131,9 @@ pub struct BenchArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Many A/A experiments and some A/B ones with `repetitions: auto`: how often the stopping
+    /// rule calls a change where there is none, and how many rounds a real one takes.
+    Calibrate(BenchCalibrateArgs),
     /// loadlab's storm against wrk (`-H 'Connection: close'`) on one local nginx, alternating.
     Loadgen(BenchLoadgenArgs),
     /// Seeds a scratch database through ingest, then times the comparison and fleet endpoints.
@@ -183,6 +186,29 @@ pub struct BenchAgentArgs {
     /// CPU profile frequency; 0 for none.
     #[arg(long, default_value_t = 499)]
     pub cpu_profile_hz: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchCalibrateArgs {
+    /// A/A experiments: the same nginx (one worker) as both cohorts.
+    #[arg(long, default_value_t = 20)]
+    pub same: u32,
+    /// A/B experiments: two nginx workers against one.
+    #[arg(long, default_value_t = 5)]
+    pub different: u32,
+    /// Measured window of each run.
+    #[arg(short, long, default_value = "1s", value_parser = Span::parse)]
+    pub duration: Span,
+    #[arg(long, default_value = "300ms", value_parser = Span::parse)]
+    pub warmup: Span,
+    #[arg(short, long, default_value_t = 32)]
+    pub connections: u32,
+    /// The budget of each experiment, in rounds.
+    #[arg(long, default_value_t = 12)]
+    pub max_rounds: u32,
+    /// The smallest change that matters, in percent.
+    #[arg(long, default_value_t = 5.0)]
+    pub practical_change_percent: f64,
 }
 
 #[derive(Debug, Args)]

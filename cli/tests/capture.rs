@@ -161,3 +161,42 @@ fn the_agent_pods_capabilities_are_enough_where_perf_events_are_not_restricted()
     assert!(value["cpu_profile_unavailable"].is_null(), "{value}");
     assert!(value["cpu"]["samples"].as_u64().unwrap() > 0, "{value}");
 }
+
+#[test]
+fn from_a_pid_namespace_of_its_own_other_containers_user_space_is_said_not_misnamed() {
+    if !can_trace() {
+        return;
+    }
+    // A process outside the namespace, busy in user space for the whole window.
+    let mut busy = Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .spawn()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let folded = dir.path().join("folded.txt");
+    // As in a pod: the capture's own pid namespace and /proc.
+    let output = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(env!("CARGO_BIN_EXE_loadlab"))
+        .args(["agent", "capture", "-d", "1s", "--no-locks", "--folded"])
+        .arg(&folded)
+        .output()
+        .expect("unshare runs (util-linux)");
+    busy.kill().unwrap();
+    busy.wait().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&folded).unwrap();
+    let outside: u64 = text
+        .lines()
+        .filter(|l| l.starts_with("sh;[user space of another container]"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum();
+    assert!(
+        outside >= 50,
+        "the busy shell outside is sampled and said to be another container's: {outside}\n{text}"
+    );
+}

@@ -14,6 +14,10 @@ struct bpf_perf_event_data {
 	__u64 sample_period;
 	__u64 addr;
 };
+struct bpf_pidns_info {
+	__u32 pid;
+	__u32 tgid;
+};
 
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -21,6 +25,13 @@ struct bpf_perf_event_data {
 // Frames kept per stack, as perf's default `kernel.perf_event_max_stack` keeps.
 #define MAX_FRAMES 127
 #define TASK_COMM_LEN 16
+
+// Set at load when the agent runs in a pid namespace of its own (a pod): that namespace's
+// device and inode, so samples carry process ids as the agent's /proc shows them (the kernel's
+// own ids mean nothing there). Processes outside it are marked OUTSIDE.
+const volatile __u64 pidns_dev = 0;
+const volatile __u64 pidns_ino = 0;
+#define OUTSIDE 0xffffffff
 
 // Set at the window's start and end, so the samples cover exactly the window while the perf
 // events and their attachment (slow on many CPUs) stay outside it.
@@ -63,7 +74,15 @@ int sample_stack(struct bpf_perf_event_data *ctx)
 	struct sample *sample = bpf_map_lookup_elem(&scratch, &zero);
 	if (!sample)
 		return 0;
-	sample->tgid = bpf_get_current_pid_tgid() >> 32;
+	if (pidns_ino) {
+		struct bpf_pidns_info ns = {};
+		if (bpf_get_ns_current_pid_tgid(pidns_dev, pidns_ino, &ns, sizeof(ns)))
+			sample->tgid = OUTSIDE;
+		else
+			sample->tgid = ns.tgid;
+	} else {
+		sample->tgid = bpf_get_current_pid_tgid() >> 32;
+	}
 	bpf_get_current_comm(&sample->comm, sizeof(sample->comm));
 	long kernel = bpf_get_stack(ctx, sample->frames, STACK_BYTES, 0);
 	kernel = kernel < 0 ? 0 : kernel;

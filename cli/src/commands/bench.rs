@@ -23,6 +23,7 @@ use crate::render::thousands;
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         BenchCommand::Loadgen(args) => loadgen(args).await?,
+        BenchCommand::Calibrate(args) => super::bench_calibrate::run(args).await?,
         BenchCommand::Api(args) => super::bench_api::run(args).await?,
         BenchCommand::Plan(args) => super::bench_plan::run(args)?,
         BenchCommand::Agent(args) => super::bench_agent::run(args).await?,

@@ -2,6 +2,7 @@ pub mod agent;
 pub mod bench;
 pub mod bench_agent;
 pub mod bench_api;
+pub mod bench_calibrate;
 pub mod bench_cluster;
 pub mod bench_plan;
 pub mod bisect;
