@@ -390,7 +390,7 @@ pub enum AgentCommand {
     /// Serve the agent over gRPC until interrupted.
     Serve {
         /// Address to listen on.
-        #[arg(long, env = "LOADLAB_AGENT_LISTEN", default_value = "127.0.0.1:7700")]
+        #[arg(long, env = "LOADLAB_AGENT_LISTEN", default_value_t = SocketAddr::from(([127, 0, 0, 1], loadlab_proto::AGENT_PORT)))]
         listen: SocketAddr,
         /// File whose first line is the bearer token callers must send; required to listen
         /// beyond loopback.
@@ -475,7 +475,7 @@ pub enum LoadgenCommand {
     /// Serve the generator over gRPC until interrupted.
     Serve {
         /// Address to listen on.
-        #[arg(long, env = "LOADLAB_LOADGEN_LISTEN", default_value = "127.0.0.1:7701")]
+        #[arg(long, env = "LOADLAB_LOADGEN_LISTEN", default_value_t = SocketAddr::from(([127, 0, 0, 1], loadlab_proto::LOADGEN_PORT)))]
         listen: SocketAddr,
         /// Also allow storms against this address (loopback is always allowed). Repeatable.
         #[arg(long = "allow", env = "LOADLAB_LOADGEN_ALLOW", value_delimiter = ',')]

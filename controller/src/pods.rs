@@ -19,8 +19,7 @@ use kube::Resource;
 use crate::pod_tls::PodIdentity;
 use crate::spec::Experiment;
 
-pub const AGENT_PORT: u16 = 7700;
-pub const LOADGEN_PORT: u16 = 7701;
+pub use loadlab_proto::{AGENT_PORT, LOADGEN_PORT};
 pub const EXPERIMENT_LABEL: &str = "loadlab.dev/experiment";
 pub const EXPERIMENT_UID_LABEL: &str = "loadlab.dev/experiment-uid";
 pub const COHORT_LABEL: &str = "loadlab.dev/cohort";

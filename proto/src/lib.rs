@@ -11,6 +11,11 @@ pub mod histogram;
 
 use std::time::Duration;
 
+/// Where an agent and a generator listen unless told otherwise: the same ports on hosts, in
+/// pods and in virtual machines.
+pub const AGENT_PORT: u16 = 7700;
+pub const LOADGEN_PORT: u16 = 7701;
+
 /// The largest message a client of the run protocol takes (tonic's default is 4 MiB). The
 /// largest real one is a capture reply: its CPU profile's folded stacks are capped at 8 MiB by
 /// the agent, and its lock stacks and counters take far less.

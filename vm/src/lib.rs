@@ -21,8 +21,7 @@ pub use rootfs::GuestTools;
 pub const GUEST_ADDRESS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 2, 15);
 pub const GUEST_GATEWAY: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 2, 2);
 /// Where the guest's agent and generator listen (inside the guest).
-pub const AGENT_PORT: u16 = 7700;
-pub const LOADGEN_PORT: u16 = 7701;
+pub use loadlab_proto::{AGENT_PORT, LOADGEN_PORT};
 /// What the guest's init prints on its console once the agent and the generator listen.
 pub const READY_LINE: &str = "loadlab-guest: agent and generator listening";
 
