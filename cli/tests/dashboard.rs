@@ -7,14 +7,12 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::str::FromStr;
 
 use loadlab_results::bisections::{BisectionStatus, BisectionStep, NewBisection};
 use loadlab_results::store::ExperimentStatus;
 use loadlab_results::{Database, NewExperiment, RunOutcome, Store};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use sqlx::postgres::PgConnectOptions;
 use uuid::Uuid;
 
 const STORM: &str = r#"
@@ -75,11 +73,10 @@ fn serve(database_url: &str) -> Served {
 }
 
 async fn scratch() -> (String, Store) {
-    let url = Database::from_env().scratch_url().await.unwrap();
-    let store = Store::connect(PgConnectOptions::from_str(&url).unwrap())
+    Database::from_env()
+        .scratch_with_url()
         .await
-        .unwrap();
-    (url, store)
+        .expect("a scratch database")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,12 +7,10 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use loadlab_results::cluster::PrivateCluster;
 use loadlab_results::{Database, RunOutcome, Store};
-use sqlx::postgres::PgConnectOptions;
 
 const TOKEN: &str = "fleet-test-token";
 
@@ -318,11 +316,10 @@ fn two_hosts_and_a_generator(lab: &mut Lab) -> Hosts {
 }
 
 async fn scratch() -> (String, Store) {
-    let url = Database::from_env().scratch_url().await.unwrap();
-    let store = Store::connect(PgConnectOptions::from_str(&url).unwrap())
+    Database::from_env()
+        .scratch_with_url()
         .await
-        .unwrap();
-    (url, store)
+        .expect("a scratch database")
 }
 
 async fn stored_experiments(store: &Store) -> i64 {

@@ -3,12 +3,10 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::str::FromStr;
 
-use loadlab_results::{Database, Store};
+use loadlab_results::Database;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use sqlx::postgres::PgConnectOptions;
 
 const LONG: &str = r#"
 apiVersion: loadlab.dev/v1alpha1
@@ -35,10 +33,7 @@ async fn interrupting_a_run_stops_nginx_and_keeps_the_record_honest() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("long.yaml");
     std::fs::write(&file, LONG).unwrap();
-    let url = Database::from_env().scratch_url().await.unwrap();
-    let store = Store::connect(PgConnectOptions::from_str(&url).unwrap())
-        .await
-        .unwrap();
+    let (url, store) = Database::from_env().scratch_with_url().await.unwrap();
     assert_eq!(
         running_targets(),
         0,

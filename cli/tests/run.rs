@@ -3,10 +3,8 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::str::FromStr;
 
 use loadlab_results::{Database, RunOutcome, Store};
-use sqlx::postgres::PgConnectOptions;
 
 const TINY: &str = r#"
 apiVersion: loadlab.dev/v1alpha1
@@ -35,11 +33,10 @@ fn loadlab(dir: &Path, yaml: &str, database_url: &str, extra_env: &[(&str, &str)
 }
 
 async fn scratch() -> (String, Store) {
-    let url = Database::from_env().scratch_url().await.unwrap();
-    let store = Store::connect(PgConnectOptions::from_str(&url).unwrap())
+    Database::from_env()
+        .scratch_with_url()
         .await
-        .unwrap();
-    (url, store)
+        .expect("a scratch database")
 }
 
 async fn experiments(store: &Store) -> i64 {

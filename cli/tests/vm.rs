@@ -6,12 +6,10 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::str::FromStr;
 
 use loadlab_results::{Database, Store};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use sqlx::postgres::PgConnectOptions;
 
 const UNPATCHED: &str = "linux-image-6.1.0-47-cloud-amd64-unsigned";
 const PATCHED: &str = "linux-image-6.1.0-56-cloud-amd64-unsigned";
@@ -46,11 +44,10 @@ fn needs_root() {
 }
 
 async fn scratch() -> (String, Store) {
-    let url = Database::from_env().scratch_url().await.unwrap();
-    let store = Store::connect(PgConnectOptions::from_str(&url).unwrap())
+    Database::from_env()
+        .scratch_with_url()
         .await
-        .unwrap();
-    (url, store)
+        .expect("a scratch database")
 }
 
 /// Runs the experiment; returns what it printed and its process id.

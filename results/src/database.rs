@@ -95,6 +95,14 @@ impl Database {
         Ok(self.scratch_options().await?.to_url_lossy().to_string())
     }
 
+    /// A scratch database both as a URL, for a child process, and opened here, to read what it
+    /// stored.
+    pub async fn scratch_with_url(&self) -> Result<(String, Store), Error> {
+        let options = self.scratch_options().await?;
+        let url = options.to_url_lossy().to_string();
+        Ok((url, Store::connect(options).await?))
+    }
+
     async fn scratch_options(&self) -> Result<PgConnectOptions, Error> {
         if let Database::Private(cluster) = self {
             self.prepare_private(cluster).await?;
