@@ -784,7 +784,9 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
                 .cpu_profile
                 .is_some_and(|p| p.scope == crate::spec::ProfileScope::Target),
         });
+        let asked = std::time::Instant::now();
         let handle = agent_answer("starting the capture", start).await?;
+        tracing::debug!(took = ?asked.elapsed(), "capture started");
         let started_at = Utc::now();
         let (summary, generator_skew_us) = self.storm(spec(load.duration.0), false).await?;
         let capture = agent_answer("stopping the capture", self.agent.stop_capture(handle)).await?;
