@@ -135,12 +135,8 @@ pub fn storm_progress(progress: &Progress, length: Duration, warmup: Duration) {
 }
 
 fn percentiles_json(histogram: &hdrhistogram::Histogram<u64>) -> serde_json::Value {
-    json!({
-        "p50": histogram.value_at_quantile(0.50),
-        "p90": histogram.value_at_quantile(0.90),
-        "p99": histogram.value_at_quantile(0.99),
-        "max": histogram.max(),
-    })
+    let p = Percentiles::of(histogram);
+    json!({ "p50": p.p50_us, "p90": p.p90_us, "p99": p.p99_us, "max": p.max_us })
 }
 
 pub fn storm_json(report: &StormReport) -> serde_json::Value {
@@ -183,8 +179,8 @@ pub fn connection_modes(ack_with_request: bool, close_with_reset: bool) -> Strin
 
 pub fn storm_text(url: &str, config: &StormConfig, report: &StormReport) -> String {
     let mut out = String::new();
-    let total = &report.latencies.total;
-    let connect = &report.latencies.connect;
+    let total = Percentiles::of(&report.latencies.total);
+    let connect = Percentiles::of(&report.latencies.connect);
     let _ = writeln!(
         out,
         "storm {url} · {} connections{} · {:.1} s measured{}",
@@ -213,14 +209,14 @@ pub fn storm_text(url: &str, config: &StormConfig, report: &StormReport) -> Stri
     let _ = writeln!(
         out,
         "  latency ms    p50     p90     p99     max\n  connect   {:>7} {:>7} {:>7} {:>7}\n  total     {:>7} {:>7} {:>7} {:>7}",
-        ms(connect.value_at_quantile(0.5)),
-        ms(connect.value_at_quantile(0.9)),
-        ms(connect.value_at_quantile(0.99)),
-        ms(connect.max()),
-        ms(total.value_at_quantile(0.5)),
-        ms(total.value_at_quantile(0.9)),
-        ms(total.value_at_quantile(0.99)),
-        ms(total.max()),
+        ms(connect.p50_us),
+        ms(connect.p90_us),
+        ms(connect.p99_us),
+        ms(connect.max_us),
+        ms(total.p50_us),
+        ms(total.p90_us),
+        ms(total.p99_us),
+        ms(total.max_us),
     );
     if let Some(offered) = report.offered_per_second {
         let achieved = report.connections_per_second();

@@ -533,12 +533,7 @@ impl RunSummary {
         let total_latency = loadlab_proto::histogram::decode_histogram(&run.total_histogram)
             .ok()
             .filter(|h| !h.is_empty())
-            .map(|h| Percentiles {
-                p50_us: h.value_at_quantile(0.5),
-                p90_us: h.value_at_quantile(0.9),
-                p99_us: h.value_at_quantile(0.99),
-                max_us: h.max(),
-            });
+            .map(|h| Percentiles::of(&h));
         Self {
             node_id: run.node.id(),
             id: run.id,

@@ -22,7 +22,8 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(histogram: &Histogram<u64>) -> Self {
+    /// The percentiles every report and output shows, read from a latency histogram (µs).
+    pub fn of(histogram: &Histogram<u64>) -> Self {
         Self {
             p50_us: histogram.value_at_quantile(0.50),
             p90_us: histogram.value_at_quantile(0.90),
