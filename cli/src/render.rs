@@ -32,19 +32,11 @@ fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
 }
 
-fn presence(symbol: &v1::KernelSymbol) -> &'static str {
-    match v1::SymbolPresence::try_from(symbol.presence) {
-        Ok(v1::SymbolPresence::Present) => "present",
-        Ok(v1::SymbolPresence::Absent) => "absent",
-        _ => "unknown",
-    }
-}
-
 pub fn facts_line(facts: &v1::NodeFacts) -> String {
     let symbols: Vec<String> = facts
         .kernel_symbols
         .iter()
-        .map(|s| format!("{} {}", s.name, presence(s)))
+        .map(|s| format!("{} {}", s.name, s.presence_word()))
         .collect();
     let nginx = if facts.nginx_version.is_empty() {
         "nginx not found".to_string()
@@ -71,30 +63,21 @@ pub fn facts_line(facts: &v1::NodeFacts) -> String {
 }
 
 pub fn facts_json(facts: &v1::NodeFacts) -> serde_json::Value {
-    let symbols: serde_json::Map<String, serde_json::Value> = facts
-        .kernel_symbols
-        .iter()
-        .map(|s| (s.name.clone(), json!(presence(s))))
-        .collect();
-    json!({
+    let mut value = json!({
         "hostname": facts.hostname,
         "kernel_release": facts.kernel_release,
         "kernel_version": facts.kernel_version,
         "cpu_model": facts.cpu_model,
         "logical_cpus": facts.logical_cpus,
         "memory_bytes": facts.memory_bytes,
-        "kernel_symbols": symbols,
-        "epoll_refcount_patch": facts.epoll_refcount_patch().as_str(),
-        "nginx_version": facts.nginx_version,
-        "cmdline": facts.cmdline,
-        "cpu_vulnerabilities": facts.cpu_vulnerabilities.iter().collect::<std::collections::BTreeMap<_, _>>(),
-        "scaling_governor": facts.scaling_governor,
-        "smt": facts.smt,
-        "numa_nodes": facts.numa_nodes,
-        "virtualization": facts.virtualization,
-        "nic_drivers": facts.nic_drivers.iter().collect::<std::collections::BTreeMap<_, _>>(),
-        "sysctls": facts.sysctls.iter().collect::<std::collections::BTreeMap<_, _>>(),
-    })
+    });
+    if let (Some(identity), serde_json::Value::Object(details)) = (
+        value.as_object_mut(),
+        loadlab_controller::orchestrator::node_details(facts),
+    ) {
+        identity.extend(details);
+    }
+    value
 }
 
 fn bar(done: f64, width: usize) -> String {

@@ -1062,18 +1062,6 @@ fn to_i64(value: u64) -> i64 {
 
 /// The node as the results store keeps it.
 pub fn node_record(facts: &v1::NodeFacts) -> NodeRecord {
-    let symbols: BTreeMap<String, &str> = facts
-        .kernel_symbols
-        .iter()
-        .map(|s| {
-            let presence = match v1::SymbolPresence::try_from(s.presence) {
-                Ok(v1::SymbolPresence::Present) => "present",
-                Ok(v1::SymbolPresence::Absent) => "absent",
-                _ => "unknown",
-            };
-            (s.name.clone(), presence)
-        })
-        .collect();
     NodeRecord {
         hostname: facts.hostname.clone(),
         kernel_release: facts.kernel_release.clone(),
@@ -1081,18 +1069,29 @@ pub fn node_record(facts: &v1::NodeFacts) -> NodeRecord {
         cpu_model: facts.cpu_model.clone(),
         logical_cpus: i32::try_from(facts.logical_cpus).unwrap_or(i32::MAX),
         memory_bytes: to_i64(facts.memory_bytes),
-        facts: serde_json::json!({
-            "kernel_symbols": symbols,
-            "epoll_refcount_patch": facts.epoll_refcount_patch().as_str(),
-            "cmdline": facts.cmdline,
-            "cpu_vulnerabilities": facts.cpu_vulnerabilities.iter().collect::<BTreeMap<_, _>>(),
-            "scaling_governor": facts.scaling_governor,
-            "smt": facts.smt,
-            "numa_nodes": facts.numa_nodes,
-            "virtualization": facts.virtualization,
-            "nic_drivers": facts.nic_drivers.iter().collect::<BTreeMap<_, _>>(),
-            "sysctls": facts.sysctls.iter().collect::<BTreeMap<_, _>>(),
-            "nginx_version": facts.nginx_version,
-        }),
+        facts: node_details(facts),
     }
+}
+
+/// What a node's facts say beyond its identity (hostname, kernel, CPU, memory): stored with
+/// the node, and printed by `loadlab agent describe --json`.
+pub fn node_details(facts: &v1::NodeFacts) -> serde_json::Value {
+    let symbols: BTreeMap<&str, &str> = facts
+        .kernel_symbols
+        .iter()
+        .map(|s| (s.name.as_str(), s.presence_word()))
+        .collect();
+    serde_json::json!({
+        "kernel_symbols": symbols,
+        "epoll_refcount_patch": facts.epoll_refcount_patch().as_str(),
+        "cmdline": facts.cmdline,
+        "cpu_vulnerabilities": facts.cpu_vulnerabilities.iter().collect::<BTreeMap<_, _>>(),
+        "scaling_governor": facts.scaling_governor,
+        "smt": facts.smt,
+        "numa_nodes": facts.numa_nodes,
+        "virtualization": facts.virtualization,
+        "nic_drivers": facts.nic_drivers.iter().collect::<BTreeMap<_, _>>(),
+        "sysctls": facts.sysctls.iter().collect::<BTreeMap<_, _>>(),
+        "nginx_version": facts.nginx_version,
+    })
 }

@@ -67,6 +67,17 @@ impl EpollPatch {
     }
 }
 
+impl v1::KernelSymbol {
+    /// "present", "absent" or "unknown", as reports and stored facts say it.
+    pub fn presence_word(&self) -> &'static str {
+        match v1::SymbolPresence::try_from(self.presence) {
+            Ok(v1::SymbolPresence::Present) => "present",
+            Ok(v1::SymbolPresence::Absent) => "absent",
+            _ => "unknown",
+        }
+    }
+}
+
 impl v1::NodeFacts {
     /// The epoll refcount patch verdict. `epmutex` is not evidence either way: the name
     /// survives in some patched kernels as the nested-loop lock.
