@@ -21,10 +21,21 @@ spec:
 "#;
 
 fn loadlab(dir: &Path, yaml: &str, database_url: &str, extra_env: &[(&str, &str)]) -> Output {
+    loadlab_on_file("run", dir, yaml, database_url, extra_env)
+}
+
+/// `loadlab SUBCOMMAND FILE` with `yaml` as the file.
+fn loadlab_on_file(
+    subcommand: &str,
+    dir: &Path,
+    yaml: &str,
+    database_url: &str,
+    extra_env: &[(&str, &str)],
+) -> Output {
     let file = dir.join("experiment.yaml");
     std::fs::write(&file, yaml).unwrap();
     Command::new(env!("CARGO_BIN_EXE_loadlab"))
-        .arg("run")
+        .arg(subcommand)
         .arg(&file)
         .env("DATABASE_URL", database_url)
         .envs(extra_env.iter().copied())
@@ -44,6 +55,14 @@ async fn experiments(store: &Store) -> i64 {
         .fetch_one(store.pool())
         .await
         .unwrap()
+}
+
+/// The command failed with exactly one error line, which says `says`.
+fn fails_in_one_line(output: &Output, says: &str) {
+    assert!(!output.status.success());
+    let errors = error_lines(output);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains(says), "{errors:?}");
 }
 
 fn error_lines(output: &Output) -> Vec<String> {
@@ -230,11 +249,7 @@ async fn bad_files_give_one_line_and_store_nothing() {
             "spec.cohorts[0]: selects cluster nodes",
         ),
     ] {
-        let output = loadlab(dir.path(), &yaml, &url, &[]);
-        assert!(!output.status.success());
-        let errors = error_lines(&output);
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].contains(says), "{errors:?}");
+        fails_in_one_line(&loadlab(dir.path(), &yaml, &url, &[]), says);
     }
     assert_eq!(experiments(&store).await, 0);
 }
@@ -479,18 +494,10 @@ async fn a_bad_bisection_file_gives_one_line_and_stores_nothing() {
             "spec.experiment (the step on linux-image-6.1.0-47-cloud-amd64-unsigned): spec.load.duration",
         ),
     ] {
-        let file = dir.path().join("bisection.yaml");
-        std::fs::write(&file, yaml).unwrap();
-        let output = Command::new(env!("CARGO_BIN_EXE_loadlab"))
-            .arg("bisect")
-            .arg(&file)
-            .env("DATABASE_URL", &url)
-            .output()
-            .unwrap();
-        assert!(!output.status.success());
-        let errors = error_lines(&output);
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].contains(says), "{errors:?}");
+        fails_in_one_line(
+            &loadlab_on_file("bisect", dir.path(), &yaml, &url, &[]),
+            says,
+        );
     }
     assert_eq!(experiments(&store).await, 0);
     assert!(store.list_bisections(10).await.unwrap().is_empty());

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use loadlab_results::report::{CohortReport, ExperimentReport};
 use loadlab_results::stats::Verdict;
 
-use crate::spec::{API_VERSION, ExperimentFile, Metadata, SpecError, parse_experiment};
+use crate::spec::{
+    API_VERSION, ExperimentFile, Metadata, SpecError, check_header, parse_experiment, parse_yaml,
+};
 
 pub const KIND: &str = "Bisection";
 /// Kernels one bisection may list: 2^12 is twelve steps.
@@ -139,26 +141,8 @@ impl Condition {
 
 /// Parses and validates a bisection file, and every step's experiment with it.
 pub fn parse_bisection(yaml: &str) -> Result<BisectionFile, SpecError> {
-    let deserializer = serde_yaml::Deserializer::from_str(yaml);
-    let file: BisectionFile = serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        SpecError::at(
-            if path == "." { "file".into() } else { path },
-            error.into_inner().to_string(),
-        )
-    })?;
-    if file.api_version != API_VERSION {
-        return Err(SpecError::at(
-            "apiVersion",
-            format!("expected {API_VERSION}, got {:?}", file.api_version),
-        ));
-    }
-    if file.kind != KIND {
-        return Err(SpecError::at(
-            "kind",
-            format!("expected {KIND}, got {:?}", file.kind),
-        ));
-    }
+    let file: BisectionFile = parse_yaml(yaml)?;
+    check_header(&file.api_version, &file.kind, KIND)?;
     let kernels = &file.spec.kernels;
     if kernels.len() < 2 || kernels.len() > MAX_KERNELS {
         return Err(SpecError::at(

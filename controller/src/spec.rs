@@ -786,8 +786,15 @@ impl SpecError {
 
 /// Parses and validates an experiment file.
 pub fn parse_experiment(yaml: &str) -> Result<ExperimentFile, SpecError> {
+    let file: ExperimentFile = parse_yaml(yaml)?;
+    file.validate()?;
+    Ok(file)
+}
+
+/// Reads a YAML file into `T`, an error naming the field that is wrong.
+pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(yaml: &str) -> Result<T, SpecError> {
     let deserializer = serde_yaml::Deserializer::from_str(yaml);
-    let file: ExperimentFile = serde_path_to_error::deserialize(deserializer).map_err(|error| {
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
         let field = if path == "." {
             "file".to_string()
@@ -803,25 +810,29 @@ pub fn parse_experiment(yaml: &str) -> Result<ExperimentFile, SpecError> {
             _ => message,
         };
         SpecError::at(field, message)
-    })?;
-    file.validate()?;
-    Ok(file)
+    })
+}
+
+/// A file's `apiVersion` and `kind` are loadlab's and the expected one.
+pub(crate) fn check_header(api_version: &str, kind: &str, expected: &str) -> Result<(), SpecError> {
+    if api_version != API_VERSION {
+        return Err(SpecError::at(
+            "apiVersion",
+            format!("expected {API_VERSION}, got {api_version:?}"),
+        ));
+    }
+    if kind != expected {
+        return Err(SpecError::at(
+            "kind",
+            format!("expected {expected}, got {kind:?}"),
+        ));
+    }
+    Ok(())
 }
 
 impl ExperimentFile {
     pub fn validate(&self) -> Result<(), SpecError> {
-        if self.api_version != API_VERSION {
-            return Err(SpecError::at(
-                "apiVersion",
-                format!("expected {API_VERSION}, got {:?}", self.api_version),
-            ));
-        }
-        if self.kind != KIND {
-            return Err(SpecError::at(
-                "kind",
-                format!("expected {KIND}, got {:?}", self.kind),
-            ));
-        }
+        check_header(&self.api_version, &self.kind, KIND)?;
         check_name("metadata.name", &self.metadata.name)?;
         self.spec.validate()
     }

@@ -429,6 +429,16 @@ async fn loadgen(args: BenchLoadgenArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A scratch database for a benchmark's child runs (`DATABASE_URL`), so they store nothing in
+/// the user's.
+pub async fn scratch_database_url() -> anyhow::Result<String> {
+    let database = loadlab_results::Database::from_env();
+    database
+        .scratch_url()
+        .await
+        .with_context(|| format!("a scratch database on {}", database.describe()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

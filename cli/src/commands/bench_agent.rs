@@ -6,10 +6,9 @@
 use std::fmt::Write as _;
 
 use anyhow::{Context, bail};
-use loadlab_results::Database;
 use tokio::process::Command;
 
-use super::bench::{measure_child, median, spread};
+use super::bench::{measure_child, median, scratch_database_url, spread};
 use crate::args::BenchAgentArgs;
 
 /// One run as measured: its rate and the CPU the whole run used per second of its window.
@@ -75,11 +74,7 @@ pub async fn run(args: BenchAgentArgs) -> anyhow::Result<()> {
     if args.rounds == 0 || (!args.lock_contention && args.cpu_profile_hz == 0) {
         bail!("bench agent needs at least one round and something to capture");
     }
-    let database = Database::from_env();
-    let url = database
-        .scratch_url()
-        .await
-        .with_context(|| format!("a scratch database on {}", database.describe()))?;
+    let url = scratch_database_url().await?;
     let dir = tempfile::tempdir()?;
     let (off_file, on_file) = (dir.path().join("off.yaml"), dir.path().join("on.yaml"));
     std::fs::write(&off_file, experiment(&args, false))?;

@@ -6,11 +6,10 @@
 //! scratch database.
 
 use anyhow::{Context, bail};
-use loadlab_results::Database;
 use loadlab_results::sequential::ALPHA;
 use tokio::process::Command;
 
-use super::bench::median;
+use super::bench::{median, scratch_database_url};
 use crate::args::BenchCalibrateArgs;
 
 /// How one experiment's candidate cohort ended.
@@ -73,11 +72,7 @@ pub async fn run(args: BenchCalibrateArgs) -> anyhow::Result<()> {
     if args.same == 0 && args.different == 0 {
         bail!("bench calibrate needs at least one experiment (--same or --different)");
     }
-    let database = Database::from_env();
-    let url = database
-        .scratch_url()
-        .await
-        .with_context(|| format!("a scratch database on {}", database.describe()))?;
+    let url = scratch_database_url().await?;
     let dir = tempfile::tempdir()?;
     let (same_file, different_file) = (dir.path().join("aa.yaml"), dir.path().join("ab.yaml"));
     std::fs::write(&same_file, experiment(&args, "calibrate-aa", 1))?;

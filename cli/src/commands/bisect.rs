@@ -116,10 +116,7 @@ pub async fn run(args: BisectArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let (status, first_holding, answer) = match ending {
-        Ok(answer) => {
-            let (status, first, words) = answer_in_words(&file, answer);
-            (status, first, words)
-        }
+        Ok(answer) => answer_in_words(&file, answer),
         Err((status, why)) => (status, None, why),
     };
     store

@@ -116,7 +116,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 /// How long a guest's agent, up by its own account, may refuse connections: a guest booted
 /// right after another on the same network namespace name sometimes refused the first
-/// connection (seen in bisections, one step in three).
+/// connection (seen in bisections: two of three boots that followed another).
 const GUEST_PATIENCE: Duration = Duration::from_secs(30);
 
 /// Runs one experiment file on what its cohorts name (this machine, virtual machines or agent
