@@ -548,9 +548,13 @@ pub fn report_table(report: &ExperimentReport) -> String {
                 .nginx_cpu_per_connection
                 .map(|n| format!("  (nginx alone {:.1} ± {:.1})", n.mean, n.sd))
                 .unwrap_or_default();
+            let generator = cohort
+                .generator_cpu_per_connection
+                .map(|g| format!("  (generator alone {:.1} ± {:.1})", g.mean, g.sd))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  {:width$}  {:>8.1} ± {:.1}{versus}{nginx}",
+                "  {:width$}  {:>8.1} ± {:.1}{versus}{nginx}{generator}",
                 cohort.name, cpu.mean, cpu.sd
             );
         }

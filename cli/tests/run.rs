@@ -100,6 +100,8 @@ async fn a_tiny_experiment_is_measured_stored_and_reported() {
     );
     // nginx's own share of it, from its processes' CPU time over the window.
     assert!(cpu.contains("(nginx alone "), "{cpu}");
+    // And the generator's, from its storm threads' CPU time.
+    assert!(cpu.contains("(generator alone "), "{cpu}");
     assert!(stderr.contains("[2/2 rep 1]"), "progress per run: {stderr}");
 
     let id_line = stdout

@@ -910,6 +910,7 @@ impl Measurement {
     fn fill(self, record: &mut RunRecord) {
         let summary = self.summary;
         let window_seconds = summary.window_us as f64 / 1e6;
+        let generator_cpu_seconds = summary.cpu_ns.map(|ns| ns as f64 / 1e9);
         let nginx = self.capture.nginx.unwrap_or_default();
         let tcp = self.capture.tcp.unwrap_or_default();
         let cpu = self.capture.cpu.unwrap_or_default();
@@ -1001,6 +1002,7 @@ impl Measurement {
                 epmutex_acquisitions: e.epmutex_acquisitions,
             }),
             nginx_cpu_seconds: self.capture.nginx_cpu_ns.map(|ns| ns as f64 / 1e9),
+            generator_cpu_seconds,
         };
     }
 }

@@ -251,6 +251,9 @@ pub fn to_summary(report: &StormReport) -> Result<v1::StormSummary, HistogramErr
         start_lateness_us: u64::try_from(report.start_lateness.as_micros()).unwrap_or(u64::MAX),
         time_wait_at_end: report.port_pressure.map_or(0, |p| p.time_wait),
         ephemeral_ports: report.port_pressure.map_or(0, |p| p.ephemeral_ports),
+        cpu_ns: report
+            .cpu
+            .map(|cpu| u64::try_from(cpu.as_nanos()).unwrap_or(u64::MAX)),
     })
 }
 
@@ -277,6 +280,7 @@ pub fn from_summary(summary: &v1::StormSummary) -> Result<StormReport, Histogram
             time_wait: summary.time_wait_at_end,
             ephemeral_ports: summary.ephemeral_ports,
         }),
+        cpu: summary.cpu_ns.map(Duration::from_nanos),
         ..StormReport::default()
     };
     for error in &summary.errors {

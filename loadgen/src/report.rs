@@ -75,6 +75,9 @@ pub struct StormReport {
     /// TIME_WAIT sockets and ephemeral ports on the generator's host at the storm's end (the
     /// highest pressure of merged reports).
     pub port_pressure: Option<PortPressure>,
+    /// CPU time (user + system) the generator's storm threads used from the start of the
+    /// measured window to their end; summed over merged reports, absent when any lacks it.
+    pub cpu: Option<Duration>,
 }
 
 impl StormReport {
@@ -124,6 +127,10 @@ impl StormReport {
                 },
             ),
             (a, b) => a.or(b),
+        };
+        self.cpu = match (self.cpu, other.cpu) {
+            (Some(a), Some(b)) => Some(a + b),
+            _ => None,
         };
         Ok(())
     }

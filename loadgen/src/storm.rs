@@ -10,14 +10,16 @@
 //! counted apart, and the measured window runs from its start to the end of the last connection
 //! scheduled in it, so no connection is cut off and none is counted twice.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use nix::sys::resource::{UsageWho, getrusage};
 use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::time::TimeVal;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
@@ -329,6 +331,7 @@ pub async fn run_storm(
     let mut ticker =
         tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
     let mut report = StormReport::default();
+    let mut cpu = Some(Duration::ZERO);
     let mut last_end = shared.clock.measure_from;
     let mut pending = results.into_iter();
     let mut current = pending.next();
@@ -338,6 +341,7 @@ pub async fn run_storm(
                 let (thread_report, thread_last_end) = finished
                     .map_err(|_| StormError::Thread("a storm thread stopped unexpectedly".into()))??;
                 report.merge(&thread_report)?;
+                cpu = cpu.zip(thread_report.cpu).map(|(sum, thread)| sum + thread);
                 last_end = last_end.max(thread_last_end);
                 current = pending.next();
             }
@@ -361,6 +365,7 @@ pub async fn run_storm(
         }
     }
     report.window = last_end.saturating_duration_since(shared.clock.measure_from);
+    report.cpu = cpu;
     report.start_lateness = start_lateness;
     report.port_pressure = read_port_pressure();
     if let Some(interval) = interval {
@@ -395,7 +400,16 @@ fn run_thread(
         vec![0u8; READ_BUFFER_BYTES].into_boxed_slice(),
     ));
     let local = LocalSet::new();
+    let cpu_at_measure_from = Rc::new(Cell::new(None));
     local.block_on(&runtime, async {
+        let clock_in = {
+            let cpu_at_measure_from = cpu_at_measure_from.clone();
+            let measure_from = shared.clock.measure_from;
+            tokio::task::spawn_local(async move {
+                tokio::time::sleep_until(measure_from).await;
+                cpu_at_measure_from.set(thread_cpu_time());
+            })
+        };
         let mut tasks = JoinSet::new();
         for _ in 0..slots {
             let slot = Slot::new(
@@ -409,10 +423,27 @@ fn run_thread(
         while let Some(joined) = tasks.join_next().await {
             joined.map_err(|e| StormError::Thread(e.to_string()))?;
         }
+        clock_in.abort();
         Ok::<_, StormError>(())
     })?;
-    let recorder = recorder.borrow();
-    Ok((recorder.report.clone(), recorder.last_end))
+    let mut report = recorder.borrow().report.clone();
+    report.cpu = cpu_at_measure_from
+        .get()
+        .zip(thread_cpu_time())
+        .map(|(from, to)| to.saturating_sub(from));
+    Ok((report, recorder.borrow().last_end))
+}
+
+/// CPU time (user + system) the calling thread has used, from the kernel's per-thread rusage.
+fn thread_cpu_time() -> Option<Duration> {
+    let usage = getrusage(UsageWho::RUSAGE_THREAD).ok()?;
+    let duration = |t: TimeVal| {
+        Some(
+            Duration::from_secs(u64::try_from(t.tv_sec()).ok()?)
+                + Duration::from_micros(u64::try_from(t.tv_usec()).ok()?),
+        )
+    };
+    Some(duration(usage.user_time())? + duration(usage.system_time())?)
 }
 
 /// What one thread's slots measured.

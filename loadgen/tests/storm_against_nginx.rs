@@ -28,15 +28,37 @@ async fn nginx(workers: u32) -> NginxTarget {
     .expect("nginx starts")
 }
 
+/// CPU time (user + system) of this whole process so far.
+fn process_cpu_time() -> Duration {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap();
+    let duration = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+    };
+    duration(usage.user_time()) + duration(usage.system_time())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completed_connections_equal_nginx_accepts() {
     let target = nginx(1).await;
     let before = fetch_stub_status(target.endpoint()).await.unwrap();
     let config = StormConfig::new(target.endpoint(), 16, Duration::from_millis(800));
+    let process_cpu_before = process_cpu_time();
     let report = run_storm(&config, CancellationToken::new(), |_| {})
         .await
         .unwrap();
+    let process_cpu = process_cpu_time() - process_cpu_before;
     let after = fetch_stub_status(target.endpoint()).await.unwrap();
+
+    // The storm threads' own CPU time: part of this process's (other tests' threads may add
+    // to the process), and at least a microsecond per connection (a connect, a write, a read
+    // and a close each cost more).
+    let storm_cpu = report.cpu.expect("the storm threads' CPU time");
+    assert!(storm_cpu <= process_cpu, "{storm_cpu:?} > {process_cpu:?}");
+    assert!(
+        storm_cpu >= Duration::from_micros(report.completed_connections),
+        "{storm_cpu:?} for {} connections",
+        report.completed_connections
+    );
 
     assert!(report.completed_connections > 0);
     assert_eq!(report.failed_connections, 0, "{:?}", report.errors);

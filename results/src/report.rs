@@ -82,6 +82,12 @@ pub struct CohortReport {
     pub nginx_cpu_us_per_connection: Vec<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nginx_cpu_per_connection: Option<Summary>,
+    /// Per succeeded run, the generators' own CPU time (their storm threads) per completed
+    /// connection in µs: part of the node's figure when the generator is local.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub generator_cpu_us_per_connection: Vec<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_cpu_per_connection: Option<Summary>,
     /// Connections per CPU-second against the baseline's (the inverse of the above, so a ratio
     /// above 1 and `improved` mean cheaper connections); absent for the baseline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -272,6 +278,7 @@ pub fn assemble_finished(
         // Postgres's JSON, whose numbers need not come back to the last bit.
         cohort.cpu_per_connection = summarize(&cohort.cpu_us_per_connection);
         cohort.nginx_cpu_per_connection = summarize(&cohort.nginx_cpu_us_per_connection);
+        cohort.generator_cpu_per_connection = summarize(&cohort.generator_cpu_us_per_connection);
     }
     for cohort in cohorts.iter_mut().filter(|c| c.name != experiment.baseline) {
         cohort.comparison = compare(&baseline_values, &cohort.connections_per_second);
@@ -383,6 +390,8 @@ impl CohortAccumulator {
                 cpu_per_connection: None,
                 nginx_cpu_us_per_connection: Vec::new(),
                 nginx_cpu_per_connection: None,
+                generator_cpu_us_per_connection: Vec::new(),
+                generator_cpu_per_connection: None,
                 efficiency_comparison: None,
                 locks: Vec::new(),
                 epoll_share_of_contention: None,
@@ -446,15 +455,19 @@ impl CohortAccumulator {
             * run.window_seconds
             * f64::from(run.node.logical_cpus.max(1))
             * 1e6;
-        if let Some(seconds) = run.counters.nginx_cpu_seconds
-            && run.completed_connections > 0
-            && seconds.is_finite()
-        {
-            let per_connection = seconds * 1e6 / run.completed_connections as f64;
-            report
-                .nginx_cpu_us_per_connection
-                .push((per_connection * 1e6).round() / 1e6);
-        }
+        // To a millionth of a µs: few enough digits to come back unchanged from Postgres's
+        // JSON, where the report is kept.
+        let per_connection_us = |seconds: Option<f64>| {
+            seconds
+                .filter(|s| s.is_finite() && run.completed_connections > 0)
+                .map(|s| (s * 1e12 / run.completed_connections as f64).round() / 1e6)
+        };
+        report
+            .nginx_cpu_us_per_connection
+            .extend(per_connection_us(run.counters.nginx_cpu_seconds));
+        report
+            .generator_cpu_us_per_connection
+            .extend(per_connection_us(run.counters.generator_cpu_seconds));
         if run.completed_connections > 0 && cpu_us > 0.0 && cpu_us.is_finite() {
             // To a millionth of a µs: few enough digits to come back unchanged from Postgres's
             // JSON, where the report is kept.

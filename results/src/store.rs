@@ -357,6 +357,11 @@ pub struct WindowCounters {
     /// CPU time (user + system) nginx's own processes used over the window, in seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nginx_cpu_seconds: Option<f64>,
+    /// CPU time (user + system) the generators' storm threads used over the window, in
+    /// seconds: the load's own cost, which the node's figure includes when the generator is
+    /// local.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_cpu_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
