@@ -133,6 +133,11 @@ pub struct CpuTimes {
 }
 
 impl CpuTimes {
+    /// Ticks some task or interrupt used: neither idle nor stolen.
+    pub fn busy_ticks(&self) -> u64 {
+        self.user + self.nice + self.system + self.irq + self.softirq
+    }
+
     fn total(&self) -> u64 {
         self.user
             + self.nice
@@ -152,11 +157,14 @@ impl CpuTimes {
         }
         let share = |now: u64, then: u64| now.saturating_sub(then) as f64 / total as f64;
         let idle = share(self.idle + self.iowait, earlier.idle + earlier.iowait);
+        let steal = share(self.steal, earlier.steal);
         CpuShares {
-            busy: 1.0 - idle,
+            // Stolen time is not this machine's work: it is not busy.
+            busy: 1.0 - idle - steal,
             user: share(self.user + self.nice, earlier.user + earlier.nice),
             system: share(self.system + self.irq, earlier.system + earlier.irq),
             softirq: share(self.softirq, earlier.softirq),
+            steal,
         }
     }
 }
@@ -167,6 +175,8 @@ pub struct CpuShares {
     pub user: f64,
     pub system: f64,
     pub softirq: f64,
+    /// Time the hypervisor gave to others while this machine had work.
+    pub steal: f64,
 }
 
 pub fn parse_proc_stat(stat: &str) -> Option<CpuTimes> {

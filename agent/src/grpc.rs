@@ -20,6 +20,7 @@ use crate::kallsyms::KernelSymbols;
 use crate::lockprobe::SourceChoice;
 use crate::lockstat::Contention;
 use crate::nginx::{NginxSettings, NginxTarget, find_nginx, nginx_version};
+use crate::noise::{NoiseSnapshot, WindowNoise};
 use crate::profile::CpuProfile;
 use crate::traces::{TraceRequest, Traces};
 
@@ -33,6 +34,7 @@ struct OpenCapture {
     traces: Traces,
     /// The target's processes and the CPU ticks they had used when the window opened.
     nginx_cpu: (Vec<u32>, u64),
+    noise: NoiseSnapshot,
 }
 
 #[derive(Debug, Default)]
@@ -386,6 +388,7 @@ impl agent_server::Agent for AgentService {
         let nginx = fetch_stub_status(endpoint).await?;
         let node = read_node_counters(&self.proc)?;
         let ticks = processes_cpu_ticks(&self.proc, &processes);
+        let noise = NoiseSnapshot::read(&self.proc);
         let capture = OpenCapture {
             target_id,
             started: Instant::now(),
@@ -393,6 +396,7 @@ impl agent_server::Agent for AgentService {
             node,
             traces,
             nginx_cpu: (processes, ticks),
+            noise,
         };
         let id = uuid::Uuid::new_v4().to_string();
         self.state.lock().await.captures.insert(id.clone(), capture);
@@ -417,10 +421,14 @@ impl agent_server::Agent for AgentService {
         opened.traces.end_window().await;
         let node = read_node_counters(&self.proc)?;
         let (processes, ticks_before) = &opened.nginx_cpu;
-        let nginx_cpu_ns = (!processes.is_empty()).then(|| {
-            let ticks = processes_cpu_ticks(&self.proc, processes).saturating_sub(*ticks_before);
-            ticks * (1_000_000_000 / USER_HZ)
-        });
+        let nginx_ticks = processes_cpu_ticks(&self.proc, processes).saturating_sub(*ticks_before);
+        let nginx_cpu_ns = (!processes.is_empty()).then(|| nginx_ticks * (1_000_000_000 / USER_HZ));
+        let noise = WindowNoise::between(
+            (&opened.noise, &NoiseSnapshot::read(&self.proc)),
+            (&opened.node.cpu, &node.cpu),
+            nginx_ticks,
+            &[],
+        );
         let endpoint = self.endpoint_of(&opened.target_id).await?;
         let nginx = fetch_stub_status(endpoint).await?;
         // The closing status request is itself one accepted connection and one request.
@@ -492,6 +500,12 @@ impl agent_server::Agent for AgentService {
             lock_contention_unavailable,
             lock_source,
             nginx_cpu_ns,
+            noise: Some(v1::WindowNoise {
+                steal_share: noise.steal_share,
+                other_cpu_ns: noise.other_cpu_ns,
+                device_interrupts: noise.device_interrupts,
+                watched_cpus: noise.watched_cpus,
+            }),
             epoll_calls,
             cpu_profile,
             cpu_profile_unavailable,

@@ -9,6 +9,7 @@ mod libbpf_log;
 pub mod lockprobe;
 pub mod lockstat;
 pub mod nginx;
+pub mod noise;
 mod perf_event;
 pub mod platform;
 pub mod privilege;

@@ -8,8 +8,9 @@ use loadlab_controller::Event;
 use loadlab_loadgen::{CloseMode, HandshakeAck, Progress, StormConfig, StormReport};
 use loadlab_proto::v1;
 use loadlab_results::RunOutcome;
+use loadlab_results::noise::NoiseFlag;
 use loadlab_results::report::{CohortReport, ExperimentReport, Percentiles};
-use loadlab_results::stats::{NoiseFlag, Verdict};
+use loadlab_results::stats::{self, Verdict};
 use serde_json::json;
 
 /// Why a report has no epoll call rates where it has lock contention.
@@ -353,6 +354,83 @@ impl RunProgress {
     }
 }
 
+/// What each cohort's windows could not control: the numbers always, the flags when above
+/// their thresholds.
+fn noise_section(report: &ExperimentReport, width: usize) -> String {
+    let mut out = String::new();
+    if report.cohorts.iter().all(|c| c.node_noise.is_none()) {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\nwhat the windows could not control (steal: CPU time the hypervisor took, worst run;\n other work: CPUs' worth used by neither nginx nor loadlab; device interrupts on nginx's CPUs):"
+    );
+    for cohort in &report.cohorts {
+        let Some(noise) = &cohort.node_noise else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "  {:width$}  steal {:.1}%  other work {:.2} CPU  {} interrupts/s on CPU{} {}",
+            cohort.name,
+            noise.steal_share_max * 100.0,
+            noise.other_work_cpus,
+            thousands(noise.device_interrupts_per_second.round() as u64),
+            if noise.watched_cpus.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
+            cpu_list(&noise.watched_cpus),
+        );
+        if !noise.flags.is_empty() {
+            let flags: Vec<String> = noise.flags.iter().map(noise_flag).collect();
+            let _ = writeln!(out, "  {:width$}  noise: {}", "", flags.join("; "));
+        }
+    }
+    out
+}
+
+fn noise_flag(flag: &NoiseFlag) -> String {
+    match flag {
+        NoiseFlag::Steal { share } => format!("{:.1}% of CPU time stolen", share * 100.0),
+        NoiseFlag::OtherWork { cpus } => format!("other work took {cpus:.2} CPU"),
+        NoiseFlag::DeviceInterrupts { per_second } => format!(
+            "{} device interrupts/s on nginx's CPUs",
+            thousands(per_second.round() as u64)
+        ),
+        NoiseFlag::FrequencyScaling { governor } => {
+            format!("frequency governor {governor} (not performance)")
+        }
+        NoiseFlag::SharedCores => "SMT on (logical CPUs share cores)".into(),
+        NoiseFlag::Unpinned { reason } => format!("nginx shared CPUs with the generator: {reason}"),
+    }
+}
+
+/// CPU numbers as ranges: "0-3,6".
+pub fn cpu_list(cpus: &[u32]) -> String {
+    let mut sorted = cpus.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut parts: Vec<String> = Vec::new();
+    let mut index = 0;
+    while index < sorted.len() {
+        let first = sorted[index];
+        let mut last = first;
+        while index + 1 < sorted.len() && sorted[index + 1] == last + 1 {
+            index += 1;
+            last = sorted[index];
+        }
+        parts.push(if first == last {
+            first.to_string()
+        } else {
+            format!("{first}-{last}")
+        });
+        index += 1;
+    }
+    parts.join(",")
+}
+
 fn signed_percent(ratio: f64) -> String {
     format!("{:+.1}%", (ratio - 1.0) * 100.0)
 }
@@ -475,8 +553,8 @@ pub fn report_table(report: &ExperimentReport) -> String {
         }
         for flag in &c.flags {
             why.push_str(match flag {
-                NoiseFlag::HighVariation => "; noisy: run-to-run variation above 5%",
-                NoiseFlag::TooFewRuns => "; fewer than 3 runs",
+                stats::NoiseFlag::HighVariation => "; noisy: run-to-run variation above 5%",
+                stats::NoiseFlag::TooFewRuns => "; fewer than 3 runs",
             });
         }
         let relation = match c.verdict {
@@ -559,6 +637,7 @@ pub fn report_table(report: &ExperimentReport) -> String {
             );
         }
     }
+    out.push_str(&noise_section(report, width));
     if report
         .cohorts
         .iter()

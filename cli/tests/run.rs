@@ -103,6 +103,13 @@ async fn a_tiny_experiment_is_measured_stored_and_reported() {
     // And the generator's, from its storm threads' CPU time.
     assert!(cpu.contains("(generator alone "), "{cpu}");
     assert!(stderr.contains("[2/2 rep 1]"), "progress per run: {stderr}");
+    // What the windows could not control, per cohort.
+    let noise = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("what the windows could not control"))
+        .find(|l| l.trim_start().starts_with("two-workers"))
+        .unwrap_or_else(|| panic!("no noise row: {stdout}"));
+    assert!(noise.contains("other work"), "{noise}");
 
     let id_line = stdout
         .lines()
@@ -125,6 +132,9 @@ async fn a_tiny_experiment_is_measured_stored_and_reported() {
             accepts
         );
         assert!(run.counters.tcp_passive_opens as f64 >= attempted * 0.995);
+        assert!(run.counters.other_cpu_seconds.is_some());
+        assert!(run.counters.device_interrupts.is_some());
+        assert!(!run.counters.interrupt_cpus.is_empty());
     }
     // Lock contention: collected when this machine can trace (root), else the reason.
     let can_trace = nix::unistd::Uid::effective().is_root();

@@ -914,6 +914,7 @@ impl Measurement {
         let nginx = self.capture.nginx.unwrap_or_default();
         let tcp = self.capture.tcp.unwrap_or_default();
         let cpu = self.capture.cpu.unwrap_or_default();
+        let noise = self.capture.noise.clone().unwrap_or_default();
         record.outcome = RunOutcome::Succeeded;
         record.started_at = self.started_at;
         record.finished_at = self.finished_at;
@@ -1003,6 +1004,11 @@ impl Measurement {
             }),
             nginx_cpu_seconds: self.capture.nginx_cpu_ns.map(|ns| ns as f64 / 1e9),
             generator_cpu_seconds,
+            steal_share: noise.steal_share,
+            other_cpu_seconds: Some(noise.other_cpu_ns as f64 / 1e9),
+            device_interrupts: Some(noise.device_interrupts),
+            interrupt_cpus: noise.watched_cpus,
+            unpinned: None,
         };
     }
 }

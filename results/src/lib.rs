@@ -11,6 +11,7 @@ pub mod flamegraph;
 pub mod fleet;
 pub mod ingest;
 pub mod memo;
+pub mod noise;
 pub mod paste;
 pub mod report;
 pub mod sequential;

@@ -9,6 +9,7 @@ use loadlab_proto::histogram::{HistogramError, decode_histogram, latency_histogr
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::noise::{NodeNoise, NoiseTally};
 use crate::sequential::{Judgement, Rounds, all_decided};
 use crate::stats::{Comparison, METHOD, Summary, compare, summarize};
 use crate::store::{EpollCounts, ExperimentRow, NodeRecord, RunOutcome, RunRecord};
@@ -110,6 +111,9 @@ pub struct CohortReport {
     pub cpu_profile_samples: u64,
     /// Why a CPU profile was not collected on some runs.
     pub cpu_profile_unavailable: Vec<String>,
+    /// What the cohort's windows could not control, with numbers and flags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_noise: Option<NodeNoise>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -362,6 +366,8 @@ pub struct CohortAccumulator {
     /// rule of `repetitions: auto`.
     #[serde(default)]
     rounds: BTreeMap<u32, (f64, u32)>,
+    #[serde(default)]
+    noise: NoiseTally,
 }
 
 impl CohortAccumulator {
@@ -401,7 +407,9 @@ impl CohortAccumulator {
                 cpu_symbols: Vec::new(),
                 cpu_profile_samples: 0,
                 cpu_profile_unavailable: Vec::new(),
+                node_noise: None,
             },
+            noise: NoiseTally::default(),
             runs: 0,
             symbol_samples: BTreeMap::new(),
             epoll: EpollCounts::default(),
@@ -448,6 +456,7 @@ impl CohortAccumulator {
             return Ok(());
         }
         report.runs_succeeded += 1;
+        self.noise.add(&run.counters);
         report
             .connections_per_second
             .push(run.connections_per_second);
@@ -588,8 +597,11 @@ impl CohortAccumulator {
             total,
             busy,
             rounds,
+            noise,
+            nodes,
             ..
         } = self;
+        report.node_noise = noise.finish(&nodes);
         // Twelve decimals (a part in 10^12 of the rate), few enough digits to come back
         // unchanged from Postgres's JSON, where the report is kept.
         report.round_log_means = rounds

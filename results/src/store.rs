@@ -362,6 +362,22 @@ pub struct WindowCounters {
     /// local.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generator_cpu_seconds: Option<f64>,
+    /// Share of all CPU time the hypervisor gave to others over the window.
+    #[serde(default)]
+    pub steal_share: f64,
+    /// CPU time of everything but nginx and loadlab's own process on the node (other
+    /// processes, kernel threads, interrupts), in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_cpu_seconds: Option<f64>,
+    /// Device interrupts on `interrupt_cpus` over the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_interrupts: Option<u64>,
+    /// The CPUs whose interrupts were counted: nginx's when it was pinned, else all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interrupt_cpus: Vec<u32>,
+    /// Why nginx shared its CPUs with a generator on the same node, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpinned: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

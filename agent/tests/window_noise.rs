@@ -1,0 +1,107 @@
+//! What a window could not control is measured, not guessed: a busy process outside loadlab
+//! shows as other work; the same work inside the agent's own process does not.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use loadlab_agent::grpc::AgentService;
+use loadlab_proto::v1::agent_server::Agent;
+use loadlab_proto::v1::{CaptureHandle, StartCaptureRequest, TargetSpec, WindowNoise};
+use tonic::Request;
+
+/// The window: long enough for a busy loop to collect many 10 ms ticks.
+const WINDOW: Duration = Duration::from_secs(1);
+
+async fn window_of(agent: &AgentService, target_id: &str) -> (WindowNoise, Duration) {
+    let capture = agent
+        .start_capture(Request::new(StartCaptureRequest {
+            target_id: target_id.to_string(),
+            ..StartCaptureRequest::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(WINDOW).await;
+    let captured = agent
+        .stop_capture(Request::new(CaptureHandle {
+            capture_id: capture.capture_id,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    (
+        captured.noise.expect("every capture measures its noise"),
+        Duration::from_millis(captured.window_ms),
+    )
+}
+
+/// CPU time of this whole process so far.
+fn own_cpu() -> Duration {
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap();
+    let duration = |t: nix::sys::time::TimeVal| {
+        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+    };
+    duration(usage.user_time()) + duration(usage.system_time())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_work_is_what_neither_nginx_nor_the_agent_did() {
+    loadlab_agent::nginx::find_nginx().expect("nginx is needed (apt-get install nginx-light)");
+    let cpus = std::thread::available_parallelism().unwrap().get() as u32;
+    let agent = AgentService::new();
+    let target = agent
+        .prepare_target(Request::new(TargetSpec {
+            workers: 1,
+            ..TargetSpec::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // A busy process that is neither nginx nor this one.
+    let mut busy = std::process::Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .spawn()
+        .unwrap();
+    let (outside, window) = window_of(&agent, &target.target_id).await;
+    busy.kill().unwrap();
+    busy.wait().unwrap();
+    let other = Duration::from_nanos(outside.other_cpu_ns);
+    // It had a CPU of its own for most of the window; a tenth of it is a bound that a busy
+    // machine still meets, and that nothing but counting it can.
+    assert!(
+        other >= window / 10,
+        "{other:?} of other work in {window:?}"
+    );
+    assert!(
+        other <= window * cpus,
+        "{other:?} in {window:?} on {cpus} CPUs"
+    );
+    assert!((0.0..1.0).contains(&outside.steal_share), "{outside:?}");
+    // Not pinned: every CPU's interrupts are counted.
+    assert_eq!(outside.watched_cpus, (0..cpus).collect::<Vec<_>>());
+
+    // The same work on a thread of this process is the agent's own, not other work.
+    let spinning = Arc::new(AtomicBool::new(true));
+    let spinner = {
+        let spinning = spinning.clone();
+        std::thread::spawn(move || {
+            let started = Instant::now();
+            while spinning.load(Ordering::Relaxed) {
+                std::hint::black_box(started.elapsed());
+            }
+        })
+    };
+    let own_before = own_cpu();
+    let (inside, _) = window_of(&agent, &target.target_id).await;
+    let own = own_cpu() - own_before;
+    spinning.store(false, Ordering::Relaxed);
+    spinner.join().unwrap();
+    let other = Duration::from_nanos(inside.other_cpu_ns);
+    assert!(
+        other < own / 2,
+        "{other:?} of other work while this process used {own:?}"
+    );
+    agent.stop_all_targets().await;
+}
