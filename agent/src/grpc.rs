@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,14 +15,18 @@ use crate::Error;
 use crate::counters::{
     NginxStatus, NodeCounters, USER_HZ, fetch_stub_status, processes_cpu_ticks, read_node_counters,
 };
+use crate::cpus::ProcessPinning;
 use crate::facts::{NodeFacts, Presence, check_symbol_names, describe_from, logical_cpus};
 use crate::kallsyms::KernelSymbols;
 use crate::lockprobe::SourceChoice;
 use crate::lockstat::Contention;
-use crate::nginx::{NginxSettings, NginxTarget, find_nginx, nginx_version};
+use crate::nginx::{NginxSettings, NginxTarget, WorkerCpus, find_nginx, nginx_version};
 use crate::noise::{NoiseSnapshot, WindowNoise};
 use crate::profile::CpuProfile;
 use crate::traces::{TraceRequest, Traces};
+
+/// Where the kernel describes CPU topology.
+const SYS_CPUS: &str = "/sys/devices/system/cpu";
 
 /// The opening snapshot of a capture.
 #[derive(Debug)]
@@ -35,6 +39,8 @@ struct OpenCapture {
     /// The target's processes and the CPU ticks they had used when the window opened.
     nginx_cpu: (Vec<u32>, u64),
     noise: NoiseSnapshot,
+    /// nginx's CPUs when pinned: their interrupts are the ones counted.
+    nginx_cpus: Vec<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -111,6 +117,14 @@ impl AgentService {
     /// Whether a target of this id is still running.
     pub async fn has_target(&self, id: &str) -> bool {
         self.state.lock().await.targets.contains_key(id)
+    }
+
+    /// The processes (master and workers) of target `id`; empty when there is none.
+    pub async fn target_processes(&self, id: &str) -> Vec<u32> {
+        match self.state.lock().await.targets.get(id) {
+            Some(target) => target.processes(&self.proc),
+            None => Vec::new(),
+        }
     }
 
     /// Ends the capture `id` once `abandon.capture_after` has passed, unless its caller ended
@@ -322,15 +336,40 @@ impl agent_server::Agent for AgentService {
                 tracing::warn!(target_id = %id, error = %error, "stopping a stale nginx target");
             }
         }
-        let cpus = logical_cpus(&self.proc)?;
-        let target = NginxTarget::start(&binary, &settings, cpus, self.target_address).await?;
+        let (pinning, unpinned) = if spec.pin_from_cores > 0 {
+            match ProcessPinning::take(Path::new(SYS_CPUS), spec.pin_from_cores as usize) {
+                Ok(pinning) => (Some(pinning), String::new()),
+                Err(reason) => (None, reason),
+            }
+        } else {
+            (None, String::new())
+        };
+        let (cpus, other_cpus) = match &pinning {
+            Some(pinning) => (
+                WorkerCpus::Pinned(pinning.split().nginx.clone()),
+                pinning.split().rest.clone(),
+            ),
+            None => (
+                WorkerCpus::Any {
+                    logical_cpus: logical_cpus(&self.proc)?,
+                },
+                Vec::new(),
+            ),
+        };
+        let mut target = NginxTarget::start(&binary, &settings, &cpus, self.target_address).await?;
+        if let Some(pinning) = pinning {
+            target.hold(pinning);
+        }
         let id = uuid::Uuid::new_v4().to_string();
         let prepared = v1::PreparedTarget {
             target_id: id.clone(),
             endpoint: target.endpoint().to_string(),
             workers: target.workers(),
+            nginx_cpus: target.pinned_cpus().to_vec(),
+            other_cpus,
+            unpinned,
         };
-        tracing::info!(target_id = %id, endpoint = %prepared.endpoint, workers = prepared.workers, reuseport = spec.reuseport, "nginx target started");
+        tracing::info!(target_id = %id, endpoint = %prepared.endpoint, workers = prepared.workers, reuseport = spec.reuseport, nginx_cpus = ?prepared.nginx_cpus, unpinned = %prepared.unpinned, "nginx target started");
         self.state.lock().await.targets.insert(id.clone(), target);
         self.stop_target_if_abandoned(id);
         Ok(Response::new(prepared))
@@ -357,13 +396,13 @@ impl agent_server::Agent for AgentService {
         let endpoint = self.endpoint_of(&target_id).await?;
         // Tracing attaches first, so the whole window is traced.
         // nginx's processes, read once: for a target-only profile and for their CPU time.
-        let processes = {
+        let (processes, nginx_cpus) = {
             let state = self.state.lock().await;
             let target = state
                 .targets
                 .get(&target_id)
                 .ok_or_else(|| Status::not_found(format!("no target {target_id}")))?;
-            target.processes(&self.proc)
+            (target.processes(&self.proc), target.pinned_cpus().to_vec())
         };
         let profile_processes = (request.cpu_profile_hz > 0 && request.cpu_profile_target_only)
             .then(|| processes.clone());
@@ -397,6 +436,7 @@ impl agent_server::Agent for AgentService {
             traces,
             nginx_cpu: (processes, ticks),
             noise,
+            nginx_cpus,
         };
         let id = uuid::Uuid::new_v4().to_string();
         self.state.lock().await.captures.insert(id.clone(), capture);
@@ -427,7 +467,7 @@ impl agent_server::Agent for AgentService {
             (&opened.noise, &NoiseSnapshot::read(&self.proc)),
             (&opened.node.cpu, &node.cpu),
             nginx_ticks,
-            &[],
+            &opened.nginx_cpus,
         );
         let endpoint = self.endpoint_of(&opened.target_id).await?;
         let nginx = fetch_stub_status(endpoint).await?;

@@ -2,6 +2,7 @@
 //! a measured window. [`grpc`] serves it as `loadlab.v1.Agent`; the rest knows no gRPC.
 
 pub mod counters;
+pub mod cpus;
 pub mod facts;
 pub mod grpc;
 pub mod kallsyms;

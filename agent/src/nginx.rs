@@ -13,10 +13,50 @@ use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 use crate::Error;
+use crate::cpus::ProcessPinning;
 
 /// How long nginx may take to start listening or to exit.
 const NGINX_DEADLINE: Duration = Duration::from_secs(15);
 const DEFAULT_BACKLOG: u32 = 4096;
+
+/// Where nginx's workers may run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WorkerCpus {
+    /// Wherever the kernel puts them; `workers: auto` is one per logical CPU.
+    Any { logical_cpus: u32 },
+    /// Each worker on one of these CPUs, in turn; `workers: auto` is one per CPU.
+    Pinned(Vec<u32>),
+}
+
+impl WorkerCpus {
+    fn auto_workers(&self) -> u32 {
+        match self {
+            WorkerCpus::Any { logical_cpus } => *logical_cpus,
+            WorkerCpus::Pinned(cpus) => cpus.len() as u32,
+        }
+    }
+
+    /// nginx's `worker_cpu_affinity`: one mask per worker, written as bits with CPU 0
+    /// rightmost.
+    fn affinity_directive(&self, workers: u32) -> String {
+        let WorkerCpus::Pinned(cpus) = self else {
+            return String::new();
+        };
+        let Some(highest) = cpus.iter().max() else {
+            return String::new();
+        };
+        let masks: Vec<String> = (0..workers as usize)
+            .map(|worker| {
+                let cpu = cpus[worker % cpus.len()];
+                (0..=*highest)
+                    .rev()
+                    .map(|bit| if bit == cpu { '1' } else { '0' })
+                    .collect()
+            })
+            .collect();
+        format!("worker_cpu_affinity {};\n", masks.join(" "))
+    }
+}
 
 /// The settings a cohort may change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,10 +107,11 @@ pub async fn nginx_version(binary: &Path) -> Result<String, Error> {
 /// The whole nginx.conf for a target. Everything nginx writes stays under `prefix`.
 pub fn render_config(
     settings: &NginxSettings,
-    workers: u32,
+    (workers, cpus): (u32, &WorkerCpus),
     prefix: &Path,
     listen: SocketAddr,
 ) -> String {
+    let affinity = cpus.affinity_directive(workers);
     let prefix = prefix.display();
     let backlog = settings.backlog.unwrap_or(DEFAULT_BACKLOG);
     let reuseport = if settings.reuseport { " reuseport" } else { "" };
@@ -79,7 +120,7 @@ pub fn render_config(
 daemon off;
 master_process on;
 worker_processes {workers};
-worker_rlimit_nofile 65536;
+{affinity}worker_rlimit_nofile 65536;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log notice;
 
@@ -116,7 +157,10 @@ pub struct NginxTarget {
     child: Child,
     endpoint: SocketAddr,
     workers: u32,
+    cpus: WorkerCpus,
     prefix: tempfile::TempDir,
+    /// This process kept off nginx's CPUs for as long as the target lives.
+    pinning: Option<ProcessPinning>,
 }
 
 impl NginxTarget {
@@ -125,14 +169,14 @@ impl NginxTarget {
     pub async fn start(
         binary: &Path,
         settings: &NginxSettings,
-        logical_cpus: u32,
+        cpus: &WorkerCpus,
         address: IpAddr,
     ) -> Result<Self, Error> {
-        let workers = settings.workers.unwrap_or(logical_cpus).max(1);
+        let workers = settings.workers.unwrap_or(cpus.auto_workers()).max(1);
         // The free port may be taken between our probe and nginx's bind; try a few.
         let mut last_error = None;
         for _ in 0..5 {
-            match Self::start_once(binary, settings, workers, address).await {
+            match Self::start_once(binary, settings, (workers, cpus), address).await {
                 Ok(target) => return Ok(target),
                 Err(Error::NginxFailed { log, .. }) if log.contains("Address already in use") => {
                     last_error = Some(Error::NginxFailed {
@@ -149,7 +193,7 @@ impl NginxTarget {
     async fn start_once(
         binary: &Path,
         settings: &NginxSettings,
-        workers: u32,
+        (workers, cpus): (u32, &WorkerCpus),
         address: IpAddr,
     ) -> Result<Self, Error> {
         let prefix = tempfile::Builder::new()
@@ -161,7 +205,7 @@ impl NginxTarget {
             })?;
         let endpoint = free_port(address)?;
         let config_path = prefix.path().join("nginx.conf");
-        let config = render_config(settings, workers, prefix.path(), endpoint);
+        let config = render_config(settings, (workers, cpus), prefix.path(), endpoint);
         std::fs::write(&config_path, config).map_err(|source| Error::Write {
             path: config_path.clone(),
             source,
@@ -189,7 +233,9 @@ impl NginxTarget {
             child,
             endpoint,
             workers,
+            cpus: cpus.clone(),
             prefix,
+            pinning: None,
         };
         target.wait_until_listening().await?;
         Ok(target)
@@ -231,6 +277,19 @@ impl NginxTarget {
 
     pub fn workers(&self) -> u32 {
         self.workers
+    }
+
+    /// The CPUs nginx's workers are pinned to; empty when they are not.
+    pub fn pinned_cpus(&self) -> &[u32] {
+        match &self.cpus {
+            WorkerCpus::Pinned(cpus) => cpus,
+            WorkerCpus::Any { .. } => &[],
+        }
+    }
+
+    /// Keeps this process off nginx's CPUs until the target ends.
+    pub fn hold(&mut self, pinning: ProcessPinning) {
+        self.pinning = Some(pinning);
     }
 
     /// The master's process id and its children's (the workers), read from `proc`.
@@ -352,7 +411,7 @@ mod tests {
         };
         let config = render_config(
             &settings,
-            2,
+            (2, &WorkerCpus::Any { logical_cpus: 2 }),
             Path::new("/tmp/p"),
             "127.0.0.1:8080".parse().unwrap(),
         );
@@ -361,13 +420,25 @@ mod tests {
         assert!(config.contains("access_log off;"));
         assert!(config.contains("stub_status;"));
         assert!(config.contains("pid /tmp/p/nginx.pid;"));
+        assert!(!config.contains("worker_cpu_affinity"));
+        // Pinned: one CPU per worker, in turn, CPU 0 the rightmost bit.
+        let pinned = render_config(
+            &settings,
+            (3, &WorkerCpus::Pinned(vec![2, 3])),
+            Path::new("/tmp/p"),
+            "127.0.0.1:8080".parse().unwrap(),
+        );
+        assert!(
+            pinned.contains("worker_cpu_affinity 0100 1000 0100;"),
+            "{pinned}"
+        );
         let plain = render_config(
             &NginxSettings {
                 reuseport: false,
                 backlog: Some(128),
                 ..settings
             },
-            1,
+            (1, &WorkerCpus::Any { logical_cpus: 2 }),
             Path::new("/tmp/p"),
             "127.0.0.1:8080".parse().unwrap(),
         );

@@ -48,8 +48,7 @@ async fn an_abandoned_capture_and_target_are_stopped_by_the_agent() {
     let target = agent
         .prepare_target(Request::new(TargetSpec {
             workers: 1,
-            reuseport: false,
-            backlog: 0,
+            ..TargetSpec::default()
         }))
         .await
         .unwrap()

@@ -336,9 +336,13 @@ pub struct StormArgs {
     /// Source addresses to connect from in turn (e.g. 127.0.0.2,127.0.0.3): more source ports.
     #[arg(long, env = "LOADLAB_SOURCE_ADDRS", value_delimiter = ',')]
     pub source_addrs: Vec<IpAddr>,
-    /// Event-loop threads; 0 means one per CPU.
+    /// Event-loop threads; 0 means one per CPU (of `--cpus` when given).
     #[arg(short, long, env = "LOADLAB_THREADS", default_value_t = 0)]
     pub threads: usize,
+    /// Run the storm's threads on these CPUs only, as the kernel lists them (`0-3,6`): keep
+    /// the generator off the server's CPUs on one machine.
+    #[arg(long, env = "LOADLAB_CPUS", value_parser = cpu_list)]
+    pub cpus: Option<CpuList>,
     /// How each connection ends: `fin` (orderly; the server keeps the TIME_WAIT, as with wrk
     /// and browsers) or `reset` (SO_LINGER 0: the server frees the socket at once; cheaper
     /// teardown than real clients cause, so compare kernels under one mode).
@@ -561,4 +565,17 @@ pub enum CloseArg {
 pub enum HandshakeAckArg {
     Separate,
     WithRequest,
+}
+
+/// CPU numbers from a kernel-style list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<u32>);
+
+fn cpu_list(text: &str) -> Result<CpuList, String> {
+    match loadlab_agent::cpus::parse_list(text) {
+        Some(cpus) if !cpus.is_empty() => Ok(CpuList(cpus)),
+        _ => Err(format!(
+            "{text:?} is not a CPU list: numbers and ranges separated by commas, like 0-3,6"
+        )),
+    }
 }

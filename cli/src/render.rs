@@ -381,7 +381,7 @@ fn noise_section(report: &ExperimentReport, width: usize) -> String {
             } else {
                 "s"
             },
-            cpu_list(&noise.watched_cpus),
+            loadlab_agent::cpus::list(&noise.watched_cpus),
         );
         if !noise.flags.is_empty() {
             let flags: Vec<String> = noise.flags.iter().map(noise_flag).collect();
@@ -405,30 +405,6 @@ fn noise_flag(flag: &NoiseFlag) -> String {
         NoiseFlag::SharedCores => "SMT on (logical CPUs share cores)".into(),
         NoiseFlag::Unpinned { reason } => format!("nginx shared CPUs with the generator: {reason}"),
     }
-}
-
-/// CPU numbers as ranges: "0-3,6".
-pub fn cpu_list(cpus: &[u32]) -> String {
-    let mut sorted = cpus.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let mut parts: Vec<String> = Vec::new();
-    let mut index = 0;
-    while index < sorted.len() {
-        let first = sorted[index];
-        let mut last = first;
-        while index + 1 < sorted.len() && sorted[index + 1] == last + 1 {
-            index += 1;
-            last = sorted[index];
-        }
-        parts.push(if first == last {
-            first.to_string()
-        } else {
-            format!("{first}-{last}")
-        });
-        index += 1;
-    }
-    parts.join(",")
 }
 
 fn signed_percent(ratio: f64) -> String {

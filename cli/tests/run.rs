@@ -17,6 +17,7 @@ spec:
     - { name: one-worker, local: true }
     - { name: two-workers, local: true, target: { nginx: { workers: 2, reuseport: true } } }
   repetitions: 1
+  pinCpus: always
   collect: { lockContention: true, cpuProfile: { frequencyHz: 199 }, kernelSymbols: [tcp_v4_connect] }
 "#;
 
@@ -134,7 +135,16 @@ async fn a_tiny_experiment_is_measured_stored_and_reported() {
         assert!(run.counters.tcp_passive_opens as f64 >= attempted * 0.995);
         assert!(run.counters.other_cpu_seconds.is_some());
         assert!(run.counters.device_interrupts.is_some());
-        assert!(!run.counters.interrupt_cpus.is_empty());
+        // `pinCpus: always`: on two or more cores nginx had its own (their interrupts are the
+        // ones counted).
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        if cpus >= 2 {
+            assert_eq!(run.counters.unpinned, None);
+            assert!(!run.counters.interrupt_cpus.is_empty());
+            assert!(run.counters.interrupt_cpus.len() < cpus);
+        } else {
+            assert!(run.counters.unpinned.is_some());
+        }
     }
     // Lock contention: collected when this machine can trace (root), else the reason.
     let can_trace = nix::unistd::Uid::effective().is_root();
@@ -259,6 +269,10 @@ async fn bad_files_give_one_line_and_store_nothing() {
                 "name: two-workers, kernel: \"6.12.*\",",
             ),
             "spec.cohorts[0]: selects cluster nodes",
+        ),
+        (
+            TINY.replace("pinCpus: always", "pinCpus: sometimes"),
+            "spec.pinCpus: unknown variant `sometimes`",
         ),
     ] {
         fails_in_one_line(&loadlab(dir.path(), &yaml, &url, &[]), says);
@@ -412,28 +426,36 @@ async fn a_target_scoped_profile_samples_only_nginx() {
     }
 }
 
-/// `repetitions: auto` runs interleaved rounds and judges after each: it stops at the first
-/// round where every cohort is decided, or at the budget, and stores exactly the rounds it ran.
-/// Which of the two happens depends on this machine's noise; what each implies does not.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auto_repetitions_stop_when_decided_or_at_the_budget_and_store_what_ran() {
+/// An auto experiment of one worker against two with `stopping`, run to its end: what it
+/// printed, its stopping report and its runs. Checks what holds whatever the machine's noise:
+/// it stops at the first round where every cohort is decided, or at the budget, and stores
+/// exactly the rounds it ran.
+async fn auto_experiment(
+    stopping: &str,
+) -> (
+    String,
+    loadlab_results::report::StoppingReport,
+    Vec<loadlab_results::RunRecord>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let (url, store) = scratch().await;
-    let yaml = r#"
+    let yaml = format!(
+        r#"
 apiVersion: loadlab.dev/v1alpha1
 kind: Experiment
-metadata: { name: auto }
+metadata: {{ name: auto }}
 spec:
-  target: { nginx: { workers: 1 } }
-  load: { connections: 8, warmup: 200ms, duration: 500ms }
+  target: {{ nginx: {{ workers: 1 }} }}
+  load: {{ connections: 8, warmup: 200ms, duration: 500ms }}
   cohorts:
-    - { name: one-worker, local: true }
-    - { name: two-workers, local: true, target: { nginx: { workers: 2 } } }
+    - {{ name: one-worker, local: true }}
+    - {{ name: two-workers, local: true, target: {{ nginx: {{ workers: 2 }} }} }}
   repetitions: auto
-  stopping: { maxRepetitions: 4, practicalChangePercent: 5 }
-"#;
-    let output = loadlab(dir.path(), yaml, &url, &[]);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+  stopping: {stopping}
+"#
+    );
+    let output = loadlab(dir.path(), &yaml, &url, &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stderr}");
     // The budget is the most it may run.
@@ -472,6 +494,49 @@ spec:
     }
     assert!(stdout.contains("repetitions: auto · "), "{stdout}");
     assert!(stdout.contains(&stopping.cohorts[0].text), "{stdout}");
+    (stderr, stopping, runs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_repetitions_stop_when_decided_or_at_the_budget_and_store_what_ran() {
+    auto_experiment("{ maxRepetitions: 4, practicalChangePercent: 5 }").await;
+}
+
+/// Judged on CPU per connection, the rule reads the runs' CPU µs per connection: its change is
+/// the geometric mean of the per-round ratios of those, not of conn/s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_repetitions_can_judge_cpu_per_connection() {
+    let (_, stopping, runs) = auto_experiment(
+        "{ maxRepetitions: 4, practicalChangePercent: 5, metric: cpuPerConnection }",
+    )
+    .await;
+    let judgement = &stopping.cohorts[0].judgement;
+    assert_eq!(
+        judgement.metric,
+        loadlab_results::sequential::JudgedMetric::CpuPerConnection
+    );
+    let cpu_of = |cohort: &str, round: u32| {
+        runs.iter()
+            .find(|r| r.cohort == cohort && r.repetition as u32 == round)
+            .and_then(|r| r.cpu_us_per_connection())
+            .unwrap()
+    };
+    let log_ratios: Vec<f64> = (1..=stopping.rounds)
+        .map(|round| (cpu_of("two-workers", round) / cpu_of("one-worker", round)).ln())
+        .collect();
+    let expected = (log_ratios.iter().sum::<f64>() / log_ratios.len() as f64).exp() - 1.0;
+    assert!(
+        (judgement.change - expected).abs() < 1e-6,
+        "{} against {expected} from the runs",
+        judgement.change
+    );
+    if judgement.decision != loadlab_results::sequential::Decision::Undecided {
+        assert!(
+            stopping.cohorts[0].text.contains("CPU per connection"),
+            "{}",
+            stopping.cohorts[0].text
+        );
+    }
 }
 
 const BISECTION: &str = r#"

@@ -5,7 +5,7 @@ const LOCALHOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOC
 
 use std::process::Command;
 
-use loadlab_agent::nginx::{NginxSettings, NginxTarget, find_nginx};
+use loadlab_agent::nginx::{NginxSettings, NginxTarget, WorkerCpus, find_nginx};
 
 async fn nginx() -> NginxTarget {
     let settings = NginxSettings {
@@ -13,9 +13,14 @@ async fn nginx() -> NginxTarget {
         reuseport: false,
         backlog: None,
     };
-    NginxTarget::start(&find_nginx().unwrap(), &settings, 2, LOCALHOST)
-        .await
-        .unwrap()
+    NginxTarget::start(
+        &find_nginx().unwrap(),
+        &settings,
+        &WorkerCpus::Any { logical_cpus: 2 },
+        LOCALHOST,
+    )
+    .await
+    .unwrap()
 }
 
 fn storm_json(shell_prefix: &str, url: &str, flags: &str) -> serde_json::Value {

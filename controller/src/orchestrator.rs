@@ -13,7 +13,7 @@ use loadlab_proto::histogram::{encode_histogram, latency_histogram};
 use loadlab_proto::v1::{
     self, agent_client::AgentClient, loadgen_client::LoadgenClient, storm_event,
 };
-use loadlab_results::sequential::{RoundJudgement, Rounds, all_decided};
+use loadlab_results::sequential::{JudgedMetric, RoundJudgement, Rounds, all_decided};
 use loadlab_results::store::{EpollCounts, WindowCounters};
 use loadlab_results::{
     ExperimentStatus, LockRecord, NewExperiment, NodeRecord, ProfileRecord, RunOutcome, RunRecord,
@@ -27,7 +27,8 @@ use uuid::Uuid;
 use crate::Error;
 use crate::plan::{PlannedRun, schedule};
 use crate::spec::{
-    CloseSpec, ExperimentFile, ExperimentSpec, HandshakeAckSpec, NginxSpec, StoppingSpec,
+    CloseSpec, ExperimentFile, ExperimentSpec, HandshakeAckSpec, NginxSpec, PinCpus,
+    StoppingMetric, StoppingSpec,
 };
 
 /// What an experiment reports while it runs.
@@ -154,6 +155,9 @@ pub struct Fleet {
     /// Per cohort, what a message calls each agent: its node's name on a cluster, its address
     /// for agent hosts. Where empty, "node N".
     pub agent_names: Vec<Vec<String>>,
+    /// The generators run in the agent's own process (one machine): nginx and the generator
+    /// are then kept on separate cores when the spec's `pinCpus` allows.
+    pub generators_beside_agents: bool,
 }
 
 /// An agent's client, taking replies up to `MAX_MESSAGE_BYTES` (a capture with its profile).
@@ -195,6 +199,7 @@ impl Fleet {
             generators: vec![shared; cohorts.len()],
             cohorts,
             agent_names,
+            generators_beside_agents: false,
         })
     }
 
@@ -225,6 +230,7 @@ impl Fleet {
             cohorts,
             generators,
             agent_names: Vec::new(),
+            generators_beside_agents: false,
         }
     }
 
@@ -234,6 +240,7 @@ impl Fleet {
             cohorts: vec![vec![endpoints.agent]; cohorts],
             generators: vec![vec![endpoints.loadgen; generators.max(1) as usize]; cohorts],
             agent_names: Vec::new(),
+            generators_beside_agents: true,
         }
     }
 }
@@ -284,6 +291,7 @@ pub async fn run_experiment(
         cohorts: mut agents,
         generators,
         agent_names,
+        generators_beside_agents,
     } = fleet;
     let mut facts: Vec<Vec<v1::NodeFacts>> = Vec::with_capacity(agents.len());
     for (cohort_index, (cohort, cohort_agents)) in
@@ -452,6 +460,7 @@ pub async fn run_experiment(
                 nginx,
                 agent: &mut agents[planned.cohort][planned.node],
                 loadgens: &mut loadgens[planned.cohort],
+                generators_beside_agents,
                 cancel: &cancel,
                 on_event: &mut on_event,
             };
@@ -536,9 +545,13 @@ struct RoundValues<'a> {
 
 impl<'a> RoundValues<'a> {
     fn new(file: &'a ExperimentFile, stored: &[RunRecord]) -> Self {
+        let metric = match file.spec.stopping.unwrap_or_default().metric {
+            StoppingMetric::ConnectionsPerSecond => JudgedMetric::ConnectionsPerSecond,
+            StoppingMetric::CpuPerConnection => JudgedMetric::CpuPerConnection,
+        };
         let mut values = Self {
             file,
-            rounds: Rounds::default(),
+            rounds: Rounds::of(metric),
         };
         for record in stored {
             values.add(record);
@@ -549,8 +562,13 @@ impl<'a> RoundValues<'a> {
     fn add(&mut self, record: &RunRecord) {
         if matches!(record.outcome, RunOutcome::Succeeded) {
             let round = u32::try_from(record.repetition).unwrap_or(0);
-            self.rounds
-                .add(&record.cohort, round, record.connections_per_second);
+            let value = match self.file.spec.stopping.unwrap_or_default().metric {
+                StoppingMetric::ConnectionsPerSecond => Some(record.connections_per_second),
+                StoppingMetric::CpuPerConnection => record.cpu_us_per_connection(),
+            };
+            if let Some(value) = value {
+                self.rounds.add(&record.cohort, round, value);
+            }
         }
     }
 
@@ -697,6 +715,7 @@ struct RunAttempt<'a, F> {
     nginx: NginxSpec,
     agent: &'a mut AgentClient<RpcChannel>,
     loadgens: &'a mut [LoadgenClient<RpcChannel>],
+    generators_beside_agents: bool,
     cancel: &'a CancellationToken,
     on_event: &'a mut F,
 }
@@ -710,6 +729,8 @@ struct Measurement {
     summary: v1::StormSummary,
     generator_skew_us: Option<u64>,
     capture: v1::Capture,
+    /// Why nginx shared its CPUs with a generator beside it, when it did.
+    unpinned: Option<String>,
 }
 
 impl<F: FnMut(Event)> RunAttempt<'_, F> {
@@ -719,6 +740,11 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
             workers: self.nginx.workers.as_wire(),
             reuseport: self.nginx.reuseport,
             backlog: self.nginx.backlog.unwrap_or(0),
+            pin_from_cores: if self.generators_beside_agents {
+                self.file.spec.pin_cpus.from_cores()
+            } else {
+                0
+            },
         });
         let target = tokio::select! {
             prepared = agent_answer("preparing the nginx target", prepared) => prepared?,
@@ -760,6 +786,7 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
             duration_ms: loadlab_proto::millis(duration),
             close_with_reset: load.close == CloseSpec::Reset,
             ack_with_request: load.handshake_ack == HandshakeAckSpec::WithRequest,
+            cpus: target.other_cpus.clone(),
             ..Default::default()
         };
         let mut warmup_connections = 0;
@@ -790,6 +817,13 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
         let started_at = Utc::now();
         let (summary, generator_skew_us) = self.storm(spec(load.duration.0), false).await?;
         let capture = agent_answer("stopping the capture", self.agent.stop_capture(handle)).await?;
+        let unpinned = if !self.generators_beside_agents {
+            None
+        } else if self.file.spec.pin_cpus == PinCpus::Never {
+            Some("pinCpus is never".to_string())
+        } else {
+            Some(target.unpinned.clone()).filter(|reason| !reason.is_empty())
+        };
         Ok(Measurement {
             started_at,
             finished_at: Utc::now(),
@@ -797,6 +831,7 @@ impl<F: FnMut(Event)> RunAttempt<'_, F> {
             summary,
             generator_skew_us,
             capture,
+            unpinned,
         })
     }
 
@@ -1008,7 +1043,7 @@ impl Measurement {
             other_cpu_seconds: Some(noise.other_cpu_ns as f64 / 1e9),
             device_interrupts: Some(noise.device_interrupts),
             interrupt_cpus: noise.watched_cpus,
-            unpinned: None,
+            unpinned: self.unpinned,
         };
     }
 }

@@ -133,6 +133,11 @@ pub struct ExperimentSpec {
     pub baseline: Option<String>,
     #[serde(default)]
     pub collect: CollectSpec,
+    /// Where the generator runs beside nginx (`local` cohorts: in loadlab's own process), give
+    /// nginx's workers half the cores and loadlab the other half, so they do not take turns on
+    /// one core: `auto` (the default) from 4 cores, `always` from 2, `never`.
+    #[serde(default, skip_serializing_if = "PinCpus::is_auto")]
+    pub pin_cpus: PinCpus,
     /// Without a cluster, for cohorts of `nodes`: the generators (`loadlab loadgen serve`) as
     /// `host:port`; every storm is split over all of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -295,12 +300,25 @@ pub struct StoppingSpec {
     #[serde(default = "default_max_repetitions")]
     #[schemars(range(min = 3, max = MAX_REPETITIONS))]
     pub max_repetitions: u32,
-    /// The smallest change in conn/s that matters, in percent: a change is reported once the
-    /// interval excludes none and the estimate reaches it, no change once the interval lies
-    /// inside ±it.
+    /// The smallest change that matters, in percent: a change is reported once the interval
+    /// excludes none and the estimate reaches it, no change once the interval lies inside ±it.
     #[serde(default = "default_practical_change")]
     #[schemars(range(min = 0.1, max = 50.0))]
     pub practical_change_percent: f64,
+    /// What a cohort is judged on: `connectionsPerSecond` (the default) or `cpuPerConnection`
+    /// (the node's CPU time per connection, for a server the load does not saturate, where
+    /// conn/s only follows the load).
+    #[serde(default)]
+    pub metric: StoppingMetric,
+}
+
+/// What `repetitions: auto` judges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum StoppingMetric {
+    #[default]
+    ConnectionsPerSecond,
+    CpuPerConnection,
 }
 
 impl Default for StoppingSpec {
@@ -308,6 +326,7 @@ impl Default for StoppingSpec {
         Self {
             max_repetitions: default_max_repetitions(),
             practical_change_percent: default_practical_change(),
+            metric: StoppingMetric::default(),
         }
     }
 }
@@ -548,6 +567,34 @@ pub struct GeneratorPlacement {
 impl GeneratorPlacement {
     fn is_default(&self) -> bool {
         self == &Self::default()
+    }
+}
+
+/// When nginx and a generator beside it get cores of their own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PinCpus {
+    /// From 4 cores: with 2, each side would get one core, and on the machine this was
+    /// measured on that cost a third of the conn/s without steadying them (see README).
+    #[default]
+    Auto,
+    /// From 2 cores.
+    Always,
+    Never,
+}
+
+impl PinCpus {
+    fn is_auto(&self) -> bool {
+        *self == PinCpus::Auto
+    }
+
+    /// The fewest cores the agent pins from; 0 never.
+    pub fn from_cores(self) -> u32 {
+        match self {
+            PinCpus::Auto => 4,
+            PinCpus::Always => 2,
+            PinCpus::Never => 0,
+        }
     }
 }
 

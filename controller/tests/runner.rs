@@ -419,6 +419,7 @@ async fn auto_repetitions_tell_the_status_each_round_and_why_they_stopped() {
     experiment.spec.stopping = Some(loadlab_controller::spec::StoppingSpec {
         max_repetitions: 4,
         practical_change_percent: 5.0,
+        ..Default::default()
     });
     let cluster = Arc::new(Mutex::new(Cluster::default()));
     run_to_the_end(

@@ -156,6 +156,7 @@ impl LoadgenService {
             response_timeout: or_default(spec.response_timeout_ms, DEFAULT_RESPONSE_TIMEOUT),
             source_addrs,
             threads: 0,
+            cpus: spec.cpus.clone(),
             start_at: (spec.start_at_unix_ns > 0)
                 .then(|| UNIX_EPOCH + Duration::from_nanos(spec.start_at_unix_ns)),
             close: if spec.close_with_reset {

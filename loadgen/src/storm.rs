@@ -17,9 +17,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use nix::sched::{CpuSet, sched_setaffinity};
 use nix::sys::resource::{UsageWho, getrusage};
 use nix::sys::socket::{setsockopt, sockopt};
 use nix::sys::time::TimeVal;
+use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
@@ -96,8 +98,10 @@ pub struct StormConfig {
     /// Source addresses used in turn; empty means the kernel picks. Several loopback addresses
     /// (127.0.0.x) multiply the source ports available towards one target.
     pub source_addrs: Vec<IpAddr>,
-    /// Event-loop threads; 0 means one per CPU.
+    /// Event-loop threads; 0 means one per CPU (of `cpus` when set).
     pub threads: usize,
+    /// Run the storm's threads on these CPUs only; empty: wherever the kernel puts them.
+    pub cpus: Vec<u32>,
     /// A wall-clock start shared by several generators; `None` starts at once.
     pub start_at: Option<SystemTime>,
     pub close: CloseMode,
@@ -119,6 +123,7 @@ impl StormConfig {
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             source_addrs: Vec::new(),
             threads: 0,
+            cpus: Vec::new(),
             start_at: None,
             close: CloseMode::Fin,
             handshake_ack: HandshakeAck::Separate,
@@ -146,6 +151,16 @@ impl StormConfig {
                 "rate must be between 0 and 10,000,000 connections/s, got {per_second}"
             ));
         }
+        if let Some(cpu) = self
+            .cpus
+            .iter()
+            .find(|cpu| **cpu as usize >= CpuSet::count())
+        {
+            return invalid(format!(
+                "CPU {cpu} is beyond the {} this system can address",
+                CpuSet::count()
+            ));
+        }
         if let Some(address) = self
             .source_addrs
             .iter()
@@ -159,7 +174,9 @@ impl StormConfig {
     }
 
     fn thread_count(&self) -> usize {
-        let threads = if self.threads == 0 {
+        let threads = if self.threads == 0 && !self.cpus.is_empty() {
+            self.cpus.len()
+        } else if self.threads == 0 {
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1)
@@ -309,6 +326,7 @@ pub async fn run_storm(
     });
 
     let threads = config.thread_count();
+    let cpus = cpu_set(&config.cpus)?;
     let mut results = Vec::with_capacity(threads);
     let mut live_counts = Vec::with_capacity(threads);
     for thread in 0..threads {
@@ -322,7 +340,12 @@ pub async fn run_storm(
         std::thread::Builder::new()
             .name(format!("storm-{thread}"))
             .spawn(move || {
-                let _ = sender.send(run_thread(shared, live, slots));
+                let pinned = match cpus {
+                    Some(cpus) => sched_setaffinity(Pid::from_raw(0), &cpus)
+                        .map_err(|e| StormError::Thread(format!("cannot pin to its CPUs: {e}"))),
+                    None => Ok(()),
+                };
+                let _ = sender.send(pinned.and_then(|()| run_thread(shared, live, slots)));
             })
             .map_err(|e| StormError::Thread(e.to_string()))?;
         results.push(receiver);
@@ -432,6 +455,19 @@ fn run_thread(
         .zip(thread_cpu_time())
         .map(|(from, to)| to.saturating_sub(from));
     Ok((report, recorder.borrow().last_end))
+}
+
+/// The storm threads' CPUs, `None` for any.
+fn cpu_set(cpus: &[u32]) -> Result<Option<CpuSet>, StormError> {
+    if cpus.is_empty() {
+        return Ok(None);
+    }
+    let mut set = CpuSet::new();
+    for cpu in cpus {
+        set.set(*cpu as usize)
+            .map_err(|_| StormError::Invalid(format!("CPU {cpu} cannot be addressed")))?;
+    }
+    Ok(Some(set))
 }
 
 /// CPU time (user + system) the calling thread has used, from the kernel's per-thread rusage.

@@ -5,7 +5,7 @@ const LOCALHOST: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOC
 use std::time::Duration;
 
 use loadlab_agent::counters::fetch_stub_status;
-use loadlab_agent::nginx::{NginxSettings, NginxTarget, find_nginx};
+use loadlab_agent::nginx::{NginxSettings, NginxTarget, WorkerCpus, find_nginx};
 use loadlab_loadgen::grpc::{from_summary, to_summary};
 use loadlab_loadgen::storm::Pacing;
 use loadlab_loadgen::{CloseMode, StormConfig, run_storm};
@@ -21,7 +21,7 @@ async fn nginx(workers: u32) -> NginxTarget {
     NginxTarget::start(
         &find_nginx().expect("nginx installed"),
         &settings,
-        2,
+        &WorkerCpus::Any { logical_cpus: 2 },
         LOCALHOST,
     )
     .await
@@ -193,6 +193,55 @@ async fn generators_with_a_shared_start_begin_together_and_merge_exactly() {
         a.start_lateness < Duration::from_millis(200)
             && b.start_lateness < Duration::from_millis(200)
     );
+    target.stop().await.unwrap();
+}
+
+/// The CPUs each of this process's storm threads may run on.
+fn storm_thread_cpus() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|comm| comm.starts_with("storm-"))
+        })
+        .filter_map(|task| {
+            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+            let list = status
+                .lines()
+                .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))?;
+            Some(list.trim().to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_runs_on_the_cpus_it_is_given() {
+    let target = nginx(1).await;
+    let last_cpu = std::thread::available_parallelism().unwrap().get() as u32 - 1;
+    let mut config = StormConfig::new(target.endpoint(), 4, Duration::from_secs(3600));
+    config.cpus = vec![last_cpu];
+    // Looked at from the first progress tick, while the threads run; then the storm is ended.
+    let cancel = CancellationToken::new();
+    let mut seen = None;
+    let report = run_storm(&config, cancel.clone(), |_| {
+        if seen.is_none() {
+            seen = Some(storm_thread_cpus());
+            cancel.cancel();
+        }
+    })
+    .await
+    .unwrap();
+    assert!(report.completed_connections > 0);
+    // One thread per CPU given, on that CPU alone (other tests' storms run unpinned).
+    let seen = seen.expect("a progress tick");
+    assert!(seen.contains(&last_cpu.to_string()), "{seen:?}");
+    let mut beyond = config.clone();
+    beyond.cpus = vec![100_000];
+    let refused = run_storm(&beyond, CancellationToken::new(), |_| {})
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("CPU 100000"), "{refused}");
     target.stop().await.unwrap();
 }
 

@@ -9,7 +9,7 @@ use crate::store::{NodeRecord, WindowCounters};
 /// Stolen CPU time above this share of all CPU time is flagged.
 pub const STEAL_FLAG_SHARE: f64 = 0.01;
 /// Other work above this many CPUs' worth (busy time ÷ window) is flagged.
-pub const OTHER_WORK_FLAG_CPUS: f64 = 0.05;
+pub const OTHER_WORK_FLAG_CPUS: f64 = 0.1;
 /// Device interrupts on nginx's CPUs above this rate are flagged.
 pub const INTERRUPTS_FLAG_PER_SECOND: f64 = 1000.0;
 
@@ -190,7 +190,7 @@ mod tests {
     #[test]
     fn each_source_is_flagged_above_its_threshold_with_its_size() {
         let mut tally = NoiseTally::default();
-        tally.add(&window(0.03, 2.0, 50_000));
+        tally.add(&window(0.03, 4.0, 50_000));
         let mut unpinned = window(0.0, 0.0, 0);
         unpinned.unpinned = Some("one core".into());
         tally.add(&unpinned);
@@ -199,7 +199,7 @@ mod tests {
             noise.flags,
             vec![
                 NoiseFlag::Steal { share: 0.03 },
-                NoiseFlag::OtherWork { cpus: 0.1 },
+                NoiseFlag::OtherWork { cpus: 0.2 },
                 NoiseFlag::DeviceInterrupts { per_second: 2500.0 },
                 NoiseFlag::FrequencyScaling {
                     governor: "powersave".into()

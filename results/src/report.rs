@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::noise::{NodeNoise, NoiseTally};
-use crate::sequential::{Judgement, Rounds, all_decided};
+use crate::sequential::{JudgedMetric, Judgement, Rounds, all_decided};
 use crate::stats::{Comparison, METHOD, Summary, compare, summarize};
 use crate::store::{EpollCounts, ExperimentRow, NodeRecord, RunOutcome, RunRecord};
 
@@ -45,6 +45,10 @@ pub struct CohortReport {
     /// stopping rule of `repetitions: auto` reads.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub round_log_means: BTreeMap<u32, f64>,
+    /// Per round, the mean natural log of the runs' CPU µs per connection: what the rule
+    /// reads when it judges on CPU per connection.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub round_log_cpu_means: BTreeMap<u32, f64>,
     pub runs_succeeded: usize,
     pub runs_failed: usize,
     /// The nodes behind the cohort's runs, by their ids in the report's `nodes`.
@@ -302,9 +306,13 @@ pub fn assemble_finished(
 fn stopping_report(experiment: &ExperimentRow, cohorts: &[CohortReport]) -> Option<StoppingReport> {
     let rule = experiment.stopping?;
     let (budget, threshold) = (rule.max_repetitions, rule.practical_change);
-    let mut rounds = Rounds::default();
+    let mut rounds = Rounds::of(rule.metric);
     for cohort in cohorts {
-        for (round, log_mean) in &cohort.round_log_means {
+        let log_means = match rule.metric {
+            JudgedMetric::ConnectionsPerSecond => &cohort.round_log_means,
+            JudgedMetric::CpuPerConnection => &cohort.round_log_cpu_means,
+        };
+        for (round, log_mean) in log_means {
             rounds.add(&cohort.name, *round, log_mean.exp());
         }
     }
@@ -366,6 +374,9 @@ pub struct CohortAccumulator {
     /// rule of `repetitions: auto`.
     #[serde(default)]
     rounds: BTreeMap<u32, (f64, u32)>,
+    /// Per round, the sum of log CPU µs per connection and the runs behind it.
+    #[serde(default)]
+    cpu_rounds: BTreeMap<u32, (f64, u32)>,
     #[serde(default)]
     noise: NoiseTally,
 }
@@ -376,6 +387,7 @@ impl CohortAccumulator {
             report: CohortReport {
                 name: name.to_string(),
                 round_log_means: BTreeMap::new(),
+                round_log_cpu_means: BTreeMap::new(),
                 runs_succeeded: 0,
                 runs_failed: 0,
                 node_ids: Vec::new(),
@@ -423,6 +435,7 @@ impl CohortAccumulator {
             busy: Vec::new(),
             nodes: Vec::new(),
             rounds: BTreeMap::new(),
+            cpu_rounds: BTreeMap::new(),
         }
     }
 
@@ -460,10 +473,6 @@ impl CohortAccumulator {
         report
             .connections_per_second
             .push(run.connections_per_second);
-        let cpu_us = run.counters.cpu_busy_share
-            * run.window_seconds
-            * f64::from(run.node.logical_cpus.max(1))
-            * 1e6;
         // To a millionth of a µs: few enough digits to come back unchanged from Postgres's
         // JSON, where the report is kept.
         let per_connection_us = |seconds: Option<f64>| {
@@ -477,21 +486,19 @@ impl CohortAccumulator {
         report
             .generator_cpu_us_per_connection
             .extend(per_connection_us(run.counters.generator_cpu_seconds));
-        if run.completed_connections > 0 && cpu_us > 0.0 && cpu_us.is_finite() {
-            // To a millionth of a µs: few enough digits to come back unchanged from Postgres's
-            // JSON, where the report is kept.
-            let per_connection = cpu_us / run.completed_connections as f64;
+        let round = u32::try_from(run.repetition).unwrap_or(0);
+        if let Some(per_connection) = run.cpu_us_per_connection() {
             report
                 .cpu_us_per_connection
                 .push((per_connection * 1e6).round() / 1e6);
+            let sums = self.cpu_rounds.entry(round).or_default();
+            sums.0 += per_connection.ln();
+            sums.1 += 1;
         }
         if run.connections_per_second > 0.0 && run.connections_per_second.is_finite() {
-            let round = self
-                .rounds
-                .entry(u32::try_from(run.repetition).unwrap_or(0))
-                .or_default();
-            round.0 += run.connections_per_second.ln();
-            round.1 += 1;
+            let sums = self.rounds.entry(round).or_default();
+            sums.0 += run.connections_per_second.ln();
+            sums.1 += 1;
         }
         if run.node.facts["virtualization"]
             .as_str()
@@ -597,6 +604,7 @@ impl CohortAccumulator {
             total,
             busy,
             rounds,
+            cpu_rounds,
             noise,
             nodes,
             ..
@@ -604,13 +612,17 @@ impl CohortAccumulator {
         report.node_noise = noise.finish(&nodes);
         // Twelve decimals (a part in 10^12 of the rate), few enough digits to come back
         // unchanged from Postgres's JSON, where the report is kept.
-        report.round_log_means = rounds
-            .into_iter()
-            .map(|(round, (sum, n))| {
-                let mean = sum / f64::from(n.max(1));
-                (round, (mean * 1e12).round() / 1e12)
-            })
-            .collect();
+        let log_means = |rounds: BTreeMap<u32, (f64, u32)>| {
+            rounds
+                .into_iter()
+                .map(|(round, (sum, n))| {
+                    let mean = sum / f64::from(n.max(1));
+                    (round, (mean * 1e12).round() / 1e12)
+                })
+                .collect()
+        };
+        report.round_log_means = log_means(rounds);
+        report.round_log_cpu_means = log_means(cpu_rounds);
         report.summary = summarize(&report.connections_per_second);
         report.connect_latency = Percentiles::of(&connect);
         report.total_latency = Percentiles::of(&total);

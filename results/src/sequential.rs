@@ -30,10 +30,35 @@ pub const FIRST_LOOK: usize = 3;
 pub enum Decision {
     Faster,
     Slower,
+    /// Judged on CPU per connection: less CPU per connection than the baseline.
+    Cheaper,
+    /// Judged on CPU per connection: more.
+    Dearer,
     /// The interval lies inside ±threshold.
     NoLargeChange,
     /// Not yet: another round is needed.
     Undecided,
+}
+
+/// What the rule judges a cohort on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JudgedMetric {
+    #[default]
+    ConnectionsPerSecond,
+    /// The node's CPU time per connection: for a server that is not saturated, where conn/s
+    /// only follows the load.
+    CpuPerConnection,
+}
+
+impl JudgedMetric {
+    /// " in CPU per connection", or nothing for conn/s (the rule's usual subject).
+    fn in_words(self) -> &'static str {
+        match self {
+            JudgedMetric::ConnectionsPerSecond => "",
+            JudgedMetric::CpuPerConnection => " in CPU per connection",
+        }
+    }
 }
 
 /// What the rule says about one cohort after some rounds.
@@ -41,13 +66,17 @@ pub enum Decision {
 pub struct Judgement {
     /// Rounds with both the cohort and the baseline measured.
     pub rounds: usize,
-    /// The cohort's conn/s over the baseline's, minus one (e.g. -0.12 for 12% slower).
+    /// The cohort's value over the baseline's, minus one (e.g. -0.12 for 12% slower, or 12%
+    /// cheaper per connection).
     pub change: f64,
     /// The interval of `change` at the rule's level for this look; `None` before the first.
     pub interval: Option<(f64, f64)>,
     pub decision: Decision,
     /// For an undecided cohort: about how many more rounds the noise seen would need.
     pub rounds_more: Option<usize>,
+    /// What was judged.
+    #[serde(default)]
+    pub metric: JudgedMetric,
 }
 
 impl Judgement {
@@ -59,9 +88,18 @@ impl Judgement {
         match self.decision {
             Decision::Faster => format!("faster by {:.1}%{interval}", self.change * 100.0),
             Decision::Slower => format!("slower by {:.1}%{interval}", -self.change * 100.0),
+            Decision::Cheaper => format!(
+                "cheaper by {:.1}% CPU per connection{interval}",
+                -self.change * 100.0
+            ),
+            Decision::Dearer => format!(
+                "dearer by {:.1}% CPU per connection{interval}",
+                self.change * 100.0
+            ),
             Decision::NoLargeChange => format!(
-                "no change larger than ±{:.0}% ({:+.1}%{interval})",
+                "no change larger than ±{:.0}%{} ({:+.1}%{interval})",
                 threshold * 100.0,
+                self.metric.in_words(),
                 self.change * 100.0
             ),
             Decision::Undecided => {
@@ -72,25 +110,39 @@ impl Judgement {
                         format!(": about {n} more {rounds} would be needed at this noise")
                     })
                     .unwrap_or_default();
-                format!("undecided {:+.1}%{interval}{more}", self.change * 100.0)
+                format!(
+                    "undecided{} {:+.1}%{interval}{more}",
+                    self.metric.in_words(),
+                    self.change * 100.0
+                )
             }
         }
     }
 }
 
-/// The log conn/s of every succeeded run by (cohort, round): what the rule reads.
+/// The log of the judged metric for every succeeded run by (cohort, round): what the rule
+/// reads.
 #[derive(Debug, Clone, Default)]
 pub struct Rounds {
+    metric: JudgedMetric,
     values: BTreeMap<(String, u32), Vec<f64>>,
 }
 
 impl Rounds {
-    pub fn add(&mut self, cohort: &str, round: u32, connections_per_second: f64) {
-        if connections_per_second > 0.0 && connections_per_second.is_finite() {
+    pub fn of(metric: JudgedMetric) -> Self {
+        Self {
+            metric,
+            values: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a run's value of the judged metric (conn/s, or µs of CPU per connection).
+    pub fn add(&mut self, cohort: &str, round: u32, value: f64) {
+        if value > 0.0 && value.is_finite() {
             self.values
                 .entry((cohort.to_string(), round))
                 .or_default()
-                .push(connections_per_second.ln());
+                .push(value.ln());
         }
     }
 
@@ -125,10 +177,17 @@ impl Rounds {
                 let log_ratios: Vec<f64> = (1..=through)
                     .filter_map(|round| Some(mean(cohort, round)? - mean(baseline, round)?))
                     .collect();
-                (
-                    cohort.clone(),
-                    judge(&log_ratios, budget as usize, threshold),
-                )
+                let mut judgement = judge(&log_ratios, budget as usize, threshold);
+                judgement.metric = self.metric;
+                // More CPU per connection is worse: the change is in µs per connection.
+                if self.metric == JudgedMetric::CpuPerConnection {
+                    judgement.decision = match judgement.decision {
+                        Decision::Faster => Decision::Dearer,
+                        Decision::Slower => Decision::Cheaper,
+                        other => other,
+                    };
+                }
+                (cohort.clone(), judgement)
             })
             .collect()
     }
@@ -203,6 +262,7 @@ pub fn judge(log_ratios: &[f64], budget: usize, threshold: f64) -> Judgement {
         interval,
         decision: Decision::Undecided,
         rounds_more,
+        metric: JudgedMetric::default(),
     };
     if rounds < FIRST_LOOK {
         return undecided(None, Some(FIRST_LOOK - rounds));
@@ -231,6 +291,7 @@ pub fn judge(log_ratios: &[f64], budget: usize, threshold: f64) -> Judgement {
             interval,
             decision,
             rounds_more: None,
+            metric: JudgedMetric::default(),
         };
     }
     // The nearer of the two ways to decide: the interval narrowing past no change (when the
@@ -353,6 +414,38 @@ mod tests {
         assert!(low < judged.change && judged.change < high && high < 0.0);
         let text = judged.describe(0.05);
         assert!(text.starts_with("slower by 10.0% ["), "{text}");
+    }
+
+    #[test]
+    fn judged_on_cpu_per_connection_more_is_dearer() {
+        let mut rounds = Rounds::of(JudgedMetric::CpuPerConnection);
+        // µs per connection: the cohort takes 20% more CPU per connection, give or take.
+        for (round, (base, cohort)) in [(50.0, 60.5), (51.0, 60.9), (49.0, 59.0), (50.5, 60.4)]
+            .into_iter()
+            .enumerate()
+        {
+            rounds.add("base", round as u32 + 1, base);
+            rounds.add("cohort", round as u32 + 1, cohort);
+        }
+        let cohorts = ["base".to_string(), "cohort".to_string()];
+        let judged = rounds.judge(&cohorts, "base", 4, 20, 0.05);
+        let (_, judgement) = &judged[0];
+        assert_eq!(judgement.decision, Decision::Dearer, "{judgement:?}");
+        let text = judgement.describe(0.05);
+        assert!(
+            text.starts_with("dearer by 20.1% CPU per connection ["),
+            "{text}"
+        );
+        assert!(text.contains("CPU per connection"), "{text}");
+        // The same figures as conn/s would be "faster": the metric sets the direction.
+        let mut as_rate = Rounds::of(JudgedMetric::ConnectionsPerSecond);
+        for round in 1..=4 {
+            as_rate.add("base", round, 50.0 + f64::from(round) * 0.1);
+            as_rate.add("cohort", round, 60.0 + f64::from(round) * 0.1);
+        }
+        let (_, judgement) = &as_rate.judge(&cohorts, "base", 4, 20, 0.05)[0];
+        assert_eq!(judgement.decision, Decision::Faster, "{judgement:?}");
+        assert!(!judgement.describe(0.05).contains("CPU"));
     }
 
     #[test]

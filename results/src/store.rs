@@ -15,6 +15,7 @@ use crate::fleet::{FleetRuns, like_pattern};
 use crate::report::{
     CohortAccumulator, CohortReport, ExperimentReport, assemble_finished, comparison_body,
 };
+use crate::sequential::JudgedMetric;
 use crate::stats::Sums;
 
 /// The columns `experiment_from_row` reads, for every query that returns an experiment.
@@ -99,6 +100,7 @@ pub struct StoppingRule {
     pub max_repetitions: u32,
     /// As a fraction: 0.05 for 5%.
     pub practical_change: f64,
+    pub metric: JudgedMetric,
 }
 
 impl StoppingRule {
@@ -112,7 +114,25 @@ impl StoppingRule {
                 .and_then(|s| s["practicalChangePercent"].as_f64())
                 .unwrap_or(5.0)
                 / 100.0,
+            metric: match stopping.and_then(|s| s["metric"].as_str()) {
+                Some("cpuPerConnection") => JudgedMetric::CpuPerConnection,
+                _ => JudgedMetric::ConnectionsPerSecond,
+            },
         })
+    }
+}
+
+impl RunRecord {
+    /// The node's CPU time per completed connection in µs (busy share × window × logical CPUs
+    /// ÷ connections: the service demand, everything on the node included); `None` when
+    /// nothing completed or no CPU time was seen.
+    pub fn cpu_us_per_connection(&self) -> Option<f64> {
+        let cpu_us = self.counters.cpu_busy_share
+            * self.window_seconds
+            * f64::from(self.node.logical_cpus.max(1))
+            * 1e6;
+        (self.completed_connections > 0 && cpu_us > 0.0 && cpu_us.is_finite())
+            .then(|| cpu_us / self.completed_connections as f64)
     }
 }
 

@@ -7,7 +7,7 @@ use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use loadlab_agent::nginx::{NginxSettings, NginxTarget, find_nginx};
+use loadlab_agent::nginx::{NginxSettings, NginxTarget, WorkerCpus, find_nginx};
 use nix::sys::resource::{Resource, UsageWho, getrlimit, getrusage, setrlimit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -257,7 +257,7 @@ async fn loadgen(args: BenchLoadgenArgs) -> anyhow::Result<()> {
         reuseport: false,
         backlog: None,
     };
-    let target = NginxTarget::start(&find_nginx()?, &settings, threads as u32, LOCALHOST).await?;
+    let target = bench_nginx(&settings, threads).await?;
     let url = format!("http://{}/", target.endpoint());
     let duration = args.duration.0;
     let (close, handshake_ack) = (flag_value(args.close), flag_value(args.handshake_ack));
@@ -362,7 +362,7 @@ async fn loadgen(args: BenchLoadgenArgs) -> anyhow::Result<()> {
     println!(
         "\nopen loop against the same nginx, connections made as wrk makes them (rate as a share of loadlab/wrk-like's closed-loop median)"
     );
-    let target = NginxTarget::start(&find_nginx()?, &settings, threads as u32, LOCALHOST).await?;
+    let target = bench_nginx(&settings, threads).await?;
     let url = format!("http://{}/", target.endpoint());
     for share in [0.5, 0.9] {
         let rate = (loadlab_rate * share).max(1.0);
@@ -437,6 +437,14 @@ pub async fn scratch_database_url() -> anyhow::Result<String> {
         .scratch_url()
         .await
         .with_context(|| format!("a scratch database on {}", database.describe()))
+}
+
+/// The benchmark's nginx on loopback, its workers placed by the kernel.
+async fn bench_nginx(settings: &NginxSettings, threads: usize) -> anyhow::Result<NginxTarget> {
+    let cpus = WorkerCpus::Any {
+        logical_cpus: threads as u32,
+    };
+    Ok(NginxTarget::start(&find_nginx()?, settings, &cpus, LOCALHOST).await?)
 }
 
 #[cfg(test)]

@@ -98,6 +98,7 @@ pub async fn run(args: StormArgs) -> anyhow::Result<ExitCode> {
         duration: args.duration.0,
         connect_timeout: args.connect_timeout.0,
         response_timeout: args.response_timeout.0,
+        cpus: args.cpus.clone().map(|list| list.0).unwrap_or_default(),
         source_addrs: args.source_addrs.clone(),
         threads: args.threads,
         start_at: None,

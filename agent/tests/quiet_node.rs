@@ -1,5 +1,6 @@
-//! What a window could not control is measured, not guessed: a busy process outside loadlab
-//! shows as other work; the same work inside the agent's own process does not.
+//! A quiet node: nginx's workers on cores of their own, away from the agent's process, and what a
+//! window could not control measured, not guessed (a busy process outside loadlab shows as other
+//! work; the same work inside the agent's own process does not).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use loadlab_agent::grpc::AgentService;
 use loadlab_proto::v1::agent_server::Agent;
-use loadlab_proto::v1::{CaptureHandle, StartCaptureRequest, TargetSpec, WindowNoise};
+use loadlab_proto::v1::{CaptureHandle, StartCaptureRequest, TargetRef, TargetSpec, WindowNoise};
 use tonic::Request;
 
 /// The window: long enough for a busy loop to collect many 10 ms ticks.
@@ -104,4 +105,92 @@ async fn other_work_is_what_neither_nginx_nor_the_agent_did() {
         "{other:?} of other work while this process used {own:?}"
     );
     agent.stop_all_targets().await;
+}
+
+/// The CPUs a task may run on, from its status (`Cpus_allowed_list`).
+fn allowed_cpus(task: &std::path::Path) -> Vec<u32> {
+    let status = std::fs::read_to_string(task.join("status")).unwrap();
+    let list = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+        .unwrap();
+    loadlab_agent::cpus::parse_list(list).unwrap()
+}
+
+/// Every thread of this process and the CPUs each may use.
+fn own_threads() -> Vec<(String, Vec<u32>)> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .map(|task| {
+            (
+                task.file_name().to_string_lossy().into_owned(),
+                allowed_cpus(&task.path()),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_gets_cores_of_its_own_until_its_target_stops() {
+    loadlab_agent::nginx::find_nginx().expect("nginx is needed (apt-get install nginx-light)");
+    let all: Vec<u32> = allowed_cpus(std::path::Path::new("/proc/self"));
+    let agent = AgentService::new();
+    let target = agent
+        .prepare_target(Request::new(TargetSpec {
+            pin_from_cores: 2,
+            ..TargetSpec::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    if all.len() < 2 {
+        assert!(target.unpinned.contains("one CPU"), "{target:?}");
+        assert!(target.nginx_cpus.is_empty() && target.other_cpus.is_empty());
+        return;
+    }
+    assert_eq!(target.unpinned, "", "{target:?}");
+    // Disjoint halves of what the process had; `workers: auto` is one per nginx CPU.
+    assert!(!target.nginx_cpus.is_empty() && !target.other_cpus.is_empty());
+    assert!(
+        target
+            .nginx_cpus
+            .iter()
+            .all(|cpu| !target.other_cpus.contains(cpu))
+    );
+    let mut both: Vec<u32> = target
+        .nginx_cpus
+        .iter()
+        .chain(&target.other_cpus)
+        .copied()
+        .collect();
+    both.sort_unstable();
+    assert_eq!(both, all);
+    assert_eq!(target.workers as usize, target.nginx_cpus.len());
+    // Each worker runs on one of nginx's CPUs only, the master (started by this process) and
+    // every thread of this process on the rest.
+    let processes = agent.target_processes(&target.target_id).await;
+    let (workers, master): (Vec<Vec<u32>>, Vec<Vec<u32>>) = processes
+        .iter()
+        .map(|pid| allowed_cpus(&std::path::Path::new("/proc").join(pid.to_string())))
+        .partition(|cpus| cpus.iter().all(|cpu| target.nginx_cpus.contains(cpu)));
+    assert_eq!(workers.len(), target.workers as usize, "{workers:?}");
+    assert!(workers.iter().all(|cpus| cpus.len() == 1), "{workers:?}");
+    assert_eq!(master, vec![target.other_cpus.clone()]);
+    for (thread, cpus) in own_threads() {
+        assert_eq!(cpus, target.other_cpus, "thread {thread}");
+    }
+    // A window's interrupts are counted on nginx's CPUs.
+    let (noise, _) = window_of(&agent, &target.target_id).await;
+    assert_eq!(noise.watched_cpus, target.nginx_cpus);
+
+    agent
+        .stop_target(Request::new(TargetRef {
+            target_id: target.target_id.clone(),
+        }))
+        .await
+        .unwrap();
+    for (thread, cpus) in own_threads() {
+        assert_eq!(cpus, all, "thread {thread} got its CPUs back");
+    }
 }
