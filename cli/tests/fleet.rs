@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use loadlab_results::cluster::PrivateCluster;
+use loadlab_results::private_postgres::PrivatePostgres;
 use loadlab_results::{Database, RunOutcome, Store};
 
 const TOKEN: &str = "fleet-test-token";
@@ -755,7 +755,7 @@ async fn a_database_restart_mid_experiment_loses_no_run() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let cluster = PrivateCluster::in_data_dir(data.path());
+    let cluster = PrivatePostgres::in_data_dir(data.path());
     let _stopped = Stopped(&cluster);
     let file = hosts.experiment_file(&lab, "1s", 2);
     let mut run = lab.spawn_run(&file, |command| {
@@ -795,7 +795,7 @@ async fn a_database_restart_mid_experiment_loses_no_run() {
 }
 
 /// Stops a private cluster when the test ends, however it ends.
-struct Stopped<'a>(&'a PrivateCluster);
+struct Stopped<'a>(&'a PrivatePostgres);
 
 impl Drop for Stopped<'_> {
     fn drop(&mut self) {

@@ -358,7 +358,7 @@ async fn a_guest_that_cannot_boot_its_network_fails_with_its_console() {
     let dir = tempfile::tempdir().unwrap();
     let (url, store) = scratch().await;
     // The package's kernel alone, without the modules directory that holds its virtio_net.
-    let cache = loadlab_results::cluster::default_data_dir();
+    let cache = loadlab_results::data_dir::default_data_dir();
     let kernel = loadlab_vm::kernel::resolve(UNPATCHED, &cache).unwrap();
     let bare = dir.path().join("vmlinuz");
     std::fs::copy(&kernel.image, &bare).unwrap();

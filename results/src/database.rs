@@ -6,7 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Executor, PgConnection};
 
-use crate::cluster::{self, PrivateCluster, default_data_dir};
+use crate::data_dir::default_data_dir;
+use crate::private_postgres::{self, PrivatePostgres};
 use crate::{Error, Store};
 
 #[derive(Debug, Clone)]
@@ -14,7 +15,7 @@ pub enum Database {
     /// A server the user named in `DATABASE_URL`.
     Url(String),
     /// loadlab's own cluster under the data directory.
-    Private(PrivateCluster),
+    Private(PrivatePostgres),
 }
 
 impl Database {
@@ -22,7 +23,7 @@ impl Database {
     pub fn from_env() -> Self {
         match std::env::var("DATABASE_URL") {
             Ok(url) if !url.trim().is_empty() => Database::Url(url),
-            _ => Database::Private(PrivateCluster::in_data_dir(&default_data_dir())),
+            _ => Database::Private(PrivatePostgres::in_data_dir(&default_data_dir())),
         }
     }
 
@@ -60,11 +61,11 @@ impl Database {
             Database::Url(url) => {
                 PgConnectOptions::from_str(url).map_err(|e| Error::BadUrl(e.to_string()))
             }
-            Database::Private(cluster) => Ok(cluster.connect_options(cluster::DATABASE)),
+            Database::Private(cluster) => Ok(cluster.connect_options(private_postgres::DATABASE)),
         }
     }
 
-    async fn prepare_private(&self, cluster: &PrivateCluster) -> Result<(), Error> {
+    async fn prepare_private(&self, cluster: &PrivatePostgres) -> Result<(), Error> {
         let starting = cluster.clone();
         tokio::task::spawn_blocking(move || starting.ensure_running())
             .await
@@ -72,7 +73,7 @@ impl Database {
         let mut admin = PgConnection::connect_with(&cluster.connect_options("postgres"))
             .await
             .map_err(Error::Connect)?;
-        create_database_if_missing(&mut admin, cluster::DATABASE).await
+        create_database_if_missing(&mut admin, private_postgres::DATABASE).await
     }
 
     /// Opens the store, starting the private cluster if that is the database, and migrates it.

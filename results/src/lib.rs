@@ -4,8 +4,8 @@
 pub mod api;
 pub mod bisections;
 pub mod callchains;
-pub mod cluster;
 pub mod dashboard;
+pub mod data_dir;
 pub mod database;
 pub mod flamegraph;
 pub mod fleet;
@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod memo;
 pub mod noise;
 pub mod paste;
+pub mod private_postgres;
 pub mod report;
 pub mod sequential;
 pub mod stats;

@@ -205,7 +205,7 @@ async fn boot_guests(
     cancel: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<GuestFleet> {
     let loadlab = std::env::current_exe().context("cannot find the loadlab binary")?;
-    let cache = loadlab_results::cluster::default_data_dir();
+    let cache = loadlab_results::data_dir::default_data_dir();
     let fleet = GuestFleet::boot(spec, loadlab, &cache, cancel, |event| match event {
         BootEvent::Booting { cohort, kernel } => {
             eprintln!("cohort {cohort}: booting {kernel}");

@@ -1,4 +1,4 @@
-//! loadlab's private Postgres cluster, used when `DATABASE_URL` is unset: created with `initdb`,
+//! loadlab's private Postgres server (a Postgres "database cluster"), used when `DATABASE_URL` is unset: created with `initdb`,
 //! started with `pg_ctl`, reachable only through a unix socket inside its own data directory,
 //! and left running so the next command (or `loadlab serve`) reuses it.
 
@@ -34,27 +34,11 @@ fn postmaster_status(pid_file: &str) -> Option<&str> {
 }
 
 #[derive(Debug, Clone)]
-pub struct PrivateCluster {
+pub struct PrivatePostgres {
     data_dir: PathBuf,
 }
 
-/// Where loadlab keeps its data: `$LOADLAB_DATA_DIR`, else `/var/lib/loadlab` for root, else
-/// `$XDG_DATA_HOME/loadlab` (`~/.local/share/loadlab`).
-pub fn default_data_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("LOADLAB_DATA_DIR") {
-        return PathBuf::from(dir);
-    }
-    if Uid::effective().is_root() {
-        return PathBuf::from("/var/lib/loadlab");
-    }
-    if let Some(dir) = std::env::var_os("XDG_DATA_HOME") {
-        return PathBuf::from(dir).join("loadlab");
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
-    PathBuf::from(home).join(".local/share/loadlab")
-}
-
-impl PrivateCluster {
+impl PrivatePostgres {
     /// The cluster under `data_dir/postgres`.
     pub fn in_data_dir(data_dir: &Path) -> Self {
         Self {
