@@ -134,6 +134,11 @@ try {
   check(lines === runs.filter((r) => r.status === "succeeded").length, `one timeline per succeeded run (${lines})`);
   const accepts = await page.locator("#counters-table tbody tr").first().locator("td").nth(2).textContent();
   check(accepts === comparison.cohorts[0].nginx_accepts.toLocaleString("en-US"), `nginx accepts ${accepts} is the API's`);
+  const noisy = comparison.cohorts.filter((c) => c.node_noise);
+  check(noisy.length > 0, "the API measured what the windows could not control");
+  check(await page.locator("#noise-table tbody tr").count() === noisy.length, "one noise row per measured cohort");
+  const otherWork = await page.locator("#noise-table tbody tr").first().locator("td").nth(2).textContent();
+  check(otherWork === noisy[0].node_noise.other_work_cpus.toFixed(2), `other work ${otherWork} is the API's`);
   const chains = await apiJson(`/api/v1/experiments/${experimentId}/callchains?symbol=osq_lock`);
   const chainSections = await page.locator("#callchains-body section").count();
   check(chainSections === chains.cohorts.length, "call chains for every cohort");

@@ -486,6 +486,7 @@ async function experimentPage(id, params) {
     latencyTable(cohorts),
     h("h2", { id: "counters" }, "Counter cross-check"),
     countersSection(cohorts, runs),
+    noiseSection(cohorts),
     h("h2", { id: "locks" }, "Contended kernel locks"),
     locksSection(cohorts),
     h("h2", { id: "cpu" }, "CPU: hottest symbols"),
@@ -649,6 +650,39 @@ function countersSection(cohorts, runs) {
       ["Cohort", num("loadgen done"), num("nginx accepts"), num("kernel PassiveOpens"), num("CPU busy")], cohortRows, { id: "counters-table" }), "counters"),
     h("details", {}, h("summary", {}, "Per run"),
       tableWithCsv(table(null, ["Run", num("loadgen done"), num("nginx accepts"), num("kernel PassiveOpens"), num("CPU busy")], runRows), "counters-per-run")),
+  ];
+}
+
+// What each cohort's windows could not control: the numbers, and the flags above thresholds.
+function noiseText(flag) {
+  switch (flag.kind) {
+    case "steal": return `${fmtPct(flag.share)} of CPU time stolen`;
+    case "other_work": return `other work took ${flag.cpus.toFixed(2)} CPU`;
+    case "device_interrupts": return `${fmtInt(flag.per_second)} device interrupts/s on nginx's CPUs`;
+    case "frequency_scaling": return `frequency governor ${flag.governor} (not performance)`;
+    case "shared_cores": return "SMT on (logical CPUs share cores)";
+    case "unpinned": return `nginx shared CPUs with the generator: ${flag.reason}`;
+    default: return flag.kind;
+  }
+}
+
+function noiseSection(cohorts) {
+  const rows = cohorts.filter((c) => c.node_noise).map((c) => {
+    const n = c.node_noise;
+    return [
+      c.name,
+      num(fmtPct(n.steal_share_max), n.steal_share_max),
+      num(n.other_work_cpus.toFixed(2), n.other_work_cpus),
+      num(fmtInt(n.device_interrupts_per_second), n.device_interrupts_per_second),
+      n.watched_cpus.join(", "),
+      n.flags.length ? n.flags.map((f) => h("div", {}, noiseText(f))) : "–",
+    ];
+  });
+  if (!rows.length) return null;
+  return [
+    h("h2", { id: "noise" }, "What the windows could not control"),
+    tableWithCsv(table("CPU time the hypervisor stole (worst run), CPUs' worth of work by neither nginx nor loadlab, device interrupts on nginx's CPUs; flagged above their thresholds.",
+      ["Cohort", num("Steal"), num("Other work (CPU)"), num("Device interrupts/s"), "Watched CPUs", "Noise"], rows, { id: "noise-table" }), "noise"),
   ];
 }
 
