@@ -237,6 +237,7 @@ pub fn facts_to_proto(facts: NodeFacts, nginx_version: String) -> v1::NodeFacts 
         smt: facts.platform.smt,
         numa_nodes: facts.platform.numa_nodes,
         virtualization: facts.platform.virtualization,
+        emulated: facts.platform.emulated,
         nic_drivers: facts.platform.nic_drivers.into_iter().collect(),
         sysctls: facts.platform.sysctls.into_iter().collect(),
     }

@@ -27,6 +27,8 @@ pub struct Platform {
     pub numa_nodes: u32,
     /// "bare metal", or "virtual machine" with what gave it away.
     pub virtualization: String,
+    /// The CPUs are emulated (QEMU TCG, as the guest's command line says).
+    pub emulated: bool,
     /// Interface -> kernel driver, for interfaces backed by a device.
     pub nic_drivers: BTreeMap<String, String>,
     /// Dotted sysctl name -> value.
@@ -110,6 +112,7 @@ pub fn read_platform(proc: &Path, sys: &Path) -> Platform {
         smt,
         numa_nodes,
         virtualization: virtualization(&cpuinfo, &dmi, &cmdline),
+        emulated: emulated(&cmdline),
         nic_drivers,
         sysctls,
         cmdline,
@@ -118,6 +121,13 @@ pub fn read_platform(proc: &Path, sys: &Path) -> Platform {
 
 /// Said of a guest whose CPUs QEMU emulates: its timings say little about its kernel.
 pub const EMULATED: &str = "emulated (QEMU TCG)";
+
+/// Whether loadlab booted this guest with emulated CPUs (`loadlab.accel=tcg`).
+pub fn emulated(cmdline: &str) -> bool {
+    cmdline
+        .split_whitespace()
+        .any(|arg| arg == "loadlab.accel=tcg")
+}
 
 /// Judges virtualization from the CPU's `hypervisor` flag and the DMI vendor and product. A
 /// guest loadlab booted is told how on its command line (`loadlab.accel=`): from inside, an
@@ -183,6 +193,9 @@ mod tests {
             virtualization(guest, "QEMU Standard PC", "loadlab.accel=kvm quiet"),
             "virtual machine (QEMU/KVM)"
         );
+        assert!(emulated("console=ttyS0 loadlab.accel=tcg"));
+        assert!(!emulated("loadlab.accel=kvm quiet"));
+        assert!(!emulated("loadlab.accel=tcgx"));
     }
 
     #[test]

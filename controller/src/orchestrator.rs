@@ -1133,6 +1133,7 @@ pub fn node_details(facts: &v1::NodeFacts) -> serde_json::Value {
         "smt": facts.smt,
         "numa_nodes": facts.numa_nodes,
         "virtualization": facts.virtualization,
+        "emulated": facts.emulated,
         "nic_drivers": facts.nic_drivers.iter().collect::<BTreeMap<_, _>>(),
         "sysctls": facts.sysctls.iter().collect::<BTreeMap<_, _>>(),
         "nginx_version": facts.nginx_version,

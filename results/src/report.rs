@@ -35,7 +35,6 @@ impl Percentiles {
 }
 
 /// How the agent describes a node whose CPUs QEMU emulates (TCG).
-const EMULATED_PREFIX: &str = "emulated";
 pub const EMULATED_CAVEAT: &str = "ran on emulated CPUs (QEMU TCG): connection rates and latencies measure the emulator more than the kernel; lock evidence (which locks, how often, from where) holds";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -500,10 +499,7 @@ impl CohortAccumulator {
             sums.0 += run.connections_per_second.ln();
             sums.1 += 1;
         }
-        if run.node.facts["virtualization"]
-            .as_str()
-            .is_some_and(|v| v.starts_with(EMULATED_PREFIX))
-        {
+        if run.node.emulated() {
             report.throughput_caveat = Some(EMULATED_CAVEAT.into());
         }
         report.completed_connections += run.completed_connections.max(0) as u64;

@@ -151,6 +151,16 @@ pub struct NodeRecord {
 }
 
 impl NodeRecord {
+    /// The node's CPUs were emulated (QEMU TCG). Nodes stored before the agent said so
+    /// explicitly said it at the start of their virtualization fact.
+    pub fn emulated(&self) -> bool {
+        self.facts["emulated"].as_bool().unwrap_or_else(|| {
+            self.facts["virtualization"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("emulated"))
+        })
+    }
+
     /// A stable id: the same host, kernel build and CPU give the same node.
     pub fn id(&self) -> String {
         format!(
@@ -575,7 +585,7 @@ impl Store {
         let query = match experiment_name {
             None => sqlx::query(
                 "SELECT n.id AS node_id, s.workload, n.kernel_release, n.cpu_model, n.logical_cpus,
-                        coalesce(n.facts->>'virtualization' LIKE 'emulated%', false) AS emulated,
+                        coalesce((n.facts->>'emulated')::boolean, n.facts->>'virtualization' LIKE 'emulated%', false) AS emulated,
                         s.runs AS n, s.sum, s.sum_squares, s.sum_logs, s.sum_log_squares
                  FROM node_sums s JOIN nodes n ON n.id = s.node_id
                  WHERE s.runs > 0 AND n.kernel_release LIKE $1",
@@ -583,7 +593,7 @@ impl Store {
             .bind(like_pattern(kernel_glob)),
             Some(name) => sqlx::query(
                 "SELECT n.id AS node_id, r.workload, n.kernel_release, n.cpu_model, n.logical_cpus,
-                        coalesce(n.facts->>'virtualization' LIKE 'emulated%', false) AS emulated,
+                        coalesce((n.facts->>'emulated')::boolean, n.facts->>'virtualization' LIKE 'emulated%', false) AS emulated,
                         count(*) AS n,
                         sum(r.connections_per_second) AS sum,
                         sum(r.connections_per_second ^ 2) AS sum_squares,
@@ -1100,4 +1110,33 @@ fn run_from_row(row: &sqlx::postgres::PgRow) -> Result<RunRecord, Error> {
         cpu_profile_unavailable: row.try_get("cpu_profile_unavailable")?,
         generator_skew_us: row.try_get("generator_skew_us")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_is_emulated_by_its_fact_or_as_nodes_stored_before_it_said_so() {
+        let node = |facts: serde_json::Value| NodeRecord {
+            hostname: "guest".into(),
+            kernel_release: "6.1.0-56-cloud-amd64".into(),
+            kernel_version: "#1".into(),
+            cpu_model: "QEMU TCG CPU".into(),
+            logical_cpus: 2,
+            memory_bytes: 1,
+            facts,
+        };
+        let tcg = "emulated (QEMU TCG)";
+        assert!(node(serde_json::json!({ "emulated": true, "virtualization": tcg })).emulated());
+        assert!(node(serde_json::json!({ "virtualization": tcg })).emulated());
+        assert!(
+            !node(serde_json::json!({ "emulated": false, "virtualization": "bare metal" }))
+                .emulated()
+        );
+        assert!(
+            !node(serde_json::json!({ "virtualization": "virtual machine (QEMU/KVM)" })).emulated()
+        );
+        assert!(!node(serde_json::json!({})).emulated());
+    }
 }
