@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use loadlab_results::bisections::{BisectionStatus, BisectionStep, NewBisection};
-use loadlab_results::store::ExperimentStatus;
+use loadlab_results::model::ExperimentStatus;
 use loadlab_results::{Database, NewExperiment, RunOutcome, Store};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;

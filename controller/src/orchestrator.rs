@@ -13,8 +13,8 @@ use loadlab_proto::histogram::{encode_histogram, latency_histogram};
 use loadlab_proto::v1::{
     self, agent_client::AgentClient, loadgen_client::LoadgenClient, storm_event,
 };
+use loadlab_results::model::{EpollCounts, WindowCounters};
 use loadlab_results::sequential::{JudgedMetric, RoundJudgement, Rounds, all_decided};
-use loadlab_results::store::{EpollCounts, WindowCounters};
 use loadlab_results::{
     ExperimentStatus, LockRecord, NewExperiment, NodeRecord, ProfileRecord, RunOutcome, RunRecord,
     Store, SymbolRecord,

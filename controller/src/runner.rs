@@ -621,7 +621,7 @@ mod tests {
             cohort.cpu_profile_unavailable.push(reason.to_string());
         }
         ExperimentReport {
-            experiment: loadlab_results::store::ExperimentRow {
+            experiment: loadlab_results::model::ExperimentRow {
                 id: Uuid::nil(),
                 name: "e".into(),
                 baseline: "unpatched".into(),

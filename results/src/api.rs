@@ -26,10 +26,11 @@ use crate::flamegraph::{cohort_folded, differential_svg, flamegraph_svg};
 use crate::fleet::{FleetGroup, FleetRuns, GroupBy, compare_fleet};
 use crate::ingest::{validate_experiment, validate_run};
 use crate::memo::Memo;
-use crate::report::{Percentiles, comparison_body};
-use crate::store::{
-    ExperimentRow, NewExperiment, NodeRecord, RunOutcome, RunRecord, Store, WindowCounters,
+use crate::model::{
+    ExperimentRow, NewExperiment, NodeRecord, RunOutcome, RunRecord, WindowCounters,
 };
+use crate::report::{Percentiles, comparison_body};
+use crate::store::Store;
 use crate::{Error, stats};
 
 #[derive(Clone)]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::store::{RunOutcome, RunRecord};
+use crate::model::{RunOutcome, RunRecord};
 
 /// How many chains each cohort lists.
 pub const TOP_CHAINS: usize = 15;
@@ -96,7 +96,7 @@ pub fn cohort_call_chains(runs: &[RunRecord], cohort: &str, symbol: &str) -> Coh
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NodeRecord, ProfileRecord, WindowCounters};
+    use crate::model::{NodeRecord, ProfileRecord, WindowCounters};
 
     fn profiled(cohort: &str, samples: i64, folded: &[(&str, i64)]) -> RunRecord {
         let at = chrono::DateTime::UNIX_EPOCH;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::Error;
-use crate::store::{RunOutcome, RunRecord};
+use crate::model::{RunOutcome, RunRecord};
 
 /// The folded stacks of a cohort's succeeded runs, added up, one `stack count` per line.
 pub fn cohort_folded(runs: &[RunRecord], cohort: &str) -> String {

@@ -3,7 +3,7 @@
 
 use loadlab_proto::histogram::decode_histogram;
 
-use crate::store::{ExperimentRow, NewExperiment, RunOutcome, RunRecord};
+use crate::model::{ExperimentRow, NewExperiment, RunOutcome, RunRecord};
 
 /// Names become database keys, URL parts and Kubernetes names: DNS-1123 labels.
 fn is_label(name: &str) -> bool {

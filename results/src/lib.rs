@@ -11,6 +11,7 @@ pub mod flamegraph;
 pub mod fleet;
 pub mod ingest;
 pub mod memo;
+pub mod model;
 pub mod noise;
 pub mod paste;
 pub mod private_postgres;
@@ -20,10 +21,11 @@ pub mod stats;
 pub mod store;
 
 pub use database::Database;
-pub use store::{
+pub use model::{
     ExperimentStatus, LockRecord, NewExperiment, NodeRecord, ProfileRecord, RunOutcome, RunRecord,
-    Store, SymbolRecord,
+    SymbolRecord,
 };
+pub use store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

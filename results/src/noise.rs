@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{NodeRecord, WindowCounters};
+use crate::model::{NodeRecord, WindowCounters};
 
 /// Stolen CPU time above this share of all CPU time is flagged.
 pub const STEAL_FLAG_SHARE: f64 = 0.01;

@@ -332,8 +332,8 @@ fn line(out: &mut String, text: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ExperimentRow;
     use crate::report::{CohortAccumulator, assemble_finished};
-    use crate::store::ExperimentRow;
 
     fn cohort(name: &str, rates: &[f64]) -> CohortReport {
         let mut report = CohortAccumulator::new(name).finish();

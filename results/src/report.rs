@@ -9,10 +9,10 @@ use loadlab_proto::histogram::{HistogramError, decode_histogram, latency_histogr
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::model::{EpollCounts, ExperimentRow, NodeRecord, RunOutcome, RunRecord};
 use crate::noise::{NodeNoise, NoiseTally};
 use crate::sequential::{JudgedMetric, Judgement, Rounds, all_decided};
 use crate::stats::{Comparison, METHOD, Summary, compare, summarize};
-use crate::store::{EpollCounts, ExperimentRow, NodeRecord, RunOutcome, RunRecord};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Percentiles {

@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use http_body_util::BodyExt;
 use loadlab_proto::histogram::{encode_histogram, latency_histogram};
 use loadlab_results::api::{ApiState, app};
-use loadlab_results::store::WindowCounters;
+use loadlab_results::model::WindowCounters;
 use loadlab_results::{Database, NewExperiment, NodeRecord, RunOutcome, RunRecord};
 use tokio::task::JoinSet;
 use tower::ServiceExt;

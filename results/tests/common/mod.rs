@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use chrono::{TimeZone, Utc};
 use loadlab_proto::histogram::{encode_histogram, latency_histogram};
-use loadlab_results::store::WindowCounters;
+use loadlab_results::model::WindowCounters;
 use loadlab_results::{
     Database, LockRecord, NewExperiment, NodeRecord, ProfileRecord, RunOutcome, RunRecord, Store,
     SymbolRecord,
