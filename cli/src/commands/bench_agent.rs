@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use anyhow::{Context, bail};
 use tokio::process::Command;
 
-use super::bench::{measure_child, median, scratch_database_url, spread};
+use super::bench_support::{measure_child, median, scratch_database_url, spread};
 use crate::args::BenchAgentArgs;
 
 /// One run as measured: its rate and the CPU the whole run used per second of its window.

@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use loadlab_results::sequential::ALPHA;
 use tokio::process::Command;
 
-use super::bench::{median, scratch_database_url};
+use super::bench_support::{median, scratch_database_url};
 use crate::args::BenchCalibrateArgs;
 
 /// How one experiment's candidate cohort ended.
