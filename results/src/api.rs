@@ -30,7 +30,7 @@ use crate::model::{
     ExperimentRow, NewExperiment, NodeRecord, RunOutcome, RunRecord, WindowCounters,
 };
 use crate::report::{Percentiles, comparison_body};
-use crate::store::Store;
+use crate::store::{Profiles, RunParts, Store};
 use crate::{Error, stats};
 
 #[derive(Clone)]
@@ -572,7 +572,7 @@ async fn list_runs(
     let id = parse_id(&id)?;
     // An unknown experiment is a 404, not an empty list.
     state.store.experiment(id).await?;
-    let runs = state.store.experiment_runs(id).await?;
+    let runs = state.store.runs_with(id, RunParts::ROWS).await?;
     Ok(Json(runs.into_iter().map(RunSummary::of).collect()))
 }
 
@@ -681,7 +681,11 @@ async fn flamegraph(
     if let Some(against) = &q.against {
         check_cohort(&experiment, against)?;
     }
-    let runs = state.store.experiment_runs(experiment.id).await?;
+    let cohorts: Vec<String> = std::iter::once(q.cohort.clone())
+        .chain(q.against.clone())
+        .collect();
+    let parts = RunParts::profiles_of(&cohorts);
+    let runs = state.store.runs_with(experiment.id, parts).await?;
     let folded = cohort_folded(&runs, &q.cohort);
     let svg = match &q.against {
         None => flamegraph_svg(
@@ -724,7 +728,11 @@ async fn call_chains(
         ));
     }
     let experiment = state.store.experiment(parse_id(&id)?).await?;
-    let runs = state.store.experiment_runs(experiment.id).await?;
+    let parts = RunParts {
+        locks: false,
+        profiles: Profiles::All,
+    };
+    let runs = state.store.runs_with(experiment.id, parts).await?;
     Ok(Json(CallChains {
         symbol: symbol.to_string(),
         cohorts: experiment

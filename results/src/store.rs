@@ -17,6 +17,43 @@ use crate::report::{
 };
 use crate::stats::Sums;
 
+/// What a read of runs brings besides the runs' own rows.
+#[derive(Debug, Clone, Copy)]
+pub struct RunParts<'a> {
+    /// Lock contention by lock and call path.
+    pub locks: bool,
+    pub profiles: Profiles<'a>,
+}
+
+/// Which runs' CPU profiles a read brings (each is unzipped: the largest part of a run).
+#[derive(Debug, Clone, Copy)]
+pub enum Profiles<'a> {
+    None,
+    All,
+    /// Only the runs of these cohorts.
+    OfCohorts(&'a [String]),
+}
+
+impl RunParts<'_> {
+    pub const WHOLE: RunParts<'static> = RunParts {
+        locks: true,
+        profiles: Profiles::All,
+    };
+    /// The rows and these cohorts' profiles: what a flamegraph draws.
+    pub fn profiles_of(cohorts: &[String]) -> RunParts<'_> {
+        RunParts {
+            locks: false,
+            profiles: Profiles::OfCohorts(cohorts),
+        }
+    }
+
+    /// The runs' rows only: what a list of runs shows.
+    pub const ROWS: RunParts<'static> = RunParts {
+        locks: false,
+        profiles: Profiles::None,
+    };
+}
+
 /// The columns `experiment_from_row` reads, for every query that returns an experiment.
 macro_rules! experiment_columns {
     () => {
@@ -453,8 +490,18 @@ impl Store {
         Ok((row.try_get("experiments")?, row.try_get("revisions")?))
     }
 
-    /// Every run of an experiment, in schedule order.
+    /// Every run of an experiment, in schedule order, whole.
     pub async fn experiment_runs(&self, experiment_id: Uuid) -> Result<Vec<RunRecord>, Error> {
+        self.runs_with(experiment_id, RunParts::WHOLE).await
+    }
+
+    /// Every run of an experiment, in schedule order, with only the parts asked for: the
+    /// lock and profile tables are read (and profiles unzipped) only when wanted.
+    pub async fn runs_with(
+        &self,
+        experiment_id: Uuid,
+        parts: RunParts<'_>,
+    ) -> Result<Vec<RunRecord>, Error> {
         let rows = sqlx::query(
             "SELECT r.*, n.hostname, n.kernel_release, n.kernel_version, n.cpu_model,
                     n.logical_cpus, n.memory_bytes, n.facts
@@ -466,19 +513,39 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let mut runs: Vec<RunRecord> = rows.iter().map(run_from_row).collect::<Result<_, _>>()?;
-        let lock_rows = sqlx::query(
-            "SELECT l.* FROM lock_contention l JOIN runs r ON r.id = l.run_id
-             WHERE r.experiment_id = $1 ORDER BY l.wait_ns DESC, l.lock, l.stack",
-        )
-        .bind(experiment_id)
-        .fetch_all(&self.pool)
-        .await?;
-        let profile_rows = sqlx::query(
-            "SELECT p.* FROM cpu_profiles p JOIN runs r ON r.id = p.run_id WHERE r.experiment_id = $1",
-        )
-        .bind(experiment_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let lock_rows = if parts.locks {
+            sqlx::query(
+                "SELECT l.* FROM lock_contention l JOIN runs r ON r.id = l.run_id
+                 WHERE r.experiment_id = $1 ORDER BY l.wait_ns DESC, l.lock, l.stack",
+            )
+            .bind(experiment_id)
+            .fetch_all(&self.pool)
+            .await?
+        } else {
+            Vec::new()
+        };
+        let profile_rows = match parts.profiles {
+            Profiles::None => Vec::new(),
+            Profiles::All => {
+                sqlx::query(
+                    "SELECT p.* FROM cpu_profiles p JOIN runs r ON r.id = p.run_id
+                     WHERE r.experiment_id = $1",
+                )
+                .bind(experiment_id)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Profiles::OfCohorts(cohorts) => {
+                sqlx::query(
+                    "SELECT p.* FROM cpu_profiles p JOIN runs r ON r.id = p.run_id
+                     WHERE r.experiment_id = $1 AND r.cohort = ANY($2)",
+                )
+                .bind(experiment_id)
+                .bind(cohorts)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
         for row in &profile_rows {
             let run_id: Uuid = row.try_get("run_id")?;
             let folded: Vec<u8> = row.try_get("folded_gzip")?;

@@ -25,6 +25,59 @@ async fn runs_round_trip_and_are_written_once() {
 }
 
 #[tokio::test]
+async fn a_read_of_runs_brings_only_the_parts_asked_for() {
+    use loadlab_results::store::{Profiles, RunParts};
+    let store = store().await;
+    let experiment = experiment(&store).await;
+    let written = [
+        run(experiment.id, "unpatched", 1, 1000.0),
+        run(experiment.id, "patched", 1, 1500.0),
+    ];
+    for run in &written {
+        assert!(store.record_run(run).await.unwrap());
+    }
+    let whole = store.experiment_runs(experiment.id).await.unwrap();
+    let by_cohort = |mut runs: Vec<loadlab_results::RunRecord>| {
+        runs.sort_by(|a, b| a.cohort.cmp(&b.cohort));
+        runs
+    };
+    assert_eq!(by_cohort(whole.clone()), by_cohort(written.to_vec()));
+    assert!(
+        whole
+            .iter()
+            .all(|r| !r.locks.is_empty() && r.cpu_profile.is_some())
+    );
+    // Rows only: the same runs without locks or profiles.
+    let rows = store
+        .runs_with(experiment.id, RunParts::ROWS)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    for row in &rows {
+        assert!(row.locks.is_empty() && row.cpu_profile.is_none());
+        let mut bare = whole.iter().find(|r| r.id == row.id).unwrap().clone();
+        bare.locks.clear();
+        bare.cpu_profile = None;
+        assert_eq!(row, &bare);
+    }
+    // One cohort's profiles.
+    let patched = ["patched".to_string()];
+    let parts = RunParts {
+        locks: false,
+        profiles: Profiles::OfCohorts(&patched),
+    };
+    let one = store.runs_with(experiment.id, parts).await.unwrap();
+    for run in &one {
+        assert_eq!(
+            run.cpu_profile.is_some(),
+            run.cohort == "patched",
+            "{}",
+            run.cohort
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_run_of_an_unknown_experiment_writes_nothing() {
     let store = store().await;
     let orphan = run(Uuid::new_v4(), "unpatched", 1, 1000.0);

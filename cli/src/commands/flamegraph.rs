@@ -4,6 +4,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use loadlab_results::Database;
 use loadlab_results::flamegraph::{cohort_folded, differential_svg, flamegraph_svg};
+use loadlab_results::store::RunParts;
 
 use crate::args::FlamegraphArgs;
 
@@ -19,7 +20,11 @@ pub async fn run(args: FlamegraphArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let runs = store.experiment_runs(args.experiment).await?;
+    let cohorts: Vec<String> = std::iter::once(args.cohort.clone())
+        .chain(args.against.clone())
+        .collect();
+    let parts = RunParts::profiles_of(&cohorts);
+    let runs = store.runs_with(args.experiment, parts).await?;
     let folded = cohort_folded(&runs, &args.cohort);
     let title = format!("{} · {}", experiment.name, args.cohort);
     let svg = match &args.against {
