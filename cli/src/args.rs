@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use loadlab_controller::spec::Span;
+use loadlab_controller::spec::WrittenDuration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -115,8 +115,8 @@ pub struct ControllerArgs {
     pub read_token: Option<String>,
     /// How long to wait for the results database to accept connections at start (a database
     /// installed beside the controller may start after it), e.g. `2m`.
-    #[arg(long, env = "LOADLAB_DATABASE_WAIT", default_value = "2m", value_parser = Span::parse)]
-    pub database_wait: Span,
+    #[arg(long, env = "LOADLAB_DATABASE_WAIT", default_value = "2m", value_parser = WrittenDuration::parse)]
+    pub database_wait: WrittenDuration,
     /// Key every replica derives each experiment's pod token from (at least 32 characters;
     /// the chart keeps one in a Secret of its own).
     #[arg(long, env = "LOADLAB_TOKEN_KEY", hide_env_values = true)]
@@ -174,8 +174,8 @@ pub struct BenchAgentArgs {
     #[arg(long, default_value_t = 5)]
     pub rounds: u32,
     /// Measured window of each run (after a 1 s warm-up).
-    #[arg(short, long, default_value = "5s", value_parser = Span::parse)]
-    pub duration: Span,
+    #[arg(short, long, default_value = "5s", value_parser = WrittenDuration::parse)]
+    pub duration: WrittenDuration,
     #[arg(short, long, default_value_t = 64)]
     pub connections: u32,
     #[arg(long, default_value_t = 1)]
@@ -197,10 +197,10 @@ pub struct BenchCalibrateArgs {
     #[arg(long, default_value_t = 5)]
     pub different: u32,
     /// Measured window of each run.
-    #[arg(short, long, default_value = "1s", value_parser = Span::parse)]
-    pub duration: Span,
-    #[arg(long, default_value = "300ms", value_parser = Span::parse)]
-    pub warmup: Span,
+    #[arg(short, long, default_value = "1s", value_parser = WrittenDuration::parse)]
+    pub duration: WrittenDuration,
+    #[arg(long, default_value = "300ms", value_parser = WrittenDuration::parse)]
+    pub warmup: WrittenDuration,
     #[arg(short, long, default_value_t = 32)]
     pub connections: u32,
     /// The budget of each experiment, in rounds.
@@ -246,8 +246,8 @@ pub struct BenchLoadgenArgs {
     #[arg(long, default_value_t = 5)]
     pub rounds: u32,
     /// Length of each tool's run.
-    #[arg(short, long, default_value = "5s", value_parser = Span::parse)]
-    pub duration: Span,
+    #[arg(short, long, default_value = "5s", value_parser = WrittenDuration::parse)]
+    pub duration: WrittenDuration,
     /// Concurrent connections for both tools.
     #[arg(short, long, default_value_t = 64)]
     pub connections: u32,
@@ -307,11 +307,11 @@ pub struct StormArgs {
     #[arg(short, long, env = "LOADLAB_CONNECTIONS", default_value_t = 64)]
     pub connections: u32,
     /// Measured window (10s, 500ms, 2m).
-    #[arg(short, long, env = "LOADLAB_DURATION", default_value = "10s", value_parser = Span::parse)]
-    pub duration: Span,
+    #[arg(short, long, env = "LOADLAB_DURATION", default_value = "10s", value_parser = WrittenDuration::parse)]
+    pub duration: WrittenDuration,
     /// Warm-up before the measured window; its connections are counted apart.
-    #[arg(short, long, env = "LOADLAB_WARMUP", default_value = "0s", value_parser = Span::parse)]
-    pub warmup: Span,
+    #[arg(short, long, env = "LOADLAB_WARMUP", default_value = "0s", value_parser = WrittenDuration::parse)]
+    pub warmup: WrittenDuration,
     /// Open loop: start this many connections per second (latency then counts from each
     /// connection's scheduled start); --connections caps how many are in flight.
     #[arg(short, long, env = "LOADLAB_RATE")]
@@ -360,11 +360,11 @@ pub struct StormArgs {
     )]
     pub handshake_ack: HandshakeAckArg,
     /// Per-connection connect timeout.
-    #[arg(long, env = "LOADLAB_CONNECT_TIMEOUT", default_value = "3s", value_parser = Span::parse)]
-    pub connect_timeout: Span,
+    #[arg(long, env = "LOADLAB_CONNECT_TIMEOUT", default_value = "3s", value_parser = WrittenDuration::parse)]
+    pub connect_timeout: WrittenDuration,
     /// Per-connection timeout for the whole exchange.
-    #[arg(long, env = "LOADLAB_RESPONSE_TIMEOUT", default_value = "10s", value_parser = Span::parse)]
-    pub response_timeout: Span,
+    #[arg(long, env = "LOADLAB_RESPONSE_TIMEOUT", default_value = "10s", value_parser = WrittenDuration::parse)]
+    pub response_timeout: WrittenDuration,
     /// Print one JSON object instead of text.
     #[arg(long, env = "LOADLAB_JSON")]
     pub json: bool,
@@ -416,8 +416,8 @@ pub enum AgentCommand {
 #[derive(Debug, Args)]
 pub struct AgentCaptureArgs {
     /// How long to capture.
-    #[arg(short, long, env = "LOADLAB_CAPTURE_DURATION", default_value = "5s", value_parser = Span::parse)]
-    pub duration: Span,
+    #[arg(short, long, env = "LOADLAB_CAPTURE_DURATION", default_value = "5s", value_parser = WrittenDuration::parse)]
+    pub duration: WrittenDuration,
     /// CPU profile sampling frequency in Hz; 0 for no profile.
     #[arg(long, env = "LOADLAB_CPU_PROFILE_HZ", default_value_t = 499)]
     pub cpu_profile_hz: u32,

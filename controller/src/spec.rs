@@ -482,8 +482,8 @@ pub struct LoadSpec {
     #[schemars(range(min = 1, max = MAX_CONNECTIONS))]
     pub connections: u32,
     #[serde(default)]
-    pub warmup: Span,
-    pub duration: Span,
+    pub warmup: WrittenDuration,
+    pub duration: WrittenDuration,
     /// Request path, `/` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = MAX_PATH_BYTES), regex(pattern = r"^/\S*$"))]
@@ -733,10 +733,10 @@ pub struct NginxOverride {
 
 /// A length of time written as `10s`, `500ms`, `2m` or `1h` (decimals allowed: `1.5s`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Span(pub Duration);
+pub struct WrittenDuration(pub Duration);
 
-impl Span {
-    pub fn parse(text: &str) -> Result<Span, String> {
+impl WrittenDuration {
+    pub fn parse(text: &str) -> Result<WrittenDuration, String> {
         let text = text.trim();
         let split = text
             .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
@@ -765,12 +765,12 @@ impl Span {
             }
         };
         Duration::try_from_secs_f64(seconds)
-            .map(Span)
+            .map(WrittenDuration)
             .map_err(|_| format!("invalid duration {text:?}: out of range"))
     }
 }
 
-impl fmt::Display for Span {
+impl fmt::Display for WrittenDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
         if ms.is_multiple_of(1000) {
@@ -781,9 +781,9 @@ impl fmt::Display for Span {
     }
 }
 
-impl JsonSchema for Span {
+impl JsonSchema for WrittenDuration {
     fn schema_name() -> Cow<'static, str> {
-        "Span".into()
+        "WrittenDuration".into()
     }
 
     fn inline_schema() -> bool {
@@ -800,16 +800,16 @@ impl JsonSchema for Span {
     }
 }
 
-impl Serialize for Span {
+impl Serialize for WrittenDuration {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)
     }
 }
 
-impl<'de> Deserialize<'de> for Span {
+impl<'de> Deserialize<'de> for WrittenDuration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        Span::parse(&text).map_err(serde::de::Error::custom)
+        WrittenDuration::parse(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -967,7 +967,7 @@ impl ExperimentSpec {
             if span.0 > MAX_WINDOW {
                 return Err(SpecError::at(
                     field,
-                    format!("must be at most {}", Span(MAX_WINDOW)),
+                    format!("must be at most {}", WrittenDuration(MAX_WINDOW)),
                 ));
             }
         }
@@ -1369,7 +1369,10 @@ spec:
     fn a_good_file_parses_with_overrides_applied() {
         let file = parse_experiment(GOOD).unwrap();
         assert_eq!(file.metadata.name, "local");
-        assert_eq!(file.spec.load.duration, Span(Duration::from_secs(10)));
+        assert_eq!(
+            file.spec.load.duration,
+            WrittenDuration(Duration::from_secs(10))
+        );
         assert_eq!(file.baseline(), "one-worker");
         let rp = file.spec.nginx_for(&file.spec.cohorts[1]);
         assert_eq!(rp.workers, Workers::Count(2));
@@ -1737,17 +1740,23 @@ spec:
     #[test]
     fn spans_read_and_print() {
         assert_eq!(
-            Span::parse("500ms").unwrap(),
-            Span(Duration::from_millis(500))
+            WrittenDuration::parse("500ms").unwrap(),
+            WrittenDuration(Duration::from_millis(500))
         );
         assert_eq!(
-            Span::parse("1.5s").unwrap(),
-            Span(Duration::from_millis(1500))
+            WrittenDuration::parse("1.5s").unwrap(),
+            WrittenDuration(Duration::from_millis(1500))
         );
-        assert_eq!(Span::parse("2m").unwrap(), Span(Duration::from_secs(120)));
-        assert_eq!(Span(Duration::from_millis(1500)).to_string(), "1500ms");
-        assert_eq!(Span(Duration::from_secs(10)).to_string(), "10s");
-        assert!(Span::parse("s").is_err());
+        assert_eq!(
+            WrittenDuration::parse("2m").unwrap(),
+            WrittenDuration(Duration::from_secs(120))
+        );
+        assert_eq!(
+            WrittenDuration(Duration::from_millis(1500)).to_string(),
+            "1500ms"
+        );
+        assert_eq!(WrittenDuration(Duration::from_secs(10)).to_string(), "10s");
+        assert!(WrittenDuration::parse("s").is_err());
     }
 
     /// The spec's schema as the API server gets it.
