@@ -73,7 +73,7 @@ fi
 
 # Playwright (its core only: it drives the system's Chromium, downloads no browser) and axe-core,
 # pinned by the lock file.
-web_tests="$(dirname "${BASH_SOURCE[0]}")/../results/web-tests"
+web_tests="$(dirname "${BASH_SOURCE[0]}")/../api/web-tests"
 if ! [ -d "$web_tests/node_modules/playwright-core" ] || ! [ -d "$web_tests/node_modules/axe-core" ]; then
   echo "installing the browser tests' npm packages"
   (cd "$web_tests" && npm ci --no-audit --no-fund --silent)

@@ -1,6 +1,6 @@
 //! The dashboard in a real browser: a real storm stores real runs in a scratch Postgres, a real
 //! `loadlab serve` serves them, and the system's headless Chromium, driven by Playwright
-//! (`results/web-tests/dashboard.mjs`), checks that every page shows the API's numbers, that
+//! (`api/web-tests/dashboard.mjs`), checks that every page shows the API's numbers, that
 //! bad input gets a clear page, that axe-core finds no serious accessibility violation and the
 //! console no error. Screenshots land in `target/tmp/dashboard/`.
 
@@ -82,10 +82,10 @@ async fn scratch() -> (String, Store) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_apis_numbers_in_a_real_browser() {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let web_tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../results/web-tests");
+    let web_tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../api/web-tests");
     assert!(
         Path::new(&chromium).exists() && web_tests.join("node_modules/playwright-core").exists(),
-        "the browser tests need {chromium} and results/web-tests/node_modules: \
+        "the browser tests need {chromium} and api/web-tests/node_modules: \
          run scripts/install-deps.sh"
     );
     let (url, store) = scratch().await;

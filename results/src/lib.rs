@@ -1,16 +1,13 @@
-//! loadlab's results: the Postgres store, the private cluster behind it, and the statistics and
-//! reports computed from stored runs. Nothing here knows HTTP or gRPC.
+//! loadlab's results: the Postgres store, the private Postgres server behind it, and the
+//! statistics and reports computed from stored runs. Nothing here knows HTTP or gRPC.
 
-pub mod api;
 pub mod bisections;
 pub mod callchains;
-pub mod dashboard;
 pub mod data_dir;
 pub mod database;
 pub mod flamegraph;
 pub mod fleet;
 pub mod ingest;
-pub mod memo;
 pub mod model;
 pub mod noise;
 pub mod paste;

@@ -3,7 +3,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use loadlab_results::api::{ApiState, app};
+use loadlab_api::{ApiState, app};
 use loadlab_results::{Database, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;

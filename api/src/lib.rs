@@ -1,7 +1,12 @@
-//! The read side of the REST API (`/api/v1`, JSON): experiments, their runs and comparison,
-//! CPU flamegraphs, nodes, and health. `app(state)` is a value, so tests need no socket.
+//! loadlab over HTTP: the REST API (`/api/v1`, JSON: experiments, their runs and comparison,
+//! CPU flamegraphs, nodes, ingest and health) and the dashboard beside it. `app(state)` is a
+//! value, so tests need no socket. The results themselves (store, statistics, reports) are
+//! `loadlab-results`'s; nothing there knows HTTP.
 //! Every error is `{"error": ..., "detail": ...}` with its status; internal details are logged,
 //! not sent.
+
+pub mod dashboard;
+pub mod memo;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -20,18 +25,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::bisections::BisectionRow;
-use crate::callchains::{CohortCallChains, cohort_call_chains};
-use crate::flamegraph::{cohort_folded, differential_svg, flamegraph_svg};
-use crate::fleet::{FleetGroup, FleetRuns, GroupBy, compare_fleet};
-use crate::ingest::{validate_experiment, validate_run};
 use crate::memo::Memo;
-use crate::model::{
+use loadlab_results::bisections::BisectionRow;
+use loadlab_results::callchains::{CohortCallChains, cohort_call_chains};
+use loadlab_results::flamegraph::{cohort_folded, differential_svg, flamegraph_svg};
+use loadlab_results::fleet::{FleetGroup, FleetRuns, GroupBy, compare_fleet};
+use loadlab_results::ingest::{validate_experiment, validate_run};
+use loadlab_results::model::{
     ExperimentRow, NewExperiment, NodeRecord, RunOutcome, RunRecord, WindowCounters,
 };
-use crate::report::{Percentiles, comparison_body};
-use crate::store::{Profiles, RunParts, Store};
-use crate::{Error, stats};
+use loadlab_results::report::{Percentiles, comparison_body};
+use loadlab_results::store::{Profiles, RunParts, Store};
+use loadlab_results::{Error, stats};
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -620,7 +625,7 @@ async fn comparison(
         let report = state.store.report(experiment).await?;
         return Ok((
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            crate::paste::report_text(&report),
+            loadlab_results::paste::report_text(&report),
         )
             .into_response());
     }

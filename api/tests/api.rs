@@ -3,12 +3,13 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
+use loadlab_api::{ApiState, app};
 use loadlab_results::Store;
-use loadlab_results::api::{ApiState, app};
 use serde_json::Value;
 use tower::ServiceExt;
 use uuid::Uuid;
 
+#[path = "../../results/tests/common/mod.rs"]
 mod common;
 use common::{experiment, run, seeded_faster_patched, store};
 
@@ -348,7 +349,7 @@ async fn kernels_compare_across_experiments_by_hardware() {
 #[tokio::test]
 async fn every_documented_path_is_served_with_a_documented_status() {
     let (store, id) = seeded_faster_patched().await;
-    let document: Value = serde_json::from_str(loadlab_results::api::OPENAPI).unwrap();
+    let document: Value = serde_json::from_str(loadlab_api::OPENAPI).unwrap();
     let (status, served) = get_json(&store, "/api/openapi.json").await;
     assert_eq!((status, &served), (StatusCode::OK, &document));
     for (path, item) in document["paths"].as_object().unwrap() {
