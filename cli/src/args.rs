@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use loadlab_controller::spec::WrittenDuration;
+use loadlab_engine::spec::WrittenDuration;
 
 #[derive(Debug, Parser)]
 #[command(

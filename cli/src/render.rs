@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::Duration;
 
-use loadlab_controller::Event;
+use loadlab_engine::Event;
 use loadlab_loadgen::{CloseMode, HandshakeAck, Progress, StormConfig, StormReport};
 use loadlab_proto::v1;
 use loadlab_results::RunOutcome;
@@ -74,7 +74,7 @@ pub fn facts_json(facts: &v1::NodeFacts) -> serde_json::Value {
     });
     if let (Some(identity), serde_json::Value::Object(details)) = (
         value.as_object_mut(),
-        loadlab_controller::orchestrator::node_details(facts),
+        loadlab_engine::orchestrator::node_details(facts),
     ) {
         identity.extend(details);
     }

@@ -36,7 +36,7 @@ fn every_example_is_a_valid_experiment_or_bisection() {
         }
         let text = std::fs::read_to_string(&path).unwrap();
         if text.contains("\nkind: Bisection\n") {
-            loadlab_controller::bisect::parse_bisection(&text)
+            loadlab_engine::bisect::parse_bisection(&text)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             seen += 1;
             continue;

@@ -19,7 +19,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use loadlab_controller::operator::LEASE_NAME;
 use loadlab_controller::placement::{NodeView, place};
-use loadlab_controller::{Experiment, parse_experiment};
+use loadlab_engine::{Experiment, parse_experiment};
 
 use crate::args::BenchClusterArgs;
 

@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use loadlab_controller::parse_experiment;
 use loadlab_controller::placement::{NodeView, place};
+use loadlab_engine::parse_experiment;
 
 use crate::args::BenchPlanArgs;
 

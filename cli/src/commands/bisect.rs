@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use loadlab_controller::bisect::{Answer, BisectionFile, Next, Search, judge, parse_bisection};
-use loadlab_controller::{Connection, Ending};
+use loadlab_engine::bisect::{Answer, BisectionFile, Next, Search, judge, parse_bisection};
+use loadlab_engine::{Connection, Ending};
 use loadlab_results::Database;
 use loadlab_results::bisections::{BisectionRow, BisectionStatus, BisectionStep, NewBisection};
 use loadlab_results::report::build_report;

@@ -9,7 +9,7 @@ use loadlab_controller::namespaces::Namespaces;
 use loadlab_controller::netpol::ControllerPeer;
 use loadlab_controller::operator::{OperatorConfig, run_operator};
 use loadlab_controller::pods::{PerfEvents, PodSettings};
-use loadlab_controller::token::TokenKey;
+use loadlab_engine::token::TokenKey;
 
 pub async fn run(args: ControllerArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(

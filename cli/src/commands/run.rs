@@ -3,11 +3,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use loadlab_controller::guests::{BootEvent, GuestFleet};
-use loadlab_controller::local::LocalNode;
-use loadlab_controller::spec::ExperimentFile;
-use loadlab_controller::spec::{CloseSpec, CohortKind, HandshakeAckSpec};
-use loadlab_controller::{Connection, Ending, Fleet, RunOptions, parse_experiment, run_experiment};
+use loadlab_engine::guests::{BootEvent, GuestFleet};
+use loadlab_engine::local::LocalNode;
+use loadlab_engine::spec::ExperimentFile;
+use loadlab_engine::spec::{CloseSpec, CohortKind, HandshakeAckSpec};
+use loadlab_engine::{Connection, Ending, Fleet, RunOptions, parse_experiment, run_experiment};
 use loadlab_results::Database;
 use loadlab_results::Store;
 use loadlab_results::report::build_report;
@@ -201,7 +201,7 @@ pub async fn execute(
 /// Boots the experiment's virtual machines, saying what happens: a cold boot under emulation
 /// takes a while.
 async fn boot_guests(
-    spec: &loadlab_controller::spec::ExperimentSpec,
+    spec: &loadlab_engine::spec::ExperimentSpec,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<GuestFleet> {
     let loadlab = std::env::current_exe().context("cannot find the loadlab binary")?;
