@@ -10,15 +10,15 @@ mod libbpf_log;
 pub mod lockprobe;
 pub mod lockstat;
 pub mod nginx;
-pub mod noise;
+mod noise;
 mod perf_event;
-pub mod platform;
-pub mod privilege;
-pub mod probe_thread;
+mod platform;
+mod privilege;
+mod probe_thread;
 pub mod profile;
-pub mod sampler;
+mod sampler;
 pub mod traces;
-pub mod usersyms;
+mod usersyms;
 
 use std::path::PathBuf;
 

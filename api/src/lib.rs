@@ -5,8 +5,8 @@
 //! Every error is `{"error": ..., "detail": ...}` with its status; internal details are logged,
 //! not sent.
 
-pub mod dashboard;
-pub mod memo;
+mod dashboard;
+mod memo;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

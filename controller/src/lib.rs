@@ -5,8 +5,8 @@
 
 pub mod cache;
 pub mod crd;
-pub mod events;
-pub mod leader;
+mod events;
+mod leader;
 pub mod namespaces;
 pub mod netpol;
 pub mod operator;
@@ -14,7 +14,7 @@ pub mod placement;
 pub mod pods;
 pub mod reconcile;
 pub mod runner;
-pub mod unreadable;
+mod unreadable;
 
 pub use loadlab_engine::{
     Connection, Ending, Endpoints, Error, Event, Experiment, ExperimentFile, Fleet, RunOptions,

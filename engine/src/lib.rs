@@ -7,7 +7,7 @@ pub mod bisect;
 pub mod guests;
 pub mod local;
 pub mod orchestrator;
-pub mod plan;
+mod plan;
 pub mod pod_tls;
 pub mod spec;
 pub mod status;

@@ -5,9 +5,9 @@
 
 pub mod grpc;
 pub mod http;
-pub mod outcome;
-pub mod ports;
-pub mod report;
+mod outcome;
+mod ports;
+mod report;
 mod sockopt;
 pub mod storm;
 

@@ -4,7 +4,7 @@
 pub mod bisections;
 pub mod callchains;
 pub mod data_dir;
-pub mod database;
+mod database;
 pub mod flamegraph;
 pub mod fleet;
 pub mod ingest;

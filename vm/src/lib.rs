@@ -7,9 +7,9 @@
 
 pub mod cpio;
 pub mod kernel;
-pub mod modules;
-pub mod network;
-pub mod qemu;
+mod modules;
+mod network;
+mod qemu;
 pub mod rootfs;
 
 pub use kernel::Kernel;
