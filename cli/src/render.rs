@@ -384,27 +384,11 @@ fn noise_section(report: &ExperimentReport, width: usize) -> String {
             loadlab_agent::cpus::list(&noise.watched_cpus),
         );
         if !noise.flags.is_empty() {
-            let flags: Vec<String> = noise.flags.iter().map(noise_flag).collect();
+            let flags: Vec<String> = noise.flags.iter().map(NoiseFlag::describe).collect();
             let _ = writeln!(out, "  {:width$}  noise: {}", "", flags.join("; "));
         }
     }
     out
-}
-
-fn noise_flag(flag: &NoiseFlag) -> String {
-    match flag {
-        NoiseFlag::Steal { share } => format!("{:.1}% of CPU time stolen", share * 100.0),
-        NoiseFlag::OtherWork { cpus } => format!("other work took {cpus:.2} CPU"),
-        NoiseFlag::DeviceInterrupts { per_second } => format!(
-            "{} device interrupts/s on nginx's CPUs",
-            thousands(per_second.round() as u64)
-        ),
-        NoiseFlag::FrequencyScaling { governor } => {
-            format!("frequency governor {governor} (not performance)")
-        }
-        NoiseFlag::SharedCores => "SMT on (logical CPUs share cores)".into(),
-        NoiseFlag::Unpinned { reason } => format!("nginx shared CPUs with the generator: {reason}"),
-    }
 }
 
 fn signed_percent(ratio: f64) -> String {

@@ -32,6 +32,26 @@ pub enum NoiseFlag {
     Unpinned { reason: String },
 }
 
+impl NoiseFlag {
+    /// The flag in words, with its size.
+    pub fn describe(&self) -> String {
+        match self {
+            NoiseFlag::Steal { share } => format!("{:.1}% of CPU time stolen", share * 100.0),
+            NoiseFlag::OtherWork { cpus } => format!("other work took {cpus:.2} CPU"),
+            NoiseFlag::DeviceInterrupts { per_second } => {
+                format!("{per_second:.0} device interrupts/s on nginx's CPUs")
+            }
+            NoiseFlag::FrequencyScaling { governor } => {
+                format!("frequency governor {governor} (not performance)")
+            }
+            NoiseFlag::SharedCores => "SMT on (logical CPUs share cores)".into(),
+            NoiseFlag::Unpinned { reason } => {
+                format!("nginx shared CPUs with the generator: {reason}")
+            }
+        }
+    }
+}
+
 /// A cohort's noise over its measured windows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeNoise {

@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 
+use crate::noise::NoiseFlag;
 use crate::report::{CohortReport, ExperimentReport};
 
 /// Lines are cut to this, so the text survives mail clients and commit message conventions.
@@ -198,6 +199,19 @@ fn comparison(
             ""
         ),
     );
+    for (side, report) in [("base", base), (cohort.name.as_str(), cohort)] {
+        let flags: Vec<String> = report
+            .node_noise
+            .iter()
+            .flat_map(|noise| noise.flags.iter().map(NoiseFlag::describe))
+            .collect();
+        if !flags.is_empty() {
+            let said = format!("noise ({side}): {}", flags.join("; "));
+            for piece in wrapped(&said, WIDTH - 12) {
+                line(out, format!("{:12}{piece}", ""));
+            }
+        }
+    }
     if let Some(caveat) = cohort
         .throughput_caveat
         .as_ref()
@@ -382,5 +396,48 @@ mod tests {
             .find(|l| l.ends_with("latency.p99.ms"))
             .unwrap();
         assert!(p99.contains("-40.0%"), "{p99}");
+        assert!(!text.contains("noise"), "no flags, no noise line: {text}");
+    }
+
+    #[test]
+    fn flagged_noise_is_pasted_with_its_size() {
+        let experiment = ExperimentRow {
+            id: uuid::Uuid::nil(),
+            name: "local".into(),
+            baseline: "one".into(),
+            cohorts: vec!["one".into(), "two".into()],
+            status: "completed".into(),
+            created_at: chrono::Utc::now(),
+            finished_at: None,
+            planned_runs: Some(6),
+            revision: 0,
+            stopping: None,
+        };
+        let mut two = cohort("two", &[9_000.0, 9_100.0, 8_900.0]);
+        two.node_noise = Some(crate::noise::NodeNoise {
+            other_work_cpus: 0.2,
+            runs: 3,
+            flags: vec![
+                NoiseFlag::OtherWork { cpus: 0.2 },
+                NoiseFlag::Unpinned {
+                    reason: "2 cores: below 4, where pinning starts".into(),
+                },
+            ],
+            ..Default::default()
+        });
+        let report = assemble_finished(
+            experiment,
+            vec![
+                (Vec::new(), cohort("one", &[10_000.0, 10_100.0, 9_900.0])),
+                (Vec::new(), two),
+            ],
+        );
+        let text = report_text(&report);
+        assert!(text.lines().all(|l| l.chars().count() <= WIDTH), "{text}");
+        assert!(
+            text.contains("noise (two): other work took 0.20 CPU; nginx shared CPUs"),
+            "{text}"
+        );
+        assert!(!text.contains("noise (base)"), "{text}");
     }
 }
