@@ -359,20 +359,25 @@ mod tests {
         report
     }
 
-    #[test]
-    fn the_text_fits_80_columns_and_carries_change_spread_and_verdict() {
-        let experiment = ExperimentRow {
+    /// A finished experiment of two cohorts, the first the baseline.
+    fn experiment(name: &str, [baseline, other]: [&str; 2]) -> ExperimentRow {
+        ExperimentRow {
             id: uuid::Uuid::nil(),
-            name: "epoll-refcount".into(),
-            baseline: "unpatched".into(),
-            cohorts: vec!["unpatched".into(), "patched".into()],
+            name: name.into(),
+            baseline: baseline.into(),
+            cohorts: vec![baseline.into(), other.into()],
             status: "completed".into(),
             created_at: chrono::Utc::now(),
             finished_at: None,
             planned_runs: Some(6),
             revision: 0,
             stopping: None,
-        };
+        }
+    }
+
+    #[test]
+    fn the_text_fits_80_columns_and_carries_change_spread_and_verdict() {
+        let experiment = experiment("epoll-refcount", ["unpatched", "patched"]);
         let mut patched = cohort("patched", &[16_000.0, 16_200.0, 15_900.0]);
         patched.total_latency.p99_us = 3_000;
         let report = assemble_finished(
@@ -401,18 +406,7 @@ mod tests {
 
     #[test]
     fn flagged_noise_is_pasted_with_its_size() {
-        let experiment = ExperimentRow {
-            id: uuid::Uuid::nil(),
-            name: "local".into(),
-            baseline: "one".into(),
-            cohorts: vec!["one".into(), "two".into()],
-            status: "completed".into(),
-            created_at: chrono::Utc::now(),
-            finished_at: None,
-            planned_runs: Some(6),
-            revision: 0,
-            stopping: None,
-        };
+        let experiment = experiment("local", ["one", "two"]);
         let mut two = cohort("two", &[9_000.0, 9_100.0, 8_900.0]);
         two.node_noise = Some(crate::noise::NodeNoise {
             other_work_cpus: 0.2,
