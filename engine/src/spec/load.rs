@@ -43,11 +43,11 @@ pub struct LoadSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<f64>,
     /// 1 is a connection storm; more sends that many keep-alive requests per connection.
-    #[serde(default = "one")]
+    #[serde(default = "one_request")]
     #[schemars(range(min = 1, max = MAX_REQUESTS_PER_CONNECTION))]
     pub requests_per_connection: u32,
     /// Generators that share the load, started together.
-    #[serde(default = "one")]
+    #[serde(default = "one_generator")]
     #[schemars(range(min = 1, max = MAX_GENERATORS))]
     pub generators: u32,
     /// On a cluster: where the generators run.
@@ -191,4 +191,13 @@ impl LoadSpec {
         }
         Ok(())
     }
+}
+
+/// A connection storm: one request per connection.
+fn one_request() -> u32 {
+    1
+}
+
+fn one_generator() -> u32 {
+    1
 }

@@ -139,7 +139,7 @@ pub struct ExperimentSpec {
     pub stopping: Option<StoppingSpec>,
     /// How many times a failed run is tried again before the experiment moves on; every
     /// attempt is stored with its reason.
-    #[serde(default = "one")]
+    #[serde(default = "default_retries")]
     #[schemars(range(max = MAX_RETRIES))]
     pub retries: u32,
     /// The cohort others are compared with; the first cohort when absent.
@@ -200,7 +200,9 @@ impl PinCpus {
     }
 }
 
-fn one() -> u32 {
+/// One more attempt: a blip (a port taken, a slow start) is ridden out, a broken node is not
+/// tried for long.
+fn default_retries() -> u32 {
     1
 }
 
