@@ -540,6 +540,7 @@ pub async fn run_experiment(
 /// The succeeded runs' conn/s by round, and the stopping rule applied to them.
 struct RoundValues<'a> {
     file: &'a ExperimentFile,
+    metric: JudgedMetric,
     rounds: Rounds,
 }
 
@@ -551,6 +552,7 @@ impl<'a> RoundValues<'a> {
         };
         let mut values = Self {
             file,
+            metric,
             rounds: Rounds::of(metric),
         };
         for record in stored {
@@ -562,11 +564,7 @@ impl<'a> RoundValues<'a> {
     fn add(&mut self, record: &RunRecord) {
         if matches!(record.outcome, RunOutcome::Succeeded) {
             let round = u32::try_from(record.repetition).unwrap_or(0);
-            let value = match self.file.spec.stopping.unwrap_or_default().metric {
-                StoppingMetric::ConnectionsPerSecond => Some(record.connections_per_second),
-                StoppingMetric::CpuPerConnection => record.cpu_us_per_connection(),
-            };
-            if let Some(value) = value {
+            if let Some(value) = record.judged_value(self.metric) {
                 self.rounds.add(&record.cohort, round, value);
             }
         }

@@ -470,9 +470,10 @@ fn cpu_set(cpus: &[u32]) -> Result<Option<CpuSet>, StormError> {
     Ok(Some(set))
 }
 
-/// CPU time (user + system) the calling thread has used, from the kernel's per-thread rusage.
-fn thread_cpu_time() -> Option<Duration> {
-    let usage = getrusage(UsageWho::RUSAGE_THREAD).ok()?;
+/// CPU time (user + system) the kernel's rusage gives for `who`: this thread
+/// (`RUSAGE_THREAD`) or this whole process (`RUSAGE_SELF`).
+pub fn cpu_time(who: UsageWho) -> Option<Duration> {
+    let usage = getrusage(who).ok()?;
     let duration = |t: TimeVal| {
         Some(
             Duration::from_secs(u64::try_from(t.tv_sec()).ok()?)
@@ -480,6 +481,10 @@ fn thread_cpu_time() -> Option<Duration> {
         )
     };
     Some(duration(usage.user_time())? + duration(usage.system_time())?)
+}
+
+fn thread_cpu_time() -> Option<Duration> {
+    cpu_time(UsageWho::RUSAGE_THREAD)
 }
 
 /// What one thread's slots measured.

@@ -30,11 +30,7 @@ async fn nginx(workers: u32) -> NginxTarget {
 
 /// CPU time (user + system) of this whole process so far.
 fn process_cpu_time() -> Duration {
-    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap();
-    let duration = |t: nix::sys::time::TimeVal| {
-        Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
-    };
-    duration(usage.user_time()) + duration(usage.system_time())
+    loadlab_loadgen::storm::cpu_time(nix::sys::resource::UsageWho::RUSAGE_SELF).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

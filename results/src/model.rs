@@ -105,6 +105,14 @@ impl RunRecord {
         (self.completed_connections > 0 && cpu_us > 0.0 && cpu_us.is_finite())
             .then(|| cpu_us / self.completed_connections as f64)
     }
+
+    /// The run's value of what `repetitions: auto` judges.
+    pub fn judged_value(&self, metric: JudgedMetric) -> Option<f64> {
+        match metric {
+            JudgedMetric::ConnectionsPerSecond => Some(self.connections_per_second),
+            JudgedMetric::CpuPerConnection => self.cpu_us_per_connection(),
+        }
+    }
 }
 
 /// A node as measured. Its id is derived from the facts that make measurements comparable.
