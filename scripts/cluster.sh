@@ -393,10 +393,13 @@ clusterDNS: [$gateway]
 clusterDomain: cluster.local
 resolvConf: $dir/resolv.conf
 serializeImagePulls: false
-# A test machine's disk and memory are shared with everything else: evict only when nearly full.
-evictionHard: { memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%", nodefs.inodesFree: "1%" }
-imageGCHighThresholdPercent: 99
-imageGCLowThresholdPercent: 98
+# Images here are built and imported, never pulled: a kubelet that reclaims disk by deleting
+# unused images (image GC, or disk-pressure eviction, which deletes them all) would leave pods
+# without their sandbox or their image for good. A crowded disk must fail as a full disk, not as
+# a pod that waits for a pull that cannot happen. "0%" disables a threshold, 100 image GC.
+evictionHard: { memory.available: "100Mi", nodefs.available: "0%", imagefs.available: "0%", nodefs.inodesFree: "0%", imagefs.inodesFree: "0%" }
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 maxPods: 110
 EOF
   start kubelet "$bin/kubelet" --config "$dir/kubelet/config.yaml" \
@@ -480,6 +483,16 @@ node_ready() {
   "$1/kubectl" get node "$node" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null | grep -qx True
 }
 
+# The tests' images, kernel nodes' disks and Postgres volumes take a few GiB; with the kubelet's
+# disk eviction off (see start_node) a full disk shows as failed writes, so say it beforehand.
+warn_if_disk_is_short() {
+  local free_kib
+  free_kib="$(df --output=avail -k "$dir" | tail -n 1 | tr -d ' ')"
+  if [ "$free_kib" -lt $((6 * 1024 * 1024)) ]; then
+    say "warning: $((free_kib / 1024)) MiB free under $dir; the real-cluster tests need about 6 GiB"
+  fi
+}
+
 up() {
   need_root
   install_packages
@@ -487,6 +500,7 @@ up() {
   bin="$(tools_bin)"
   begun=$(date +%s)
   mkdir -p "$dir" "$logs" "$run"
+  warn_if_disk_is_short
   make_pki
   kubeconfig admin admin
   kubeconfig controller-manager controller-manager

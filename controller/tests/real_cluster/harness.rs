@@ -236,6 +236,16 @@ impl Release {
         let mut report = String::new();
         for args in [
             vec!["get", "pods", "-o", "wide", "-n", ns],
+            // A node's taints and pressures say why pods wait (a crowded disk, a node not ready).
+            vec![
+                "get",
+                "nodes",
+                "-o",
+                "custom-columns=NODE:.metadata.name,\
+                 READY:.status.conditions[?(@.type==\"Ready\")].status,\
+                 DISK_PRESSURE:.status.conditions[?(@.type==\"DiskPressure\")].status,\
+                 TAINTS:.spec.taints[*].key",
+            ],
             vec!["get", "experiments", "-o", "yaml", "-n", ns],
             vec!["get", "events", "--sort-by=.lastTimestamp", "-n", ns],
             vec![
@@ -252,6 +262,8 @@ impl Release {
             let (_, printed) = try_run("kubectl", &args);
             report.push_str(&format!("$ kubectl {}\n{printed}\n", args.join(" ")));
         }
+        let (_, free) = try_run("df", &["-h", "/var/lib"]);
+        report.push_str(&format!("$ df -h /var/lib\n{free}\n"));
         report
     }
 }
