@@ -576,6 +576,32 @@ async fn a_bad_bisection_file_gives_one_line_and_stores_nothing() {
             says,
         );
     }
+    // Steps on a cluster are stored where its controller writes: without that database, or
+    // without a cluster to create them in, nothing starts.
+    let on_cluster = BISECTION
+        .replace("vm: { cpus: 2 }", "cluster: { namespace: loadlab }")
+        .replace(
+            "linux-image-6.1.0-47-cloud-amd64-unsigned, linux-image-6.1.0-56-cloud-amd64-unsigned",
+            "\"6.1.0-47-*\", \"6.1.0-56-*\"",
+        );
+    fails_in_one_line(
+        &loadlab_on_file("bisect", dir.path(), &on_cluster, "", &[]),
+        "steps on a cluster are stored in the Postgres its loadlab controller writes to; set DATABASE_URL",
+    );
+    let nowhere = dir.path().join("no-kubeconfig");
+    fails_in_one_line(
+        &loadlab_on_file(
+            "bisect",
+            dir.path(),
+            &on_cluster,
+            &url,
+            &[
+                ("KUBECONFIG", nowhere.to_str().unwrap()),
+                ("KUBERNETES_SERVICE_HOST", ""),
+            ],
+        ),
+        "a Kubernetes cluster for the steps",
+    );
     assert_eq!(experiments(&store).await, 0);
     assert!(store.list_bisections(10).await.unwrap().is_empty());
 }

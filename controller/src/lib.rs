@@ -14,6 +14,7 @@ pub mod placement;
 pub mod pods;
 pub mod reconcile;
 pub mod runner;
+pub mod submit;
 mod unreadable;
 
 pub use loadlab_engine::{

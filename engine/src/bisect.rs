@@ -9,7 +9,8 @@ use loadlab_results::report::{CohortReport, ExperimentReport};
 use loadlab_results::stats::Verdict;
 
 use crate::spec::{
-    API_VERSION, ExperimentFile, Metadata, SpecError, check_header, parse_experiment, parse_yaml,
+    API_VERSION, ExperimentFile, Metadata, SpecError, check_header, check_name, parse_experiment,
+    parse_yaml,
 };
 
 pub const KIND: &str = "Bisection";
@@ -29,7 +30,7 @@ pub struct BisectionFile {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BisectionSpec {
     /// Kernels in order, oldest first: Debian kernel package names or kernel image paths, as a
-    /// `vm` cohort takes them.
+    /// `vm` cohort takes them; with `cluster`, patterns of nodes' kernel versions.
     pub kernels: Vec<String>,
     /// What the first kernel lacks and the kernels from the answer on have.
     pub holds: Condition,
@@ -41,8 +42,21 @@ pub struct BisectionSpec {
     /// kernel, which is the step's.
     #[serde(default)]
     pub vm: serde_yaml::Mapping,
+    /// Run the steps on a Kubernetes cluster instead of virtual machines here: each step is an
+    /// Experiment object that the cluster's loadlab controller runs on the nodes whose kernel
+    /// matches the step's, and each of `kernels` is then a kernel version pattern (`6.1.0-47-*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSteps>,
     /// An experiment's `spec` without `cohorts` or `baseline`: what every step runs.
     pub experiment: serde_yaml::Mapping,
+}
+
+/// Where the steps of a bisection on a cluster go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ClusterSteps {
+    /// The namespace the step Experiments are created in: one the controller watches.
+    pub namespace: String,
 }
 
 /// A condition on one cohort's results.
@@ -169,6 +183,15 @@ pub fn parse_bisection(yaml: &str) -> Result<BisectionFile, SpecError> {
             ));
         }
     }
+    if let Some(cluster) = &file.spec.cluster {
+        check_name("spec.cluster.namespace", &cluster.namespace)?;
+        if !file.spec.vm.is_empty() {
+            return Err(SpecError::at(
+                "spec.vm",
+                "steps on a cluster run on its nodes: give `cluster` or `vm`, not both",
+            ));
+        }
+    }
     if file.spec.vm.contains_key("kernel") {
         return Err(SpecError::at(
             "spec.vm.kernel",
@@ -205,8 +228,9 @@ pub fn cohort_name(kernel: &str) -> String {
 }
 
 impl BisectionFile {
-    /// The experiment of a step on kernel `index`: one `vm` cohort on it, and with a `changed`
-    /// condition the first kernel as the baseline.
+    /// The experiment of a step on kernel `index`: one cohort on it (a `vm` cohort, or on a
+    /// cluster the nodes whose kernel matches), and with a `changed` condition the first
+    /// kernel as the baseline.
     pub fn step_experiment(&self, index: usize, step: usize) -> Result<ExperimentFile, SpecError> {
         let spec = &self.spec;
         let kernel = spec
@@ -214,11 +238,15 @@ impl BisectionFile {
             .get(index)
             .ok_or_else(|| SpecError::at("spec.kernels", format!("no kernel {index}")))?;
         let cohort = |kernel: &str, name: String| {
-            let mut vm = spec.vm.clone();
-            vm.insert("kernel".into(), kernel.into());
             let mut cohort = serde_yaml::Mapping::new();
             cohort.insert("name".into(), name.into());
-            cohort.insert("vm".into(), vm.into());
+            if spec.cluster.is_some() {
+                cohort.insert("kernel".into(), kernel.into());
+            } else {
+                let mut vm = spec.vm.clone();
+                vm.insert("kernel".into(), kernel.into());
+                cohort.insert("vm".into(), vm.into());
+            }
             serde_yaml::Value::Mapping(cohort)
         };
         let candidate = cohort_name(kernel);
@@ -574,6 +602,57 @@ spec:
             step.spec.baseline.as_deref(),
             Some("first-6-1-0-47-cloud-amd64")
         );
+    }
+
+    const CLUSTER_FILE: &str = r#"
+apiVersion: loadlab.dev/v1alpha1
+kind: Bisection
+metadata: { name: epoll-refcount-nodes }
+spec:
+  kernels: ["6.1.0-47-*", "6.1.0-53-*", "6.1.0-56-*"]
+  holds: { metric: connectionsPerSecond, changed: up }
+  cluster: { namespace: loadlab }
+  experiment:
+    target: { nginx: { workers: 2 } }
+    load: { connections: 8, duration: 2s }
+    collect: { lockContention: true }
+"#;
+
+    #[test]
+    fn on_a_cluster_each_step_selects_nodes_by_kernel() {
+        let file = parse_bisection(CLUSTER_FILE).unwrap();
+        let step = file.step_experiment(1, 0).unwrap();
+        let cohorts: Vec<(&str, Option<&str>, bool)> = step
+            .spec
+            .cohorts
+            .iter()
+            .map(|c| (c.name.as_str(), c.kernel.as_deref(), c.vm.is_some()))
+            .collect();
+        assert_eq!(
+            cohorts,
+            [
+                ("first-6-1-0-47", Some("6.1.0-47-*"), false),
+                ("6-1-0-53", Some("6.1.0-53-*"), false)
+            ]
+        );
+        assert_eq!(step.spec.baseline.as_deref(), Some("first-6-1-0-47"));
+        for (text, field) in [
+            (
+                CLUSTER_FILE.replace("  experiment:", "  vm: { cpus: 2 }\n  experiment:"),
+                "spec.vm",
+            ),
+            (
+                CLUSTER_FILE.replace("namespace: loadlab", "namespace: Load_Lab"),
+                "spec.cluster.namespace",
+            ),
+            (
+                CLUSTER_FILE.replace("namespace: loadlab", "namespace: loadlab, name: x"),
+                "spec.cluster",
+            ),
+        ] {
+            let error = parse_bisection(&text).expect_err(field);
+            assert!(error.field.starts_with(field), "{field}: {error:?}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::{Error, Store};
 pub enum Database {
     /// A server the user named in `DATABASE_URL`.
     Url(String),
-    /// loadlab's own cluster under the data directory.
+    /// loadlab's own Postgres under the data directory.
     Private(PrivatePostgres),
 }
 

@@ -1,15 +1,18 @@
 //! `loadlab bisect FILE`: which kernel of an ordered list first shows a behaviour, by binary
-//! search, each step an experiment on one kernel in a virtual machine, stored with its
-//! decision; the whole search is stored as one bisection (`GET /api/v1/bisections/{id}`).
+//! search, each step an experiment on one kernel (in a virtual machine here, or on a cluster's
+//! nodes of that kernel), stored with its decision; the whole search is stored as one bisection
+//! (`GET /api/v1/bisections/{id}`).
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
+use loadlab_controller::submit::{Submitted, run_on_cluster};
 use loadlab_engine::bisect::{Answer, BisectionFile, Next, Search, judge, parse_bisection};
-use loadlab_engine::{Connection, Ending};
+use loadlab_engine::{Connection, Ending, ExperimentFile};
 use loadlab_results::Database;
+use loadlab_results::Store;
 use loadlab_results::bisections::{BisectionRow, BisectionStatus, BisectionStep, NewBisection};
 use loadlab_results::report::build_report;
 use uuid::Uuid;
@@ -35,6 +38,26 @@ pub async fn run(args: BisectArgs) -> anyhow::Result<ExitCode> {
         spec.kernels.len(),
         spec.holds.describe(),
     );
+    let place = match &spec.cluster {
+        None => StepPlace::Here,
+        Some(cluster) => {
+            // The controller stores each step's runs; the judgement reads them from there.
+            if matches!(Database::from_env(), Database::Private(_)) {
+                anyhow::bail!(
+                    "{}: steps on a cluster are stored in the Postgres its loadlab controller writes to; set DATABASE_URL to it (e.g. `kubectl port-forward -n {ns} svc/loadlab-postgresql 5432` and the password in Secret loadlab-postgresql)",
+                    args.file.display(),
+                    ns = cluster.namespace
+                );
+            }
+            let client = kube::Client::try_default()
+                .await
+                .context("a Kubernetes cluster for the steps (KUBECONFIG or in-cluster)")?;
+            StepPlace::Cluster {
+                client,
+                namespace: cluster.namespace.clone(),
+            }
+        }
+    };
     let database = Database::from_env();
     let store = database
         .open()
@@ -65,7 +88,9 @@ pub async fn run(args: BisectArgs) -> anyhow::Result<ExitCode> {
         eprintln!("\nstep {step} (at most {most}): {kernel}");
         let outcome = async {
             let experiment = file.step_experiment(index, step as usize - 1)?;
-            execute(&experiment, &store, None, &Connection::default(), &cancel).await
+            place
+                .run(experiment, id, step, &store, &database, &cancel)
+                .await
         }
         .await;
         let (experiment_id, ran) = match outcome {
@@ -142,6 +167,68 @@ pub async fn run(args: BisectArgs) -> anyhow::Result<ExitCode> {
         BisectionStatus::Undecided => ExitCode::from(UNDECIDED),
         BisectionStatus::Failed | BisectionStatus::Running => ExitCode::FAILURE,
     })
+}
+
+/// Where a bisection's steps run.
+enum StepPlace {
+    /// On this machine: each step's cohorts are virtual machines.
+    Here,
+    /// As Experiment objects that a cluster's controller runs on its nodes.
+    Cluster {
+        client: kube::Client,
+        namespace: String,
+    },
+}
+
+impl StepPlace {
+    /// Runs one step's experiment to its end: its stored id and how it ended.
+    async fn run(
+        &self,
+        mut experiment: ExperimentFile,
+        bisection: Uuid,
+        step: u32,
+        store: &Store,
+        database: &Database,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<(Uuid, Ending)> {
+        let (client, namespace) = match self {
+            Self::Here => {
+                return execute(&experiment, store, None, &Connection::default(), cancel).await;
+            }
+            Self::Cluster { client, namespace } => (client, namespace),
+        };
+        experiment.metadata.name = cluster_step_name(&experiment.metadata.name, bisection, step);
+        eprintln!(
+            "  Experiment {} in namespace {namespace}",
+            experiment.metadata.name
+        );
+        let submitted = run_on_cluster(client.clone(), namespace, &experiment, cancel, |line| {
+            eprintln!("  {line}")
+        })
+        .await?;
+        let Submitted::Succeeded { results_id, .. } = submitted else {
+            return Ok((Uuid::nil(), Ending::Interrupted));
+        };
+        store.experiment(results_id).await.with_context(|| {
+            format!(
+                "the controller stored the step as experiment {results_id}, which is not in {}: DATABASE_URL must be the Postgres that controller writes to",
+                database.describe()
+            )
+        })?;
+        Ok((results_id, Ending::Completed))
+    }
+}
+
+/// A step's Experiment name on a cluster: the bisection's name, its id's first characters (a
+/// bisection run again makes new objects) and the step, within a label's 63 characters.
+fn cluster_step_name(step_name: &str, bisection: Uuid, step: u32) -> String {
+    let base = step_name
+        .rsplit_once("-step-")
+        .map_or(step_name, |(base, _)| base);
+    let mut base = base.to_string();
+    base.truncate(40);
+    let id = bisection.simple().to_string();
+    format!("{}-{}-step-{step}", base.trim_end_matches('-'), &id[..8])
 }
 
 /// The answer as stored: its status, the first kernel that holds, and a sentence that says
@@ -237,5 +324,24 @@ fn status_word(status: BisectionStatus) -> &'static str {
         BisectionStatus::Failed => "failed",
         BisectionStatus::Interrupted => "interrupted",
         BisectionStatus::Running => "running",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_on_a_cluster_is_named_for_its_bisection_and_fits_a_label() {
+        let id = Uuid::parse_str("0123abcd-0000-4000-8000-000000000000").unwrap();
+        assert_eq!(
+            cluster_step_name("epoll-refcount-step-3", id, 3),
+            "epoll-refcount-0123abcd-step-3"
+        );
+        let long = format!("{}-step-12", "a-very-long-bisection-name".repeat(3));
+        let name = cluster_step_name(&long, id, 12);
+        assert!(name.len() <= 63, "{name}");
+        assert!(name.ends_with("-0123abcd-step-12"), "{name}");
+        assert!(!name.contains("--"), "{name}");
     }
 }

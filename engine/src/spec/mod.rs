@@ -463,7 +463,7 @@ fn check_address(field: &str, address: &str) -> Result<(), SpecError> {
 }
 
 /// Names become database keys, URL parts and Kubernetes names: DNS-1123 labels.
-fn check_name(field: &str, name: &str) -> Result<(), SpecError> {
+pub(crate) fn check_name(field: &str, name: &str) -> Result<(), SpecError> {
     let valid = !name.is_empty()
         && name.len() <= 63
         && name

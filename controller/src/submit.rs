@@ -1,0 +1,140 @@
+//! An experiment run by a cluster's loadlab controller on behalf of a command on this machine
+//! (`loadlab bisect` with `cluster`): the Experiment object is created, its status followed to
+//! the end, and its results are then in the store that controller writes to.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{DeleteParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::spec::{Experiment, ExperimentFile};
+use crate::status::{ExperimentStatus, Phase};
+
+/// How long an Experiment may sit without any status before the caller is told that nothing
+/// seems to pick it up (it keeps waiting: a controller may be starting).
+const UNCLAIMED_WARNING: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("cannot create Experiment {name} in namespace {namespace}: {source}")]
+    Create {
+        name: String,
+        namespace: String,
+        source: kube::Error,
+    },
+    #[error("Experiment {name} was deleted before it finished")]
+    Deleted { name: String },
+    #[error("Experiment {name} failed: {why}")]
+    Failed { name: String, why: String },
+    #[error("Experiment {name} succeeded without naming its results")]
+    NoResults { name: String },
+    #[error("watching Experiment {name}: the watch ended")]
+    WatchEnded { name: String },
+}
+
+/// How a submitted experiment ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Submitted {
+    /// It succeeded; its results are stored under this id.
+    Succeeded {
+        results_id: Uuid,
+        status: Box<ExperimentStatus>,
+    },
+    /// The caller was interrupted: the object was deleted, which stops its runs.
+    Interrupted,
+}
+
+/// Creates `file` as an Experiment object in `namespace` and follows it to the end, telling
+/// `progress` each new progress line the controller writes.
+pub async fn run_on_cluster(
+    client: Client,
+    namespace: &str,
+    file: &ExperimentFile,
+    cancel: &CancellationToken,
+    mut progress: impl FnMut(&str),
+) -> Result<Submitted, SubmitError> {
+    let name = file.metadata.name.clone();
+    let experiments = Api::<Experiment>::namespaced(client, namespace);
+    let mut object = Experiment::new(&name, file.spec.clone());
+    object.metadata.labels = Some(file.metadata.labels.clone()).filter(|l| !l.is_empty());
+    object.metadata.annotations = Some(file.metadata.annotations.clone()).filter(|a| !a.is_empty());
+    experiments
+        .create(&PostParams::default(), &object)
+        .await
+        .map_err(|source| SubmitError::Create {
+            name: name.clone(),
+            namespace: namespace.to_string(),
+            source,
+        })?;
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut events = watcher(experiments.clone(), config)
+        .default_backoff()
+        .boxed();
+    let unclaimed = tokio::time::sleep(UNCLAIMED_WARNING);
+    tokio::pin!(unclaimed);
+    let mut claimed = false;
+    let mut said = String::new();
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => {
+                // Deleting the object is how a user stops an experiment; its stored runs stay.
+                let _ = experiments.delete(&name, &DeleteParams::default()).await;
+                return Ok(Submitted::Interrupted);
+            }
+            _ = &mut unclaimed, if !claimed => {
+                progress(&format!(
+                    "nothing has taken Experiment {name} in namespace {namespace} after {} s: is loadlab's controller installed there and watching it?",
+                    UNCLAIMED_WARNING.as_secs()
+                ));
+                claimed = true;
+                continue;
+            }
+            event = events.next() => event,
+        };
+        let experiment = match event {
+            None => return Err(SubmitError::WatchEnded { name }),
+            // The backoff retries; an error only says the watch is being re-established.
+            Some(Err(_)) => continue,
+            Some(Ok(watcher::Event::Delete(_))) => return Err(SubmitError::Deleted { name }),
+            Some(Ok(watcher::Event::Apply(e) | watcher::Event::InitApply(e))) => e,
+            Some(Ok(watcher::Event::Init | watcher::Event::InitDone)) => continue,
+        };
+        let Some(status) = experiment.status else {
+            continue;
+        };
+        claimed = true;
+        if let Some(line) = status.progress.as_deref()
+            && line != said
+        {
+            progress(line);
+            said = line.to_string();
+        }
+        match status.phase {
+            Phase::Succeeded => {
+                let results_id = status
+                    .results_id
+                    .as_deref()
+                    .and_then(|id| Uuid::parse_str(id).ok())
+                    .ok_or_else(|| SubmitError::NoResults { name: name.clone() })?;
+                return Ok(Submitted::Succeeded {
+                    results_id,
+                    status: Box::new(status),
+                });
+            }
+            Phase::Failed => {
+                let why = status
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "Completed")
+                    .map(|c| c.message.clone())
+                    .unwrap_or_else(|| "no reason given".into());
+                return Err(SubmitError::Failed { name, why });
+            }
+            _ => {}
+        }
+    }
+}
