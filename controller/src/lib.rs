@@ -14,6 +14,7 @@ pub mod placement;
 pub mod pods;
 pub mod reconcile;
 pub mod runner;
+mod status_apply;
 pub mod submit;
 mod unreadable;
 

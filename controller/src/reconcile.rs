@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Api, Client, Resource, ResourceExt};
-use serde_json::json;
 
 use crate::cache::ClusterCache;
 use crate::events::Events;
@@ -26,7 +25,8 @@ use crate::pods::{
     loadgen_pod_name, token_secret,
 };
 use crate::spec::Experiment;
-use crate::status::{ExperimentStatus, Phase};
+use crate::status::{ExperimentStatus, Phase, StatusPart};
+use crate::status_apply::apply_status;
 use crate::token::TokenKey;
 
 pub const FINALIZER: &str = "loadlab.dev/cleanup";
@@ -712,25 +712,14 @@ impl StatusReport {
             .filter(|c| OWN_CONDITIONS.contains(&c.type_.as_str()))
             .map(|c| (c.type_.as_str(), c))
             .collect();
-        let mut status = json!({
-            "observedGeneration": self.generation,
-            "conditions": conditions.values().collect::<Vec<_>>(),
-        });
-        if let Some(phase) = self.phase {
-            status["phase"] = json!(phase);
-        }
-        let patch = json!({
-            "apiVersion": "loadlab.dev/v1alpha1",
-            "kind": "Experiment",
-            "status": status,
-        });
-        experiments
-            .patch_status(
-                &self.name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
+        let part = StatusPart {
+            phase: self.phase,
+            observed_generation: self.generation,
+            // Always sent, empty or not: the reconciler owns these types and no others.
+            conditions: Some(conditions.into_values().cloned().collect()),
+            ..StatusPart::default()
+        };
+        apply_status(experiments, &self.name, FIELD_MANAGER, &part).await?;
         Ok(())
     }
 }

@@ -10,12 +10,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use loadlab_results::report::ExperimentReport;
 use loadlab_results::stats::Verdict;
 use loadlab_results::{RunOutcome, Store};
-use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -24,7 +23,8 @@ use crate::orchestrator::{Event, Fleet, RunOptions, run_experiment};
 use crate::pods::uid_selector;
 use crate::reconcile::{ReadyFleet, Runner, key};
 use crate::spec::{API_VERSION, Experiment, ExperimentFile, KIND, Metadata};
-use crate::status::{CohortStatus, Phase};
+use crate::status::{CohortStatus, Condition, Phase, StatusPart};
+use crate::status_apply::apply_status;
 use crate::{Ending, Error};
 
 pub const RUNNER_MANAGER: &str = "loadlab-runner";
@@ -161,13 +161,10 @@ impl Runner for ProtocolRunner {
                 ),
                 Err(error) => {
                     let mut status = progress;
-                    status["phase"] = json!(Phase::Failed);
-                    with_condition(
-                        &mut status,
-                        completed(false, "RunFailed", &error.to_string()),
-                    );
+                    status.phase = Some(Phase::Failed);
+                    status.with_condition(completed(false, "RunFailed", &error.to_string()));
                     warn_of_problems(&events, &experiment, &status).await;
-                    Some(write_status(&experiments, &experiment.name_any(), status).await)
+                    Some(write_status(&experiments, &experiment.name_any(), &status).await)
                 }
             };
             if let Some(Err(error)) = &finished {
@@ -228,7 +225,7 @@ async fn drive(
     experiment: &Experiment,
     ready: ReadyFleet,
     cancel: CancellationToken,
-) -> (Result<(Uuid, Ending), Error>, serde_json::Value) {
+) -> (Result<(Uuid, Ending), Error>, StatusPart) {
     let id = results_id(experiment);
     let fleet = match Fleet::connect(
         ready
@@ -260,9 +257,9 @@ async fn drive(
             let mut finished = std::collections::BTreeSet::new();
             // Once the database has failed a write, the status says so until the end, and
             // for how long it was away once it is back.
-            let mut store_condition: Option<serde_json::Value> = None;
+            let mut store_condition: Option<Condition> = None;
             let mut unavailable_since: Option<tokio::time::Instant> = None;
-            let mut stopping: Option<String> = progress["stopping"].as_str().map(str::to_string);
+            let mut stopping: Option<String> = progress.stopping.clone();
             // With `repetitions: auto`, the verdict is the stopping rule's once it stops.
             let mut decided: Option<String> = None;
             while let Some(event) = received.recv().await {
@@ -322,24 +319,19 @@ async fn drive(
                     _ => continue,
                 }
                 let stored = resumed + finished.len();
-                progress = json!({
-                    "phase": Phase::Running,
-                    "resultsId": id.to_string(),
-                    "progress": format!("{stored}/{planned}"),
-                    "runsPlanned": planned,
-                    "runsStored": stored,
-                    "runsFailed": failed,
-                });
-                if let Some(store) = &store_condition {
-                    progress["conditions"] = json!([store]);
-                }
-                if let Some(stopping) = &stopping {
-                    progress["stopping"] = json!(stopping);
-                }
-                if let Some(decided) = &decided {
-                    progress["verdict"] = json!(decided);
-                }
-                if let Err(error) = write_status(&experiments, &name, progress.clone()).await {
+                progress = StatusPart {
+                    phase: Some(Phase::Running),
+                    results_id: Some(id.to_string()),
+                    progress: Some(format!("{stored}/{planned}")),
+                    runs_planned: Some(planned as u32),
+                    runs_stored: Some(stored as u32),
+                    runs_failed: Some(failed as u32),
+                    conditions: store_condition.clone().map(|store| vec![store]),
+                    stopping: stopping.clone(),
+                    verdict: decided.clone(),
+                    ..StatusPart::default()
+                };
+                if let Err(error) = write_status(&experiments, &name, &progress).await {
                     tracing::warn!(experiment = %name, %error, "writing progress");
                 }
             }
@@ -381,18 +373,21 @@ async fn drive(
 /// The runner's part of the status as an earlier runner of this experiment left it: a runner
 /// that fails before its first run (a node gone while the experiment was resumed) must not
 /// write the counts of the runs stored so far away.
-fn earlier_progress(experiment: &Experiment, id: Uuid) -> serde_json::Value {
-    let mut progress = json!({ "resultsId": id.to_string() });
+fn earlier_progress(experiment: &Experiment, id: Uuid) -> StatusPart {
     let id = id.to_string();
+    let mut progress = StatusPart {
+        results_id: Some(id.clone()),
+        ..StatusPart::default()
+    };
     if let Some(status) = experiment
         .status
         .as_ref()
         .filter(|s| s.results_id.as_deref() == Some(id.as_str()) && s.runs_planned > 0)
     {
-        progress["progress"] = json!(status.progress);
-        progress["runsPlanned"] = json!(status.runs_planned);
-        progress["runsStored"] = json!(status.runs_stored);
-        progress["runsFailed"] = json!(status.runs_failed);
+        progress.progress = status.progress.clone();
+        progress.runs_planned = Some(status.runs_planned);
+        progress.runs_stored = Some(status.runs_stored);
+        progress.runs_failed = Some(status.runs_failed);
     }
     progress
 }
@@ -403,7 +398,7 @@ async fn finish(
     experiment: &Experiment,
     id: Uuid,
     nodes: &[Vec<String>],
-    progress: serde_json::Value,
+    progress: StatusPart,
     events: &Events,
 ) -> Result<(), kube::Error> {
     let report = match store.experiment(id).await {
@@ -442,29 +437,29 @@ async fn finish(
         )
     };
     let mut status = progress;
-    let sequential = status["verdict"].as_str().map(str::to_string);
-    status["phase"] = json!(phase);
-    status["cohorts"] = json!(cohorts);
-    status["verdict"] = json!(sequential.or(verdict));
-    with_condition(&mut status, condition);
+    status.phase = Some(phase);
+    status.cohorts = Some(cohorts);
+    // With `repetitions: auto` the stopping rule's verdict stands.
+    status.verdict = status.verdict.or(verdict);
+    status.with_condition(condition);
     if let Some(report) = &report {
-        with_condition(&mut status, evidence_condition(report));
+        status.with_condition(evidence_condition(report));
     }
     warn_of_problems(events, experiment, &status).await;
-    write_status(experiments, &experiment.name_any(), status).await
+    write_status(experiments, &experiment.name_any(), &status).await
 }
 
 /// Every condition of the final status that is False is also an Event.
-async fn warn_of_problems(events: &Events, experiment: &Experiment, status: &serde_json::Value) {
+async fn warn_of_problems(events: &Events, experiment: &Experiment, status: &StatusPart) {
     let object = experiment.object_ref(&());
-    for condition in status["conditions"].as_array().into_iter().flatten() {
-        if condition["status"] == "False" {
+    for condition in status.conditions() {
+        if condition.status == "False" {
             events
                 .warn(
                     &object,
-                    condition["type"].as_str().unwrap_or_default(),
-                    condition["reason"].as_str().unwrap_or_default(),
-                    condition["message"].as_str().unwrap_or_default(),
+                    &condition.type_,
+                    &condition.reason,
+                    &condition.message,
                 )
                 .await;
         }
@@ -479,7 +474,7 @@ const REASONS_SHOWN: usize = 4;
 /// Whether every run's lock contention and CPU profile (those asked for) were collected; when
 /// not, why, per cohort, as the agents said it (which capability or sysctl is missing, and
 /// what to set), so `kubectl describe` shows it.
-pub fn evidence_condition(report: &ExperimentReport) -> serde_json::Value {
+pub fn evidence_condition(report: &ExperimentReport) -> Condition {
     let reasons: Vec<String> = report
         .cohorts
         .iter()
@@ -554,43 +549,23 @@ pub fn summarize(report: &ExperimentReport) -> (Vec<CohortStatus>, Option<String
 pub const RESULTS_STORED: &str = "ResultsStored";
 
 /// The runner's own condition on the experiment's end.
-fn completed(done: bool, reason: &str, message: &str) -> serde_json::Value {
+fn completed(done: bool, reason: &str, message: &str) -> Condition {
     condition("Completed", done, reason, message)
 }
 
-/// Adds a condition to the runner's part of the status, beside those it already carries
-/// (the runner applies its whole part each time: one left out would be removed).
-fn with_condition(status: &mut serde_json::Value, condition: serde_json::Value) {
-    match status["conditions"].as_array_mut() {
-        Some(conditions) => conditions.push(condition),
-        None => status["conditions"] = json!([condition]),
-    }
-}
-
-fn condition(type_: &str, holds: bool, reason: &str, message: &str) -> serde_json::Value {
-    json!({
-        "type": type_,
-        "status": if holds { "True" } else { "False" },
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-    })
+/// A condition as of now: the runner applies its whole part each time (one left out would be
+/// removed), so its conditions carry the time of that write.
+fn condition(type_: &str, holds: bool, reason: &str, message: &str) -> Condition {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    Condition::new(type_, holds, reason, message, &now)
 }
 
 async fn write_status(
     experiments: &Api<Experiment>,
     name: &str,
-    status: serde_json::Value,
+    status: &StatusPart,
 ) -> Result<(), kube::Error> {
-    let patch = json!({ "apiVersion": API_VERSION, "kind": KIND, "status": status });
-    experiments
-        .patch_status(
-            name,
-            &PatchParams::apply(RUNNER_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map(|_| ())
+    apply_status(experiments, name, RUNNER_MANAGER, status).await
 }
 
 /// A finished experiment frees its nodes: agent and generator pods go (the Secret stays with
@@ -611,6 +586,7 @@ async fn delete_pods(client: &Client, namespace: &str, experiment: &Experiment) 
 mod tests {
     use super::*;
     use loadlab_results::report::CohortAccumulator;
+    use serde_json::json;
 
     fn report(reasons: &[(&str, &str)]) -> ExperimentReport {
         let mut cohorts: Vec<_> = ["unpatched", "patched"]
@@ -643,14 +619,14 @@ mod tests {
     fn missing_evidence_is_a_condition_that_names_the_cohort_and_the_agents_reason() {
         let fine = evidence_condition(&report(&[]));
         assert_eq!(
-            (fine["status"].as_str(), fine["reason"].as_str()),
-            (Some("True"), Some("Collected"))
+            (fine.status.as_str(), fine.reason.as_str()),
+            ("True", "Collected")
         );
         let debian = "CPU profile unavailable: ... set `sysctl kernel.perf_event_paranoid=2`";
         let missing = evidence_condition(&report(&[("patched", debian)]));
-        assert_eq!(missing["status"], "False");
-        assert_eq!(missing["reason"], "EvidenceUnavailable");
-        assert_eq!(missing["message"], format!("patched: {debian}"));
+        assert_eq!(missing.status, "False");
+        assert_eq!(missing.reason, "EvidenceUnavailable");
+        assert_eq!(missing.message, format!("patched: {debian}"));
         let many: Vec<(&str, &str)> = vec![
             ("unpatched", "a"),
             ("unpatched", "b"),
@@ -658,10 +634,7 @@ mod tests {
             ("patched", "d"),
             ("patched", "e"),
         ];
-        let message = evidence_condition(&report(&many))["message"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let message = evidence_condition(&report(&many)).message;
         assert!(message.ends_with("; and 1 more in the report"), "{message}");
     }
 
@@ -681,8 +654,10 @@ mod tests {
             runs_failed: 1,
             ..Default::default()
         });
+        // What is applied: exactly the runner's fields, no more.
+        let applied = |id| serde_json::to_value(earlier_progress(&experiment, id)).unwrap();
         assert_eq!(
-            earlier_progress(&experiment, id),
+            applied(id),
             json!({
                 "resultsId": id.to_string(), "progress": "3/4",
                 "runsPlanned": 4, "runsStored": 3, "runsFailed": 1,
@@ -690,9 +665,6 @@ mod tests {
         );
         // Another results id (the experiment deleted and made again) starts from nothing.
         let other = Uuid::from_u128(8);
-        assert_eq!(
-            earlier_progress(&experiment, other),
-            json!({ "resultsId": other.to_string() })
-        );
+        assert_eq!(applied(other), json!({ "resultsId": other.to_string() }));
     }
 }

@@ -125,6 +125,60 @@ impl ExperimentStatus {
     }
 }
 
+impl Condition {
+    pub fn new(type_: &str, holds: bool, reason: &str, message: &str, now: &str) -> Self {
+        Self {
+            type_: type_.to_string(),
+            status: if holds { "True" } else { "False" }.to_string(),
+            reason: reason.to_string(),
+            message: message.to_string(),
+            last_transition_time: now.to_string(),
+        }
+    }
+}
+
+/// One field manager's part of the status, as server-side apply takes it: a manager owns exactly
+/// the fields it sends, so a field it sent before and leaves out now is removed. The reconciler
+/// and the runner each apply their own part; `None` is "not mine".
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusPart {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub results_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runs_planned: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runs_stored: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runs_failed: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopping: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cohorts: Option<Vec<CohortStatus>>,
+    /// Keyed by type: each manager's own conditions (an empty list gives up all of them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Vec<Condition>>,
+}
+
+impl StatusPart {
+    /// Adds a condition beside those this part already carries.
+    pub fn with_condition(&mut self, condition: Condition) {
+        self.conditions.get_or_insert_with(Vec::new).push(condition);
+    }
+
+    pub fn conditions(&self) -> &[Condition] {
+        self.conditions.as_deref().unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
