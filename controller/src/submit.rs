@@ -49,7 +49,8 @@ pub enum Submitted {
 }
 
 /// Creates `file` as an Experiment object in `namespace` and follows it to the end, telling
-/// `progress` each new progress line the controller writes.
+/// `progress` each new line worth a person's attention: runs stored, conditions that do not
+/// hold, nothing picking the object up.
 pub async fn run_on_cluster(
     client: Client,
     namespace: &str,
@@ -77,7 +78,7 @@ pub async fn run_on_cluster(
     let unclaimed = tokio::time::sleep(UNCLAIMED_WARNING);
     tokio::pin!(unclaimed);
     let mut claimed = false;
-    let mut said = String::new();
+    let mut said = std::collections::BTreeSet::new();
     loop {
         let event = tokio::select! {
             _ = cancel.cancelled() => {
@@ -107,11 +108,10 @@ pub async fn run_on_cluster(
             continue;
         };
         claimed = true;
-        if let Some(line) = status.progress.as_deref()
-            && line != said
-        {
-            progress(line);
-            said = line.to_string();
+        for line in worth_saying(&status) {
+            if said.insert(line.clone()) {
+                progress(&line);
+            }
         }
         match status.phase {
             Phase::Succeeded => {
@@ -136,5 +136,51 @@ pub async fn run_on_cluster(
             }
             _ => {}
         }
+    }
+}
+
+/// What a person following along needs from a status: why it waits or fails (a kernel no node
+/// runs, pods not ready) and the runs stored.
+fn worth_saying(status: &ExperimentStatus) -> Vec<String> {
+    let mut lines: Vec<String> = status
+        .conditions
+        .iter()
+        .filter(|c| c.status == "False")
+        .map(|c| format!("{}: {}", c.type_, c.message))
+        .collect();
+    lines.extend(
+        status
+            .progress
+            .as_deref()
+            .map(|p| format!("runs stored {p}")),
+    );
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_says_why_it_waits_and_how_many_runs_are_stored() {
+        let mut status = ExperimentStatus {
+            progress: Some("1/3".into()),
+            ..ExperimentStatus::default()
+        };
+        status.set_condition("SpecValid", true, "Valid", "fine", "t");
+        status.set_condition(
+            "NodesPlanned",
+            false,
+            "NoNodes",
+            "cohort \"6-1-0-53\" has no node: no node matches kernel 6.1.0-53-*",
+            "t",
+        );
+        assert_eq!(
+            worth_saying(&status),
+            [
+                "NodesPlanned: cohort \"6-1-0-53\" has no node: no node matches kernel 6.1.0-53-*",
+                "runs stored 1/3"
+            ]
+        );
     }
 }
