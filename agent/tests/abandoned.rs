@@ -1,6 +1,7 @@
 //! A caller that disappears never stops what it started: the agent stops an abandoned capture
 //! (its CPU sampler and lock probe with it) and an abandoned target (nginx) by itself. The periods are
-//! shortened here; the agent's are an hour and a bit, and two.
+//! shortened here; the agent's are an hour and a bit, and two. A binary of its own: it counts
+//! the process's sampler and probe threads, which any other test's capture would add to.
 
 use std::time::Duration;
 
@@ -9,9 +10,7 @@ use loadlab_proto::v1::agent_server::Agent;
 use loadlab_proto::v1::{CaptureHandle, StartCaptureRequest, TargetSpec};
 use tonic::Request;
 
-/// This process's children with this command name.
-/// Threads of this process holding a lock probe's BPF program attached.
-/// This process's threads of that name: each BPF probe lives on one of its own.
+/// This process's threads of that name: the CPU sampler and each BPF probe live on their own.
 fn threads_named(name: &str) -> usize {
     std::fs::read_dir("/proc/self/task")
         .unwrap()

@@ -292,7 +292,8 @@ fn describe_selection(cohort: &CohortSpec) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse_experiment;
+    use crate::spec::ExperimentBuilder;
+    use serde_json::{Value, json};
 
     fn node(name: &str, kernel: &str, labels: &[(&str, &str)]) -> NodeView {
         NodeView {
@@ -308,14 +309,27 @@ mod tests {
         }
     }
 
-    fn spec(cohorts: &str, placement: &str, generators: u32) -> ExperimentSpec {
-        let yaml = format!(
-            "apiVersion: loadlab.dev/v1alpha1\nkind: Experiment\nmetadata: {{ name: t }}\nspec:\n  target: {{ nginx: {{}} }}\n  load: {{ connections: 8, duration: 1s, generators: {generators}{placement} }}\n  cohorts:\n{cohorts}"
-        );
-        parse_experiment(&yaml).unwrap().spec
+    /// An experiment with these cohorts, `generators` generators and, unless `Value::Null`,
+    /// this `load.generatorPlacement`.
+    fn spec(cohorts: &[Value], generator_placement: Value, generators: u32) -> ExperimentSpec {
+        let mut experiment = ExperimentBuilder::new("t")
+            .set("target.nginx", json!({}))
+            .set("load.generators", generators);
+        if !generator_placement.is_null() {
+            experiment = experiment.set("load.generatorPlacement", generator_placement);
+        }
+        for cohort in cohorts {
+            experiment = experiment.cohort(cohort.clone());
+        }
+        experiment.build().unwrap().spec
     }
 
-    const BY_KERNEL: &str = "    - { name: unpatched, kernel: \"6.1.0-47-*\" }\n    - { name: patched, kernel: \"6.1.0-56-*\" }\n";
+    fn by_kernel() -> Vec<Value> {
+        vec![
+            json!({ "name": "unpatched", "kernel": "6.1.0-47-*" }),
+            json!({ "name": "patched", "kernel": "6.1.0-56-*" }),
+        ]
+    }
 
     #[test]
     fn control_plane_nodes_are_left_out_unless_a_cohort_or_the_generators_ask() {
@@ -326,30 +340,33 @@ mod tests {
             node("gen-1", "6.12.57", &[]),
         ];
         nodes[0].control_plane = true;
-        let plan = place(&spec(BY_KERNEL, "", 1), &nodes);
+        let plan = place(&spec(&by_kernel(), Value::Null, 1), &nodes);
         assert!(plan.is_ready(), "{:?}", plan.problems);
         assert_eq!(plan.cohorts[0].nodes, vec!["old-1"]);
         assert_eq!(plan.generators, vec!["gen-1"]);
 
         // Only the control plane matches: named, with what to set.
         nodes.remove(1);
-        let plan = place(&spec(BY_KERNEL, "", 1), &nodes);
+        let plan = place(&spec(&by_kernel(), Value::Null, 1), &nodes);
         let problem = plan.problems[0].to_string();
         assert!(
             problem.contains("cp-1 (control plane: set allowControlPlane: true on the cohort"),
             "{problem}"
         );
-        let asked = "    - { name: unpatched, kernel: \"6.1.0-47-*\", allowControlPlane: true }\n    - { name: patched, kernel: \"6.1.0-56-*\" }\n";
-        let plan = place(&spec(asked, "", 1), &nodes);
+        let asked = [
+            json!({ "name": "unpatched", "kernel": "6.1.0-47-*", "allowControlPlane": true }),
+            json!({ "name": "patched", "kernel": "6.1.0-56-*" }),
+        ];
+        let plan = place(&spec(&asked, Value::Null, 1), &nodes);
         assert!(plan.is_ready(), "{:?}", plan.problems);
         assert_eq!(plan.cohorts[0].nodes, vec!["cp-1"]);
 
         // Generators too: only with generatorPlacement.allowControlPlane.
         nodes[2].control_plane = true;
-        let plan = place(&spec(asked, "", 1), &nodes);
+        let plan = place(&spec(&asked, Value::Null, 1), &nodes);
         assert!(!plan.is_ready());
-        let placement = ", generatorPlacement: { allowControlPlane: true }";
-        let plan = place(&spec(asked, placement, 1), &nodes);
+        let placement = json!({ "allowControlPlane": true });
+        let plan = place(&spec(&asked, placement, 1), &nodes);
         assert_eq!(plan.generators, vec!["gen-1"]);
     }
 
@@ -387,7 +404,7 @@ mod tests {
         ];
         nodes[4].unschedulable = true;
         nodes[5].ready = false;
-        let placement = place(&spec(BY_KERNEL, "", 2), &nodes);
+        let placement = place(&spec(&by_kernel(), Value::Null, 2), &nodes);
         assert!(placement.is_ready(), "{:?}", placement.problems);
         assert_eq!(placement.cohorts[0].nodes, vec!["a-old", "b-old"]);
         assert_eq!(placement.cohorts[1].nodes, vec!["new"]);
@@ -402,7 +419,7 @@ mod tests {
             node("gen", "6.12.1", &[]),
         ];
         nodes[1].ready = false;
-        let placement = place(&spec(BY_KERNEL, "", 1), &nodes);
+        let placement = place(&spec(&by_kernel(), Value::Null, 1), &nodes);
         assert_eq!(
             placement.problems,
             vec![Problem::CohortWithoutNodes {
@@ -411,7 +428,7 @@ mod tests {
                     .into()
             }]
         );
-        let placement = place(&spec(BY_KERNEL, "", 1), &nodes[..1]);
+        let placement = place(&spec(&by_kernel(), Value::Null, 1), &nodes[..1]);
         let messages: Vec<String> = placement.problems.iter().map(|p| p.to_string()).collect();
         assert!(
             messages[0].contains("\"patched\" has no node: no node matches kernel"),
@@ -430,13 +447,12 @@ mod tests {
             node("x2", "6.1.0-47-a", &[("hw", "small")]),
             node("g", "6.1.0-47-a", &[("role", "load")]),
         ];
-        let cohorts = "    - { name: big, kernel: \"6.1.0-47-*\", nodeSelector: { hw: big } }\n    - { name: named, nodeNames: [x2, x1] }\n";
+        let cohorts = [
+            json!({ "name": "big", "kernel": "6.1.0-47-*", "nodeSelector": { "hw": "big" } }),
+            json!({ "name": "named", "nodeNames": ["x2", "x1"] }),
+        ];
         let placement = place(
-            &spec(
-                cohorts,
-                ", generatorPlacement: { nodeSelector: { role: load } }",
-                1,
-            ),
+            &spec(&cohorts, json!({ "nodeSelector": { "role": "load" } }), 1),
             &nodes,
         );
         assert_eq!(placement.cohorts[0].nodes, vec!["x1"]);
@@ -458,13 +474,15 @@ mod tests {
             node("n2", "6.18.4", &[]),
             node("g", "6.1.0-47-a", &[("role", "load")]),
         ];
-        let cohorts = "    - { name: one-worker, kernel: \"6.18.*\" }\n    - { name: two-workers, kernel: \"6.18.*\", target: { nginx: { workers: 2 } } }\n";
+        let cohorts = [
+            json!({ "name": "one-worker", "kernel": "6.18.*" }),
+            json!({
+                "name": "two-workers", "kernel": "6.18.*",
+                "target": { "nginx": { "workers": 2 } },
+            }),
+        ];
         let placement = place(
-            &spec(
-                cohorts,
-                ", generatorPlacement: { nodeSelector: { role: load } }",
-                1,
-            ),
+            &spec(&cohorts, json!({ "nodeSelector": { "role": "load" } }), 1),
             &nodes,
         );
         assert!(placement.is_ready(), "{:?}", placement.problems);
@@ -479,17 +497,13 @@ mod tests {
             node("old", "6.1.0-47-cloud-amd64", &[]),
             node("new", "6.1.0-56-cloud-amd64", &[]),
         ];
-        let refused = place(&spec(BY_KERNEL, "", 3), &nodes);
+        let refused = place(&spec(&by_kernel(), Value::Null, 3), &nodes);
         assert_eq!(
             refused.problems,
             vec![Problem::NoGeneratorNodes { needed: 3 }]
         );
         let allowed = place(
-            &spec(
-                BY_KERNEL,
-                ", generatorPlacement: { allowNodesUnderTest: true }",
-                3,
-            ),
+            &spec(&by_kernel(), json!({ "allowNodesUnderTest": true }), 3),
             &nodes,
         );
         assert!(allowed.is_ready());

@@ -426,13 +426,14 @@ pub(crate) fn short_hash(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse_experiment;
+    use crate::spec::ExperimentBuilder;
 
     fn experiment(name: &str) -> Experiment {
-        let file = parse_experiment(&format!(
-            "apiVersion: loadlab.dev/v1alpha1\nkind: Experiment\nmetadata: {{ name: {name} }}\nspec:\n  target: {{ nginx: {{}} }}\n  load: {{ connections: 8, duration: 1s }}\n  cohorts: [{{ name: a, kernel: \"6.*\" }}]\n"
-        ))
-        .unwrap();
+        let file = ExperimentBuilder::new(name)
+            .set("target.nginx", serde_json::json!({}))
+            .cohort(serde_json::json!({ "name": "a", "kernel": "6.*" }))
+            .build()
+            .unwrap();
         let mut experiment = Experiment::new(name, file.spec);
         experiment.metadata.namespace = Some("lab".into());
         experiment.metadata.uid = Some("5b1f0c1e-0000-4000-8000-000000000001".into());

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::status::ExperimentStatus;
 
+mod builder;
 mod cohort;
 mod collect;
 mod duration;
@@ -20,6 +21,7 @@ mod load;
 mod repetitions;
 mod target;
 
+pub use builder::ExperimentBuilder;
 pub use cohort::*;
 pub use collect::*;
 pub use duration::*;

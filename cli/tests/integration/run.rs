@@ -4,7 +4,12 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use loadlab_results::{Database, RunOutcome, Store};
+use loadlab_results::{RunOutcome, Store};
+
+use loadlab_engine::spec::ExperimentBuilder;
+use serde_json::json;
+
+use crate::support::scratch;
 
 const TINY: &str = r#"
 apiVersion: loadlab.dev/v1alpha1
@@ -42,13 +47,6 @@ fn loadlab_on_file(
         .envs(extra_env.iter().copied())
         .output()
         .expect("loadlab runs")
-}
-
-async fn scratch() -> (String, Store) {
-    Database::from_env()
-        .scratch_with_url()
-        .await
-        .expect("a scratch database")
 }
 
 async fn experiments(store: &Store) -> i64 {
@@ -431,7 +429,7 @@ async fn a_target_scoped_profile_samples_only_nginx() {
 /// it stops at the first round where every cohort is decided, or at the budget, and stores
 /// exactly the rounds it ran.
 async fn auto_experiment(
-    stopping: &str,
+    stopping: serde_json::Value,
 ) -> (
     String,
     loadlab_results::report::StoppingReport,
@@ -439,21 +437,17 @@ async fn auto_experiment(
 ) {
     let dir = tempfile::tempdir().unwrap();
     let (url, store) = scratch().await;
-    let yaml = format!(
-        r#"
-apiVersion: loadlab.dev/v1alpha1
-kind: Experiment
-metadata: {{ name: auto }}
-spec:
-  target: {{ nginx: {{ workers: 1 }} }}
-  load: {{ connections: 8, warmup: 200ms, duration: 500ms }}
-  cohorts:
-    - {{ name: one-worker, local: true }}
-    - {{ name: two-workers, local: true, target: {{ nginx: {{ workers: 2 }} }} }}
-  repetitions: auto
-  stopping: {stopping}
-"#
-    );
+    let yaml = ExperimentBuilder::new("auto")
+        .set("load.warmup", "200ms")
+        .set("load.duration", "500ms")
+        .local_cohort("one-worker")
+        .cohort(json!({
+            "name": "two-workers", "local": true,
+            "target": { "nginx": { "workers": 2 } },
+        }))
+        .set("repetitions", "auto")
+        .set("stopping", stopping)
+        .yaml();
     let output = loadlab(dir.path(), &yaml, &url, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -499,16 +493,16 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_repetitions_stop_when_decided_or_at_the_budget_and_store_what_ran() {
-    auto_experiment("{ maxRepetitions: 4, practicalChangePercent: 5 }").await;
+    auto_experiment(json!({ "maxRepetitions": 4, "practicalChangePercent": 5 })).await;
 }
 
 /// Judged on CPU per connection, the rule reads the runs' CPU µs per connection: its change is
 /// the geometric mean of the per-round ratios of those, not of conn/s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_repetitions_can_judge_cpu_per_connection() {
-    let (_, stopping, runs) = auto_experiment(
-        "{ maxRepetitions: 4, practicalChangePercent: 5, metric: cpuPerConnection }",
-    )
+    let (_, stopping, runs) = auto_experiment(json!({
+        "maxRepetitions": 4, "practicalChangePercent": 5, "metric": "cpuPerConnection",
+    }))
     .await;
     let judgement = &stopping.cohorts[0].judgement;
     assert_eq!(

@@ -3,13 +3,11 @@
 //! Postgres. The runner stores every run under the resource's uid, writes progress and the
 //! verdict to the status, deletes the pods, and a second start resumes without repeating runs.
 
-mod common;
-
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{Cluster, client_for};
+use crate::common::{Cluster, client_for};
 use loadlab_agent::AgentService;
 use loadlab_controller::orchestrator::{Connection, agent_client, rpc_channel};
 use loadlab_controller::pod_tls;

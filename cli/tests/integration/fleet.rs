@@ -10,7 +10,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use loadlab_results::private_postgres::PrivatePostgres;
-use loadlab_results::{Database, RunOutcome, Store};
+use loadlab_results::{RunOutcome, Store};
+
+use loadlab_engine::spec::ExperimentBuilder;
+use serde_json::json;
+
+use crate::support::scratch;
 
 const TOKEN: &str = "fleet-test-token";
 
@@ -315,13 +320,6 @@ fn two_hosts_and_a_generator(lab: &mut Lab) -> Hosts {
     }
 }
 
-async fn scratch() -> (String, Store) {
-    Database::from_env()
-        .scratch_with_url()
-        .await
-        .expect("a scratch database")
-}
-
 async fn stored_experiments(store: &Store) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM experiments")
         .fetch_one(store.pool())
@@ -352,35 +350,15 @@ fn experiment_of(
     duration: &str,
     repetitions: u32,
 ) -> String {
-    let quoted = |items: &mut dyn Iterator<Item = &str>| {
-        items
-            .map(|item| format!("\"{item}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let cohorts: String = cohorts
-        .iter()
-        .map(|(name, agents)| {
-            format!(
-                "    - {{ name: {name}, nodes: [{}] }}\n",
-                quoted(&mut agents.iter().copied())
-            )
-        })
-        .collect();
-    format!(
-        r#"
-apiVersion: loadlab.dev/v1alpha1
-kind: Experiment
-metadata: {{ name: fleet }}
-spec:
-  target: {{ nginx: {{ workers: 1 }} }}
-  load: {{ connections: 8, warmup: 200ms, duration: {duration} }}
-  cohorts:
-{cohorts}  generators: [{}]
-  repetitions: {repetitions}
-"#,
-        quoted(&mut generators.iter().map(String::as_str))
-    )
+    let mut experiment = ExperimentBuilder::new("fleet")
+        .set("load.warmup", "200ms")
+        .set("load.duration", duration)
+        .set("generators", generators)
+        .set("repetitions", repetitions);
+    for (name, agents) in cohorts {
+        experiment = experiment.cohort(json!({ "name": name, "nodes": agents }));
+    }
+    experiment.yaml()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -709,16 +687,13 @@ async fn a_target_that_never_listens_fails_its_run_with_the_reason_and_is_not_le
         &[("LOADLAB_NGINX", &fake)],
     );
     let (generator, _) = lab.loadgen(&g, 7701, &[&a]);
-    let yaml = experiment(&agent, &agent, &[generator], "1s", 1)
-        .replace("  repetitions: 1\n", "  repetitions: 1\n  retries: 0\n")
-        .replace(
-            &format!("    - {{ name: host-b, nodes: [\"{agent}\"] }}\n"),
-            "",
-        );
-    assert!(
-        yaml.contains("retries: 0") && !yaml.contains("host-b"),
-        "{yaml}"
-    );
+    let yaml = ExperimentBuilder::new("fleet")
+        .set("load.warmup", "200ms")
+        .set("generators", vec![generator])
+        .set("repetitions", 1)
+        .set("retries", 0)
+        .cohort(json!({ "name": "host-a", "nodes": [agent] }))
+        .yaml();
     let output = lab.run(&yaml, &url, &[]);
     assert!(
         output.status.success(),

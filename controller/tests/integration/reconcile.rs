@@ -2,9 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-mod common;
-
-use common::{Cluster, client_for};
+use crate::common::{Cluster, client_for};
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use loadlab_controller::Connection;

@@ -1,5 +1,6 @@
 //! Ctrl-C during `loadlab run`: nginx is stopped, the experiment is marked interrupted, and the
-//! process exits with 130. In its own test binary so no other test's nginx is running.
+//! process exits with 130. The run's temporary directory is the test's own, so its nginx is
+//! told apart from other tests' running beside it.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -20,9 +21,10 @@ spec:
   repetitions: 1
 "#;
 
-fn running_targets() -> usize {
+/// nginx masters whose prefix is under `dir` (their command line names their config there).
+fn running_targets(dir: &std::path::Path) -> usize {
     let output = Command::new("pgrep")
-        .args(["-f", "loadlab-nginx-"])
+        .args(["-f", &format!("{}/loadlab-nginx-", dir.display())])
         .output()
         .unwrap();
     String::from_utf8_lossy(&output.stdout).lines().count()
@@ -34,16 +36,12 @@ async fn interrupting_a_run_stops_nginx_and_keeps_the_record_honest() {
     let file = dir.path().join("long.yaml");
     std::fs::write(&file, LONG).unwrap();
     let (url, store) = Database::from_env().scratch_with_url().await.unwrap();
-    assert_eq!(
-        running_targets(),
-        0,
-        "an nginx target from elsewhere is running"
-    );
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_loadlab"))
         .arg("run")
         .arg(&file)
         .env("DATABASE_URL", &url)
+        .env("TMPDIR", dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -65,7 +63,7 @@ async fn interrupting_a_run_stops_nginx_and_keeps_the_record_honest() {
     let experiment_id = experiment_id.expect("the experiment id is announced");
     // Interrupt once the target is up, i.e. while the storm runs (the window is 10 minutes).
     let mut checks = tokio::time::interval(std::time::Duration::from_millis(20));
-    while running_targets() == 0 {
+    while running_targets(dir.path()) == 0 {
         checks.tick().await;
         assert!(
             child.try_wait().unwrap().is_none(),
@@ -76,7 +74,7 @@ async fn interrupting_a_run_stops_nginx_and_keeps_the_record_honest() {
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
-    assert_eq!(running_targets(), 0, "nginx was left running");
+    assert_eq!(running_targets(dir.path()), 0, "nginx was left running");
     let experiment = store.experiment(experiment_id).await.unwrap();
     assert_eq!(experiment.status, "interrupted");
     assert!(

@@ -10,10 +10,12 @@ use std::process::{Child, Command, Stdio};
 
 use loadlab_results::bisections::{BisectionStatus, BisectionStep, NewBisection};
 use loadlab_results::model::ExperimentStatus;
-use loadlab_results::{Database, NewExperiment, RunOutcome, Store};
+use loadlab_results::{NewExperiment, RunOutcome};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use uuid::Uuid;
+
+use crate::support::scratch;
 
 const STORM: &str = r#"
 apiVersion: loadlab.dev/v1alpha1
@@ -70,13 +72,6 @@ fn serve(database_url: &str) -> Served {
     // Keep reading so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in stderr.lines() {});
     Served(child, url)
-}
-
-async fn scratch() -> (String, Store) {
-    Database::from_env()
-        .scratch_with_url()
-        .await
-        .expect("a scratch database")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
