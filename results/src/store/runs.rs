@@ -1,8 +1,8 @@
 //! Runs: written whole with their locks, profile and node sums, and read with only the parts a
 //! caller asks for.
 
-use sqlx::Row;
 use sqlx::types::Json;
+use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::Store;
@@ -73,137 +73,11 @@ impl Store {
     pub async fn record_run(&self, run: &RunRecord) -> Result<bool, Error> {
         let mut tx = self.pool.begin().await?;
         let node_id = run.node.id();
-        sqlx::query(
-            "INSERT INTO nodes (id, hostname, kernel_release, kernel_version, cpu_model,
-                                logical_cpus, memory_bytes, facts)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (id) DO UPDATE
-               SET facts = EXCLUDED.facts, memory_bytes = EXCLUDED.memory_bytes, last_seen = now()",
-        )
-        .bind(&node_id)
-        .bind(&run.node.hostname)
-        .bind(&run.node.kernel_release)
-        .bind(&run.node.kernel_version)
-        .bind(&run.node.cpu_model)
-        .bind(run.node.logical_cpus)
-        .bind(run.node.memory_bytes)
-        .bind(&run.node.facts)
-        .execute(&mut *tx)
-        .await?;
-        let failure_reason = match &run.outcome {
-            RunOutcome::Succeeded => None,
-            RunOutcome::Failed { reason } => Some(reason.as_str()),
-        };
-        let inserted = sqlx::query(
-            "INSERT INTO runs (id, experiment_id, cohort, repetition, attempt, sequence, node_id,
-                status, failure_reason, started_at, finished_at, target, load, window_seconds,
-                completed_connections, failed_connections, warmup_connections,
-                connections_per_second, errors, connect_histogram, first_byte_histogram,
-                total_histogram, completed_per_second, counters, lock_contention_unavailable,
-                cpu_profile_unavailable, generator_skew_us, lock_source, workload)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                     $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28,
-                     jsonb_build_object('load', $13::jsonb, 'target', $12::jsonb, 'collect',
-                       coalesce((SELECT spec #> '{spec,collect}' FROM experiments WHERE id = $2),
-                                'null'::jsonb)))
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(run.id)
-        .bind(run.experiment_id)
-        .bind(&run.cohort)
-        .bind(run.repetition)
-        .bind(run.attempt)
-        .bind(run.sequence)
-        .bind(&node_id)
-        .bind(if failure_reason.is_some() {
-            "failed"
-        } else {
-            "succeeded"
-        })
-        .bind(failure_reason)
-        .bind(run.started_at)
-        .bind(run.finished_at)
-        .bind(&run.target)
-        .bind(&run.load)
-        .bind(run.window_seconds)
-        .bind(run.completed_connections)
-        .bind(run.failed_connections)
-        .bind(run.warmup_connections)
-        .bind(run.connections_per_second)
-        .bind(Json(&run.errors))
-        .bind(&run.connect_histogram)
-        .bind(&run.first_byte_histogram)
-        .bind(&run.total_histogram)
-        .bind(&run.completed_per_second)
-        .bind(Json(&run.counters))
-        .bind(&run.lock_contention_unavailable)
-        .bind(&run.cpu_profile_unavailable)
-        .bind(run.generator_skew_us)
-        .bind(&run.lock_source)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if inserted && let Some(profile) = &run.cpu_profile {
-            sqlx::query(
-                "INSERT INTO cpu_profiles (run_id, frequency_hz, samples, idle_samples, folded_gzip, top_symbols)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(run.id)
-            .bind(profile.frequency_hz)
-            .bind(profile.samples)
-            .bind(profile.idle_samples)
-            .bind(gzip(&profile.folded_text())?)
-            .bind(Json(&profile.top_symbols))
-            .execute(&mut *tx)
-            .await?;
-        }
+        upsert_node(&mut tx, run, &node_id).await?;
+        let inserted = insert_run_row(&mut tx, run, &node_id).await?;
         if inserted {
-            for lock in &run.locks {
-                sqlx::query(
-                    "INSERT INTO lock_contention (run_id, lock, lock_type, caller, stack, count, wait_ns,
-                                                  max_wait_ns, epoll)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(run.id)
-                .bind(&lock.lock)
-                .bind(&lock.lock_type)
-                .bind(&lock.caller)
-                .bind(&lock.stack)
-                .bind(lock.count)
-                .bind(lock.wait_ns)
-                .bind(lock.max_wait_ns)
-                .bind(lock.epoll)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        if inserted
-            && matches!(run.outcome, RunOutcome::Succeeded)
-            && run.connections_per_second > 0.0
-        {
-            let rate = run.connections_per_second;
-            sqlx::query(
-                "INSERT INTO node_sums (node_id, workload, runs, sum, sum_squares, sum_logs,
-                                        sum_log_squares)
-                 VALUES ($1, (SELECT workload FROM runs WHERE id = $6), 1, $2, $3, $4, $5)
-                 ON CONFLICT (node_id, workload) DO UPDATE SET
-                   runs = node_sums.runs + 1,
-                   sum = node_sums.sum + EXCLUDED.sum,
-                   sum_squares = node_sums.sum_squares + EXCLUDED.sum_squares,
-                   sum_logs = node_sums.sum_logs + EXCLUDED.sum_logs,
-                   sum_log_squares = node_sums.sum_log_squares + EXCLUDED.sum_log_squares",
-            )
-            .bind(&node_id)
-            .bind(rate)
-            .bind(rate * rate)
-            .bind(rate.ln())
-            .bind(rate.ln() * rate.ln())
-            .bind(run.id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if inserted {
+            insert_profile_and_locks(&mut tx, run).await?;
+            add_to_node_sums(&mut tx, run, &node_id).await?;
             let bumped = sqlx::query(concat!(
                 "UPDATE experiments SET revision = revision + 1 WHERE id = $1 RETURNING ",
                 experiment_columns!()
@@ -306,6 +180,161 @@ impl Store {
         }
         Ok(runs)
     }
+}
+
+/// The run's node, created or its facts refreshed: a node is keyed by what does not change.
+async fn upsert_node(tx: &mut PgConnection, run: &RunRecord, node_id: &str) -> Result<(), Error> {
+    sqlx::query(
+        "INSERT INTO nodes (id, hostname, kernel_release, kernel_version, cpu_model,
+                            logical_cpus, memory_bytes, facts)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         ON CONFLICT (id) DO UPDATE
+           SET facts = EXCLUDED.facts, memory_bytes = EXCLUDED.memory_bytes, last_seen = now()",
+    )
+    .bind(node_id)
+    .bind(&run.node.hostname)
+    .bind(&run.node.kernel_release)
+    .bind(&run.node.kernel_version)
+    .bind(&run.node.cpu_model)
+    .bind(run.node.logical_cpus)
+    .bind(run.node.memory_bytes)
+    .bind(&run.node.facts)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// The run's own row; false when a run with its id is stored already.
+async fn insert_run_row(
+    tx: &mut PgConnection,
+    run: &RunRecord,
+    node_id: &str,
+) -> Result<bool, Error> {
+    let failure_reason = match &run.outcome {
+        RunOutcome::Succeeded => None,
+        RunOutcome::Failed { reason } => Some(reason.as_str()),
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO runs (id, experiment_id, cohort, repetition, attempt, sequence, node_id,
+            status, failure_reason, started_at, finished_at, target, load, window_seconds,
+            completed_connections, failed_connections, warmup_connections,
+            connections_per_second, errors, connect_histogram, first_byte_histogram,
+            total_histogram, completed_per_second, counters, lock_contention_unavailable,
+            cpu_profile_unavailable, generator_skew_us, lock_source, workload)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                 $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28,
+                 jsonb_build_object('load', $13::jsonb, 'target', $12::jsonb, 'collect',
+                   coalesce((SELECT spec #> '{spec,collect}' FROM experiments WHERE id = $2),
+                            'null'::jsonb)))
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(run.id)
+    .bind(run.experiment_id)
+    .bind(&run.cohort)
+    .bind(run.repetition)
+    .bind(run.attempt)
+    .bind(run.sequence)
+    .bind(node_id)
+    .bind(if failure_reason.is_some() {
+        "failed"
+    } else {
+        "succeeded"
+    })
+    .bind(failure_reason)
+    .bind(run.started_at)
+    .bind(run.finished_at)
+    .bind(&run.target)
+    .bind(&run.load)
+    .bind(run.window_seconds)
+    .bind(run.completed_connections)
+    .bind(run.failed_connections)
+    .bind(run.warmup_connections)
+    .bind(run.connections_per_second)
+    .bind(Json(&run.errors))
+    .bind(&run.connect_histogram)
+    .bind(&run.first_byte_histogram)
+    .bind(&run.total_histogram)
+    .bind(&run.completed_per_second)
+    .bind(Json(&run.counters))
+    .bind(&run.lock_contention_unavailable)
+    .bind(&run.cpu_profile_unavailable)
+    .bind(run.generator_skew_us)
+    .bind(&run.lock_source)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    Ok(inserted)
+}
+
+/// The run's CPU profile (folded stacks gzipped) and its lock contention rows.
+async fn insert_profile_and_locks(tx: &mut PgConnection, run: &RunRecord) -> Result<(), Error> {
+    if let Some(profile) = &run.cpu_profile {
+        sqlx::query(
+            "INSERT INTO cpu_profiles (run_id, frequency_hz, samples, idle_samples, folded_gzip,
+                                       top_symbols)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(run.id)
+        .bind(profile.frequency_hz)
+        .bind(profile.samples)
+        .bind(profile.idle_samples)
+        .bind(gzip(&profile.folded_text())?)
+        .bind(Json(&profile.top_symbols))
+        .execute(&mut *tx)
+        .await?;
+    }
+    for lock in &run.locks {
+        sqlx::query(
+            "INSERT INTO lock_contention (run_id, lock, lock_type, caller, stack, count, wait_ns,
+                                          max_wait_ns, epoll)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(run.id)
+        .bind(&lock.lock)
+        .bind(&lock.lock_type)
+        .bind(&lock.caller)
+        .bind(&lock.stack)
+        .bind(lock.count)
+        .bind(lock.wait_ns)
+        .bind(lock.max_wait_ns)
+        .bind(lock.epoll)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A succeeded run's rate added to its node's sums, which the fleet comparison reads.
+async fn add_to_node_sums(
+    tx: &mut PgConnection,
+    run: &RunRecord,
+    node_id: &str,
+) -> Result<(), Error> {
+    if !matches!(run.outcome, RunOutcome::Succeeded) || run.connections_per_second <= 0.0 {
+        return Ok(());
+    }
+    let rate = run.connections_per_second;
+    sqlx::query(
+        "INSERT INTO node_sums (node_id, workload, runs, sum, sum_squares, sum_logs,
+                                sum_log_squares)
+         VALUES ($1, (SELECT workload FROM runs WHERE id = $6), 1, $2, $3, $4, $5)
+         ON CONFLICT (node_id, workload) DO UPDATE SET
+           runs = node_sums.runs + 1,
+           sum = node_sums.sum + EXCLUDED.sum,
+           sum_squares = node_sums.sum_squares + EXCLUDED.sum_squares,
+           sum_logs = node_sums.sum_logs + EXCLUDED.sum_logs,
+           sum_log_squares = node_sums.sum_log_squares + EXCLUDED.sum_log_squares",
+    )
+    .bind(node_id)
+    .bind(rate)
+    .bind(rate * rate)
+    .bind(rate.ln())
+    .bind(rate.ln() * rate.ln())
+    .bind(run.id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 fn run_from_row(row: &sqlx::postgres::PgRow) -> Result<RunRecord, Error> {
