@@ -5,12 +5,12 @@
 //! QEMU's user-mode network with `restrict=on` and ports forwarded on loopback. Either way the
 //! guest's link reaches nothing but this machine.
 
-pub mod cpio;
+mod cpio;
 pub mod kernel;
 mod modules;
 mod network;
 mod qemu;
-pub mod rootfs;
+mod rootfs;
 
 pub use kernel::Kernel;
 pub use network::NetworkChoice;

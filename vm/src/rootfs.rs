@@ -251,8 +251,8 @@ impl RootFs {
         Ok(total)
     }
 
-    /// Paths in the tree, for tests and diagnostics.
-    pub fn paths(&self) -> impl Iterator<Item = &str> {
+    #[cfg(test)]
+    fn paths(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
     }
 }
