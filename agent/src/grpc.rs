@@ -16,7 +16,7 @@ use crate::counters::{
     NginxStatus, NodeCounters, USER_HZ, fetch_stub_status, processes_cpu_ticks, read_node_counters,
 };
 use crate::cpus::ProcessPinning;
-use crate::facts::{NodeFacts, Presence, check_symbol_names, describe_from, logical_cpus};
+use crate::facts::{NodeFacts, Presence, describe_from, logical_cpus};
 use crate::kallsyms::KernelSymbols;
 use crate::lockprobe::SourceChoice;
 use crate::lockstat::Contention;
@@ -24,6 +24,7 @@ use crate::nginx::{NginxSettings, NginxTarget, WorkerCpus, find_nginx, nginx_ver
 use crate::noise::{NoiseSnapshot, WindowNoise};
 use crate::profile::CpuProfile;
 use crate::traces::{TraceRequest, Traces};
+use loadlab_proto::symbols::check_symbol_names;
 
 /// Where the kernel describes CPU topology.
 const SYS_CPUS: &str = "/sys/devices/system/cpu";

@@ -4,7 +4,9 @@
 //! bisection of kernels over it; and the run protocol's TLS and tokens.
 
 pub mod bisect;
+#[cfg(feature = "in-process")]
 pub mod guests;
+#[cfg(feature = "in-process")]
 pub mod local;
 pub mod orchestrator;
 mod plan;
@@ -24,6 +26,7 @@ pub enum Error {
     Preflight(String),
     #[error("agent: {0}")]
     Agent(String),
+    #[cfg(feature = "in-process")]
     #[error(transparent)]
     Vm(#[from] loadlab_vm::Error),
     #[error(transparent)]

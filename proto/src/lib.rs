@@ -8,6 +8,7 @@ pub mod v1 {
 
 pub mod auth;
 pub mod histogram;
+pub mod symbols;
 
 use std::time::Duration;
 

@@ -3,9 +3,10 @@ use std::process::ExitCode;
 use loadlab_agent::AgentService;
 use std::path::Path;
 
-use loadlab_agent::facts::{check_symbol_names, describe_from};
+use loadlab_agent::facts::describe_from;
 use loadlab_agent::grpc::facts_to_proto;
 use loadlab_agent::nginx::{find_nginx, nginx_version};
+use loadlab_proto::symbols::check_symbol_names;
 
 use crate::args::{AgentArgs, AgentCommand};
 use crate::commands::{DrainWithin, GrpcListener};

@@ -22,7 +22,7 @@ pub struct CollectSpec {
     /// on kernels that list data in `/proc/kallsyms` (`CONFIG_KALLSYMS_ALL`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
-        length(max = loadlab_agent::facts::MAX_EXTRA_SYMBOLS),
+        length(max = loadlab_proto::symbols::MAX_EXTRA_SYMBOLS),
         inner(regex(pattern = r"^[A-Za-z0-9_.$]{1,128}$"))
     )]
     pub kernel_symbols: Vec<String>,
@@ -90,7 +90,7 @@ impl CollectSpec {
                 ),
             ));
         }
-        loadlab_agent::facts::check_symbol_names(&self.kernel_symbols).map_err(|bad| {
+        loadlab_proto::symbols::check_symbol_names(&self.kernel_symbols).map_err(|bad| {
             let field = match bad.index {
                 Some(i) => format!("spec.collect.kernelSymbols[{i}]"),
                 None => "spec.collect.kernelSymbols".to_string(),
