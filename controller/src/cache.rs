@@ -11,7 +11,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::namespaces::Namespaces;
-use crate::pods::{MANAGED_BY_LABEL, MANAGER};
+use crate::objects::{MANAGED_BY_LABEL, MANAGER};
 
 #[derive(Clone)]
 pub struct ClusterCache {
@@ -127,7 +127,7 @@ impl ClusterCache {
             .iter()
             .flat_map(|pods| {
                 pods.state_filter(|pod| {
-                    pod.namespace() == namespace && crate::pods::is_owned_by(pod, experiment)
+                    pod.namespace() == namespace && crate::objects::is_owned_by(pod, experiment)
                 })
             })
             .collect()

@@ -9,6 +9,7 @@ mod events;
 mod leader;
 pub mod namespaces;
 pub mod netpol;
+mod objects;
 pub mod operator;
 pub mod placement;
 pub mod pods;

@@ -13,10 +13,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::Experiment;
-use crate::pods::{
-    AGENT_PORT, COMPONENT_LABEL, EXPERIMENT_UID_LABEL, LOADGEN_PORT, bounded_name, experiment_name,
-    experiment_uid, owned_metadata, short_hash,
+use crate::objects::{
+    COMPONENT_LABEL, EXPERIMENT_UID_LABEL, bounded_name, experiment_name, experiment_uid,
+    owned_metadata, short_hash,
 };
+use loadlab_proto::{AGENT_PORT, LOADGEN_PORT};
 
 /// The controller's pods: their namespace and the labels that select them.
 #[derive(Debug, Clone, PartialEq, Eq)]

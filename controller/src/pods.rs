@@ -12,22 +12,15 @@ use k8s_openapi::api::core::v1::{
     ObjectFieldSelector, Pod, PodSpec, Probe, ResourceRequirements, SecretVolumeSource,
     SecurityContext, TCPSocketAction, Toleration, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::Resource;
 
+use crate::objects::{
+    COHORTS_ANNOTATION, bounded_name, experiment_name, experiment_uid, owned_metadata, short_hash,
+};
 use crate::pod_tls::PodIdentity;
 use crate::spec::Experiment;
 
 pub use loadlab_proto::{AGENT_PORT, LOADGEN_PORT};
-pub const EXPERIMENT_LABEL: &str = "loadlab.dev/experiment";
-pub const EXPERIMENT_UID_LABEL: &str = "loadlab.dev/experiment-uid";
-pub const COHORT_LABEL: &str = "loadlab.dev/cohort";
-pub const COHORTS_ANNOTATION: &str = "loadlab.dev/cohorts";
-pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
-/// On every pod and Secret the controller creates, with [`MANAGER`]: what its pod watch selects.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGER: &str = "loadlab-controller";
 pub const TOKEN_KEY: &str = "token";
 /// The pods' TLS certificate and key, beside the token in the same Secret.
 pub const TLS_CERT_KEY: &str = "tls.crt";
@@ -104,23 +97,6 @@ pub fn loadgen_pod_name(experiment: &Experiment, index: usize) -> String {
         "loadgen",
         &format!("{index}-{}", &short_hash(experiment_uid(experiment))[..5]),
     )
-}
-
-pub(crate) fn experiment_uid(experiment: &Experiment) -> &str {
-    experiment.metadata.uid.as_deref().unwrap_or_default()
-}
-
-/// Whether `pod` belongs to this very experiment (its owner's uid), not merely to one of the
-/// same name.
-pub fn is_owned_by(pod: &Pod, experiment: &Experiment) -> bool {
-    let uid = experiment_uid(experiment);
-    !uid.is_empty()
-        && pod
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|owner| owner.uid == uid)
 }
 
 /// The Secret holding the bearer token agents and generators require, and the TLS identity
@@ -274,16 +250,6 @@ pub fn loadgen_pod(
     }
 }
 
-/// The label that finds an experiment's pods: by its uid, so a new experiment of the same name
-/// never counts (or deletes) its predecessor's.
-pub fn uid_selector(experiment: &Experiment) -> String {
-    format!("{EXPERIMENT_UID_LABEL}={}", experiment_uid(experiment))
-}
-
-pub(crate) fn experiment_name(experiment: &Experiment) -> String {
-    experiment.metadata.name.clone().unwrap_or_default()
-}
-
 /// A pod that runs once on the node it names. A restarted agent would have lost its targets,
 /// so a pod that dies is a failure the controller reports rather than something to retry.
 /// Every taint is tolerated: the user chose these nodes for the experiment.
@@ -374,58 +340,10 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
-pub(crate) fn owned_metadata(
-    experiment: &Experiment,
-    name: String,
-    component: &str,
-    cohort: Option<&str>,
-) -> ObjectMeta {
-    let mut labels = BTreeMap::from([
-        ("app.kubernetes.io/name".to_string(), "loadlab".to_string()),
-        (MANAGED_BY_LABEL.to_string(), MANAGER.to_string()),
-        (COMPONENT_LABEL.to_string(), component.to_string()),
-        (EXPERIMENT_LABEL.to_string(), experiment_name(experiment)),
-        (
-            EXPERIMENT_UID_LABEL.to_string(),
-            experiment_uid(experiment).to_string(),
-        ),
-    ]);
-    if let Some(cohort) = cohort {
-        labels.insert(COHORT_LABEL.to_string(), cohort.to_string());
-    }
-    ObjectMeta {
-        name: Some(name),
-        namespace: experiment.metadata.namespace.clone(),
-        labels: Some(labels),
-        owner_references: experiment.controller_owner_ref(&()).map(|r| vec![r]),
-        ..ObjectMeta::default()
-    }
-}
-
-/// `{experiment}-{role}[-{suffix}]`, cut to 63 characters (a DNS label, so it is also a valid
-/// hostname and label value) without a trailing '-'.
-pub(crate) fn bounded_name(experiment: &str, role: &str, suffix: &str) -> String {
-    let tail = if suffix.is_empty() {
-        format!("-{role}")
-    } else {
-        format!("-{role}-{suffix}")
-    };
-    let room = 63usize.saturating_sub(tail.len());
-    let head: String = experiment.chars().take(room).collect();
-    format!("{}{tail}", head.trim_end_matches('-'))
-}
-
-/// FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
-pub(crate) fn short_hash(text: &str) -> String {
-    let hash = text.bytes().fold(0x811c_9dc5u32, |hash, byte| {
-        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
-    });
-    format!("{hash:08x}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::objects::COHORT_LABEL;
     use crate::spec::ExperimentBuilder;
 
     fn experiment(name: &str) -> Experiment {

@@ -18,10 +18,11 @@ use kube::{Api, Client, Resource, ResourceExt};
 use crate::cache::ClusterCache;
 use crate::events::Events;
 use crate::namespaces::Namespaces;
+use crate::objects::is_owned_by;
 use crate::orchestrator::Connection;
 use crate::placement::{NodeView, Placement, place};
 use crate::pods::{
-    AGENT_PORT, LOADGEN_PORT, PodSettings, agent_pod, agent_pod_name, is_owned_by, loadgen_pod,
+    AGENT_PORT, LOADGEN_PORT, PodSettings, agent_pod, agent_pod_name, loadgen_pod,
     loadgen_pod_name, token_secret,
 };
 use crate::spec::Experiment;

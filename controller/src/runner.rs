@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::events::Events;
+use crate::objects::uid_selector;
 use crate::orchestrator::{Event, Fleet, RunOptions, run_experiment};
-use crate::pods::uid_selector;
 use crate::reconcile::{ReadyFleet, Runner, key};
 use crate::spec::{API_VERSION, Experiment, ExperimentFile, KIND, Metadata};
 use crate::status::{CohortStatus, Condition, Phase, StatusPart};
