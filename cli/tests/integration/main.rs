@@ -8,6 +8,7 @@ mod capture;
 mod controller;
 mod dashboard;
 mod fleet;
+mod fleet_lab;
 mod interrupt;
 mod run;
 mod serve_auth;
