@@ -19,7 +19,7 @@ pub struct NginxStatus {
 }
 
 /// Parses the body of an nginx stub_status page.
-pub fn parse_stub_status(body: &str) -> Option<NginxStatus> {
+pub(crate) fn parse_stub_status(body: &str) -> Option<NginxStatus> {
     let mut lines = body.lines();
     lines.find(|l| l.trim() == "server accepts handled requests")?;
     let mut numbers = lines.next()?.split_whitespace().map(str::parse::<u64>);
@@ -76,7 +76,7 @@ pub async fn fetch_stub_status(endpoint: SocketAddr) -> Result<NginxStatus, Erro
 
 /// The `Tcp:` counters of `/proc/net/snmp` that a connection storm moves.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TcpCounters {
+pub(crate) struct TcpCounters {
     pub active_opens: u64,
     pub passive_opens: u64,
     pub attempt_fails: u64,
@@ -97,7 +97,7 @@ impl TcpCounters {
 }
 
 /// Parses the `Tcp:` header and value lines of `/proc/net/snmp`.
-pub fn parse_snmp_tcp(snmp: &str) -> Option<TcpCounters> {
+pub(crate) fn parse_snmp_tcp(snmp: &str) -> Option<TcpCounters> {
     let mut tcp_lines = snmp.lines().filter(|l| l.starts_with("Tcp:"));
     let names = tcp_lines.next()?.split_whitespace().skip(1);
     let values = tcp_lines.next()?.split_whitespace().skip(1);
@@ -150,7 +150,7 @@ impl CpuTimes {
     }
 
     /// Shares of all CPU time between `earlier` and `self`.
-    pub fn shares_since(&self, earlier: &CpuTimes) -> CpuShares {
+    pub(crate) fn shares_since(&self, earlier: &CpuTimes) -> CpuShares {
         let total = self.total().saturating_sub(earlier.total());
         if total == 0 {
             return CpuShares::default();
@@ -170,7 +170,7 @@ impl CpuTimes {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct CpuShares {
+pub(crate) struct CpuShares {
     pub busy: f64,
     pub user: f64,
     pub system: f64,
@@ -197,12 +197,12 @@ pub fn parse_proc_stat(stat: &str) -> Option<CpuTimes> {
 
 /// Node-wide counters read together.
 #[derive(Debug, Clone, Copy)]
-pub struct NodeCounters {
+pub(crate) struct NodeCounters {
     pub tcp: TcpCounters,
     pub cpu: CpuTimes,
 }
 
-pub fn read_node_counters(proc: &Path) -> Result<NodeCounters, Error> {
+pub(crate) fn read_node_counters(proc: &Path) -> Result<NodeCounters, Error> {
     let read = |relative: &str| {
         let path = proc.join(relative);
         std::fs::read_to_string(&path).map_err(|source| Error::Read { path, source })
@@ -216,7 +216,7 @@ pub fn read_node_counters(proc: &Path) -> Result<NodeCounters, Error> {
 
 /// Clock ticks per second in `/proc/<pid>/stat` (USER_HZ): 100 on every Linux architecture
 /// loadlab runs on, whatever the kernel's own HZ.
-pub const USER_HZ: u64 = 100;
+pub(crate) const USER_HZ: u64 = 100;
 
 /// CPU time (user + system) the processes have used, in ticks of [`USER_HZ`]; a process gone
 /// meanwhile adds nothing.
@@ -229,7 +229,7 @@ pub fn processes_cpu_ticks(proc: &Path, pids: &[u32]) -> u64 {
 
 /// utime + stime of one `/proc/<pid>/stat` line (fields 14 and 15; the command name, which may
 /// hold spaces and parentheses, ends at the last ')').
-pub fn process_cpu_ticks(stat: &str) -> Option<u64> {
+pub(crate) fn process_cpu_ticks(stat: &str) -> Option<u64> {
     let (_, after_name) = stat.rsplit_once(')')?;
     let mut fields = after_name.split_whitespace().skip(11);
     let user: u64 = fields.next()?.parse().ok()?;

@@ -18,7 +18,7 @@ pub struct CpuSplit {
 /// Splits cores (each a set of sibling logical CPUs) between nginx and the rest: nginx takes the
 /// upper half (the lower CPUs carry more of the system's housekeeping), the rest the lower half
 /// and the odd core. Siblings stay together: two halves of one core share its execution units.
-pub fn split_cores(cores: &[Vec<u32>], from_cores: usize) -> Result<CpuSplit, String> {
+pub(crate) fn split_cores(cores: &[Vec<u32>], from_cores: usize) -> Result<CpuSplit, String> {
     if cores.len() >= 2 && cores.len() < from_cores {
         return Err(format!(
             "{} cores: below {from_cores}, where pinning starts (each side would lose more than \
@@ -93,7 +93,7 @@ pub fn parse_list(text: &str) -> Option<Vec<u32>> {
 
 /// The CPUs this process may run on, grouped into cores by their SMT siblings (from `sys`,
 /// normally `/sys/devices/system/cpu`); a CPU whose siblings cannot be read is a core alone.
-pub fn allowed_cores(sys: &Path) -> Result<Vec<Vec<u32>>, String> {
+pub(crate) fn allowed_cores(sys: &Path) -> Result<Vec<Vec<u32>>, String> {
     let allowed = allowed_cpus()?;
     let mut cores: Vec<Vec<u32>> = Vec::new();
     for cpu in &allowed {

@@ -8,7 +8,7 @@ use crate::platform::{Platform, read_platform};
 /// The kernel symbols every description probes. `ep_clear_and_put` exists only in kernels that
 /// carry the epoll refcount patch; `epmutex` and `epnested_mutex` name the global epoll mutexes
 /// before and after it (the patch renamed the surviving nested-loop lock in later kernels).
-pub const EPOLL_SYMBOLS: [&str; 3] = ["ep_clear_and_put", "epmutex", "epnested_mutex"];
+pub(crate) const EPOLL_SYMBOLS: [&str; 3] = ["ep_clear_and_put", "epmutex", "epnested_mutex"];
 
 /// Symbols that name data (locks), not code. Kernels without `CONFIG_KALLSYMS_ALL` list no data
 /// symbols at all, so their absence there proves nothing.
@@ -95,7 +95,7 @@ pub fn logical_cpus(proc: &Path) -> Result<u32, Error> {
 }
 
 /// The CPU model name and the number of logical CPUs listed in `/proc/cpuinfo`.
-pub fn parse_cpuinfo(cpuinfo: &str) -> (String, u32) {
+pub(crate) fn parse_cpuinfo(cpuinfo: &str) -> (String, u32) {
     let mut model = None;
     let mut processors = 0;
     for line in cpuinfo.lines() {
@@ -112,7 +112,7 @@ pub fn parse_cpuinfo(cpuinfo: &str) -> (String, u32) {
     (model.unwrap_or_else(|| "unknown".into()), processors)
 }
 
-pub fn parse_mem_total(meminfo: &str) -> Option<u64> {
+pub(crate) fn parse_mem_total(meminfo: &str) -> Option<u64> {
     let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
@@ -120,7 +120,7 @@ pub fn parse_mem_total(meminfo: &str) -> Option<u64> {
 
 /// Which of `names` `/proc/kallsyms` lists. When every address reads as zero the kernel hides
 /// them (kptr_restrict), and the listing cannot be trusted to be complete either.
-pub fn probe_symbols(kallsyms: &str, names: &[&str]) -> Vec<(String, Presence)> {
+pub(crate) fn probe_symbols(kallsyms: &str, names: &[&str]) -> Vec<(String, Presence)> {
     let mut found = vec![false; names.len()];
     let mut any_address = false;
     let mut any_line = false;

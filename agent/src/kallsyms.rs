@@ -55,12 +55,12 @@ impl KernelSymbols {
         }
     }
 
-    pub fn has_epoll_functions(&self) -> bool {
+    pub(crate) fn has_epoll_functions(&self) -> bool {
         self.epoll_functions
     }
 
     /// The address of a data symbol, such as `epmutex`.
-    pub fn address_of(&self, symbol: &str) -> Option<u64> {
+    pub(crate) fn address_of(&self, symbol: &str) -> Option<u64> {
         self.data
             .iter()
             .find(|(_, name)| name == symbol)
@@ -83,12 +83,12 @@ impl KernelSymbols {
     }
 
     /// Whether the kernel has a function of this name (one that kprobes can find).
-    pub fn has_function(&self, name: &str) -> bool {
+    pub(crate) fn has_function(&self, name: &str) -> bool {
         self.functions.iter().any(|(_, function)| function == name)
     }
 
     /// The function a return address lies in (the nearest symbol at or below it).
-    pub fn function_at(&self, address: u64) -> Option<&str> {
+    pub(crate) fn function_at(&self, address: u64) -> Option<&str> {
         let index = self
             .functions
             .partition_point(|(a, _)| *a <= address)

@@ -11,7 +11,7 @@ thread_local! {
 
 /// libbpf's warnings (a verifier log, a missing kernel feature) go to the agent's log rather
 /// than to stderr unannounced, and the last lines are kept for the error they explain.
-pub fn forward_libbpf_messages() {
+pub(crate) fn forward_libbpf_messages() {
     fn forward(level: libbpf_rs::PrintLevel, message: String) {
         let message = message.trim_end();
         match level {
@@ -32,7 +32,7 @@ pub fn forward_libbpf_messages() {
 }
 
 /// `error`, with what libbpf last said on this thread (the verifier's verdict, say).
-pub fn with_libbpf_said(error: String) -> String {
+pub(crate) fn with_libbpf_said(error: String) -> String {
     let said = LIBBPF_SAID.with(|said| said.borrow_mut().drain(..).collect::<Vec<_>>());
     if said.is_empty() {
         error

@@ -62,22 +62,22 @@ pub struct SlowPaths {
 }
 
 impl SlowPaths {
-    pub const MUTEX: [&'static str; 3] = [
+    pub(crate) const MUTEX: [&'static str; 3] = [
         "__mutex_lock_slowpath",
         "__mutex_lock_killable_slowpath",
         "__mutex_lock_interruptible_slowpath",
     ];
-    pub const RWSEM_READ: [&'static str; 3] = [
+    pub(crate) const RWSEM_READ: [&'static str; 3] = [
         "rwsem_down_read_slowpath",
         "rwsem_down_read_failed",
         "rwsem_down_read_failed_killable",
     ];
-    pub const RWSEM_WRITE: [&'static str; 3] = [
+    pub(crate) const RWSEM_WRITE: [&'static str; 3] = [
         "rwsem_down_write_slowpath",
         "rwsem_down_write_failed",
         "rwsem_down_write_failed_killable",
     ];
-    pub const SPIN: [&'static str; 3] = [
+    pub(crate) const SPIN: [&'static str; 3] = [
         "native_queued_spin_lock_slowpath",
         "__pv_queued_spin_lock_slowpath",
         "queued_spin_lock_slowpath",
@@ -137,7 +137,7 @@ pub struct RawReport {
 }
 
 /// The program, attached, on its own thread.
-pub type ProbeCapture = ProbeThread<RawReport>;
+pub(crate) type ProbeCapture = ProbeThread<RawReport>;
 
 /// Loads and attaches the program, returning once the window is traced.
 pub async fn attach(options: ProbeOptions) -> Result<ProbeCapture, String> {

@@ -93,7 +93,7 @@ pub struct LockReport {
 /// any kernel, but enabling one puts every system call of every task on the slow path, which
 /// cost a connection storm about 5% of its rate on top of the lock tracing (README, "Cost of
 /// collecting evidence"), more than the whole capture may cost.
-pub fn probe_options(symbols: &KernelSymbols, source: SourceChoice) -> ProbeOptions {
+pub(crate) fn probe_options(symbols: &KernelSymbols, source: SourceChoice) -> ProbeOptions {
     let kprobes = kprobes_available();
     ProbeOptions {
         source,
@@ -149,7 +149,7 @@ pub enum LockstatError {
 
 /// A running lock-contention capture.
 #[derive(Debug)]
-pub struct LockCapture {
+pub(crate) struct LockCapture {
     probe: ProbeCapture,
     epoll_calls: bool,
     access: TracingAccess,

@@ -105,7 +105,7 @@ pub async fn nginx_version(binary: &Path) -> Result<String, Error> {
 }
 
 /// The whole nginx.conf for a target. Everything nginx writes stays under `prefix`.
-pub fn render_config(
+pub(crate) fn render_config(
     settings: &NginxSettings,
     (workers, cpus): (u32, &WorkerCpus),
     prefix: &Path,
@@ -280,7 +280,7 @@ impl NginxTarget {
     }
 
     /// The CPUs nginx's workers are pinned to; empty when they are not.
-    pub fn pinned_cpus(&self) -> &[u32] {
+    pub(crate) fn pinned_cpus(&self) -> &[u32] {
         match &self.cpus {
             WorkerCpus::Pinned(cpus) => cpus,
             WorkerCpus::Any { .. } => &[],
@@ -307,7 +307,7 @@ impl NginxTarget {
     }
 
     /// The last lines of the target's error log, for error messages.
-    pub fn error_log_tail(&self) -> String {
+    pub(crate) fn error_log_tail(&self) -> String {
         let log = std::fs::read_to_string(self.prefix.path().join("error.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().filter(|l| !l.contains("[notice]")).collect();
         lines[lines.len().saturating_sub(5)..].join("\n")

@@ -9,7 +9,7 @@ use crate::counters::{CpuTimes, USER_HZ, processes_cpu_ticks};
 /// Per-CPU totals of the numbered (device) lines of `/proc/interrupts`; index = CPU number as
 /// the header names it. The named lines (timer, IPIs such as rescheduling and function calls)
 /// are left out: the workload itself causes them.
-pub fn parse_device_interrupts(text: &str) -> Vec<u64> {
+pub(crate) fn parse_device_interrupts(text: &str) -> Vec<u64> {
     let mut lines = text.lines();
     let Some(header) = lines.next() else {
         return Vec::new();
@@ -40,7 +40,7 @@ pub fn parse_device_interrupts(text: &str) -> Vec<u64> {
 
 /// The window's opening readings.
 #[derive(Debug, Clone, Default)]
-pub struct NoiseSnapshot {
+pub(crate) struct NoiseSnapshot {
     device_interrupts: Vec<u64>,
     own_ticks: u64,
 }

@@ -41,7 +41,7 @@ struct PerfEventAttr {
 
 /// A `cpu-clock` event sampling every task on `cpu` at `frequency_hz`: a software timer, so
 /// it works where hardware counters are absent (virtual machines, this lab's hosts).
-pub fn cpu_clock_sampler(cpu: u32, frequency_hz: u32) -> std::io::Result<OwnedFd> {
+pub(crate) fn cpu_clock_sampler(cpu: u32, frequency_hz: u32) -> std::io::Result<OwnedFd> {
     let attr = PerfEventAttr {
         kind: PERF_TYPE_SOFTWARE,
         size: std::mem::size_of::<PerfEventAttr>() as u32,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Sysctls reported with every node, under `/proc/sys`.
-pub const SYSCTLS: [&str; 6] = [
+pub(crate) const SYSCTLS: [&str; 6] = [
     "net/core/somaxconn",
     "net/ipv4/tcp_max_syn_backlog",
     "net/ipv4/ip_local_port_range",
@@ -42,7 +42,7 @@ fn read_trimmed(path: &Path) -> Option<String> {
 }
 
 /// Reads the platform from procfs at `proc` and sysfs at `sys`.
-pub fn read_platform(proc: &Path, sys: &Path) -> Platform {
+pub(crate) fn read_platform(proc: &Path, sys: &Path) -> Platform {
     let cpu = sys.join("devices/system/cpu");
     let mut cpu_vulnerabilities = BTreeMap::new();
     if let Ok(entries) = std::fs::read_dir(cpu.join("vulnerabilities")) {
@@ -120,7 +120,7 @@ pub fn read_platform(proc: &Path, sys: &Path) -> Platform {
 }
 
 /// Said of a guest whose CPUs QEMU emulates: its timings say little about its kernel.
-pub const EMULATED: &str = "emulated (QEMU TCG)";
+pub(crate) const EMULATED: &str = "emulated (QEMU TCG)";
 
 /// Whether loadlab booted this guest with emulated CPUs (`loadlab.accel=tcg`).
 pub fn emulated(cmdline: &str) -> bool {

@@ -15,7 +15,7 @@ const CAP_BPF: u32 = 39;
 const CHART_VALUE: &str = "agent.perfEvents=sysAdmin";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TracingAccess {
+pub(crate) struct TracingAccess {
     /// `kernel.perf_event_paranoid`, when readable.
     pub perf_event_paranoid: Option<i32>,
     /// The effective capability set (`CapEff` in `/proc/self/status`); `None` when unreadable.
@@ -30,7 +30,7 @@ impl TracingAccess {
         Self::from_texts(paranoid.as_deref(), status.as_deref())
     }
 
-    pub fn from_texts(paranoid: Option<&str>, status: Option<&str>) -> Self {
+    pub(crate) fn from_texts(paranoid: Option<&str>, status: Option<&str>) -> Self {
         let effective = status.and_then(|status| {
             status
                 .lines()
@@ -56,7 +56,7 @@ impl TracingAccess {
 
     /// Why system-wide perf events (`perf record -a`, the lock tracepoints) are certainly
     /// refused, and what to change; `None` when the kernel may allow them.
-    pub fn perf_refusal(&self) -> Option<String> {
+    pub(crate) fn perf_refusal(&self) -> Option<String> {
         if self.has(CAP_SYS_ADMIN) || self.has(CAP_PERFMON) {
             return None;
         }
@@ -72,7 +72,7 @@ impl TracingAccess {
     }
 
     /// Why loading a BPF program (the lock probe) is certainly refused; `None` when it may work.
-    pub fn bpf_refusal(&self) -> Option<String> {
+    pub(crate) fn bpf_refusal(&self) -> Option<String> {
         if !self.has(CAP_SYS_ADMIN) && !self.has(CAP_BPF) {
             return Some(
                 "loading BPF programs needs CAP_BPF (or CAP_SYS_ADMIN), and this process has \
@@ -86,7 +86,7 @@ impl TracingAccess {
 
     /// What may explain a refused perf event on this node: the Debian and Ubuntu restriction,
     /// when it can apply.
-    pub fn perf_advice(&self) -> Option<String> {
+    pub(crate) fn perf_advice(&self) -> Option<String> {
         if self.has(CAP_SYS_ADMIN) || self.perf_event_paranoid.is_none_or(|level| level < 3) {
             return None;
         }

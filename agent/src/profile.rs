@@ -13,18 +13,18 @@ use crate::sampler::{OUTSIDE_NAMESPACE, RawProfile, Sampler};
 use crate::usersyms::{UserFrame, UserSymbols};
 
 /// How many symbols a profile lists.
-pub const TOP_SYMBOLS: usize = 30;
+pub(crate) const TOP_SYMBOLS: usize = 30;
 /// The most text a profile's folded stacks take. A capture reply must fit one gRPC message
 /// (`loadlab_proto::MAX_CAPTURE_REPLY_BYTES`) and a run one ingest body: 30 s at 999 Hz on two
 /// CPUs folded to 7 MB here, and more CPUs make more distinct stacks. Past it the least sampled
 /// stacks are merged, per command, into one `[other stacks]` frame, so every sample still counts.
-pub const MAX_FOLDED_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_FOLDED_BYTES: usize = 8 * 1024 * 1024;
 /// The frame that stands for the stacks merged away.
-pub const OTHER_STACKS: &str = "[other stacks]";
+pub(crate) const OTHER_STACKS: &str = "[other stacks]";
 /// A frame no symbol names.
-pub const UNKNOWN_FRAME: &str = "[unknown]";
+pub(crate) const UNKNOWN_FRAME: &str = "[unknown]";
 /// The user-space half of a process in another pid namespace than the agent's.
-pub const OUTSIDE_FRAME: &str = "[user space of another container]";
+pub(crate) const OUTSIDE_FRAME: &str = "[user space of another container]";
 /// A sample whose stack contains this frame is the CPU idling.
 const IDLE_FRAME: &str = "do_idle";
 
@@ -69,7 +69,7 @@ impl CpuProfile {
 
 /// A running profile: the sampler is attached and sampling.
 #[derive(Debug)]
-pub struct Profiler {
+pub(crate) struct Profiler {
     sampler: Sampler,
     frequency_hz: u32,
     /// Only these processes' samples are kept; every sample when `None`.
@@ -128,11 +128,11 @@ impl Profiler {
 }
 
 /// One named stack: command, frames innermost first, samples.
-pub type NamedStack = (String, Vec<String>, u64);
+pub(crate) type NamedStack = (String, Vec<String>, u64);
 
 /// Names every kept stack's frames. A return address is named by the call before it (the
 /// address less one), as a call that never returns is often a function's last instruction.
-pub fn name_stacks(
+pub(crate) fn name_stacks(
     raw: &RawProfile,
     kernel: &KernelSymbols,
     user: &UserSymbols,
@@ -258,7 +258,7 @@ pub fn fold(stacks: &[NamedStack], frequency_hz: u32) -> CpuProfile {
 
 /// Keeps the most sampled stacks within `max_bytes` of text (a stack's bytes and a count's)
 /// and merges the rest into `comm;[other stacks]`, one per command.
-pub fn cap_folded(folded: BTreeMap<String, u64>, max_bytes: usize) -> BTreeMap<String, u64> {
+pub(crate) fn cap_folded(folded: BTreeMap<String, u64>, max_bytes: usize) -> BTreeMap<String, u64> {
     let size = |stack: &str| stack.len() + 20;
     if folded.keys().map(|k| size(k)).sum::<usize>() <= max_bytes {
         return folded;

@@ -37,18 +37,18 @@ const DRAIN_INTERVAL: Duration = Duration::from_millis(50);
 const BUFFER_PAGES: usize = 128;
 /// Distinct stacks kept with their frames; past this, a process's further new stacks are
 /// counted without frames. A busy 30 s window at 999 Hz on two CPUs has a few thousand.
-pub const MAX_DISTINCT_STACKS: usize = 200_000;
+pub(crate) const MAX_DISTINCT_STACKS: usize = 200_000;
 /// `struct sample` before its frames: tgid, kernel bytes, user bytes, padding, comm.
 const HEADER_BYTES: usize = 32;
 
 /// The process id of a sample from outside the agent's pid namespace (another container's).
-pub const OUTSIDE_NAMESPACE: u32 = u32::MAX;
+pub(crate) const OUTSIDE_NAMESPACE: u32 = u32::MAX;
 /// The inode of the initial pid namespace (`PROC_PID_INIT_INO`).
 const INIT_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
 
 /// One distinct sampled stack.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct StackKey {
+pub(crate) struct StackKey {
     /// The process (thread group) as the agent's `/proc` shows it; 0 for the idle task,
     /// [`OUTSIDE_NAMESPACE`] for a process the agent cannot see.
     pub tgid: u32,
@@ -62,7 +62,7 @@ pub struct StackKey {
 
 /// What the window's samples were.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RawProfile {
+pub(crate) struct RawProfile {
     pub stacks: HashMap<StackKey, u64>,
     /// Samples past [`MAX_DISTINCT_STACKS`], by process and command, their frames not kept.
     pub unkept: HashMap<(u32, String), u64>,
@@ -115,7 +115,7 @@ fn parse_sample(record: &[u8]) -> Result<StackKey, String> {
 }
 
 /// The sampler, attached and sampling, on its own thread.
-pub type Sampler = ProbeThread<RawProfile>;
+pub(crate) type Sampler = ProbeThread<RawProfile>;
 
 /// Opens the events, attaches the program and returns once samples are taken.
 pub async fn attach(frequency_hz: u32) -> Result<Sampler, String> {
@@ -126,7 +126,7 @@ pub async fn attach(frequency_hz: u32) -> Result<Sampler, String> {
 }
 
 /// The online CPUs, from a list such as `0-3,6,8-9`.
-pub fn parse_cpu_list(list: &str) -> Result<Vec<u32>, String> {
+pub(crate) fn parse_cpu_list(list: &str) -> Result<Vec<u32>, String> {
     let bad = || format!("cannot read the CPU list {list:?}");
     let mut cpus = Vec::new();
     for part in list.trim().split(',').filter(|p| !p.is_empty()) {

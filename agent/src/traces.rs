@@ -68,7 +68,7 @@ impl Traces {
 
     /// Whether lock contention is traced: only then do its results need the kernel's data
     /// symbols (megabytes of `kallsyms` to read).
-    pub fn traces_locks(&self) -> bool {
+    pub(crate) fn traces_locks(&self) -> bool {
         matches!(self.locks, Some(Ok(_)))
     }
 

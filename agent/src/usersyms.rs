@@ -15,7 +15,7 @@ use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 
 /// What a user-space address is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UserFrame {
+pub(crate) enum UserFrame {
     /// A function, by its (demangled) name.
     Function(String),
     /// Inside an object whose symbols do not cover it (a stripped binary): `[object]`.
@@ -50,7 +50,7 @@ pub struct Mapping {
 
 /// What backs a mapping.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Backing {
+pub(crate) enum Backing {
     /// A file: its path as the process sees it, and its device and inode (one file mapped by
     /// many processes is read once).
     File {
@@ -79,7 +79,7 @@ impl Mapping {
 }
 
 /// The executable mappings in a `/proc/PID/maps` text, by start address.
-pub fn executable_mappings(maps: &str) -> Vec<Mapping> {
+pub(crate) fn executable_mappings(maps: &str) -> Vec<Mapping> {
     let mut found: Vec<Mapping> = maps
         .lines()
         .filter_map(|line| {
@@ -123,7 +123,7 @@ fn mapping_of(mappings: &[Mapping], address: u64) -> Option<&Mapping> {
 }
 
 /// Names user-space stacks, reading each object once across processes.
-pub struct UserSymbols {
+pub(crate) struct UserSymbols {
     symbolizer: Symbolizer,
     /// Per file (device, inode), the path it was first opened by.
     opened: std::cell::RefCell<HashMap<(String, u64), PathBuf>>,

@@ -253,7 +253,7 @@ async fn observe(State(state): State<ApiState>, request: Request, next: Next) ->
 
 /// The API's errors, mapped to status codes in one place.
 #[derive(Debug)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     BadRequest(String),
     Unauthorized(String),
     Forbidden(String),

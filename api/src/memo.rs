@@ -34,7 +34,12 @@ impl<K, R, V> Default for Memo<K, R, V> {
 impl<K: Eq + Hash + Clone, R: PartialEq + Clone, V: Clone> Memo<K, R, V> {
     /// The answer for `key` at `revision`: the stored one when it was computed at this
     /// revision, else `compute`'s (errors are returned, not kept).
-    pub async fn get_or_compute<E, F, Fut>(&self, key: &K, revision: R, compute: F) -> Result<V, E>
+    pub(crate) async fn get_or_compute<E, F, Fut>(
+        &self,
+        key: &K,
+        revision: R,
+        compute: F,
+    ) -> Result<V, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,

@@ -10,7 +10,7 @@ pub use args::Cli;
 use args::Command;
 
 /// Exit code for a run cut short by Ctrl-C or SIGTERM (128 + SIGINT).
-pub const INTERRUPTED: u8 = 130;
+pub(crate) const INTERRUPTED: u8 = 130;
 
 pub fn init_tracing(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LOADLAB_LOG")

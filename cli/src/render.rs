@@ -17,7 +17,7 @@ use serde_json::json;
 const EPOLL_UNCOUNTED: &str = "nginx epoll calls not counted: no kprobes on do_epoll_ctl and do_epoll_wait there (syscall tracepoints would slow every system call)";
 
 /// 1234567 -> "1,234,567".
-pub fn thousands(value: u64) -> String {
+pub(crate) fn thousands(value: u64) -> String {
     let digits = value.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
@@ -33,7 +33,7 @@ fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
 }
 
-pub fn facts_line(facts: &v1::NodeFacts) -> String {
+pub(crate) fn facts_line(facts: &v1::NodeFacts) -> String {
     let symbols: Vec<String> = facts
         .kernel_symbols
         .iter()
@@ -63,7 +63,7 @@ pub fn facts_line(facts: &v1::NodeFacts) -> String {
     )
 }
 
-pub fn facts_json(facts: &v1::NodeFacts) -> serde_json::Value {
+pub(crate) fn facts_json(facts: &v1::NodeFacts) -> serde_json::Value {
     let mut value = json!({
         "hostname": facts.hostname,
         "kernel_release": facts.kernel_release,
@@ -86,7 +86,7 @@ fn bar(done: f64, width: usize) -> String {
     format!("{}{}", "█".repeat(filled), "░".repeat(width - filled))
 }
 
-pub fn clear_line() {
+pub(crate) fn clear_line() {
     eprint!("\r\x1b[2K");
     let _ = std::io::stderr().flush();
 }
@@ -96,7 +96,7 @@ fn live_line(line: &str) {
     let _ = std::io::stderr().flush();
 }
 
-pub fn storm_progress(progress: &Progress, length: Duration, warmup: Duration) {
+pub(crate) fn storm_progress(progress: &Progress, length: Duration, warmup: Duration) {
     let phase_elapsed = if progress.in_warmup {
         progress.elapsed
     } else {
@@ -150,7 +150,7 @@ pub fn storm_json(report: &StormReport) -> serde_json::Value {
 }
 
 /// The connection modes that differ from what real clients do, as ` · ...` parts of a heading.
-pub fn connection_modes(ack_with_request: bool, close_with_reset: bool) -> String {
+pub(crate) fn connection_modes(ack_with_request: bool, close_with_reset: bool) -> String {
     let mut modes = String::new();
     if ack_with_request {
         modes.push_str(" · handshake ACK with the request");
@@ -161,7 +161,7 @@ pub fn connection_modes(ack_with_request: bool, close_with_reset: bool) -> Strin
     modes
 }
 
-pub fn storm_text(url: &str, config: &StormConfig, report: &StormReport) -> String {
+pub(crate) fn storm_text(url: &str, config: &StormConfig, report: &StormReport) -> String {
     let mut out = String::new();
     let total = Percentiles::of(&report.latencies.total);
     let connect = Percentiles::of(&report.latencies.connect);
@@ -233,7 +233,7 @@ pub fn storm_text(url: &str, config: &StormConfig, report: &StormReport) -> Stri
 }
 
 /// Shows an experiment's progress: a live line on a terminal, a line per finished run always.
-pub struct RunProgress {
+pub(crate) struct RunProgress {
     live: bool,
     runs: usize,
     cohorts: Vec<String>,
@@ -415,7 +415,7 @@ fn latency(p: &Percentiles) -> String {
 }
 
 /// The comparison report as a table.
-pub fn report_table(report: &ExperimentReport) -> String {
+pub(crate) fn report_table(report: &ExperimentReport) -> String {
     let mut out = String::new();
     let experiment = &report.experiment;
     let width = report

@@ -121,7 +121,7 @@ impl ClusterCache {
     }
 
     /// The pods the controller made for this very experiment (by its uid, not its name).
-    pub fn pods_of(&self, experiment: &crate::Experiment) -> Vec<Arc<Pod>> {
+    pub(crate) fn pods_of(&self, experiment: &crate::Experiment) -> Vec<Arc<Pod>> {
         let namespace = experiment.namespace();
         self.pods
             .iter()

@@ -8,7 +8,7 @@ use kube::Client;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 /// The reporting controller, as Events name it.
-pub const REPORTER: &str = "loadlab-controller";
+pub(crate) const REPORTER: &str = "loadlab-controller";
 /// What the Events API takes in a note.
 const MAX_NOTE_BYTES: usize = 1024;
 

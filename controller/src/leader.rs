@@ -12,7 +12,7 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 
 #[derive(Debug, Clone)]
-pub struct LeaseLock {
+pub(crate) struct LeaseLock {
     leases: Api<Lease>,
     name: String,
     identity: String,
@@ -20,7 +20,7 @@ pub struct LeaseLock {
 }
 
 /// Whether `identity` may hold a lease in this state at `now`.
-pub fn may_hold(spec: &LeaseSpec, identity: &str, now: Timestamp) -> bool {
+pub(crate) fn may_hold(spec: &LeaseSpec, identity: &str, now: Timestamp) -> bool {
     match spec.holder_identity.as_deref() {
         None | Some("") => true,
         Some(holder) if holder == identity => true,
@@ -51,14 +51,14 @@ impl LeaseLock {
 
     /// How often to call [`LeaseLock::try_acquire_or_renew`]: a third of the lease, so two
     /// renewals can fail before it lapses.
-    pub fn renew_every(&self) -> Duration {
+    pub(crate) fn renew_every(&self) -> Duration {
         self.duration / 3
     }
 
     /// How long after its last successful renewal began a leader may go on acting: two thirds
     /// of the lease. Another replica may take the lease once a whole lease has passed since
     /// that renewal, so a leader that cannot renew stops well before then.
-    pub fn act_for(&self) -> Duration {
+    pub(crate) fn act_for(&self) -> Duration {
         self.duration * 2 / 3
     }
 
@@ -86,7 +86,7 @@ impl LeaseLock {
     }
 
     /// Takes or renews the lease. `Ok(false)`: another replica holds it.
-    pub async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
+    pub(crate) async fn try_acquire_or_renew(&self) -> Result<bool, kube::Error> {
         let now = Timestamp::now();
         let duration = i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX);
         let Some(mut lease) = self.leases.get_opt(&self.name).await? else {
@@ -134,7 +134,7 @@ impl LeaseLock {
 }
 
 /// A lease that can be renewed: the Lease API, or a stand-in in tests.
-pub trait Renew: Send + Sync {
+pub(crate) trait Renew: Send + Sync {
     /// `Ok(true)`: renewed; `Ok(false)`: another replica holds it.
     fn renew(&self) -> impl Future<Output = Result<bool, kube::Error>> + Send;
 }
@@ -147,7 +147,7 @@ impl Renew for LeaseLock {
 
 /// How holding a lease ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Holding {
+pub(crate) enum Holding {
     /// `stop` fired.
     Stopped,
     /// Another replica holds the lease.
@@ -160,7 +160,7 @@ pub enum Holding {
 /// has succeeded for `act_for` since the last one began (the lease was taken at the call).
 /// A renewal that does not answer within `every` counts as failed, so a hung call cannot keep
 /// a replica acting.
-pub async fn keep_renewing(
+pub(crate) async fn keep_renewing(
     lease: &impl Renew,
     every: Duration,
     act_for: Duration,

@@ -50,7 +50,7 @@ impl ControllerPeer {
     }
 }
 
-pub fn network_policy_name(experiment: &Experiment) -> String {
+pub(crate) fn network_policy_name(experiment: &Experiment) -> String {
     bounded_name(
         &experiment_name(experiment),
         "netpol",

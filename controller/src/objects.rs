@@ -10,14 +10,14 @@ use kube::Resource;
 
 use crate::spec::Experiment;
 
-pub const EXPERIMENT_LABEL: &str = "loadlab.dev/experiment";
-pub const EXPERIMENT_UID_LABEL: &str = "loadlab.dev/experiment-uid";
-pub const COHORT_LABEL: &str = "loadlab.dev/cohort";
-pub const COHORTS_ANNOTATION: &str = "loadlab.dev/cohorts";
-pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+pub(crate) const EXPERIMENT_LABEL: &str = "loadlab.dev/experiment";
+pub(crate) const EXPERIMENT_UID_LABEL: &str = "loadlab.dev/experiment-uid";
+pub(crate) const COHORT_LABEL: &str = "loadlab.dev/cohort";
+pub(crate) const COHORTS_ANNOTATION: &str = "loadlab.dev/cohorts";
+pub(crate) const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 /// On every pod and Secret the controller creates, with [`MANAGER`]: what its pod watch selects.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGER: &str = "loadlab-controller";
+pub(crate) const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub(crate) const MANAGER: &str = "loadlab-controller";
 
 pub fn experiment_uid(experiment: &Experiment) -> &str {
     experiment.metadata.uid.as_deref().unwrap_or_default()
@@ -25,7 +25,7 @@ pub fn experiment_uid(experiment: &Experiment) -> &str {
 
 /// Whether `pod` belongs to this very experiment (its owner's uid), not merely to one of the
 /// same name.
-pub fn is_owned_by(pod: &Pod, experiment: &Experiment) -> bool {
+pub(crate) fn is_owned_by(pod: &Pod, experiment: &Experiment) -> bool {
     let uid = experiment_uid(experiment);
     !uid.is_empty()
         && pod
@@ -38,7 +38,7 @@ pub fn is_owned_by(pod: &Pod, experiment: &Experiment) -> bool {
 
 /// The label that finds an experiment's pods: by its uid, so a new experiment of the same name
 /// never counts (or deletes) its predecessor's.
-pub fn uid_selector(experiment: &Experiment) -> String {
+pub(crate) fn uid_selector(experiment: &Experiment) -> String {
     format!("{EXPERIMENT_UID_LABEL}={}", experiment_uid(experiment))
 }
 
@@ -46,7 +46,7 @@ pub fn experiment_name(experiment: &Experiment) -> String {
     experiment.metadata.name.clone().unwrap_or_default()
 }
 
-pub fn owned_metadata(
+pub(crate) fn owned_metadata(
     experiment: &Experiment,
     name: String,
     component: &str,
@@ -76,7 +76,7 @@ pub fn owned_metadata(
 
 /// `{experiment}-{role}[-{suffix}]`, cut to 63 characters (a DNS label, so it is also a valid
 /// hostname and label value) without a trailing '-'.
-pub fn bounded_name(experiment: &str, role: &str, suffix: &str) -> String {
+pub(crate) fn bounded_name(experiment: &str, role: &str, suffix: &str) -> String {
     let tail = if suffix.is_empty() {
         format!("-{role}")
     } else {
@@ -88,7 +88,7 @@ pub fn bounded_name(experiment: &str, role: &str, suffix: &str) -> String {
 }
 
 /// FNV-1a: stable across builds and platforms, unlike `DefaultHasher`.
-pub fn short_hash(text: &str) -> String {
+pub(crate) fn short_hash(text: &str) -> String {
     let hash = text.bytes().fold(0x811c_9dc5u32, |hash, byte| {
         (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
     });

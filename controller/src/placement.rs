@@ -138,7 +138,7 @@ impl Placement {
 }
 
 /// Matches a kernel version against a pattern where `*` stands for any run of characters.
-pub fn kernel_matches(pattern: &str, version: &str) -> bool {
+pub(crate) fn kernel_matches(pattern: &str, version: &str) -> bool {
     let mut parts = pattern.split('*');
     let first = parts.next().unwrap_or_default();
     let Some(mut rest) = version.strip_prefix(first) else {

@@ -23,8 +23,8 @@ use crate::spec::Experiment;
 pub use loadlab_proto::{AGENT_PORT, LOADGEN_PORT};
 pub const TOKEN_KEY: &str = "token";
 /// The pods' TLS certificate and key, beside the token in the same Secret.
-pub const TLS_CERT_KEY: &str = "tls.crt";
-pub const TLS_KEY_KEY: &str = "tls.key";
+pub(crate) const TLS_CERT_KEY: &str = "tls.crt";
+pub(crate) const TLS_KEY_KEY: &str = "tls.key";
 const TOKEN_DIR: &str = "/etc/loadlab/token";
 
 /// How the controller's pods are made, from the chart's values.
@@ -75,7 +75,7 @@ const AGENT_CAPABILITIES: [&str; 7] = [
 
 /// Named for this very resource: an experiment deleted and applied again at once must not
 /// find its predecessor's Secret (not yet collected), whose token is another's.
-pub fn token_secret_name(experiment: &Experiment) -> String {
+pub(crate) fn token_secret_name(experiment: &Experiment) -> String {
     let uid = experiment.metadata.uid.as_deref().unwrap_or_default();
     bounded_name(&experiment_name(experiment), "token", &short_hash(uid)[..6])
 }
@@ -83,7 +83,7 @@ pub fn token_secret_name(experiment: &Experiment) -> String {
 /// Pod names carry a hash of the experiment's uid: two experiments whose long names share the
 /// first 50 characters, or one deleted and applied again under its name, never meet each
 /// other's pods.
-pub fn agent_pod_name(experiment: &Experiment, node: &str) -> String {
+pub(crate) fn agent_pod_name(experiment: &Experiment, node: &str) -> String {
     bounded_name(
         &experiment_name(experiment),
         "agent",
@@ -91,7 +91,7 @@ pub fn agent_pod_name(experiment: &Experiment, node: &str) -> String {
     )
 }
 
-pub fn loadgen_pod_name(experiment: &Experiment, index: usize) -> String {
+pub(crate) fn loadgen_pod_name(experiment: &Experiment, index: usize) -> String {
     bounded_name(
         &experiment_name(experiment),
         "loadgen",

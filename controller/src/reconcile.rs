@@ -31,7 +31,7 @@ use crate::status_apply::apply_status;
 use crate::token::TokenKey;
 
 pub const FINALIZER: &str = "loadlab.dev/cleanup";
-pub const FIELD_MANAGER: &str = "loadlab-controller";
+pub(crate) const FIELD_MANAGER: &str = "loadlab-controller";
 /// How often a waiting experiment looks again (nodes may join, pods may start).
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -106,7 +106,7 @@ impl Context {
     }
 
     /// Events name this replica (its pod name) as their reporting instance.
-    pub fn reporting_as(mut self, instance: &str) -> Self {
+    pub(crate) fn reporting_as(mut self, instance: &str) -> Self {
         self.events = Events::new(self.client.clone(), Some(instance.to_string()));
         self
     }

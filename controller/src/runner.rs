@@ -27,7 +27,7 @@ use crate::status::{CohortStatus, Condition, Phase, StatusPart};
 use crate::status_apply::apply_status;
 use crate::{Ending, Error};
 
-pub const RUNNER_MANAGER: &str = "loadlab-runner";
+pub(crate) const RUNNER_MANAGER: &str = "loadlab-runner";
 
 /// How long an agent pod that refuses connections at a runner's start is waited for.
 const AGENT_PATIENCE: Duration = Duration::from_secs(90);
@@ -64,13 +64,13 @@ impl ProtocolRunner {
     }
 
     /// Events name this replica (its pod name) as their reporting instance.
-    pub fn reporting_as(mut self, instance: &str) -> Self {
+    pub(crate) fn reporting_as(mut self, instance: &str) -> Self {
         self.events = Events::new(self.client.clone(), Some(instance.to_string()));
         self
     }
 
     /// Waits until every runner task has ended, at most `within`; whether they all did.
-    pub async fn stopped_within(&self, within: Duration) -> bool {
+    pub(crate) async fn stopped_within(&self, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let ended = self.ended.notified();
@@ -88,7 +88,7 @@ impl ProtocolRunner {
 
     /// Stops every experiment (on shutdown or lost leadership); stored runs stay, and the next
     /// leader resumes from them.
-    pub fn stop_all(&self) {
+    pub(crate) fn stop_all(&self) {
         for running in self.lock().values() {
             running.cancel.cancel();
         }
@@ -467,14 +467,14 @@ async fn warn_of_problems(events: &Events, experiment: &Experiment, status: &Sta
 }
 
 /// The runner's condition on the evidence the experiment asked for.
-pub const EVIDENCE_COLLECTED: &str = "EvidenceCollected";
+pub(crate) const EVIDENCE_COLLECTED: &str = "EvidenceCollected";
 /// The most reasons a condition message lists; the report has them all.
 const REASONS_SHOWN: usize = 4;
 
 /// Whether every run's lock contention and CPU profile (those asked for) were collected; when
 /// not, why, per cohort, as the agents said it (which capability or sysctl is missing, and
 /// what to set), so `kubectl describe` shows it.
-pub fn evidence_condition(report: &ExperimentReport) -> Condition {
+pub(crate) fn evidence_condition(report: &ExperimentReport) -> Condition {
     let reasons: Vec<String> = report
         .cohorts
         .iter()

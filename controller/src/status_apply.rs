@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::spec::{API_VERSION, Experiment, KIND};
 use crate::status::StatusPart;
 
-pub async fn apply_status(
+pub(crate) async fn apply_status(
     experiments: &Api<Experiment>,
     name: &str,
     manager: &str,

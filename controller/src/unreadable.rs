@@ -30,7 +30,7 @@ pub fn read(object: &DynamicObject) -> Result<Experiment, String> {
 }
 
 /// Reconciles an object that reads as an `Experiment`; reports one that does not.
-pub async fn reconcile_object(
+pub(crate) async fn reconcile_object(
     object: Arc<DynamicObject>,
     context: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
@@ -43,7 +43,7 @@ pub async fn reconcile_object(
     }
 }
 
-pub fn error_policy_object(
+pub(crate) fn error_policy_object(
     object: Arc<DynamicObject>,
     error: &ReconcileError,
     _: Arc<Context>,

@@ -15,7 +15,7 @@ use crate::spec::{
 
 pub const KIND: &str = "Bisection";
 /// Kernels one bisection may list: 2^12 is twelve steps.
-pub const MAX_KERNELS: usize = 4096;
+pub(crate) const MAX_KERNELS: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -136,7 +136,7 @@ impl Condition {
     }
 
     /// Whether each step also runs the first kernel, as the baseline of a comparison.
-    pub fn needs_baseline(&self) -> bool {
+    pub(crate) fn needs_baseline(&self) -> bool {
         self.changed.is_some()
     }
 
@@ -206,7 +206,7 @@ pub fn parse_bisection(yaml: &str) -> Result<BisectionFile, SpecError> {
 }
 
 /// A cohort name for a kernel: `linux-image-6.1.0-47-cloud-amd64-unsigned` is `6-1-0-47-cloud-amd64`.
-pub fn cohort_name(kernel: &str) -> String {
+pub(crate) fn cohort_name(kernel: &str) -> String {
     let base = kernel.rsplit('/').next().unwrap_or(kernel);
     let base = base.strip_prefix("linux-image-").unwrap_or(base);
     let base = base.strip_suffix("-unsigned").unwrap_or(base);

@@ -40,7 +40,7 @@ impl std::fmt::Debug for PodIdentity {
 
 /// The DNS name every pod of the experiment presents. `.invalid` never resolves (RFC 2606):
 /// the name is checked against the certificate, never looked up.
-pub fn server_name(experiment_uid: &str) -> String {
+pub(crate) fn server_name(experiment_uid: &str) -> String {
     format!("{experiment_uid}.pods.loadlab.invalid")
 }
 

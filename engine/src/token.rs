@@ -6,7 +6,7 @@
 use ring::hmac;
 
 /// The shortest key accepted: 32 bytes, as much as the HMAC-SHA256 output it keys.
-pub const MIN_KEY_LEN: usize = 32;
+pub(crate) const MIN_KEY_LEN: usize = 32;
 
 pub struct TokenKey(hmac::Key);
 
@@ -31,7 +31,7 @@ impl TokenKey {
 
     /// 32 bytes for one `purpose` (a key seed), the same for the same uid under the same key
     /// and unrelated to the token or to other purposes.
-    pub fn seed_for(&self, purpose: &str, experiment_uid: &str) -> [u8; 32] {
+    pub(crate) fn seed_for(&self, purpose: &str, experiment_uid: &str) -> [u8; 32] {
         // A NUL cannot occur in a purpose or a uid, so no two (purpose, uid) pairs sign the
         // same bytes, nor does any pair sign a bare uid as the token does.
         let message = [purpose.as_bytes(), &[0], experiment_uid.as_bytes()].concat();

@@ -22,7 +22,7 @@ use crate::storm::{
 };
 
 /// The longest storm (warm-up plus window) a generator accepts: every load loop is bounded.
-pub const MAX_STORM: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_STORM: Duration = Duration::from_secs(3600);
 /// The most concurrent connections one generator opens.
 pub const MAX_CONNECTIONS: u32 = 100_000;
 
@@ -49,7 +49,7 @@ impl TargetPolicy {
         self
     }
 
-    pub fn permits(&self, target: &SocketAddr) -> bool {
+    pub(crate) fn permits(&self, target: &SocketAddr) -> bool {
         let ip = target.ip();
         (self.allow_loopback && ip.is_loopback()) || self.allowed.contains(&ip)
     }

@@ -95,7 +95,7 @@ pub fn close_request(host: &str, path: &str) -> Vec<u8> {
 
 /// What went wrong with a response, as far as HTTP is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResponseError {
+pub(crate) enum ResponseError {
     /// The connection ended before the headers or the body were complete.
     ShortRead,
     /// The status line or headers could not be parsed, or were too long.
@@ -122,7 +122,7 @@ enum Framing {
 /// Every connection slot holds a reader, so ten thousand slots cost next to nothing until
 /// their responses come in pieces.
 #[derive(Debug, Default)]
-pub struct ResponseReader {
+pub(crate) struct ResponseReader {
     /// The start of a head that has not yet ended.
     partial_head: Vec<u8>,
     head: Option<(u16, Framing)>,
@@ -143,7 +143,7 @@ impl ResponseReader {
     }
 
     /// Takes the next bytes read from the connection.
-    pub fn feed(&mut self, mut bytes: &[u8]) {
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) {
         if self.malformed {
             return;
         }
@@ -200,7 +200,7 @@ impl ResponseReader {
 
     /// True once the response is whole without waiting for the connection to end: its
     /// Content-Length is satisfied or its last chunk arrived.
-    pub fn body_complete(&self) -> bool {
+    pub(crate) fn body_complete(&self) -> bool {
         match self.head {
             Some((_, Framing::ContentLength(n))) => self.body_len >= n,
             Some((_, Framing::Chunked)) => &self.tail == b"0\r\n\r\n",

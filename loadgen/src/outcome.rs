@@ -61,7 +61,7 @@ impl ErrorKind {
     }
 
     /// Classifies an I/O error from connecting.
-    pub fn of_connect(error: &io::Error) -> ErrorKind {
+    pub(crate) fn of_connect(error: &io::Error) -> ErrorKind {
         match error.raw_os_error() {
             Some(nix_errno::EADDRNOTAVAIL) => return ErrorKind::PortExhaustion,
             Some(nix_errno::EMFILE | nix_errno::ENFILE) => return ErrorKind::TooManyOpenFiles,
@@ -76,7 +76,7 @@ impl ErrorKind {
     }
 
     /// Classifies an I/O error on an established connection.
-    pub fn of_exchange(error: &io::Error) -> ErrorKind {
+    pub(crate) fn of_exchange(error: &io::Error) -> ErrorKind {
         match error.kind() {
             io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
@@ -87,7 +87,7 @@ impl ErrorKind {
         }
     }
 
-    pub fn of_response(error: ResponseError) -> ErrorKind {
+    pub(crate) fn of_response(error: ResponseError) -> ErrorKind {
         match error {
             ResponseError::ShortRead => ErrorKind::ShortRead,
             ResponseError::Malformed => ErrorKind::MalformedResponse,
@@ -98,9 +98,9 @@ impl ErrorKind {
 
 /// Linux errno values the classification needs; std exposes them only as raw numbers.
 mod nix_errno {
-    pub const ENFILE: i32 = 23;
-    pub const EMFILE: i32 = 24;
-    pub const EADDRNOTAVAIL: i32 = 99;
+    pub(crate) const ENFILE: i32 = 23;
+    pub(crate) const EMFILE: i32 = 24;
+    pub(crate) const EADDRNOTAVAIL: i32 = 99;
 }
 
 /// Error counts by kind, in a fixed array so counting never allocates.

@@ -20,7 +20,7 @@ impl PortPressure {
     }
 }
 
-pub fn read_port_pressure() -> Option<PortPressure> {
+pub(crate) fn read_port_pressure() -> Option<PortPressure> {
     read_from(Path::new("/proc"))
 }
 
@@ -34,7 +34,7 @@ fn read_from(proc: &Path) -> Option<PortPressure> {
 }
 
 /// The `tw` figure of the `TCP:` line of `/proc/net/sockstat`.
-pub fn parse_time_wait(sockstat: &str) -> Option<u64> {
+pub(crate) fn parse_time_wait(sockstat: &str) -> Option<u64> {
     let line = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
     let mut fields = line.split_whitespace().skip(1);
     while let Some(name) = fields.next() {
@@ -46,7 +46,7 @@ pub fn parse_time_wait(sockstat: &str) -> Option<u64> {
     None
 }
 
-pub fn parse_port_range(range: &str) -> Option<u64> {
+pub(crate) fn parse_port_range(range: &str) -> Option<u64> {
     let mut bounds = range.split_whitespace().map(str::parse::<u64>);
     let (low, high) = (bounds.next()?.ok()?, bounds.next()?.ok()?);
     Some(high.saturating_sub(low) + 1)

@@ -13,7 +13,7 @@ use nix::libc;
 /// for listeners; on a client it is read when the SYN-ACK arrives). The connection is
 /// established for the client as before; if no data followed, the kernel would send the bare
 /// ACK when its delayed-ACK timer fires (`TCP_DELACK_MAX`, 200 ms).
-pub fn defer_handshake_ack(socket: &impl AsFd) -> std::io::Result<()> {
+pub(crate) fn defer_handshake_ack(socket: &impl AsFd) -> std::io::Result<()> {
     // Any positive number of seconds turns the deferral on; the count matters to listeners only.
     let seconds: libc::c_int = 1;
     // SAFETY: the pointer is to a live `c_int` and the length is its size; the descriptor is

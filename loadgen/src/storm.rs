@@ -35,10 +35,10 @@ use crate::ports::read_port_pressure;
 use crate::report::{HistogramError, StormReport};
 use crate::sockopt::defer_handshake_ack;
 
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How far a shared start instant may lie in the future.
-pub const MAX_START_DELAY: Duration = Duration::from_secs(60);
+pub(crate) const MAX_START_DELAY: Duration = Duration::from_secs(60);
 /// A request up to this size goes out in one segment on any common path (an Ethernet MSS).
 const SINGLE_SEGMENT_BYTES: usize = 1400;
 /// Each storm thread's read buffer.

@@ -5,7 +5,7 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 
 /// Latencies are recorded in microseconds with three significant digits.
-pub const SIGNIFICANT_DIGITS: u8 = 3;
+pub(crate) const SIGNIFICANT_DIGITS: u8 = 3;
 
 /// A latency histogram that grows to fit what it records.
 pub fn latency_histogram() -> Histogram<u64> {
@@ -40,7 +40,7 @@ const V2_HEADER_BYTES: usize = 40;
 const V2_COOKIE: u32 = 0x1c84_9313;
 /// Far above any latency a storm (at most an hour) can record, and small enough that the
 /// counts array it implies stays in kilobytes.
-pub const MAX_TRACKABLE_US: u64 = 1 << 40;
+pub(crate) const MAX_TRACKABLE_US: u64 = 1 << 40;
 
 /// Decodes what `encode_histogram` wrote. The header is checked before the decoder sees it:
 /// the decoder allocates what the header claims (a payload of up to 4 GiB, a counts array for

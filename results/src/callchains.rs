@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::model::{RunOutcome, RunRecord};
 
 /// How many chains each cohort lists.
-pub const TOP_CHAINS: usize = 15;
+pub(crate) const TOP_CHAINS: usize = 15;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CallChain {

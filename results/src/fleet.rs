@@ -139,7 +139,7 @@ pub fn compare_fleet(a: &[FleetRuns], b: &[FleetRuns], group_by: GroupBy) -> Vec
 }
 
 /// A kernel pattern (`*` matches anything) as a SQL LIKE pattern.
-pub fn like_pattern(glob: &str) -> String {
+pub(crate) fn like_pattern(glob: &str) -> String {
     let mut like = String::with_capacity(glob.len() + 4);
     for c in glob.chars() {
         match c {

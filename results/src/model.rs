@@ -250,7 +250,7 @@ pub struct SymbolRecord {
 
 impl ProfileRecord {
     /// Folded stacks as text, one `stack count` per line (the flamegraph tools' input).
-    pub fn folded_text(&self) -> String {
+    pub(crate) fn folded_text(&self) -> String {
         self.folded
             .iter()
             .map(|(stack, count)| format!("{stack} {count}\n"))
@@ -269,7 +269,7 @@ impl ProfileRecord {
 
 /// The most JSON text a free-form value inside a record (settings, node facts) may take: parsed
 /// whole, an array of small numbers takes about twenty times its text in memory.
-pub const MAX_EMBEDDED_JSON_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_EMBEDDED_JSON_BYTES: usize = 64 * 1024;
 
 /// A free-form JSON value of at most `MAX_EMBEDDED_JSON_BYTES`, checked as text before it is
 /// parsed (so only from JSON text: serde_json's readers).

@@ -7,11 +7,11 @@ use serde::{Deserialize, Serialize};
 use crate::model::{NodeRecord, WindowCounters};
 
 /// Stolen CPU time above this share of all CPU time is flagged.
-pub const STEAL_FLAG_SHARE: f64 = 0.01;
+pub(crate) const STEAL_FLAG_SHARE: f64 = 0.01;
 /// Other work above this many CPUs' worth (busy time ÷ window) is flagged.
-pub const OTHER_WORK_FLAG_CPUS: f64 = 0.1;
+pub(crate) const OTHER_WORK_FLAG_CPUS: f64 = 0.1;
 /// Device interrupts on nginx's CPUs above this rate are flagged.
-pub const INTERRUPTS_FLAG_PER_SECOND: f64 = 1000.0;
+pub(crate) const INTERRUPTS_FLAG_PER_SECOND: f64 = 1000.0;
 
 /// One thing the windows could not control, with its size.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,7 +70,7 @@ pub struct NodeNoise {
 
 /// Sums a cohort's runs as they are added.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct NoiseTally {
+pub(crate) struct NoiseTally {
     steal_share_max: f64,
     other_work_cpus: Vec<f64>,
     interrupts_per_second: Vec<f64>,

@@ -15,8 +15,8 @@ use sqlx::postgres::PgConnectOptions;
 use crate::Error;
 
 /// The database role and database loadlab uses in its private cluster.
-pub const ROLE: &str = "loadlab";
-pub const DATABASE: &str = "loadlab";
+pub(crate) const ROLE: &str = "loadlab";
+pub(crate) const DATABASE: &str = "loadlab";
 /// The socket's port number; the cluster listens on no TCP port at all.
 const SOCKET_PORT: u16 = 5432;
 
@@ -204,7 +204,7 @@ impl PrivatePostgres {
 }
 
 /// The newest PostgreSQL server binaries installed under `/usr/lib/postgresql`.
-pub fn postgres_bin_dir() -> Result<PathBuf, Error> {
+pub(crate) fn postgres_bin_dir() -> Result<PathBuf, Error> {
     if let Some(dir) = std::env::var_os("LOADLAB_PG_BIN") {
         return Ok(PathBuf::from(dir));
     }

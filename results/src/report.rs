@@ -142,7 +142,7 @@ pub struct CpuSymbolShare {
 }
 
 /// How many symbols a cohort report lists.
-pub const TOP_CPU_SYMBOLS: usize = 10;
+pub(crate) const TOP_CPU_SYMBOLS: usize = 10;
 
 /// One lock's contention over a cohort's runs, all call paths together.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,7 +162,7 @@ pub struct LockSummary {
 }
 
 /// How many locks a cohort report lists.
-pub const TOP_LOCKS: usize = 8;
+pub(crate) const TOP_LOCKS: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExperimentReport {
@@ -234,7 +234,7 @@ pub fn build_report(
 
 /// The report from each cohort's folded runs, in the experiment's cohort order (a cohort
 /// without an accumulator has no runs yet).
-pub fn assemble_report(
+pub(crate) fn assemble_report(
     experiment: ExperimentRow,
     accumulators: Vec<CohortAccumulator>,
 ) -> ExperimentReport {
@@ -247,7 +247,7 @@ pub fn assemble_report(
 
 /// The report from each cohort's finished report and the nodes of its runs, in the
 /// experiment's cohort order (a cohort missing here has no runs yet).
-pub fn assemble_finished(
+pub(crate) fn assemble_finished(
     experiment: ExperimentRow,
     mut finished: Vec<(Vec<NodeRecord>, CohortReport)>,
 ) -> ExperimentReport {

@@ -23,7 +23,7 @@ use crate::stats::two_sided_p;
 /// The error rate the rule keeps over all its looks.
 pub const ALPHA: f64 = 0.05;
 /// Rounds before the first look: a t interval needs two degrees of freedom to be finite-ish.
-pub const FIRST_LOOK: usize = 3;
+pub(crate) const FIRST_LOOK: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -147,7 +147,7 @@ impl Rounds {
     }
 
     /// The highest round with a measured run.
-    pub fn last_round(&self) -> u32 {
+    pub(crate) fn last_round(&self) -> u32 {
         self.values
             .keys()
             .map(|(_, round)| *round)
@@ -310,13 +310,13 @@ pub fn judge(log_ratios: &[f64], budget: usize, threshold: f64) -> Judgement {
 }
 
 /// Each look's share of α: the budget allows `budget - FIRST_LOOK + 1` looks.
-pub fn look_alpha(budget: usize) -> f64 {
+pub(crate) fn look_alpha(budget: usize) -> f64 {
     let looks = budget.saturating_sub(FIRST_LOOK).saturating_add(1).max(1);
     ALPHA / looks as f64
 }
 
 /// The t with P(|T| > t) = `alpha` for `df` degrees of freedom.
-pub fn t_quantile(df: f64, alpha: f64) -> f64 {
+pub(crate) fn t_quantile(df: f64, alpha: f64) -> f64 {
     let (mut low, mut high) = (0.0_f64, 1.0e6_f64);
     while high - low > 1e-9 * high.max(1.0) {
         let mid = 0.5 * (low + high);

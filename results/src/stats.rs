@@ -11,13 +11,13 @@ use serde::{Deserialize, Serialize};
 pub const METHOD: &str = "per-run steady-state conn/s; ratio of geometric means with a Welch t 95% confidence interval on log conn/s; Hedges' g on conn/s; verdict needs the interval to exclude 1 and a change of at least 1%; noisy when a cohort's coefficient of variation exceeds 5% or it has fewer than 3 runs";
 
 /// A relative change smaller than this is "no detectable change" even when significant.
-pub const MIN_EFFECT: f64 = 0.01;
+pub(crate) const MIN_EFFECT: f64 = 0.01;
 /// Coefficient of variation above which a cohort is flagged noisy.
-pub const NOISY_CV: f64 = 0.05;
+pub(crate) const NOISY_CV: f64 = 0.05;
 /// Fewer runs than this are flagged as too few.
-pub const ENOUGH_RUNS: usize = 3;
+pub(crate) const ENOUGH_RUNS: usize = 3;
 /// The change a fixed design is sized against when it says how many runs would decide it.
-pub const PRACTICAL_CHANGE: f64 = 0.05;
+pub(crate) const PRACTICAL_CHANGE: f64 = 0.05;
 /// The 80th percentile of the standard normal: a design's minimum detectable change is the one
 /// it finds 80% of the time (power 0.8) at the 95% level.
 const Z_POWER: f64 = 0.841_621_233_572_914_3;
@@ -197,7 +197,7 @@ impl Sums {
 }
 
 /// Compares from sums (see [`Sums`]); values must have been positive.
-pub fn compare_sums(baseline: &Sums, candidate: &Sums) -> Option<Comparison> {
+pub(crate) fn compare_sums(baseline: &Sums, candidate: &Sums) -> Option<Comparison> {
     Some(compare_summaries(
         (baseline.logs()?, baseline.values()?),
         (candidate.logs()?, candidate.values()?),
@@ -280,7 +280,7 @@ fn compare_summaries((la, a): (Summary, Summary), (lb, b): (Summary, Summary)) -
 }
 
 /// The 97.5th percentile of Student's t with `df` degrees of freedom (two-sided 95%).
-pub fn student_t_quantile_975(df: f64) -> f64 {
+pub(crate) fn student_t_quantile_975(df: f64) -> f64 {
     // Solve P(|T| > t) = 0.05 by bisection: the tail probability falls monotonically in t.
     // From one degree of freedom up the quantile is at most 12.71; below that the tails are
     // heavier still. Bisection stops at 1e-12, far below any printed digit.
@@ -298,7 +298,7 @@ pub fn student_t_quantile_975(df: f64) -> f64 {
 }
 
 /// P(|T| > |t|) for Student's t with `df` degrees of freedom.
-pub fn two_sided_p(t: f64, df: f64) -> f64 {
+pub(crate) fn two_sided_p(t: f64, df: f64) -> f64 {
     regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
 }
 

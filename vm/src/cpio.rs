@@ -4,7 +4,7 @@ use std::io::{self, Write};
 
 /// What an archive entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Directory,
     File,
 }

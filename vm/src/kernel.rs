@@ -17,7 +17,7 @@ pub struct Kernel {
 }
 
 /// A Debian kernel package name rather than a path.
-pub fn is_package_name(kernel: &str) -> bool {
+pub(crate) fn is_package_name(kernel: &str) -> bool {
     kernel.starts_with("linux-image-")
         && !kernel.contains('/')
         && kernel
@@ -88,7 +88,7 @@ fn describe_image(image: &Path, package_root: Option<&Path>) -> Result<Kernel, E
 
 /// The release (`uname -r`) a bzImage names in its boot header: the header's `kernel_version`
 /// field points at a string such as "6.1.0-47-cloud-amd64 (debian-kernel@...) #1 SMP ...".
-pub fn bzimage_release(image: &[u8]) -> Option<String> {
+pub(crate) fn bzimage_release(image: &[u8]) -> Option<String> {
     const SETUP_HEADER_MAGIC_AT: usize = 0x202;
     const KERNEL_VERSION_AT: usize = 0x20e;
     if image.get(SETUP_HEADER_MAGIC_AT..SETUP_HEADER_MAGIC_AT + 4)? != b"HdrS" {

@@ -18,12 +18,12 @@ pub use qemu::{Accelerator, AcceleratorChoice, Guest, VmConfig};
 pub use rootfs::GuestTools;
 
 /// The guest's address on QEMU's user-mode network, and that network's gateway.
-pub const GUEST_ADDRESS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 2, 15);
-pub const GUEST_GATEWAY: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 2, 2);
+pub(crate) const GUEST_ADDRESS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 2, 15);
+pub(crate) const GUEST_GATEWAY: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 2, 2);
 /// Where the guest's agent and generator listen (inside the guest).
 pub use loadlab_proto::{AGENT_PORT, LOADGEN_PORT};
 /// What the guest's init prints on its console once the agent and the generator listen.
-pub const READY_LINE: &str = "loadlab-guest: agent and generator listening";
+pub(crate) const READY_LINE: &str = "loadlab-guest: agent and generator listening";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -9,17 +9,17 @@ use std::process::Command;
 use crate::Error;
 
 /// What the guest needs for its network: the PCI transport and the virtio NIC.
-pub const NETWORK_MODULES: [&str; 2] = ["virtio_pci", "virtio_net"];
+pub(crate) const NETWORK_MODULES: [&str; 2] = ["virtio_pci", "virtio_net"];
 
 /// A module ready to go into the guest: its name and its uncompressed bytes.
 #[derive(Debug, Clone)]
-pub struct Module {
+pub(crate) struct Module {
     pub name: String,
     pub bytes: Vec<u8>,
 }
 
 /// The modules `wanted` needs that the kernel does not have built in, dependencies first.
-pub fn load_order(modules_dir: &Path, wanted: &[&str]) -> Result<Vec<Module>, Error> {
+pub(crate) fn load_order(modules_dir: &Path, wanted: &[&str]) -> Result<Vec<Module>, Error> {
     let builtin = std::fs::read_to_string(modules_dir.join("modules.builtin")).unwrap_or_default();
     let builtin: HashSet<String> = builtin
         .lines()

@@ -21,7 +21,7 @@ pub enum NetworkChoice {
 }
 
 /// Whether this process can create namespaces, bridges and taps.
-pub fn tap_possible() -> bool {
+pub(crate) fn tap_possible() -> bool {
     nix::unistd::Uid::effective().is_root()
         && Path::new("/dev/net/tun").exists()
         && Command::new("ip").arg("-V").output().is_ok()
@@ -30,7 +30,7 @@ pub fn tap_possible() -> bool {
 /// A namespace holding a bridge with the guest's tap and one end of a veth pair whose other
 /// end, on this machine, carries `host_address`. Removed when dropped.
 #[derive(Debug)]
-pub struct TapNetwork {
+pub(crate) struct TapNetwork {
     pub namespace: String,
     host_link: String,
     pub host_address: Ipv4Addr,
@@ -110,7 +110,7 @@ impl TapNetwork {
     }
 
     /// QEMU's network arguments; QEMU must run inside the namespace, where the tap is.
-    pub fn qemu_netdev(&self) -> String {
+    pub(crate) fn qemu_netdev(&self) -> String {
         "tap,id=net0,ifname=tap0,script=no,downscript=no".into()
     }
 }

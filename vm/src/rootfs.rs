@@ -42,7 +42,7 @@ impl GuestTools {
 
 /// What a guest is told at boot.
 #[derive(Debug, Clone)]
-pub struct GuestIdentity {
+pub(crate) struct GuestIdentity {
     pub hostname: String,
     /// The bearer token its agent and generator require.
     pub token: String,
@@ -51,7 +51,7 @@ pub struct GuestIdentity {
 
 /// The guest's address on its network, and where its nginx listens.
 #[derive(Debug, Clone, Copy)]
-pub struct GuestAddressing {
+pub(crate) struct GuestAddressing {
     pub address: Ipv4Addr,
     pub gateway: Ipv4Addr,
     /// nginx listens on the guest's address, so a generator outside the guest can load it
@@ -74,7 +74,7 @@ struct Entry {
 
 /// A file tree to be written as one cpio archive.
 #[derive(Debug, Default)]
-pub struct RootFs {
+pub(crate) struct RootFs {
     entries: BTreeMap<String, Entry>,
 }
 
@@ -211,7 +211,7 @@ impl RootFs {
 
     /// Writes the tree as an uncompressed cpio archive (the kernel unpacks it without a
     /// decompressor, and the guest never keeps a second, compressed copy in memory).
-    pub fn write_archive(&self, path: &Path) -> Result<u64, Error> {
+    pub(crate) fn write_archive(&self, path: &Path) -> Result<u64, Error> {
         let file = File::create(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
         let mut writer = Writer::new(BufWriter::new(file));
         let mut total = 0;
@@ -258,7 +258,7 @@ impl RootFs {
 }
 
 /// Absolute paths of the libraries and loader in `ldd` output; `Err` names one not found.
-pub fn shared_libraries(ldd: &str) -> Result<Vec<PathBuf>, String> {
+pub(crate) fn shared_libraries(ldd: &str) -> Result<Vec<PathBuf>, String> {
     let mut libraries = Vec::new();
     for line in ldd.lines().map(str::trim) {
         let path = match line.split_once("=>") {
@@ -280,7 +280,7 @@ pub fn shared_libraries(ldd: &str) -> Result<Vec<PathBuf>, String> {
 
 /// The guest's PID 1, a busybox shell script. Everything it prints goes to the serial console,
 /// which the host reads: [`READY_LINE`] says the agent and the generator listen.
-pub fn init_script(
+pub(crate) fn init_script(
     hostname: &str,
     modules: &[String],
     loadlab: &str,

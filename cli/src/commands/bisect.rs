@@ -276,7 +276,7 @@ fn answer_in_words(
 }
 
 /// The steps as a table, then the answer.
-pub fn bisection_table(bisection: &BisectionRow) -> String {
+pub(crate) fn bisection_table(bisection: &BisectionRow) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,

@@ -22,7 +22,7 @@ pub mod storm;
 use tokio_util::sync::CancellationToken;
 
 /// A token cancelled on Ctrl-C or SIGTERM, so every long task can stop in order.
-pub fn interrupt_token() -> CancellationToken {
+pub(crate) fn interrupt_token() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {
@@ -48,7 +48,7 @@ pub fn interrupt_token() -> CancellationToken {
 /// What `agent serve` and `loadgen serve` share: the bound socket, the token check (a token is
 /// required beyond loopback: an agent starts processes and a generator makes load, neither
 /// answers strangers), TLS when certificate and key are given, and the stop signal.
-pub struct GrpcListener {
+pub(crate) struct GrpcListener {
     pub server: tonic::transport::Server,
     pub incoming: tokio_stream::wrappers::TcpListenerStream,
     pub check: loadlab_proto::auth::RequireToken,
@@ -94,11 +94,11 @@ impl GrpcListener {
 }
 
 /// How long open connections may keep a server alive after a stop signal.
-pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Bounds a server's graceful shutdown: once `stop` fires, open connections get [`DRAIN`] to
 /// close, then the server is dropped (a client that never disconnects cannot keep it alive).
-pub trait DrainWithin: std::future::Future + Sized {
+pub(crate) trait DrainWithin: std::future::Future + Sized {
     fn drain_within(
         self,
         stop: &CancellationToken,

@@ -34,7 +34,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// The API's tokens: one turns ingest on, the other puts reads behind it.
 #[derive(Clone, Default)]
-pub struct ApiTokens {
+pub(crate) struct ApiTokens {
     pub ingest: Option<String>,
     pub read: Option<String>,
 }
@@ -83,7 +83,7 @@ impl Api {
 
     /// Like [`Api::open`], but a database that does not accept connections yet (starting,
     /// or not reachable yet) is tried again every two seconds for up to `patience`, saying so.
-    pub async fn open_waiting(
+    pub(crate) async fn open_waiting(
         listen: SocketAddr,
         tokens: &ApiTokens,
         patience: std::time::Duration,

@@ -13,13 +13,13 @@ use crate::{INTERRUPTED, render};
 
 /// An `http://host[:port][/path]` URL split into what a storm needs.
 #[derive(Debug, PartialEq, Eq)]
-pub struct HttpUrl {
+pub(crate) struct HttpUrl {
     pub host: String,
     pub port: u16,
     pub path: String,
 }
 
-pub fn parse_http_url(url: &str) -> anyhow::Result<HttpUrl> {
+pub(crate) fn parse_http_url(url: &str) -> anyhow::Result<HttpUrl> {
     let Some(rest) = url.strip_prefix("http://") else {
         if url.starts_with("https://") {
             bail!("{url}: https is not supported; storm a plain http:// endpoint");

@@ -157,7 +157,8 @@ impl Fleet {
 
     /// One node per cohort with its own generator (a virtual machine's), running `generators`
     /// storms side by side.
-    pub fn own_generators(nodes: Vec<Endpoints>, generators: u32) -> Self {
+    #[cfg(feature = "in-process")]
+    pub(crate) fn own_generators(nodes: Vec<Endpoints>, generators: u32) -> Self {
         let copies = generators.max(1) as usize;
         let (cohorts, generators) = nodes
             .into_iter()

@@ -102,10 +102,10 @@ pub enum Accel {
     Tcg,
 }
 
-pub const MAX_VM_CPUS: u32 = 64;
+pub(crate) const MAX_VM_CPUS: u32 = 64;
 /// Below this the guest cannot hold its root file system (loadlab, nginx, perf and
 /// their libraries) in memory.
-pub const MIN_VM_MEMORY_MIB: u32 = 1024;
+pub(crate) const MIN_VM_MEMORY_MIB: u32 = 1024;
 
 fn default_vm_cpus() -> u32 {
     2

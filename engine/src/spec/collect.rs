@@ -56,7 +56,7 @@ impl LockSourceSpec {
     }
 
     /// The name the agent's protocol gives it.
-    pub fn wire_name(self) -> &'static str {
+    pub(crate) fn wire_name(self) -> &'static str {
         match self {
             Self::Auto => "auto",
             Self::Tracepoints => "tracepoints",

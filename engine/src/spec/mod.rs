@@ -32,19 +32,19 @@ pub use target::*;
 pub const API_VERSION: &str = "loadlab.dev/v1alpha1";
 pub const KIND: &str = "Experiment";
 /// Longest warm-up or measured window a run may ask for.
-pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
+pub(crate) const MAX_WINDOW: Duration = Duration::from_secs(3600);
 pub const MAX_CONNECTIONS: u32 = 100_000;
-pub const MAX_REPETITIONS: u32 = 1000;
-pub const MAX_RETRIES: u32 = 10;
-pub const MAX_COHORTS: usize = 64;
-pub const MAX_GENERATORS: u32 = 64;
-pub const MAX_REQUESTS_PER_CONNECTION: u32 = 1_000_000;
-pub const MAX_RATE: f64 = 10_000_000.0;
-pub const MAX_PROFILE_HZ: u32 = 10_000;
-pub const MAX_PATH_BYTES: usize = 2048;
+pub(crate) const MAX_REPETITIONS: u32 = 1000;
+pub(crate) const MAX_RETRIES: u32 = 10;
+pub(crate) const MAX_COHORTS: usize = 64;
+pub(crate) const MAX_GENERATORS: u32 = 64;
+pub(crate) const MAX_REQUESTS_PER_CONNECTION: u32 = 1_000_000;
+pub(crate) const MAX_RATE: f64 = 10_000_000.0;
+pub(crate) const MAX_PROFILE_HZ: u32 = 10_000;
+pub(crate) const MAX_PATH_BYTES: usize = 2048;
 /// Agent hosts or node names one cohort may list.
-pub const MAX_NODES_PER_COHORT: usize = 1000;
-pub const MAX_NODE_SELECTOR_LABELS: usize = 64;
+pub(crate) const MAX_NODES_PER_COHORT: usize = 1000;
+pub(crate) const MAX_NODE_SELECTOR_LABELS: usize = 64;
 
 // What the controller refuses, the API server refuses too: the limits above go into the CRD's
 // schema (ranges and lengths on the fields, CEL rules where fields depend on each other), so
@@ -433,7 +433,7 @@ impl ExperimentSpec {
     }
 
     /// The nginx settings of a cohort: the experiment's, with the cohort's overrides applied.
-    pub fn nginx_for(&self, cohort: &CohortSpec) -> NginxSpec {
+    pub(crate) fn nginx_for(&self, cohort: &CohortSpec) -> NginxSpec {
         let mut nginx = self.target.nginx;
         if let Some(over) = cohort.target.as_ref().map(|t| t.nginx) {
             nginx.workers = over.workers.unwrap_or(nginx.workers);

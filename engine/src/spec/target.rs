@@ -30,7 +30,7 @@ pub enum Workers {
 
 impl Workers {
     /// The wire form: 0 means auto.
-    pub fn as_wire(self) -> u32 {
+    pub(crate) fn as_wire(self) -> u32 {
         match self {
             Workers::Auto => 0,
             Workers::Count(n) => n,

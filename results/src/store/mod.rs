@@ -55,7 +55,7 @@ impl Store {
         Self::from_pool(pool).await
     }
 
-    pub async fn from_pool(pool: PgPool) -> Result<Self, Error> {
+    pub(crate) async fn from_pool(pool: PgPool) -> Result<Self, Error> {
         MIGRATOR.run(&pool).await?;
         Ok(Self { pool })
     }

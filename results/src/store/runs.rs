@@ -30,7 +30,7 @@ pub enum Profiles<'a> {
 }
 
 impl RunParts<'_> {
-    pub const WHOLE: RunParts<'static> = RunParts {
+    pub(crate) const WHOLE: RunParts<'static> = RunParts {
         locks: true,
         profiles: Profiles::All,
     };
