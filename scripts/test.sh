@@ -9,7 +9,7 @@ source scripts/install-deps.sh
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 cargo fmt --all -- --check
-shellcheck scripts/*.sh .ci/run
+shellcheck -x scripts/*.sh scripts/cluster/*.sh .ci/run
 bash scripts/chart-lint.sh
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
