@@ -5,12 +5,15 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use loadlab_engine::Event;
+use loadlab_engine::backends::BackendNotice;
+use loadlab_engine::guests::BootEvent;
 use loadlab_loadgen::{CloseMode, HandshakeAck, Progress, StormConfig, StormReport};
 use loadlab_proto::v1;
 use loadlab_results::RunOutcome;
 use loadlab_results::noise::NoiseFlag;
 use loadlab_results::report::{CohortReport, ExperimentReport, Percentiles};
 use loadlab_results::stats::{self, Verdict};
+use loadlab_vm::Accelerator;
 use serde_json::json;
 
 /// Why a report has no epoll call rates where it has lock contention.
@@ -89,6 +92,44 @@ fn bar(done: f64, width: usize) -> String {
 pub(crate) fn clear_line() {
     eprint!("\r\x1b[2K");
     let _ = std::io::stderr().flush();
+}
+
+/// What happens to the machines an experiment runs on: guests booting, one that stopped, the
+/// console of each after a failure.
+pub(crate) fn backend_notice(notice: BackendNotice) {
+    match notice {
+        BackendNotice::Boot(BootEvent::Booting { cohort, kernel }) => {
+            eprintln!("cohort {cohort}: booting {kernel}");
+        }
+        BackendNotice::Boot(BootEvent::Booted {
+            cohort,
+            release,
+            accelerator,
+            took,
+        }) => {
+            let note = match accelerator {
+                Accelerator::Kvm => "",
+                Accelerator::Tcg => {
+                    " (emulated: lock evidence holds, connection rates say little about the kernel)"
+                }
+            };
+            eprintln!(
+                "cohort {cohort}: {release} up under {} in {:.1} s{note}",
+                accelerator.name().to_uppercase(),
+                took.as_secs_f64()
+            );
+        }
+        BackendNotice::GuestStopped(guest) => {
+            clear_line();
+            eprintln!(
+                "cohort {}: the {} guest stopped (QEMU exited); its remaining runs will fail. Last console lines:\n{}",
+                guest.cohort, guest.kernel, guest.console
+            );
+        }
+        BackendNotice::GuestConsole { kernel, console } => {
+            eprintln!("last console lines of the {kernel} guest:\n{console}");
+        }
+    }
 }
 
 fn live_line(line: &str) {

@@ -3,6 +3,8 @@
 //! (`local`), in virtual machines (`guests`), on agent hosts, or on the pods an operator made;
 //! bisection of kernels over it; and the run protocol's TLS and tokens.
 
+#[cfg(feature = "in-process")]
+pub mod backends;
 pub mod bisect;
 #[cfg(feature = "in-process")]
 pub mod guests;

@@ -1,17 +1,15 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::sync::Arc;
 
 use anyhow::Context;
-use loadlab_engine::guests::{BootEvent, GuestFleet};
-use loadlab_engine::local::LocalNode;
+use loadlab_engine::backends::{self, Notices};
 use loadlab_engine::spec::ExperimentFile;
-use loadlab_engine::spec::{CloseSpec, CohortKind, HandshakeAckSpec};
-use loadlab_engine::{Connection, Ending, Fleet, RunOptions, parse_experiment, run_experiment};
+use loadlab_engine::spec::{CloseSpec, HandshakeAckSpec};
+use loadlab_engine::{Connection, Ending, parse_experiment};
 use loadlab_results::Database;
 use loadlab_results::Store;
 use loadlab_results::report::build_report;
-use loadlab_vm::Accelerator;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -114,14 +112,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// How long a guest's agent, up by its own account, may refuse connections: a guest booted
-/// right after another on the same network namespace name sometimes refused the first
-/// connection (seen in bisections: two of three boots that followed another).
-const GUEST_PATIENCE: Duration = Duration::from_secs(30);
-
 /// Runs one experiment file on what its cohorts name (this machine, virtual machines or agent
-/// hosts) and stops everything it started, whatever happened; `loadlab run` and each step of
-/// `loadlab bisect`.
+/// hosts), showing its progress; `loadlab run` and each step of `loadlab bisect` on this machine.
 pub async fn execute(
     file: &ExperimentFile,
     store: &Store,
@@ -129,106 +121,14 @@ pub async fn execute(
     hosts: &Connection,
     cancel: &CancellationToken,
 ) -> anyhow::Result<(Uuid, Ending)> {
-    let local = match file.spec.kind() {
-        CohortKind::Local => Some(LocalNode::start().await?),
-        CohortKind::Hosts | CohortKind::Cluster | CohortKind::Vm => None,
-    };
-    let guests = match file.spec.kind() {
-        CohortKind::Vm => Some(boot_guests(&file.spec, cancel).await?),
-        _ => None,
-    };
     let mut progress = RunProgress::new(
         std::io::stderr().is_terminal(),
         file.spec.cohorts.iter().map(|c| c.name.clone()).collect(),
     );
-    let fleet = match (&local, &guests) {
-        (Some(node), _) => Fleet::single(
-            node.endpoints()?,
-            file.spec.cohorts.len(),
-            file.spec.load.generators,
-        ),
-        (None, Some(guests)) => guests.fleet(file.spec.load.generators)?,
-        (None, None) => Fleet::hosts(&file.spec, hosts)?,
-    };
-    // A guest that dies mid-experiment is said at once, with its console: its runs fail only
-    // as their calls time out.
-    let guest_watch = guests.as_ref().map(|guests| {
-        let stopped = guests.first_stopped();
-        tokio::spawn(async move {
-            let guest = stopped.await;
-            render::clear_line();
-            eprintln!(
-                "cohort {}: the {} guest stopped (QEMU exited); its remaining runs will fail. Last console lines:\n{}",
-                guest.cohort, guest.kernel, guest.console
-            );
-        })
-    });
-    let outcome = run_experiment(
-        file,
-        store,
-        fleet,
-        RunOptions {
-            experiment_id: resume,
-            describe_patience: if guests.is_some() {
-                GUEST_PATIENCE
-            } else {
-                Duration::ZERO
-            },
-            ..RunOptions::default()
-        },
-        cancel.clone(),
-        |event| progress.show(&event),
-    )
-    .await;
-    // Stop nginx targets and servers before reporting, whatever happened.
-    if let Some(node) = local {
-        node.shutdown().await;
-    }
-    if let Some(watch) = guest_watch {
-        watch.abort();
-    }
-    if let Some(guests) = guests {
-        if outcome.is_err() {
-            for (kernel, console) in guests.console_tails() {
-                eprintln!("last console lines of the {kernel} guest:\n{console}");
-            }
-        }
-        guests.shutdown().await;
-    }
-    outcome.map_err(Into::into)
-}
-
-/// Boots the experiment's virtual machines, saying what happens: a cold boot under emulation
-/// takes a while.
-async fn boot_guests(
-    spec: &loadlab_engine::spec::ExperimentSpec,
-    cancel: &tokio_util::sync::CancellationToken,
-) -> anyhow::Result<GuestFleet> {
-    let loadlab = std::env::current_exe().context("cannot find the loadlab binary")?;
-    let cache = loadlab_results::data_dir::default_data_dir();
-    let fleet = GuestFleet::boot(spec, loadlab, &cache, cancel, |event| match event {
-        BootEvent::Booting { cohort, kernel } => {
-            eprintln!("cohort {cohort}: booting {kernel}");
-        }
-        BootEvent::Booted {
-            cohort,
-            release,
-            accelerator,
-            took,
-        } => {
-            let note = match accelerator {
-                Accelerator::Kvm => "",
-                Accelerator::Tcg => {
-                    " (emulated: lock evidence holds, connection rates say little about the kernel)"
-                }
-            };
-            eprintln!(
-                "cohort {cohort}: {release} up under {} in {:.1} s{note}",
-                accelerator.name().to_uppercase(),
-                took.as_secs_f64()
-            );
-        }
+    let notices: Notices = Arc::new(render::backend_notice);
+    let outcome = backends::execute(file, store, resume, hosts, cancel, notices, |event| {
+        progress.show(&event)
     })
-    .await?;
-    Ok(fleet)
+    .await;
+    outcome.map_err(Into::into)
 }
