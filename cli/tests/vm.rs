@@ -7,33 +7,41 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use loadlab_engine::spec::ExperimentBuilder;
 use loadlab_results::{Database, Store};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use serde_json::{Value, json};
 
 const UNPATCHED: &str = "linux-image-6.1.0-47-cloud-amd64-unsigned";
 const PATCHED: &str = "linux-image-6.1.0-56-cloud-amd64-unsigned";
 
-/// Cohorts as (name, kernel, more `vm` settings such as `, generator: host`).
-fn experiment(duration: &str, cohorts: &[(&str, &str, &str)]) -> String {
-    experiment_collecting(duration, cohorts, 8, "{ lockContention: true }")
+/// Cohorts as (name, kernel, more `vm` settings such as `{ "generator": "host" }`).
+fn experiment(duration: &str, cohorts: &[(&str, &str, Value)]) -> String {
+    experiment_collecting(duration, cohorts, 8, json!({ "lockContention": true }))
 }
 
 fn experiment_collecting(
     duration: &str,
-    cohorts: &[(&str, &str, &str)],
+    cohorts: &[(&str, &str, Value)],
     connections: u32,
-    collect: &str,
+    collect: Value,
 ) -> String {
-    let cohorts: String = cohorts
-        .iter()
-        .map(|(name, kernel, more)| {
-            format!("    - {{ name: {name}, vm: {{ kernel: \"{kernel}\", cpus: 2, memoryMiB: 1536, accel: tcg{more} }} }}\n")
-        })
-        .collect();
-    format!(
-        "apiVersion: loadlab.dev/v1alpha1\nkind: Experiment\nmetadata: {{ name: vm }}\nspec:\n  target: {{ nginx: {{ workers: 2 }} }}\n  load: {{ connections: {connections}, warmup: 0s, duration: {duration} }}\n  repetitions: 1\n  collect: {collect}\n  cohorts:\n{cohorts}"
-    )
+    let mut experiment = ExperimentBuilder::new("vm")
+        .set("target.nginx.workers", 2)
+        .set("load.connections", connections)
+        .set("load.warmup", "0s")
+        .set("load.duration", duration)
+        .set("repetitions", 1)
+        .set("collect", collect);
+    for (name, kernel, more) in cohorts {
+        let mut vm = json!({ "kernel": kernel, "cpus": 2, "memoryMiB": 1536, "accel": "tcg" });
+        if let (Some(vm), Some(more)) = (vm.as_object_mut(), more.as_object()) {
+            vm.extend(more.clone());
+        }
+        experiment = experiment.cohort(json!({ "name": name, "vm": vm }));
+    }
+    experiment.yaml()
 }
 
 fn needs_root() {
@@ -117,8 +125,8 @@ async fn the_unpatched_kernel_takes_the_global_epmutex_on_every_close_and_the_pa
     let yaml = experiment(
         "3s",
         &[
-            ("unpatched", UNPATCHED, ", generator: host"),
-            ("patched", PATCHED, ""),
+            ("unpatched", UNPATCHED, json!({ "generator": "host" })),
+            ("patched", PATCHED, json!({})),
         ],
     );
     let (output, pid) = run(dir.path(), &yaml, &url, &[]);
@@ -221,9 +229,9 @@ async fn the_slow_paths_see_the_epmutex_where_the_tracepoints_do() {
     ] {
         let yaml = experiment_collecting(
             "5s",
-            &[("unpatched", UNPATCHED, ", generator: host")],
+            &[("unpatched", UNPATCHED, json!({ "generator": "host" }))],
             32,
-            &format!("{{ lockContention: true, lockSource: {source} }}"),
+            json!({ "lockContention": true, "lockSource": source }),
         );
         let (output, _) = run(dir.path(), &yaml, &url, &[]);
         let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -264,7 +272,10 @@ async fn a_guest_reports_its_own_kernel_and_an_interrupt_powers_it_off() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("long.yaml");
     // User-mode networking: the guest is reached through ports forwarded on loopback.
-    let yaml = experiment("10m", &[("unpatched", UNPATCHED, ", network: user")]);
+    let yaml = experiment(
+        "10m",
+        &[("unpatched", UNPATCHED, json!({ "network": "user" }))],
+    );
     std::fs::write(&file, yaml).unwrap();
     let (url, store) = scratch().await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_loadlab"))
@@ -327,7 +338,10 @@ async fn a_missing_kernel_package_or_qemu_is_a_clear_error_before_anything_is_st
     let dir = tempfile::tempdir().unwrap();
     let (url, store) = scratch().await;
 
-    let missing_package = experiment("1s", &[("a", "linux-image-0.0.0-0-nonexistent-amd64", "")]);
+    let missing_package = experiment(
+        "1s",
+        &[("a", "linux-image-0.0.0-0-nonexistent-amd64", json!({}))],
+    );
     let (output, _) = run(dir.path(), &missing_package, &url, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
@@ -336,7 +350,7 @@ async fn a_missing_kernel_package_or_qemu_is_a_clear_error_before_anything_is_st
         "{stderr}"
     );
 
-    let no_qemu = experiment("1s", &[("a", UNPATCHED, "")]);
+    let no_qemu = experiment("1s", &[("a", UNPATCHED, json!({}))]);
     let (output, _) = run(
         dir.path(),
         &no_qemu,
@@ -362,7 +376,7 @@ async fn a_guest_that_cannot_boot_its_network_fails_with_its_console() {
     let kernel = loadlab_vm::kernel::resolve(UNPATCHED, &cache).unwrap();
     let bare = dir.path().join("vmlinuz");
     std::fs::copy(&kernel.image, &bare).unwrap();
-    let yaml = experiment("1s", &[("bare", bare.to_str().unwrap(), "")]);
+    let yaml = experiment("1s", &[("bare", bare.to_str().unwrap(), json!({}))]);
     let (output, pid) = run(dir.path(), &yaml, &url, &[]);
     assert!(
         namespaces_left_by(pid).is_empty(),
