@@ -3,9 +3,8 @@
 //! Each run is a whole `loadlab run` of a one-cohort experiment on this machine, stored in a
 //! scratch database.
 
-use std::fmt::Write as _;
-
 use anyhow::{Context, bail};
+use loadlab_engine::spec::ExperimentBuilder;
 use tokio::process::Command;
 
 use super::bench_support::{measure_child, median, scratch_database_url, spread};
@@ -19,27 +18,23 @@ struct Round {
 }
 
 fn experiment(args: &BenchAgentArgs, capture: bool) -> String {
-    let mut collect = Vec::new();
+    let mut experiment = ExperimentBuilder::new(&format!(
+        "bench-agent-{}",
+        if capture { "on" } else { "off" }
+    ))
+    .set("target.nginx.workers", args.nginx_workers)
+    .set("load.connections", args.connections)
+    .set("load.warmup", "1s")
+    .set("load.duration", args.duration.to_string())
+    .set("repetitions", 1)
+    .local_cohort("node");
     if capture && args.lock_contention {
-        collect.push("lockContention: true".to_string());
+        experiment = experiment.set("collect.lockContention", true);
     }
     if capture && args.cpu_profile_hz > 0 {
-        collect.push(format!(
-            "cpuProfile: {{ frequencyHz: {} }}",
-            args.cpu_profile_hz
-        ));
+        experiment = experiment.set("collect.cpuProfile.frequencyHz", args.cpu_profile_hz);
     }
-    let mut yaml = format!(
-        "apiVersion: loadlab.dev/v1alpha1\nkind: Experiment\nmetadata: {{ name: bench-agent-{} }}\nspec:\n  target: {{ nginx: {{ workers: {} }} }}\n  load: {{ connections: {}, warmup: 1s, duration: {} }}\n  cohorts:\n    - {{ name: node, local: true }}\n  repetitions: 1\n",
-        if capture { "on" } else { "off" },
-        args.nginx_workers,
-        args.connections,
-        args.duration
-    );
-    if !collect.is_empty() {
-        let _ = writeln!(yaml, "  collect: {{ {} }}", collect.join(", "));
-    }
-    yaml
+    experiment.yaml()
 }
 
 async fn run_once(

@@ -6,7 +6,9 @@
 //! scratch database.
 
 use anyhow::{Context, bail};
+use loadlab_engine::spec::ExperimentBuilder;
 use loadlab_results::sequential::ALPHA;
+use serde_json::json;
 use tokio::process::Command;
 
 use super::bench_support::{median, scratch_database_url};
@@ -21,14 +23,24 @@ struct Outcome {
 }
 
 fn experiment(args: &BenchCalibrateArgs, name: &str, candidate_workers: u32) -> String {
-    format!(
-        "apiVersion: loadlab.dev/v1alpha1\nkind: Experiment\nmetadata: {{ name: {name} }}\nspec:\n  target: {{ nginx: {{ workers: 1 }} }}\n  load: {{ connections: {}, warmup: {}, duration: {} }}\n  cohorts:\n    - {{ name: a, local: true }}\n    - {{ name: b, local: true, target: {{ nginx: {{ workers: {candidate_workers} }} }} }}\n  repetitions: auto\n  stopping: {{ maxRepetitions: {}, practicalChangePercent: {} }}\n  baseline: a\n",
-        args.connections,
-        args.warmup,
-        args.duration,
-        args.max_rounds,
-        args.practical_change_percent
-    )
+    ExperimentBuilder::new(name)
+        .set("load.connections", args.connections)
+        .set("load.warmup", args.warmup.to_string())
+        .set("load.duration", args.duration.to_string())
+        .local_cohort("a")
+        .cohort(json!({
+            "name": "b",
+            "local": true,
+            "target": { "nginx": { "workers": candidate_workers } },
+        }))
+        .set("repetitions", "auto")
+        .set("stopping.maxRepetitions", args.max_rounds)
+        .set(
+            "stopping.practicalChangePercent",
+            args.practical_change_percent,
+        )
+        .set("baseline", "a")
+        .yaml()
 }
 
 async fn run_once(file: &std::path::Path, database_url: &str) -> anyhow::Result<Outcome> {

@@ -19,7 +19,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use loadlab_controller::operator::LEASE_NAME;
 use loadlab_controller::placement::{NodeView, place};
-use loadlab_engine::{Experiment, parse_experiment};
+use loadlab_engine::Experiment;
+use loadlab_engine::spec::ExperimentBuilder;
+use serde_json::json;
 
 use crate::args::BenchClusterArgs;
 
@@ -30,27 +32,20 @@ const IDENTITY: &str = "loadlab-bench";
 /// `lab/rack: rack-<i % 20>`), its generators on the same rack. Racks 9 and 19 are skipped:
 /// `scripts/kwok-nodes.sh` cordons every tenth node, which is all of theirs.
 fn experiment(index: usize) -> anyhow::Result<Experiment> {
-    let yaml = format!(
-        r#"
-apiVersion: loadlab.dev/v1alpha1
-kind: Experiment
-metadata: {{ name: scale-{index} }}
-spec:
-  target: {{ nginx: {{}} }}
-  load:
-    connections: 64
-    duration: 10s
-    generators: 2
-    generatorPlacement: {{ nodeSelector: {{ lab/rack: rack-{rack} }} }}
-  cohorts:
-    - {{ name: unpatched, kernel: "6.1.0-47-*", nodeSelector: {{ lab/rack: rack-{rack} }} }}
-    - {{ name: patched, kernel: "6.1.0-56-*", nodeSelector: {{ lab/rack: rack-{rack} }} }}
-"#,
-        rack = [
-            0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18
-        ][index % 18]
-    );
-    let file = parse_experiment(&yaml).context("the benchmark's experiment")?;
+    let rack = [
+        0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15, 16, 17, 18,
+    ][index % 18];
+    let on_rack = json!({ "lab/rack": format!("rack-{rack}") });
+    let file = ExperimentBuilder::new(&format!("scale-{index}"))
+        .set("target.nginx", json!({}))
+        .set("load.connections", 64)
+        .set("load.duration", "10s")
+        .set("load.generators", 2)
+        .set("load.generatorPlacement.nodeSelector", on_rack.clone())
+        .cohort(json!({ "name": "unpatched", "kernel": "6.1.0-47-*", "nodeSelector": on_rack }))
+        .cohort(json!({ "name": "patched", "kernel": "6.1.0-56-*", "nodeSelector": on_rack }))
+        .build()
+        .context("the benchmark's experiment")?;
     let mut experiment = Experiment::new(&file.metadata.name, file.spec);
     experiment.metadata.namespace = Some(NAMESPACE.into());
     Ok(experiment)
@@ -359,4 +354,19 @@ async fn measure(
         peak_rss_mb,
         requests,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_experiment_is_valid_and_keeps_to_one_rack() {
+        for index in [0, 8, 9, 17, 18] {
+            let experiment = experiment(index).unwrap();
+            let rack = &experiment.spec.cohorts[0].node_selector["lab/rack"];
+            assert!(!rack.ends_with("-9") && !rack.ends_with("-19"), "{rack}");
+            assert_eq!(&experiment.spec.cohorts[1].node_selector["lab/rack"], rack);
+        }
+    }
 }
