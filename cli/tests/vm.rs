@@ -8,10 +8,14 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use loadlab_engine::spec::ExperimentBuilder;
-use loadlab_results::{Database, Store};
+use loadlab_results::Store;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
+
+#[path = "integration/support.rs"]
+mod support;
+use support::scratch;
 
 const UNPATCHED: &str = "linux-image-6.1.0-47-cloud-amd64-unsigned";
 const PATCHED: &str = "linux-image-6.1.0-56-cloud-amd64-unsigned";
@@ -49,13 +53,6 @@ fn needs_root() {
         nix::unistd::Uid::effective().is_root(),
         "the VM tests trace kernels and need root"
     );
-}
-
-async fn scratch() -> (String, Store) {
-    Database::from_env()
-        .scratch_with_url()
-        .await
-        .expect("a scratch database")
 }
 
 /// Runs the experiment; returns what it printed and its process id.

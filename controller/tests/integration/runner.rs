@@ -3,7 +3,6 @@
 //! Postgres. The runner stores every run under the resource's uid, writes progress and the
 //! verdict to the status, deletes the pods, and a second start resumes without repeating runs.
 
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +19,6 @@ use loadlab_proto::auth::RequireToken;
 use loadlab_proto::v1::agent_server::AgentServer;
 use loadlab_proto::v1::loadgen_server::LoadgenServer;
 use loadlab_results::{Database, RunOutcome, Store};
-use sqlx::postgres::PgConnectOptions;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -87,10 +85,10 @@ fn fleet_server(uid: &str, agent: AgentService) -> tonic::transport::server::Rou
 }
 
 async fn scratch_store() -> Store {
-    let url = Database::from_env().scratch_url().await.unwrap();
-    Store::connect(PgConnectOptions::from_str(&url).unwrap())
+    Database::from_env()
+        .scratch()
         .await
-        .unwrap()
+        .expect("a scratch database")
 }
 
 /// The experiment as the API server would hand it over: namespaced, with a uid.
