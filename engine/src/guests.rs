@@ -66,7 +66,10 @@ impl GuestFleet {
         cancel: &CancellationToken,
         mut on_event: impl FnMut(BootEvent),
     ) -> Result<Self, Error> {
-        let tools = GuestTools::find(loadlab)?;
+        let tools = GuestTools::find(
+            loadlab,
+            loadlab_agent::nginx::find_nginx().map_err(|e| e.to_string()),
+        )?;
         let mut guests = Vec::with_capacity(spec.cohorts.len());
         for cohort in &spec.cohorts {
             let Some(vm) = &cohort.vm else {

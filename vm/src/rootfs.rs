@@ -22,8 +22,10 @@ pub struct GuestTools {
 }
 
 impl GuestTools {
-    /// The tools of this machine; `loadlab` is the binary that goes into the guest.
-    pub fn find(loadlab: PathBuf) -> Result<Self, Error> {
+    /// The tools of this machine; `loadlab` is the binary that goes into the guest, `nginx` the
+    /// one its agent will start (found as the agent finds it: the VM crate leaves that to its
+    /// caller rather than compile the agent for one lookup).
+    pub fn find(loadlab: PathBuf, nginx: Result<PathBuf, String>) -> Result<Self, Error> {
         let busybox = ["/bin/busybox", "/usr/bin/busybox"]
             .into_iter()
             .map(PathBuf::from)
@@ -31,7 +33,7 @@ impl GuestTools {
             .ok_or_else(|| {
                 Error::Tools("busybox not found: `apt-get install busybox-static`".into())
             })?;
-        let nginx = loadlab_agent::nginx::find_nginx().map_err(|e| Error::Tools(e.to_string()))?;
+        let nginx = nginx.map_err(Error::Tools)?;
         Ok(Self {
             busybox,
             loadlab,
