@@ -476,6 +476,36 @@ mod tests {
         assert_eq!((early.interval, early.rounds_more), (None, Some(2)));
     }
 
+    /// The intervals SciPy computes for the same samples and budgets
+    /// (`tests/reference/sequential.py` wrote `sequential.json`).
+    #[test]
+    fn intervals_match_scipy() {
+        let reference: serde_json::Value =
+            serde_json::from_str(include_str!("../tests/reference/sequential.json")).unwrap();
+        let cases = reference["cases"].as_array().unwrap();
+        assert!(cases.len() >= 8);
+        let near = |ours: f64, theirs: &serde_json::Value| {
+            let theirs = theirs.as_f64().unwrap();
+            (ours - theirs).abs() <= 1e-6 * theirs.abs().max(1e-3)
+        };
+        for case in cases {
+            let log_ratios: Vec<f64> = case["log_ratios"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect();
+            let budget = case["budget"].as_u64().unwrap() as usize;
+            let t = t_quantile((log_ratios.len() - 1) as f64, look_alpha(budget));
+            assert!(near(t, &case["t"]), "t {t} vs {}", case["t"]);
+            let judged = judge(&log_ratios, budget, 0.05);
+            let (low, high) = judged.interval.unwrap();
+            assert!(near(judged.change, &case["change"]), "{case}");
+            assert!(near(low, &case["low"]), "low {low} vs {}", case["low"]);
+            assert!(near(high, &case["high"]), "high {high} vs {}", case["high"]);
+        }
+    }
+
     #[test]
     fn quantiles_match_published_tables() {
         assert!((t_quantile(10.0, 0.05) - 2.228).abs() < 1e-3);
