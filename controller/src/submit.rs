@@ -77,7 +77,8 @@ pub async fn run_on_cluster(
         .boxed();
     let unclaimed = tokio::time::sleep(UNCLAIMED_WARNING);
     tokio::pin!(unclaimed);
-    let mut claimed = false;
+    // Whether the object has a status yet, or the warning was said: either way, said no more.
+    let mut claimed_or_warned = false;
     let mut said = std::collections::BTreeSet::new();
     loop {
         let event = tokio::select! {
@@ -86,12 +87,12 @@ pub async fn run_on_cluster(
                 let _ = experiments.delete(&name, &DeleteParams::default()).await;
                 return Ok(Submitted::Interrupted);
             }
-            _ = &mut unclaimed, if !claimed => {
+            _ = &mut unclaimed, if !claimed_or_warned => {
                 progress(&format!(
                     "nothing has taken Experiment {name} in namespace {namespace} after {} s: is loadlab's controller installed there and watching it?",
                     UNCLAIMED_WARNING.as_secs()
                 ));
-                claimed = true;
+                claimed_or_warned = true;
                 continue;
             }
             event = events.next() => event,
@@ -107,7 +108,7 @@ pub async fn run_on_cluster(
         let Some(status) = experiment.status else {
             continue;
         };
-        claimed = true;
+        claimed_or_warned = true;
         for line in worth_saying(&status) {
             if said.insert(line.clone()) {
                 progress(&line);

@@ -66,10 +66,9 @@ impl GuestFleet {
         cancel: &CancellationToken,
         mut on_event: impl FnMut(BootEvent),
     ) -> Result<Self, Error> {
-        let tools = GuestTools::find(
-            loadlab,
-            loadlab_agent::nginx::find_nginx().map_err(|e| e.to_string()),
-        )?;
+        let nginx = loadlab_agent::nginx::find_nginx()
+            .map_err(|e| loadlab_vm::Error::Tools(e.to_string()))?;
+        let tools = GuestTools::find(loadlab, nginx)?;
         let mut guests = Vec::with_capacity(spec.cohorts.len());
         for cohort in &spec.cohorts {
             let Some(vm) = &cohort.vm else {

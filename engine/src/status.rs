@@ -110,13 +110,9 @@ impl ExperimentStatus {
                 existing.reason = reason.to_string();
                 existing.message = message;
             }
-            None => self.conditions.push(Condition {
-                type_: type_.to_string(),
-                status: status.to_string(),
-                reason: reason.to_string(),
-                message,
-                last_transition_time: now.to_string(),
-            }),
+            None => self
+                .conditions
+                .push(Condition::new(type_, holds, reason, &message, now)),
         }
     }
 

@@ -23,9 +23,9 @@ pub struct GuestTools {
 
 impl GuestTools {
     /// The tools of this machine; `loadlab` is the binary that goes into the guest, `nginx` the
-    /// one its agent will start (found as the agent finds it: the VM crate leaves that to its
-    /// caller rather than compile the agent for one lookup).
-    pub fn find(loadlab: PathBuf, nginx: Result<PathBuf, String>) -> Result<Self, Error> {
+    /// one its agent will start (found by the caller as the agent finds it: the VM crate does
+    /// not compile the agent for one lookup).
+    pub fn find(loadlab: PathBuf, nginx: PathBuf) -> Result<Self, Error> {
         let busybox = ["/bin/busybox", "/usr/bin/busybox"]
             .into_iter()
             .map(PathBuf::from)
@@ -33,7 +33,6 @@ impl GuestTools {
             .ok_or_else(|| {
                 Error::Tools("busybox not found: `apt-get install busybox-static`".into())
             })?;
-        let nginx = nginx.map_err(Error::Tools)?;
         Ok(Self {
             busybox,
             loadlab,

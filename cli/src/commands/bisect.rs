@@ -38,11 +38,12 @@ pub async fn run(args: BisectArgs) -> anyhow::Result<ExitCode> {
         spec.kernels.len(),
         spec.holds.describe(),
     );
+    let database = Database::from_env();
     let place = match &spec.cluster {
         None => StepPlace::Here,
         Some(cluster) => {
             // The controller stores each step's runs; the judgement reads them from there.
-            if matches!(Database::from_env(), Database::Private(_)) {
+            if matches!(database, Database::Private(_)) {
                 anyhow::bail!(
                     "{}: steps on a cluster are stored in the Postgres its loadlab controller writes to; set DATABASE_URL to it (e.g. `kubectl port-forward -n {ns} svc/loadlab-postgresql 5432` and the password in Secret loadlab-postgresql)",
                     args.file.display(),
@@ -58,7 +59,6 @@ pub async fn run(args: BisectArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    let database = Database::from_env();
     let store = database
         .open()
         .await
@@ -88,8 +88,9 @@ pub async fn run(args: BisectArgs) -> anyhow::Result<ExitCode> {
         eprintln!("\nstep {step} (at most {most}): {kernel}");
         let outcome = async {
             let experiment = file.step_experiment(index, step as usize - 1)?;
+            let bisection = (file.metadata.name.as_str(), id);
             place
-                .run(experiment, id, step, &store, &database, &cancel)
+                .run(experiment, bisection, step, &store, &database, &cancel)
                 .await
         }
         .await;
@@ -181,11 +182,12 @@ enum StepPlace {
 }
 
 impl StepPlace {
-    /// Runs one step's experiment to its end: its stored id and how it ended.
+    /// Runs one step's experiment of `bisection` (its name and id) to its end: the step's
+    /// stored id and how it ended.
     async fn run(
         &self,
         mut experiment: ExperimentFile,
-        bisection: Uuid,
+        bisection: (&str, Uuid),
         step: u32,
         store: &Store,
         database: &Database,
@@ -197,7 +199,7 @@ impl StepPlace {
             }
             Self::Cluster { client, namespace } => (client, namespace),
         };
-        experiment.metadata.name = cluster_step_name(&experiment.metadata.name, bisection, step);
+        experiment.metadata.name = cluster_step_name(bisection.0, bisection.1, step);
         eprintln!(
             "  Experiment {} in namespace {namespace}",
             experiment.metadata.name
@@ -220,12 +222,10 @@ impl StepPlace {
 }
 
 /// A step's Experiment name on a cluster: the bisection's name, its id's first characters (a
-/// bisection run again makes new objects) and the step, within a label's 63 characters.
-fn cluster_step_name(step_name: &str, bisection: Uuid, step: u32) -> String {
-    let base = step_name
-        .rsplit_once("-step-")
-        .map_or(step_name, |(base, _)| base);
-    let mut base = base.to_string();
+/// bisection run again makes new objects) and the step, within a label's 63 characters (names
+/// are checked to be ASCII, so cutting at a byte is cutting at a character).
+fn cluster_step_name(bisection_name: &str, bisection: Uuid, step: u32) -> String {
+    let mut base = bisection_name.to_string();
     base.truncate(40);
     let id = bisection.simple().to_string();
     format!("{}-{}-step-{step}", base.trim_end_matches('-'), &id[..8])
@@ -335,10 +335,10 @@ mod tests {
     fn a_step_on_a_cluster_is_named_for_its_bisection_and_fits_a_label() {
         let id = Uuid::parse_str("0123abcd-0000-4000-8000-000000000000").unwrap();
         assert_eq!(
-            cluster_step_name("epoll-refcount-step-3", id, 3),
+            cluster_step_name("epoll-refcount", id, 3),
             "epoll-refcount-0123abcd-step-3"
         );
-        let long = format!("{}-step-12", "a-very-long-bisection-name".repeat(3));
+        let long = "a-very-long-bisection-name-".repeat(3);
         let name = cluster_step_name(&long, id, 12);
         assert!(name.len() <= 63, "{name}");
         assert!(name.ends_with("-0123abcd-step-12"), "{name}");

@@ -126,9 +126,9 @@ pub async fn execute(
         file.spec.cohorts.iter().map(|c| c.name.clone()).collect(),
     );
     let notices: Notices = Arc::new(render::backend_notice);
-    let outcome = backends::execute(file, store, resume, hosts, cancel, notices, |event| {
+    backends::execute(file, store, resume, hosts, cancel, notices, |event| {
         progress.show(&event)
     })
-    .await;
-    outcome.map_err(Into::into)
+    .await
+    .map_err(Into::into)
 }
