@@ -13,7 +13,9 @@ mod harness;
 use std::process::Command;
 use std::time::Instant;
 
+use base64::Engine as _;
 use harness::{KernelNode, Release, repo};
+use loadlab_engine::bisect::{ClusterSteps, parse_bisection};
 use serde_json::Value;
 
 const NAMESPACE: &str = "loadlab-bisect";
@@ -23,22 +25,43 @@ fn database_url(release: &Release) -> String {
     let service = release.kubectl_json(&["get", "service", "loadlab-postgresql"]);
     let secret = release.kubectl_json(&["get", "secret", "loadlab-postgresql"]);
     let encoded = secret["data"]["password"].as_str().unwrap();
-    let password = Command::new("base64")
-        .arg("-d")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write as _;
-            child.stdin.take().unwrap().write_all(encoded.as_bytes())?;
-            child.wait_with_output()
-        })
+    let password = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
         .unwrap();
     format!(
         "postgres://loadlab:{}@{}:5432/loadlab",
-        String::from_utf8(password.stdout).unwrap(),
+        String::from_utf8(password).unwrap(),
         service["spec"]["clusterIP"].as_str().unwrap()
     )
+}
+
+/// The bundled example on the two kernels this machine has as nodes, both ends measured, its
+/// steps in this test's namespace: as JSON, which `loadlab bisect` reads as the YAML it is.
+fn the_example_on_these_nodes() -> String {
+    let example =
+        std::fs::read_to_string(repo().join("examples/bisect-epoll-refcount-nodes.yaml")).unwrap();
+    let mut bisection = parse_bisection(&example).unwrap();
+    bisection.spec.kernels = vec!["6.1.0-47-*".into(), "6.1.0-56-*".into()];
+    bisection.spec.check_ends = true;
+    bisection.spec.cluster = Some(ClusterSteps {
+        namespace: NAMESPACE.into(),
+    });
+    serde_json::to_string(&bisection).unwrap()
+}
+
+#[test]
+fn the_example_is_changed_only_in_kernels_ends_and_namespace() {
+    let example = parse_bisection(
+        &std::fs::read_to_string(repo().join("examples/bisect-epoll-refcount-nodes.yaml")).unwrap(),
+    )
+    .unwrap();
+    let changed = parse_bisection(&the_example_on_these_nodes()).unwrap();
+    assert_eq!(changed.spec.kernels, ["6.1.0-47-*", "6.1.0-56-*"]);
+    assert!(changed.spec.check_ends);
+    assert_eq!(changed.spec.cluster.unwrap().namespace, NAMESPACE);
+    assert_eq!(changed.spec.holds, example.spec.holds);
+    assert_eq!(changed.spec.experiment, example.spec.experiment);
+    assert_eq!(changed.metadata, example.metadata);
 }
 
 #[tokio::test]
@@ -52,31 +75,9 @@ async fn a_bisection_on_a_cluster_runs_each_step_on_the_nodes_of_its_kernel() {
         "two kernel nodes and the chart ready in {:.0} s",
         began.elapsed().as_secs_f64()
     );
-    // The bundled example on the two kernels this machine has as nodes, both ends measured.
-    let example =
-        std::fs::read_to_string(repo().join("examples/bisect-epoll-refcount-nodes.yaml")).unwrap();
-    let mut bisection = String::new();
-    let mut in_kernels = false;
-    for line in example.lines() {
-        if line.starts_with("  kernels:") {
-            in_kernels = true;
-            bisection.push_str("  kernels: [\"6.1.0-47-*\", \"6.1.0-56-*\"]\n");
-            continue;
-        }
-        if in_kernels && line.starts_with("    - ") {
-            continue;
-        }
-        in_kernels = false;
-        let line = line
-            .replace("checkEnds: false", "checkEnds: true")
-            .replace("namespace: loadlab ", &format!("namespace: {NAMESPACE} "));
-        bisection.push_str(&line);
-        bisection.push('\n');
-    }
-    assert!(bisection.contains("checkEnds: true") && bisection.contains(NAMESPACE));
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bisection.yaml");
-    std::fs::write(&file, &bisection).unwrap();
+    std::fs::write(&file, the_example_on_these_nodes()).unwrap();
 
     let started = Instant::now();
     let output = Command::new(env!("CARGO_BIN_EXE_loadlab"))

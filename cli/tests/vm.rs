@@ -8,14 +8,14 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use loadlab_engine::spec::ExperimentBuilder;
-use loadlab_results::Store;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
+#[allow(dead_code)]
 #[path = "integration/support.rs"]
 mod support;
-use support::scratch;
+use support::{scratch, stored_experiments};
 
 const UNPATCHED: &str = "linux-image-6.1.0-47-cloud-amd64-unsigned";
 const PATCHED: &str = "linux-image-6.1.0-56-cloud-amd64-unsigned";
@@ -80,13 +80,6 @@ fn namespaces_left_by(pid: u32) -> Vec<String> {
         .filter(|l| l.starts_with(&format!("loadlab-vm-{pid}-")))
         .map(str::to_string)
         .collect()
-}
-
-async fn stored_experiments(store: &Store) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM experiments")
-        .fetch_one(store.pool())
-        .await
-        .unwrap()
 }
 
 /// Processes whose parent is `parent`, with their command names.

@@ -14,7 +14,7 @@ use loadlab_results::{RunOutcome, Store};
 use serde_json::json;
 
 use crate::fleet_lab::*;
-use crate::support::scratch;
+use crate::support::{fails_in_one_line, only_experiment, scratch, stored_experiments};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_namespaces_two_cohorts_two_generators_count_exactly() {
@@ -119,14 +119,7 @@ async fn an_agent_that_is_gone_is_named_before_anything_is_stored() {
         &url,
         &[],
     );
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(
-        errors[0].contains(&format!("cohort host-b, node {}", hosts.agent_b)),
-        "{stderr}"
-    );
+    fails_in_one_line(&output, &format!("cohort host-b, node {}", hosts.agent_b));
     let experiments = stored_experiments(&store).await;
     assert_eq!(experiments, 0);
 }
@@ -220,11 +213,7 @@ async fn tls_carries_the_fleet_and_a_client_without_the_ca_gets_nowhere() {
 
     // Plain HTTP/2 against the TLS servers: refused before anything is stored.
     let output = lab.run(&yaml, &url, &[]);
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(errors[0].contains("cohort host-a"), "{stderr}");
+    fails_in_one_line(&output, "cohort host-a");
     let experiments = stored_experiments(&store).await;
     assert_eq!(experiments, 1);
 }

@@ -325,20 +325,6 @@ pub(crate) fn two_hosts_and_a_generator(lab: &mut Lab) -> Hosts {
     }
 }
 
-pub(crate) async fn stored_experiments(store: &Store) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM experiments")
-        .fetch_one(store.pool())
-        .await
-        .unwrap()
-}
-
-pub(crate) async fn only_experiment(store: &Store) -> uuid::Uuid {
-    sqlx::query_scalar("SELECT id FROM experiments")
-        .fetch_one(store.pool())
-        .await
-        .unwrap()
-}
-
 pub(crate) fn experiment(
     a: &str,
     b: &str,

@@ -4,12 +4,14 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use loadlab_results::{RunOutcome, Store};
+use loadlab_results::RunOutcome;
 
 use loadlab_engine::spec::ExperimentBuilder;
 use serde_json::json;
 
-use crate::support::scratch;
+use crate::support::{
+    error_lines, fails_in_one_line, only_experiment, scratch, stored_experiments,
+};
 
 const TINY: &str = r#"
 apiVersion: loadlab.dev/v1alpha1
@@ -47,29 +49,6 @@ fn loadlab_on_file(
         .envs(extra_env.iter().copied())
         .output()
         .expect("loadlab runs")
-}
-
-async fn experiments(store: &Store) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM experiments")
-        .fetch_one(store.pool())
-        .await
-        .unwrap()
-}
-
-/// The command failed with exactly one error line, which says `says`.
-fn fails_in_one_line(output: &Output, says: &str) {
-    assert!(!output.status.success());
-    let errors = error_lines(output);
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].contains(says), "{errors:?}");
-}
-
-fn error_lines(output: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&output.stderr)
-        .lines()
-        .filter(|l| l.starts_with("error:"))
-        .map(str::to_string)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,7 +254,7 @@ async fn bad_files_give_one_line_and_store_nothing() {
     ] {
         fails_in_one_line(&loadlab(dir.path(), &yaml, &url, &[]), says);
     }
-    assert_eq!(experiments(&store).await, 0);
+    assert_eq!(stored_experiments(&store).await, 0);
 }
 
 #[tokio::test]
@@ -293,7 +272,7 @@ async fn a_missing_nginx_is_named_before_anything_is_stored() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("nginx not found"), "{errors:?}");
     assert!(errors[0].contains("apt-get install"), "{errors:?}");
-    assert_eq!(experiments(&store).await, 0);
+    assert_eq!(stored_experiments(&store).await, 0);
 }
 
 #[tokio::test]
@@ -331,10 +310,7 @@ async fn resume_runs_only_what_is_missing_and_refuses_strangers() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM experiments")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+    let id = only_experiment(&store).await;
     let kept = store.experiment_runs(id).await.unwrap()[0].id;
     // As if the process had died during the second run.
     sqlx::query("DELETE FROM runs WHERE experiment_id = $1 AND sequence = 1")
@@ -406,10 +382,7 @@ async fn a_target_scoped_profile_samples_only_nginx() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM experiments")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+    let id = only_experiment(&store).await;
     for run in store.experiment_runs(id).await.unwrap() {
         if !can_profile {
             assert!(run.cpu_profile_unavailable.is_some());
@@ -460,10 +433,7 @@ async fn auto_experiment(
         "{stderr}"
     );
     assert!(stderr.contains("round 3/4: two-workers  "), "{stderr}");
-    let id = sqlx::query_scalar::<_, uuid::Uuid>("SELECT id FROM experiments")
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+    let id = only_experiment(&store).await;
     let row = store.experiment(id).await.unwrap();
     let runs = store.experiment_runs(id).await.unwrap();
     let report = loadlab_results::report::build_report(row.clone(), &runs).unwrap();
@@ -596,6 +566,6 @@ async fn a_bad_bisection_file_gives_one_line_and_stores_nothing() {
         ),
         "a Kubernetes cluster for the steps",
     );
-    assert_eq!(experiments(&store).await, 0);
+    assert_eq!(stored_experiments(&store).await, 0);
     assert!(store.list_bisections(10).await.unwrap().is_empty());
 }
