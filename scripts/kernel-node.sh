@@ -353,15 +353,9 @@ registerWithTaints: [{ key: $taint_key, value: "true", effect: NoSchedule }]
 # An emulated guest is slow: report status less often, give the runtime time to answer.
 nodeStatusUpdateFrequency: 20s
 runtimeRequestTimeout: 10m
-# Images here are built and imported, never pulled: a kubelet that reclaims disk by deleting
-# unused images (image GC, or disk-pressure eviction, which deletes them all) would leave pods
-# without their sandbox or their image for good. A crowded disk must fail as a full disk, not as
-# a pod that waits for a pull that cannot happen. "0%" disables a threshold, 100 image GC.
-evictionHard: { memory.available: "100Mi", nodefs.available: "0%", imagefs.available: "0%", nodefs.inodesFree: "0%", imagefs.inodesFree: "0%" }
-imageGCHighThresholdPercent: 100
-imageGCLowThresholdPercent: 99
 maxPods: 20
 EOF
+  cat "$here/cluster/config/kubelet-keeps-images.yaml" >> "$files/kubelet.yaml"
   tar -C "$files" -cf "$out" .
   rm -rf "$files"
 }

@@ -89,7 +89,10 @@ start_node() {
   local bin="$1"
   mkdir -p "$dir/kubelet"
   echo "nameserver $gateway" > "$dir/resolv.conf"
-  render kubelet.yaml containerd_sock gateway pki node dir > "$dir/kubelet/config.yaml"
+  {
+    render kubelet.yaml containerd_sock gateway pki node dir
+    cat "$configs/kubelet-keeps-images.yaml"
+  } > "$dir/kubelet/config.yaml"
   start kubelet "$bin/kubelet" --config "$dir/kubelet/config.yaml" \
     --kubeconfig "$dir/node-$node.kubeconfig" --root-dir "$dir/kubelet/root" \
     --node-ip "$gateway" --hostname-override "$node" --node-labels lab/kind=real --v=1
