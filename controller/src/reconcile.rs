@@ -279,7 +279,12 @@ async fn apply(
             Err(not_ready) => return report.pods_not_ready(not_ready, &experiments).await,
         };
     report.phase = Some(Phase::Running);
-    report.condition("PodsReady", true, "Ready", "agents and generators answer");
+    report.condition(
+        "PodsReady",
+        true,
+        "Ready",
+        "agent and generator pods are ready",
+    );
     report.send(&experiments).await?;
     context.runner.start(
         experiment.clone(),

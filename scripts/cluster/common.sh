@@ -7,6 +7,9 @@ configs="$here/cluster/config"
 dir="${LOADLAB_CLUSTER_DIR:-/var/lib/loadlab-cluster}"
 node="${LOADLAB_NODE_NAME:-$(hostname -s | tr '[:upper:]' '[:lower:]')}"
 bridge=llcni0
+# The gateway's MAC, fixed: a bridge left to itself takes its lowest port's address, so a pod
+# or a kernel node's tap leaving would change the gateway under every peer's ARP entry.
+bridge_mac=02:4c:4c:00:00:01
 gateway=10.234.0.1
 pod_cidr=10.234.0.0/24
 cluster_cidr=10.234.0.0/16

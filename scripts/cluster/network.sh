@@ -8,6 +8,8 @@ network_up() {
   if ! ip link show "$bridge" >/dev/null 2>&1; then
     ip link add "$bridge" type bridge
   fi
+  # Set, not inherited: the kernel then keeps it whatever ports come and go.
+  ip link set "$bridge" address "$bridge_mac"
   ip addr replace "$gateway/24" dev "$bridge"
   ip link set "$bridge" up
   mkdir -p "$dir/cni/net.d"

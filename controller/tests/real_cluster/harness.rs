@@ -258,6 +258,16 @@ impl Release {
                 "40",
                 "--prefix",
             ],
+            vec![
+                "logs",
+                "-n",
+                ns,
+                "-l",
+                "app.kubernetes.io/component=agent",
+                "--tail",
+                "20",
+                "--prefix",
+            ],
         ] {
             let (_, printed) = try_run("kubectl", &args);
             report.push_str(&format!("$ kubectl {}\n{printed}\n", args.join(" ")));
@@ -359,6 +369,24 @@ impl KernelNode {
         let (ok, said) = cluster_script(&["node", "add", name, kernel]);
         assert!(ok, "cluster.sh node add {name} {kernel}: {said}");
         node
+    }
+}
+
+impl KernelNode {
+    /// The last lines of the guest's serial console: its kernel's warnings, the OOM killer,
+    /// a panic.
+    pub fn console_tail(&self) -> String {
+        let cluster = std::env::var("LOADLAB_CLUSTER_DIR")
+            .unwrap_or_else(|_| "/var/lib/loadlab-cluster".to_string());
+        let path = format!("{cluster}/nodes/{}/console.log", self.name);
+        match std::fs::read_to_string(&path) {
+            Ok(console) => {
+                let lines: Vec<&str> = console.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                format!("$ tail -n 40 {path}\n{tail}\n")
+            }
+            Err(error) => format!("{path}: {error}\n"),
+        }
     }
 }
 

@@ -259,7 +259,13 @@ async fn the_seed_experiment_compares_two_debian_kernels_on_real_nodes() {
         .wait_experiment(plain, Duration::from_secs(900), "finished", finished)
         .await;
     let status = measured.status.clone().unwrap();
-    assert_eq!(status.phase, Phase::Succeeded, "{status:?}");
+    assert_eq!(
+        status.phase,
+        Phase::Succeeded,
+        "{status:?}\n{}{}",
+        release.diagnose(),
+        unpatched.console_tail()
+    );
     let evidence = condition(&status, "EvidenceCollected");
     assert_eq!(evidence.status, "False", "{evidence:?}");
     assert!(

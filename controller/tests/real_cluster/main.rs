@@ -12,6 +12,7 @@ mod conditions;
 mod crd;
 mod failover;
 mod faults;
+mod gateway;
 mod harness;
 mod journey;
 mod kernel_node;
