@@ -13,7 +13,7 @@ use loadlab_controller::status::Phase;
 use loadlab_controller::runner::RESULTS_STORED;
 use loadlab_controller::status::ExperimentStatus;
 
-use crate::harness::{Release, apply_json, kubectl, real_node_experiment};
+use crate::harness::{Release, apply_json, finished, kubectl, real_node_experiment};
 
 /// Four repetitions of two cohorts on the real node: long enough to lose a pod in the middle.
 pub(crate) fn experiment(name: &str, namespace: &str) -> String {
@@ -81,11 +81,6 @@ pub(crate) fn runs_stored_at_least(
         e.and_then(|e| e.status.as_ref())
             .is_some_and(|s| s.runs_stored >= count || s.phase.is_finished())
     }
-}
-
-pub(crate) fn finished(e: Option<&loadlab_controller::Experiment>) -> bool {
-    e.and_then(|e| e.status.as_ref())
-        .is_some_and(|s| s.phase.is_finished())
 }
 
 /// Per (cohort, repetition): how many runs succeeded, and the failure reasons stored.

@@ -17,10 +17,10 @@ use loadlab_controller::Experiment;
 use loadlab_controller::operator::LEASE_NAME;
 use loadlab_controller::status::Phase;
 
-use crate::failover::{
-    all_eight_succeed_once, experiment, finished, holder, outcomes, runs_stored_at_least,
+use crate::failover::{all_eight_succeed_once, experiment, holder, outcomes, runs_stored_at_least};
+use crate::harness::{
+    Release, apply_json, condition, finished, kubectl, real_node_experiment, run, try_run,
 };
-use crate::harness::{Release, apply_json, condition, kubectl, real_node_experiment, run, try_run};
 
 /// Host pids of the processes whose command line contains `command` and, when given, whose
 /// environment holds `variable` (a container's processes are this machine's processes).

@@ -114,9 +114,7 @@ impl Release {
     /// The chart's Postgres claims a volume; this cluster has no provisioner, so each release
     /// gets a local one of its own, bound to its claim before the claim exists.
     fn bind_volume(&self) {
-        let cluster = std::env::var("LOADLAB_CLUSTER_DIR")
-            .unwrap_or_else(|_| "/var/lib/loadlab-cluster".to_string());
-        let path = format!("{cluster}/volumes/{}", self.namespace);
+        let path = format!("{}/volumes/{}", cluster_dir(), self.namespace);
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).unwrap();
         let volume = format!("loadlab-{}", self.namespace);
@@ -341,6 +339,11 @@ pub fn real_node_experiment(
 }
 
 /// `scripts/cluster.sh ARGS`: whether it succeeded, and everything it printed.
+/// Where `scripts/cluster.sh` keeps the cluster's files (`scripts/cluster/common.sh`).
+fn cluster_dir() -> String {
+    std::env::var("LOADLAB_CLUSTER_DIR").unwrap_or_else(|_| "/var/lib/loadlab-cluster".to_string())
+}
+
 pub fn cluster_script(args: &[&str]) -> (bool, String) {
     let script = repo().join("scripts/cluster.sh");
     let output = Command::new("bash")
@@ -370,20 +373,29 @@ impl KernelNode {
         assert!(ok, "cluster.sh node add {name} {kernel}: {said}");
         node
     }
-}
 
-impl KernelNode {
     /// The last lines of the guest's serial console: its kernel's warnings, the OOM killer,
     /// a panic.
     pub fn console_tail(&self) -> String {
-        let cluster = std::env::var("LOADLAB_CLUSTER_DIR")
-            .unwrap_or_else(|_| "/var/lib/loadlab-cluster".to_string());
-        let path = format!("{cluster}/nodes/{}/console.log", self.name);
+        let path = format!("{}/nodes/{}/console.log", cluster_dir(), self.name);
         match std::fs::read_to_string(&path) {
             Ok(console) => {
                 let lines: Vec<&str> = console.lines().collect();
                 let tail = lines[lines.len().saturating_sub(40)..].join("\n");
-                format!("$ tail -n 40 {path}\n{tail}\n")
+                // A stalled network card repeats one warning until the tail holds nothing
+                // else: what came before its first one says more.
+                let before_watchdog = lines
+                    .iter()
+                    .position(|l| l.contains("NETDEV WATCHDOG"))
+                    .map(|first| {
+                        let from = first.saturating_sub(30);
+                        format!(
+                            "$ the 30 lines before the first NETDEV WATCHDOG\n{}\n",
+                            lines[from..=first].join("\n")
+                        )
+                    })
+                    .unwrap_or_default();
+                format!("{before_watchdog}$ tail -n 40 {path}\n{tail}\n")
             }
             Err(error) => format!("{path}: {error}\n"),
         }
@@ -410,4 +422,10 @@ pub fn condition<'a>(
         .conditions
         .iter()
         .find(|c| c.type_ == type_)
+}
+
+/// Whether the experiment has reached a final phase (`wait_experiment`'s condition).
+pub fn finished(e: Option<&Experiment>) -> bool {
+    e.and_then(|e| e.status.as_ref())
+        .is_some_and(|s| s.phase.is_finished())
 }

@@ -5,11 +5,13 @@
 //! the chart's Service. `scripts/test.sh` runs them; by hand:
 //!   bash scripts/cluster.sh up && bash scripts/cluster.sh images
 //!   KUBECONFIG=$(bash scripts/cluster.sh kubeconfig) cargo test -p loadlab-controller \
-//!     --test real_cluster -- --ignored --test-threads=1 --skip faults::
-//! The fault tests (`faults.rs`, minutes each) run by hand: `bash scripts/fault-tests.sh`.
+//!     --test real_cluster -- --ignored --test-threads=1 --skip faults:: --skip debian_defaults::
+//! The fault tests (`faults.rs`, minutes each) run by hand: `bash scripts/fault-tests.sh`; so
+//! does `debian_defaults.rs` (`bash scripts/fault-tests.sh debian_defaults::`: it says why).
 
 mod conditions;
 mod crd;
+mod debian_defaults;
 mod failover;
 mod faults;
 mod gateway;

@@ -1,0 +1,74 @@
+//! The agent with the chart's default capabilities (CAP_PERFMON and CAP_BPF, not
+//! CAP_SYS_ADMIN) on a Debian kernel at Debian's default `kernel.perf_event_paranoid` (3):
+//! conn/s is measured, and the status says why there is no CPU evidence and what to set.
+//!
+//! By hand (`bash scripts/fault-tests.sh debian_defaults::`), not in `scripts/test.sh`: in two
+//! of the last seven runs of this check (then the seed test's last phase; one on CI, one on
+//! this machine, 2026-12-05) the emulated 6.1.0-47 guest stopped transmitting during the
+//! warm-up storm, for good (its console: `virtio_net ... NETDEV WATCHDOG: CPU: 1: transmit
+//! queue 0 timed out`, every 5 s for minutes), so the node left the network and the run failed
+//! with "tcp connect error". The cause is not found yet; the lock and CPU evidence of the seed
+//! test never met it.
+
+use std::time::{Duration, Instant};
+
+use loadlab_controller::status::Phase;
+
+use crate::harness::{KernelNode, Release, finished, repo};
+
+const EXAMPLE: &str = "examples/epoll-refcount-kernel-nodes.yaml";
+
+#[tokio::test]
+#[ignore = "needs cluster, by hand"]
+async fn on_debian_defaults_the_status_names_perf_event_paranoid_and_what_to_set() {
+    let began = Instant::now();
+    let node = KernelNode::add("kernel-47", "linux-image-6.1.0-47-cloud-amd64-unsigned");
+    let release = Release::install("loadlab-debian-defaults", &["agent.perfEvents=perfmon"]).await;
+    let name = "debian-default";
+    let manifest = std::fs::read_to_string(repo().join(EXAMPLE))
+        .unwrap()
+        .replace(
+            "name: epoll-refcount-kernel-nodes",
+            &format!("name: {name}"),
+        )
+        .replace("repetitions: 2", "repetitions: 1")
+        .replace("    - { name: patched, kernel: \"6.1.0-56-*\" }\n", "");
+    assert!(
+        manifest.contains(&format!("name: {name}")) && !manifest.contains("6.1.0-56-*"),
+        "{manifest}"
+    );
+    let file = std::env::temp_dir().join(format!("{name}.yaml"));
+    std::fs::write(&file, manifest).unwrap();
+    release.kubectl(&["apply", "-f", file.to_str().unwrap()]);
+    let measured = release
+        .wait_experiment(name, Duration::from_secs(900), "finished", finished)
+        .await;
+    let status = measured.status.clone().unwrap();
+    assert_eq!(
+        status.phase,
+        Phase::Succeeded,
+        "{status:?}\n{}{}",
+        release.diagnose(),
+        node.console_tail()
+    );
+    let evidence = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "EvidenceCollected")
+        .unwrap_or_else(|| panic!("no EvidenceCollected condition: {status:?}"));
+    assert_eq!(evidence.status, "False", "{evidence:?}");
+    assert!(
+        evidence.message.contains("perf_event_paranoid") && evidence.message.contains("sysAdmin"),
+        "{evidence:?}"
+    );
+    eprintln!(
+        "on Debian's default without CAP_SYS_ADMIN: {}",
+        evidence.message
+    );
+    drop(release);
+    drop(node);
+    eprintln!(
+        "the Debian-defaults check took {:.0} s",
+        began.elapsed().as_secs_f64()
+    );
+}
