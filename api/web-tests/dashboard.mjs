@@ -83,12 +83,14 @@ try {
   await axe("list");
   await shot("list");
   // Search, from the keyboard.
+  const term = comparison.experiment.name.slice(1, 4);
   await page.locator("#search").focus();
-  await page.keyboard.type(comparison.experiment.name.slice(1, 4));
+  await page.keyboard.type(term);
   await page.keyboard.press("Enter");
   await page.waitForURL(/\?q=/);
-  await page.locator("#experiments tbody tr").first().waitFor();
-  const searched = await apiJson(`/api/v1/experiments?search=${encodeURIComponent(comparison.experiment.name.slice(1, 4))}&limit=20`);
+  // The unfiltered rows stay until the search's answer is drawn, which titles the page.
+  await page.waitForFunction((title) => document.title.startsWith(title), `Experiments: ${term}`);
+  const searched = await apiJson(`/api/v1/experiments?search=${encodeURIComponent(term)}&limit=20`);
   check((await page.locator("#experiments tbody tr").count()) === searched.items.length, "search shows what the API finds");
 
   // Live progress: one of two planned runs stored, then the second, with no reload between.
