@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 
 use loadlab_controller::status::Phase;
 
-use crate::harness::{KernelNode, Release, finished, repo};
-
-const EXAMPLE: &str = "examples/epoll-refcount-kernel-nodes.yaml";
+use crate::harness::{KernelNode, Release, condition, finished, repo};
+use crate::kernel_seed::EXAMPLE;
 
 #[tokio::test]
 #[ignore = "needs cluster, by hand"]
@@ -43,7 +42,7 @@ async fn on_debian_defaults_the_status_names_perf_event_paranoid_and_what_to_set
     let measured = release
         .wait_experiment(name, Duration::from_secs(900), "finished", finished)
         .await;
-    let status = measured.status.clone().unwrap();
+    let status = measured.status.as_ref().unwrap();
     assert_eq!(
         status.phase,
         Phase::Succeeded,
@@ -51,10 +50,7 @@ async fn on_debian_defaults_the_status_names_perf_event_paranoid_and_what_to_set
         release.diagnose(),
         node.console_tail()
     );
-    let evidence = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "EvidenceCollected")
+    let evidence = condition(&measured, "EvidenceCollected")
         .unwrap_or_else(|| panic!("no EvidenceCollected condition: {status:?}"));
     assert_eq!(evidence.status, "False", "{evidence:?}");
     assert!(

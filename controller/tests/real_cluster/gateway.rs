@@ -4,18 +4,10 @@
 //! gateway until its ARP entry ages out: 40.7 s measured here, long enough to fail a run and
 //! a controller's lease renewal.
 
-use std::process::Command;
+use crate::harness::try_run;
 
 /// The bridge `scripts/cluster.sh` makes for the pods (`scripts/cluster/common.sh`).
 const BRIDGE: &str = "llcni0";
-
-fn ip(args: &[&str]) -> (bool, String) {
-    let output = Command::new("ip").args(args).output().expect("ip runs");
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 fn bridge_address() -> String {
     std::fs::read_to_string(format!("/sys/class/net/{BRIDGE}/address"))
@@ -33,13 +25,16 @@ impl LowPort {
         let name = format!("lltest{}", std::process::id() % 10_000);
         let peer = format!("{name}p");
         let port = LowPort(name.clone());
-        let (made, said) = ip(&["link", "add", &name, "type", "veth", "peer", "name", &peer]);
+        let (made, said) = try_run(
+            "ip",
+            &["link", "add", &name, "type", "veth", "peer", "name", &peer],
+        );
         assert!(made, "ip link add {name}: {said}");
         for args in [
             vec!["link", "set", name.as_str(), "address", "02:00:00:00:00:01"],
             vec!["link", "set", name.as_str(), "master", BRIDGE, "up"],
         ] {
-            let (ok, said) = ip(&args);
+            let (ok, said) = try_run("ip", &args);
             assert!(ok, "ip {}: {said}", args.join(" "));
         }
         port
@@ -48,7 +43,7 @@ impl LowPort {
 
 impl Drop for LowPort {
     fn drop(&mut self) {
-        let _ = ip(&["link", "del", &self.0]);
+        let _ = try_run("ip", &["link", "del", &self.0]);
     }
 }
 

@@ -338,12 +338,12 @@ pub fn real_node_experiment(
     .to_string()
 }
 
-/// `scripts/cluster.sh ARGS`: whether it succeeded, and everything it printed.
 /// Where `scripts/cluster.sh` keeps the cluster's files (`scripts/cluster/common.sh`).
 fn cluster_dir() -> String {
     std::env::var("LOADLAB_CLUSTER_DIR").unwrap_or_else(|_| "/var/lib/loadlab-cluster".to_string())
 }
 
+/// `scripts/cluster.sh ARGS`: whether it succeeded, and everything it printed.
 pub fn cluster_script(args: &[&str]) -> (bool, String) {
     let script = repo().join("scripts/cluster.sh");
     let output = Command::new("bash")

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::harness::{KernelNode, Release, cluster_script, finished, repo};
 
-const EXAMPLE: &str = "examples/epoll-refcount-kernel-nodes.yaml";
+pub(crate) const EXAMPLE: &str = "examples/epoll-refcount-kernel-nodes.yaml";
 const NAME: &str = "epoll-refcount-kernel-nodes";
 
 fn cohort<'a>(comparison: &'a Value, name: &str) -> &'a Value {
