@@ -105,6 +105,18 @@ status() {
   done
 }
 
+# Whether a cluster (or what one leaves on the host) is here: a component running, the pods'
+# bridge, or the firewall chains kube-proxy and the guard write. Exit status 0 when so.
+leftover() {
+  local name
+  for name in containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns kwok; do
+    alive "$name" && return 0
+  done
+  ip link show "$bridge" >/dev/null 2>&1 && return 0
+  command -v iptables-save >/dev/null 2>&1 || return 1
+  iptables-save 2>/dev/null | grep -qE "^:(KUBE-|$guard_chain )"
+}
+
 kernel_nodes() {
   LOADLAB_CLUSTER_DIR="$dir" LOADLAB_BRIDGE="$bridge" LOADLAB_GATEWAY="$gateway" \
     LOADLAB_CLUSTER_CIDR="$cluster_cidr" LOADLAB_SERVICE_CIDR="$service_cidr" \
@@ -115,10 +127,11 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   status) status ;;
+  leftover) leftover ;;
   kubeconfig) echo "$KUBECONFIG" ;;
   images) need_root; bash "$here/images.sh" "$containerd_sock" ;;
   kwok) need_root; bash "$here/kwok-nodes.sh" "$dir" "${2:-10}" ;;
   node) need_root; shift; kernel_nodes "$@" ;;
   nodes) need_root; kernel_nodes list ;;
-  *) echo "usage: $0 up|down|status|images|kwok N|node add NAME KERNEL|node stop NAME|node remove NAME|nodes|kubeconfig" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|leftover|images|kwok N|node add NAME KERNEL|node stop NAME|node remove NAME|nodes|kubeconfig" >&2; exit 2 ;;
 esac

@@ -17,6 +17,7 @@ command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)   # the peer `loadlab bench loadgen` compares with
 command -v unzip >/dev/null 2>&1 || missing+=(unzip)
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)   # the fleet tests' network namespaces
+command -v iptables >/dev/null 2>&1 || missing+=(iptables)   # the conntrack test's namespace rule
 command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)   # the test command lints scripts/
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 # Virtual-machine cohorts: QEMU boots the kernels, busybox is the guests' userland, xz unpacks

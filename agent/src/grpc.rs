@@ -547,6 +547,7 @@ impl agent_server::Agent for AgentService {
                 other_cpu_ns: noise.other_cpu_ns,
                 device_interrupts: noise.device_interrupts,
                 watched_cpus: noise.watched_cpus,
+                conntrack_dropped: noise.conntrack_dropped,
             }),
             epoll_calls,
             cpu_profile,

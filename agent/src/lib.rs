@@ -1,6 +1,7 @@
 //! loadlab's node agent: describes the node, runs the nginx target and captures counters over
 //! a measured window. [`grpc`] serves it as `loadlab.v1.Agent`; the rest knows no gRPC.
 
+pub mod conntrack;
 pub mod counters;
 pub mod cpus;
 pub mod facts;

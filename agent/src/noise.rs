@@ -1,9 +1,11 @@
 //! What a measured window could not control, with numbers: CPU time the hypervisor stole, CPU
 //! time of everything but nginx and loadlab's own process, and device interrupts landing on
-//! nginx's CPUs. The report turns them into noise flags; the run keeps the numbers.
+//! nginx's CPUs, and packets connection tracking dropped. The report turns them into noise
+//! flags; the run keeps the numbers.
 
 use std::path::Path;
 
+use crate::conntrack::ConntrackReading;
 use crate::counters::{CpuTimes, USER_HZ, processes_cpu_ticks};
 
 /// Per-CPU totals of the numbered (device) lines of `/proc/interrupts`; index = CPU number as
@@ -43,6 +45,7 @@ pub(crate) fn parse_device_interrupts(text: &str) -> Vec<u64> {
 pub(crate) struct NoiseSnapshot {
     device_interrupts: Vec<u64>,
     own_ticks: u64,
+    conntrack: Option<ConntrackReading>,
 }
 
 impl NoiseSnapshot {
@@ -52,6 +55,7 @@ impl NoiseSnapshot {
                 .map(|text| parse_device_interrupts(&text))
                 .unwrap_or_default(),
             own_ticks: own_process_ticks(proc),
+            conntrack: ConntrackReading::read(proc),
         }
     }
 }
@@ -74,6 +78,9 @@ pub struct WindowNoise {
     pub device_interrupts: u64,
     /// nginx's CPUs when it was pinned; every CPU otherwise.
     pub watched_cpus: Vec<u32>,
+    /// Packets connection tracking dropped over the window (a full table drops new
+    /// connections' first packets); `None` where the kernel has no connection tracking.
+    pub conntrack_dropped: Option<u64>,
 }
 
 impl WindowNoise {
@@ -109,6 +116,10 @@ impl WindowNoise {
             other_cpu_ns: other_ticks * (1_000_000_000 / USER_HZ),
             device_interrupts,
             watched_cpus,
+            conntrack_dropped: opened
+                .conntrack
+                .zip(closed.conntrack)
+                .map(|(opened, closed)| closed.dropped.saturating_sub(opened.dropped)),
         }
     }
 }
@@ -148,10 +159,20 @@ ERR:          0
         let opened = NoiseSnapshot {
             device_interrupts: vec![10, 100],
             own_ticks: 50,
+            conntrack: Some(ConntrackReading {
+                entries: 10,
+                limit: 100,
+                dropped: 7,
+            }),
         };
         let closed = NoiseSnapshot {
             device_interrupts: vec![15, 180],
             own_ticks: 80,
+            conntrack: Some(ConntrackReading {
+                entries: 100,
+                limit: 100,
+                dropped: 47,
+            }),
         };
         let before = CpuTimes {
             user: 1000,
@@ -172,9 +193,17 @@ ERR:          0
         assert_eq!(noise.other_cpu_ns, 150 * 10_000_000);
         assert_eq!(noise.watched_cpus, vec![1]);
         assert_eq!(noise.device_interrupts, 80);
+        assert_eq!(noise.conntrack_dropped, Some(40));
         // Unpinned, every CPU is watched.
         let unpinned = WindowNoise::between((&opened, &closed), (&before, &after), 120, &[]);
         assert_eq!(unpinned.watched_cpus, vec![0, 1]);
         assert_eq!(unpinned.device_interrupts, 85);
+        // Without connection tracking at either end, there is no figure.
+        let untracked = NoiseSnapshot {
+            conntrack: None,
+            ..closed.clone()
+        };
+        let noise = WindowNoise::between((&opened, &untracked), (&before, &after), 120, &[]);
+        assert_eq!(noise.conntrack_dropped, None);
     }
 }

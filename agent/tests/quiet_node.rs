@@ -95,6 +95,12 @@ async fn other_work_is_what_neither_nginx_nor_the_agent_did() {
     assert!((0.0..1.0).contains(&outside.steal_share), "{outside:?}");
     // Not pinned: every CPU's interrupts are counted.
     assert_eq!(outside.watched_cpus, (0..cpus).collect::<Vec<_>>());
+    // Connection tracking's drops are a figure exactly where the kernel has tracking loaded.
+    assert_eq!(
+        outside.conntrack_dropped.is_some(),
+        std::path::Path::new("/proc/net/stat/nf_conntrack").exists(),
+        "{outside:?}"
+    );
 
     // The same work on a thread of this process is the agent's own, not other work.
     let spinning = Arc::new(AtomicBool::new(true));

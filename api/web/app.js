@@ -659,6 +659,7 @@ function noiseText(flag) {
     case "steal": return `${fmtPct(flag.share)} of CPU time stolen`;
     case "other_work": return `other work took ${flag.cpus.toFixed(2)} CPU`;
     case "device_interrupts": return `${fmtInt(flag.per_second)} device interrupts/s on nginx's CPUs`;
+    case "conntrack_drops": return `connection tracking dropped ${fmtInt(flag.packets)} packets (its table was full: raise net.netfilter.nf_conntrack_max or stop tracking the target's connections)`;
     case "frequency_scaling": return `frequency governor ${flag.governor} (not performance)`;
     case "shared_cores": return "SMT on (logical CPUs share cores)";
     case "unpinned": return `nginx shared CPUs with the generator: ${flag.reason}`;
@@ -675,14 +676,15 @@ function noiseSection(cohorts) {
       num(n.other_work_cpus.toFixed(2), n.other_work_cpus),
       num(fmtInt(n.device_interrupts_per_second), n.device_interrupts_per_second),
       n.watched_cpus.join(", "),
+      n.conntrack_dropped == null ? "–" : num(fmtInt(n.conntrack_dropped), n.conntrack_dropped),
       n.flags.length ? n.flags.map((f) => h("div", {}, noiseText(f))) : "–",
     ];
   });
   if (!rows.length) return null;
   return [
     h("h2", { id: "noise" }, "What the windows could not control"),
-    tableWithCsv(table("CPU time the hypervisor stole (worst run), CPUs' worth of work by neither nginx nor loadlab, device interrupts on nginx's CPUs; flagged above their thresholds.",
-      ["Cohort", num("Steal"), num("Other work (CPU)"), num("Device interrupts/s"), "Watched CPUs", "Noise"], rows, { id: "noise-table" }), "noise"),
+    tableWithCsv(table("CPU time the hypervisor stole (worst run), CPUs' worth of work by neither nginx nor loadlab, device interrupts on nginx's CPUs, packets the node's connection tracking dropped (– where it tracks none); flagged above their thresholds.",
+      ["Cohort", num("Steal"), num("Other work (CPU)"), num("Device interrupts/s"), "Watched CPUs", num("Conntrack drops"), "Noise"], rows, { id: "noise-table" }), "noise"),
   ];
 }
 

@@ -404,7 +404,7 @@ fn noise_section(report: &ExperimentReport, width: usize) -> String {
     }
     let _ = writeln!(
         out,
-        "\nwhat the windows could not control (steal: CPU time the hypervisor took, worst run;\n other work: CPUs' worth used by neither nginx nor loadlab; device interrupts on nginx's CPUs):"
+        "\nwhat the windows could not control (steal: CPU time the hypervisor took, worst run;\n other work: CPUs' worth used by neither nginx nor loadlab; device interrupts on nginx's CPUs;\n conntrack drops: packets the node's connection tracking dropped, where its kernel has it):"
     );
     for cohort in &report.cohorts {
         let Some(noise) = &cohort.node_noise else {
@@ -412,7 +412,7 @@ fn noise_section(report: &ExperimentReport, width: usize) -> String {
         };
         let _ = writeln!(
             out,
-            "  {:width$}  steal {:.1}%  other work {:.2} CPU  {} interrupts/s on CPU{} {}",
+            "  {:width$}  steal {:.1}%  other work {:.2} CPU  {} interrupts/s on CPU{} {}{}",
             cohort.name,
             noise.steal_share_max * 100.0,
             noise.other_work_cpus,
@@ -423,6 +423,11 @@ fn noise_section(report: &ExperimentReport, width: usize) -> String {
                 "s"
             },
             loadlab_agent::cpus::list(&noise.watched_cpus),
+            // Only where the node tracks connections: elsewhere there is nothing to drop.
+            noise
+                .conntrack_dropped
+                .map(|dropped| format!("  conntrack drops {}", thousands(dropped)))
+                .unwrap_or_default(),
         );
         if !noise.flags.is_empty() {
             let flags: Vec<String> = noise.flags.iter().map(NoiseFlag::describe).collect();

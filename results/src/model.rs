@@ -366,6 +366,10 @@ pub struct WindowCounters {
     /// The CPUs whose interrupts were counted: nginx's when it was pinned, else all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interrupt_cpus: Vec<u32>,
+    /// Packets the node's connection tracking dropped over the window; absent where its kernel
+    /// has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack_dropped: Option<u64>,
     /// Why nginx shared its CPUs with a generator on the same node, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unpinned: Option<String>,

@@ -1,6 +1,7 @@
 //! What a cohort's windows could not control, summed over its runs and flagged with numbers:
-//! stolen CPU time, other work on the node, device interrupts on nginx's CPUs, frequency
-//! scaling, shared cores, and nginx left unpinned beside a local generator.
+//! stolen CPU time, other work on the node, device interrupts on nginx's CPUs, packets
+//! connection tracking dropped, frequency scaling, shared cores, and nginx left unpinned beside
+//! a local generator.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +25,9 @@ pub enum NoiseFlag {
     OtherWork { cpus: f64 },
     /// Device interrupts per second landed on nginx's CPUs (the mean of the runs).
     DeviceInterrupts { per_second: f64 },
+    /// The node's connection tracking table was full and dropped this many packets over the
+    /// windows (all runs): new connections waited for a SYN retransmission or timed out.
+    ConntrackDrops { packets: u64 },
     /// A node's CPU frequency governor may change the clock under load.
     FrequencyScaling { governor: String },
     /// SMT is on: two logical CPUs share a core's execution units.
@@ -41,6 +45,10 @@ impl NoiseFlag {
             NoiseFlag::DeviceInterrupts { per_second } => {
                 format!("{per_second:.0} device interrupts/s on nginx's CPUs")
             }
+            NoiseFlag::ConntrackDrops { packets } => format!(
+                "connection tracking dropped {packets} packets (its table was full: raise \
+                 net.netfilter.nf_conntrack_max or stop tracking the target's connections)"
+            ),
             NoiseFlag::FrequencyScaling { governor } => {
                 format!("frequency governor {governor} (not performance)")
             }
@@ -63,6 +71,10 @@ pub struct NodeNoise {
     pub device_interrupts_per_second: f64,
     /// The CPUs whose interrupts were counted (nginx's when pinned), over all runs.
     pub watched_cpus: Vec<u32>,
+    /// Packets connection tracking dropped over all windows; absent where no node tracks
+    /// connections (and in reports stored before it was counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conntrack_dropped: Option<u64>,
     /// Runs whose windows carried these measurements.
     pub runs: u64,
     pub flags: Vec<NoiseFlag>,
@@ -75,6 +87,8 @@ pub(crate) struct NoiseTally {
     other_work_cpus: Vec<f64>,
     interrupts_per_second: Vec<f64>,
     watched_cpus: Vec<u32>,
+    #[serde(default)]
+    conntrack_dropped: Option<u64>,
     unpinned: Vec<String>,
     runs: u64,
 }
@@ -98,6 +112,9 @@ impl NoiseTally {
             if !self.watched_cpus.contains(cpu) {
                 self.watched_cpus.push(*cpu);
             }
+        }
+        if let Some(dropped) = counters.conntrack_dropped {
+            *self.conntrack_dropped.get_or_insert(0) += dropped;
         }
         if let Some(reason) = &counters.unpinned
             && !self.unpinned.contains(reason)
@@ -131,6 +148,9 @@ impl NoiseTally {
                 per_second: interrupts,
             });
         }
+        if let Some(packets) = self.conntrack_dropped.filter(|dropped| *dropped > 0) {
+            flags.push(NoiseFlag::ConntrackDrops { packets });
+        }
         let mut governors: Vec<String> = nodes
             .iter()
             .filter_map(|node| node.facts["scaling_governor"].as_str())
@@ -160,6 +180,7 @@ impl NoiseTally {
             other_work_cpus: round(other_work_cpus),
             device_interrupts_per_second: round(interrupts),
             watched_cpus: self.watched_cpus,
+            conntrack_dropped: self.conntrack_dropped,
             runs: self.runs,
             flags,
         })
@@ -204,6 +225,7 @@ mod tests {
         assert_eq!(noise.other_work_cpus, 0.02);
         assert_eq!(noise.device_interrupts_per_second, 60.0);
         assert_eq!(noise.watched_cpus, vec![1]);
+        assert_eq!(noise.conntrack_dropped, None, "no node tracked connections");
         assert!(noise.flags.is_empty(), "{:?}", noise.flags);
     }
 
@@ -213,14 +235,23 @@ mod tests {
         tally.add(&window(0.03, 4.0, 50_000));
         let mut unpinned = window(0.0, 0.0, 0);
         unpinned.unpinned = Some("one core".into());
+        unpinned.conntrack_dropped = Some(30);
         tally.add(&unpinned);
+        let mut dropped = window(0.0, 0.0, 0);
+        dropped.conntrack_dropped = Some(12);
+        tally.add(&dropped);
         let noise = tally.finish(&[node("powersave", "on")]).unwrap();
         assert_eq!(
             noise.flags,
             vec![
                 NoiseFlag::Steal { share: 0.03 },
-                NoiseFlag::OtherWork { cpus: 0.2 },
-                NoiseFlag::DeviceInterrupts { per_second: 2500.0 },
+                NoiseFlag::OtherWork {
+                    cpus: 4.0 / 10.0 / 3.0
+                },
+                NoiseFlag::DeviceInterrupts {
+                    per_second: 5000.0 / 3.0
+                },
+                NoiseFlag::ConntrackDrops { packets: 42 },
                 NoiseFlag::FrequencyScaling {
                     governor: "powersave".into()
                 },
@@ -230,6 +261,17 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn tracked_connections_without_drops_are_counted_not_flagged() {
+        let mut tally = NoiseTally::default();
+        let mut tracked = window(0.0, 0.0, 0);
+        tracked.conntrack_dropped = Some(0);
+        tally.add(&tracked);
+        let noise = tally.finish(&[node("performance", "off")]).unwrap();
+        assert_eq!(noise.conntrack_dropped, Some(0));
+        assert!(noise.flags.is_empty(), "{:?}", noise.flags);
     }
 
     #[test]

@@ -399,6 +399,7 @@ impl Measurement {
             other_cpu_seconds: Some(noise.other_cpu_ns as f64 / 1e9),
             device_interrupts: Some(noise.device_interrupts),
             interrupt_cpus: noise.watched_cpus,
+            conntrack_dropped: noise.conntrack_dropped,
             unpinned: self.unpinned,
         };
     }

@@ -2,5 +2,6 @@
 //! what each failure is called, and where the handshake's last ACK goes. Needs nginx.
 
 mod error_kinds;
+mod failures;
 mod handshake_ack;
 mod storm_against_nginx;
