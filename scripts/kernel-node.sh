@@ -23,7 +23,8 @@
 # guest's writes in a temporary file); a tar of the node's own files is its third disk.
 # Without KVM that runs stock kernels the guest is emulated (TCG; LOADLAB_NODE_ACCEL=kvm where
 # KVM runs them): the kernel command line says which (loadlab.accel=), the agent reports it in
-# the node's facts, and rates measured there carry the emulation caveat.
+# the node's facts, and rates measured there carry the emulation caveat. LOADLAB_NODE_APPEND
+# adds to the guest kernel's command line (a driver's module parameters, when debugging one).
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -414,7 +415,7 @@ add() {
   qemu-system-x86_64 $(accelerator) -smp "$cpus" -m "${memory_mib}M" \
     -nodefaults -display none -no-reboot \
     -kernel "$image" \
-    -append "root=/dev/nvme0n1 rw console=ttyS0 init=/sbin/loadlab-node-init panic=-1 loglevel=4 loadlab.accel=${LOADLAB_NODE_ACCEL:-tcg}" \
+    -append "root=/dev/nvme0n1 rw console=ttyS0 init=/sbin/loadlab-node-init panic=-1 loglevel=4 loadlab.accel=${LOADLAB_NODE_ACCEL:-tcg}${LOADLAB_NODE_APPEND:+ $LOADLAB_NODE_APPEND}" \
     -drive "file=$root_image,if=none,id=root,format=raw,snapshot=on" -device nvme,drive=root,serial=root \
     -drive "file=$images,if=none,id=images,format=raw,snapshot=on" -device virtio-blk-pci,drive=images,serial=images \
     -drive "file=$nodes/$name/config.tar,if=none,id=config,format=raw,readonly=on" -device virtio-blk-pci,drive=config,serial=config \

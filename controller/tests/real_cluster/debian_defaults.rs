@@ -8,22 +8,21 @@
 //! warm-up storm, for good (its console: `virtio_net ... NETDEV WATCHDOG: CPU: 1: transmit
 //! queue 0 timed out`, every 5 s for minutes), so the node left the network and the run failed
 //! with "tcp connect error". The cause is not found yet; the lock and CPU evidence of the seed
-//! test never met it.
+//! test never met it, nor did this check on its own (seven runs in a row, 2026-12-05) or ten
+//! rounds of the soak below on one guest (325 s).
 
 use std::time::{Duration, Instant};
 
+use loadlab_controller::Experiment;
 use loadlab_controller::status::Phase;
 
 use crate::harness::{KernelNode, Release, condition, finished, repo};
 use crate::kernel_seed::EXAMPLE;
 
-#[tokio::test]
-#[ignore = "needs cluster, by hand"]
-async fn on_debian_defaults_the_status_names_perf_event_paranoid_and_what_to_set() {
-    let began = Instant::now();
-    let node = KernelNode::add("kernel-47", "linux-image-6.1.0-47-cloud-amd64-unsigned");
-    let release = Release::install("loadlab-debian-defaults", &["agent.perfEvents=perfmon"]).await;
-    let name = "debian-default";
+/// Applies the example cut to one cohort (the unpatched kernel) and one repetition, named
+/// `name`, and waits until it has succeeded; on anything else, says why, with the guest's
+/// console.
+async fn run_one_cohort(release: &Release, node: &KernelNode, name: &str) -> Experiment {
     let manifest = std::fs::read_to_string(repo().join(EXAMPLE))
         .unwrap()
         .replace(
@@ -46,10 +45,21 @@ async fn on_debian_defaults_the_status_names_perf_event_paranoid_and_what_to_set
     assert_eq!(
         status.phase,
         Phase::Succeeded,
-        "{status:?}\n{}{}",
+        "{name}: {status:?}\n{}{}",
         release.diagnose(),
         node.console_tail()
     );
+    measured
+}
+
+#[tokio::test]
+#[ignore = "needs cluster, by hand"]
+async fn on_debian_defaults_the_status_names_perf_event_paranoid_and_what_to_set() {
+    let began = Instant::now();
+    let node = KernelNode::add("kernel-47", "linux-image-6.1.0-47-cloud-amd64-unsigned");
+    let release = Release::install("loadlab-debian-defaults", &["agent.perfEvents=perfmon"]).await;
+    let measured = run_one_cohort(&release, &node, "debian-default").await;
+    let status = measured.status.as_ref().unwrap();
     let evidence = condition(&measured, "EvidenceCollected")
         .unwrap_or_else(|| panic!("no EvidenceCollected condition: {status:?}"));
     assert_eq!(evidence.status, "False", "{evidence:?}");
@@ -67,4 +77,25 @@ async fn on_debian_defaults_the_status_names_perf_event_paranoid_and_what_to_set
         "the Debian-defaults check took {:.0} s",
         began.elapsed().as_secs_f64()
     );
+}
+
+/// The same experiment again and again on one guest (`LOADLAB_SOAK_ROUNDS`, 8 unless set):
+/// where the transmit stall above has been met, a guest that had already carried storms.
+#[tokio::test]
+#[ignore = "needs cluster, by hand"]
+async fn a_kernel_node_keeps_its_network_over_many_experiments() {
+    let rounds: u32 = std::env::var("LOADLAB_SOAK_ROUNDS")
+        .ok()
+        .and_then(|rounds| rounds.parse().ok())
+        .unwrap_or(8);
+    let node = KernelNode::add("kernel-47", "linux-image-6.1.0-47-cloud-amd64-unsigned");
+    let release = Release::install("loadlab-soak", &["agent.perfEvents=perfmon"]).await;
+    for round in 1..=rounds {
+        let began = Instant::now();
+        run_one_cohort(&release, &node, &format!("soak-{round}")).await;
+        eprintln!(
+            "round {round} of {rounds}: succeeded in {:.0} s",
+            began.elapsed().as_secs_f64()
+        );
+    }
 }
