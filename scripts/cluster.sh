@@ -35,6 +35,10 @@ source "$here/cluster/network.sh"
 # shellcheck source=cluster/components.sh
 source "$here/cluster/components.sh"
 
+# Every process a cluster runs, in the order they start (down stops them in reverse, containerd
+# last, apart).
+started_in_order=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns kwok)
+
 up() {
   need_root
   install_packages
@@ -64,10 +68,10 @@ up() {
 
 down() {
   need_root
-  local name
+  local i
   kernel_nodes down
-  for name in kwok coredns kube-proxy kubelet kube-scheduler kube-controller-manager kube-apiserver etcd; do
-    stop "$name"
+  for (( i = ${#started_in_order[@]} - 1; i > 0; i-- )); do
+    stop "${started_in_order[i]}"
   done
   # Containers outlive the kubelet: stop every pod sandbox, then containerd itself.
   if alive containerd; then
@@ -100,7 +104,7 @@ down() {
 
 status() {
   local name
-  for name in containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns kwok; do
+  for name in "${started_in_order[@]}"; do
     if alive "$name"; then echo "$name: running (pid $(cat "$run/$name.pid"))"; else echo "$name: stopped"; fi
   done
 }
@@ -109,7 +113,7 @@ status() {
 # bridge, or the firewall chains kube-proxy and the guard write. Exit status 0 when so.
 leftover() {
   local name
-  for name in containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy coredns kwok; do
+  for name in "${started_in_order[@]}"; do
     alive "$name" && return 0
   done
   ip link show "$bridge" >/dev/null 2>&1 && return 0

@@ -3,8 +3,9 @@
 # the leader killed five times, an agent unreachable for 90 s, a generator refusing for good, a
 # PodSecurity-restricted namespace, long names and five re-creations. Takes about a quarter of
 # an hour (the README has the durations measured). Arguments narrow it to tests whose names
-# contain them; `debian_defaults::` runs the check of Debian's default perf restriction, also by
-# hand (controller/tests/real_cluster/debian_defaults.rs says why). Whatever it starts is stopped at exit, pass or fail.
+# contain them; `debian_defaults::` runs the check of Debian's default perf restriction and a
+# soak of the same experiment on one guest, also by hand (controller/tests/real_cluster/
+# debian_defaults.rs says why). Whatever it starts is stopped at exit, pass or fail.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/install-deps.sh
