@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::Error;
+use crate::conntrack::ConntrackReading;
 
 /// nginx's stub_status totals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -35,6 +36,21 @@ pub(crate) fn parse_stub_status(body: &str) -> Option<NginxStatus> {
 /// loaded two-core machine ("no answer within 5 s"), and emulated guests are slower still.
 const STUB_STATUS_PATIENCE: Duration = Duration::from_secs(30);
 
+/// Why stub_status did not answer, as far as this node can tell: a full connection tracking
+/// table drops every new connection's SYN, the status request's too.
+fn unanswered(conntrack: Option<ConntrackReading>) -> String {
+    let waited = format!("no answer within {} s", STUB_STATUS_PATIENCE.as_secs());
+    match conntrack {
+        Some(table) if table.limit > 0 && table.entries >= table.limit => format!(
+            "{waited}; this node's connection tracking table is full ({} of {} entries), so \
+             new connections' first packets are dropped: raise net.netfilter.nf_conntrack_max \
+             or stop tracking the target's connections",
+            table.entries, table.limit
+        ),
+        _ => waited,
+    }
+}
+
 /// Fetches `/stub_status` from an nginx target. This is itself one connection and one request
 /// to the target, which `NginxStatus` counts.
 pub async fn fetch_stub_status(endpoint: SocketAddr) -> Result<NginxStatus, Error> {
@@ -51,7 +67,7 @@ pub async fn fetch_stub_status(endpoint: SocketAddr) -> Result<NginxStatus, Erro
         .await
         .map_err(|_| Error::StubStatus {
             endpoint,
-            reason: format!("no answer within {} s", STUB_STATUS_PATIENCE.as_secs()),
+            reason: unanswered(ConntrackReading::read(Path::new("/proc"))),
         })?
         .map_err(|e| Error::StubStatus {
             endpoint,
@@ -252,6 +268,22 @@ mod tests {
         let me = std::process::id();
         assert!(processes_cpu_ticks(Path::new("/proc"), &[me, u32::MAX]) < u64::MAX);
         assert_eq!(processes_cpu_ticks(Path::new("/proc"), &[u32::MAX]), 0);
+    }
+
+    #[test]
+    fn an_unanswered_status_names_a_full_connection_tracking_table() {
+        let table = |entries| ConntrackReading {
+            entries,
+            limit: 4000,
+            dropped: 0,
+        };
+        let full = unanswered(Some(table(4000)));
+        assert!(
+            full.starts_with("no answer within 30 s; ") && full.contains("(4000 of 4000 entries)"),
+            "{full}"
+        );
+        assert_eq!(unanswered(Some(table(3999))), "no answer within 30 s");
+        assert_eq!(unanswered(None), "no answer within 30 s");
     }
 
     #[test]

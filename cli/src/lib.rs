@@ -12,6 +12,10 @@ use args::Command;
 /// Exit code for a run cut short by Ctrl-C or SIGTERM (128 + SIGINT).
 pub(crate) const INTERRUPTED: u8 = 130;
 
+/// Exit code for an experiment that ran to its end with a cohort of which no run succeeded:
+/// everything is stored and reported, but there is nothing to compare that cohort by.
+pub(crate) const COHORT_UNMEASURED: u8 = 4;
+
 pub fn init_tracing(cli: &Cli) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LOADLAB_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));

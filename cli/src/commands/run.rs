@@ -13,10 +13,10 @@ use loadlab_results::report::build_report;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::INTERRUPTED;
 use crate::args::RunArgs;
 use crate::commands::interrupt_token;
 use crate::render::{self, RunProgress};
+use crate::{COHORT_UNMEASURED, INTERRUPTED};
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let text = std::fs::read_to_string(&args.file)
@@ -103,12 +103,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             database.describe()
         );
     }
+    let unmeasured: Vec<&str> = report
+        .cohorts
+        .iter()
+        .filter(|cohort| cohort.runs_succeeded == 0)
+        .map(|cohort| cohort.name.as_str())
+        .collect();
     Ok(match ending {
-        Ending::Completed => ExitCode::SUCCESS,
         Ending::Interrupted => {
             eprintln!("interrupted: the runs finished so far are stored");
             ExitCode::from(INTERRUPTED)
         }
+        Ending::Completed if !unmeasured.is_empty() => {
+            eprintln!(
+                "no run of {} succeeded (the failed runs above say why): nothing to compare it by",
+                unmeasured.join(", ")
+            );
+            ExitCode::from(COHORT_UNMEASURED)
+        }
+        Ending::Completed => ExitCode::SUCCESS,
     })
 }
 

@@ -77,7 +77,9 @@ async fn a_generator_killed_mid_run_fails_the_run_with_its_reason_and_the_experi
     let mut stderr = String::new();
     std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     let status = run.wait().unwrap();
-    assert!(status.success(), "the experiment goes on: {stderr}");
+    // It goes on to its end, then says no run of a cohort succeeded (exit status 4).
+    assert_eq!(status.code(), Some(4), "the experiment goes on: {stderr}");
+    assert!(stderr.contains("nothing to compare it by"), "{stderr}");
     for host in [10, 20] {
         assert_eq!(
             lab.listeners(host),
@@ -243,7 +245,9 @@ async fn an_agent_killed_mid_run_fails_that_cohorts_runs_and_the_other_cohort_go
     lab.kill(hosts.agent_b_process);
     std::io::Read::read_to_string(stderr.get_mut(), &mut seen).unwrap();
     let status = run.wait().unwrap();
-    assert!(status.success(), "the experiment goes on: {seen}");
+    // host-b measured nothing: the exit status says so (4) once everything is stored.
+    assert_eq!(status.code(), Some(4), "the experiment goes on: {seen}");
+    assert!(seen.contains("no run of host-b succeeded"), "{seen}");
 
     let runs = store
         .experiment_runs(only_experiment(&store).await)
@@ -339,9 +343,10 @@ async fn a_target_that_never_listens_fails_its_run_with_the_reason_and_is_not_le
         .cohort(json!({ "name": "host-a", "nodes": [agent] }))
         .yaml();
     let output = lab.run(&yaml, &url, &[]);
-    assert!(
-        output.status.success(),
-        "{}",
+    assert_eq!(
+        output.status.code(),
+        Some(4),
+        "its one run failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     let runs = store
