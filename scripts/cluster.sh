@@ -110,15 +110,20 @@ status() {
 }
 
 # Whether a cluster (or what one leaves on the host) is here: a component running, the pods'
-# bridge, or the firewall chains kube-proxy and the guard write. Exit status 0 when so.
+# bridge, or the firewall chains kube-proxy and the guard write (the ones network_down
+# removes). Exit status 0 when so.
 leftover() {
   local name
   for name in "${started_in_order[@]}"; do
     alive "$name" && return 0
   done
   ip link show "$bridge" >/dev/null 2>&1 && return 0
-  command -v iptables-save >/dev/null 2>&1 || return 1
-  iptables-save 2>/dev/null | grep -qE "^:(KUBE-|$guard_chain )"
+  iptables -n -L "$guard_chain" >/dev/null 2>&1 && return 0
+  local table
+  for table in nat filter mangle; do
+    [ -n "$(kube_chains "$table")" ] && return 0
+  done
+  return 1
 }
 
 kernel_nodes() {
